@@ -1,0 +1,345 @@
+//! The crypto provider seam (DESIGN §1): one narrow interface between the token
+//! logic and the code that does the mathematics.
+//!
+//! Two implementations exist: `aws_lc` (aws-lc-rs, the default) and `rustcrypto`
+//! (pure-Rust crates). [`provider()`] returns the routed provider the library uses:
+//! every operation goes to whichever implementation does it best (see `router.rs`).
+//!
+//! Encodings used across the seam:
+//! - RSA and EC private keys: PKCS#8 DER (`PrivateKeyInfo`), wrapped in [`SecretBytes`].
+//! - AES keys: the raw key bytes, wrapped in [`SecretBytes`].
+//! - EC public points: uncompressed SEC1 (`04 || x || y`).
+//! - RSA public keys: big-endian unsigned modulus and exponent, no leading zeros.
+//! - ECDSA signatures: raw `r || s`, each left-padded to the curve's field size
+//!   (PKCS#11's format).
+//!
+//! Errors are returned as the `CK_RV` PKCS#11 names for them (`crate::error::Error`):
+//! a wrong signature is `CKR_SIGNATURE_INVALID`, a signature of the wrong length
+//! `CKR_SIGNATURE_LEN_RANGE`, input of the wrong size `CKR_DATA_LEN_RANGE`, bad
+//! ciphertext `CKR_ENCRYPTED_DATA_INVALID`/`CKR_ENCRYPTED_DATA_LEN_RANGE`, a bad
+//! wrapped key `CKR_WRAPPED_KEY_INVALID`/`CKR_WRAPPED_KEY_LEN_RANGE`, key material
+//! that does not parse `CKR_ATTRIBUTE_VALUE_INVALID`.
+
+use crate::error::Result;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+#[cfg(feature = "aws-lc")]
+pub mod aws_lc;
+pub mod router;
+pub mod rustcrypto;
+pub mod spki;
+
+/// Bytes of key material or plaintext; wiped from memory on drop.
+pub type SecretBytes = Zeroizing<Vec<u8>>;
+
+/// The Managed HSM elliptic curves (JWK `crv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Curve {
+    /// NIST P-256 (secp256r1), JWK `P-256`.
+    P256,
+    /// secp256k1, JWK `P-256K`.
+    P256K,
+    /// NIST P-384 (secp384r1), JWK `P-384`.
+    P384,
+    /// NIST P-521 (secp521r1), JWK `P-521`.
+    P521,
+}
+
+impl Curve {
+    /// Every supported curve.
+    pub const ALL: [Curve; 4] = [Curve::P256, Curve::P256K, Curve::P384, Curve::P521];
+
+    /// Size of one field element / scalar in bytes (r and s each have this length).
+    pub fn field_len(self) -> usize {
+        match self {
+            Curve::P256 | Curve::P256K => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    /// The curve's size in bits as PKCS#11 reports it in `CK_MECHANISM_INFO`.
+    pub fn bits(self) -> usize {
+        match self {
+            Curve::P256 | Curve::P256K => 256,
+            Curve::P384 => 384,
+            Curve::P521 => 521,
+        }
+    }
+
+    /// The hash the Managed HSM pairs with this curve (ES256, ES256K, ES384, ES512).
+    pub fn hash(self) -> Hash {
+        match self {
+            Curve::P256 | Curve::P256K => Hash::Sha256,
+            Curve::P384 => Hash::Sha384,
+            Curve::P521 => Hash::Sha512,
+        }
+    }
+
+    /// The JWK `crv` name.
+    pub fn jwk_name(self) -> &'static str {
+        match self {
+            Curve::P256 => "P-256",
+            Curve::P256K => "P-256K",
+            Curve::P384 => "P-384",
+            Curve::P521 => "P-521",
+        }
+    }
+
+    /// DER of the named-curve OBJECT IDENTIFIER (the value of `CKA_EC_PARAMS`).
+    pub fn oid_der(self) -> &'static [u8] {
+        match self {
+            // 1.2.840.10045.3.1.7
+            Curve::P256 => &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            // 1.3.132.0.10
+            Curve::P256K => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
+            // 1.3.132.0.34
+            Curve::P384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+            // 1.3.132.0.35
+            Curve::P521 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+        }
+    }
+
+    /// The curve named by a `CKA_EC_PARAMS` value (a DER OID; also accepts the
+    /// PrintableString curve names some clients send).
+    pub fn from_ec_params(der: &[u8]) -> Option<Curve> {
+        if let Some(c) = Curve::ALL.iter().copied().find(|c| c.oid_der() == der) {
+            return Some(c);
+        }
+        // PrintableString (tag 0x13) named curves, as OpenSC accepts them.
+        if der.len() > 2 && der[0] == 0x13 && der[1] as usize == der.len() - 2 {
+            return match &der[2..] {
+                b"prime256v1" | b"secp256r1" | b"P-256" => Some(Curve::P256),
+                b"secp256k1" | b"P-256K" => Some(Curve::P256K),
+                b"secp384r1" | b"P-384" => Some(Curve::P384),
+                b"secp521r1" | b"P-521" => Some(Curve::P521),
+                _ => None,
+            };
+        }
+        None
+    }
+}
+
+/// The hash functions the Managed HSM algorithms use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hash {
+    /// SHA-1: only for RSA-OAEP (the JWA `RSA-OAEP` algorithm) and `CKM_SHA_1` digests.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Hash {
+    /// Output length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            Hash::Sha1 => 20,
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+            Hash::Sha512 => 64,
+        }
+    }
+
+    /// The DER prefix of a PKCS#1 v1.5 `DigestInfo` for this hash (digest follows).
+    pub fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            Hash::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
+            Hash::Sha256 => &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ],
+            Hash::Sha384 => &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
+            ],
+            Hash::Sha512 => &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        }
+    }
+}
+
+/// A public key as the token exposes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// RSA: big-endian modulus `n` and public exponent `e`.
+    Rsa {
+        /// Modulus, big-endian, no leading zero bytes.
+        n: Vec<u8>,
+        /// Public exponent, big-endian, no leading zero bytes.
+        e: Vec<u8>,
+    },
+    /// EC: the curve and the uncompressed SEC1 point.
+    Ec {
+        /// The curve.
+        curve: Curve,
+        /// `04 || x || y`.
+        point: Vec<u8>,
+    },
+}
+
+impl PublicKey {
+    /// RSA modulus size in bits, or the curve size for EC.
+    pub fn bits(&self) -> usize {
+        match self {
+            PublicKey::Rsa { n, .. } => {
+                let lead = n.iter().position(|b| *b != 0).unwrap_or(n.len());
+                let n = &n[lead..];
+                match n.first() {
+                    Some(b) => (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize),
+                    None => 0,
+                }
+            }
+            PublicKey::Ec { curve, .. } => curve.bits(),
+        }
+    }
+}
+
+/// A streaming hash (`C_DigestUpdate`, the hash-then-sign mechanisms).
+pub trait Hasher: Send {
+    /// Absorb more input.
+    fn update(&mut self, data: &[u8]);
+    /// Produce the digest; the hasher is consumed.
+    fn finish(self: Box<Self>) -> Vec<u8>;
+}
+
+/// A parsed RSA private key: parse once, cache, use from many threads.
+pub trait RsaPrivateKey: Send + Sync {
+    /// The matching public key.
+    fn public(&self) -> PublicKey;
+    /// Modulus size in bytes (the signature and ciphertext length).
+    fn size(&self) -> usize;
+    /// RS256/384/512: PKCS#1 v1.5 signature of a precomputed `digest` of `hash`.
+    fn sign_pkcs1(&self, hash: Hash, digest: &[u8]) -> Result<Vec<u8>>;
+    /// RSNULL: PKCS#1 v1.5 type-1 padding of `data` as given (no DigestInfo added);
+    /// `data` must be at most k − 11 bytes, else `CKR_DATA_LEN_RANGE`.
+    fn sign_pkcs1_raw(&self, data: &[u8]) -> Result<Vec<u8>>;
+    /// PS256/384/512: RSASSA-PSS of a precomputed `digest`, MGF1 with the same hash,
+    /// salt length = hash length.
+    fn sign_pss(&self, hash: Hash, digest: &[u8]) -> Result<Vec<u8>>;
+    /// RSA1_5 decryption. Must not be a padding oracle: every failure is
+    /// `CKR_ENCRYPTED_DATA_INVALID` through one code path.
+    fn decrypt_pkcs1(&self, ciphertext: &[u8]) -> Result<SecretBytes>;
+    /// RSA-OAEP (SHA-1) / RSA-OAEP-256 (SHA-256): MGF1 hash = `hash`, empty label.
+    fn decrypt_oaep(&self, hash: Hash, ciphertext: &[u8]) -> Result<SecretBytes>;
+}
+
+/// A parsed RSA public key.
+pub trait RsaPublicKey: Send + Sync {
+    /// Modulus size in bytes.
+    fn size(&self) -> usize;
+    /// Verify an RS256/384/512 signature over a precomputed digest.
+    fn verify_pkcs1(&self, hash: Hash, digest: &[u8], signature: &[u8]) -> Result<()>;
+    /// Verify an RSNULL signature over `data` as given.
+    fn verify_pkcs1_raw(&self, data: &[u8], signature: &[u8]) -> Result<()>;
+    /// Verify a PS256/384/512 signature (salt = hash length) over a precomputed digest.
+    fn verify_pss(&self, hash: Hash, digest: &[u8], signature: &[u8]) -> Result<()>;
+    /// RSA1_5 encryption; `plaintext` at most k − 11 bytes else `CKR_DATA_LEN_RANGE`.
+    fn encrypt_pkcs1(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// RSA-OAEP / RSA-OAEP-256 encryption, empty label.
+    fn encrypt_oaep(&self, hash: Hash, plaintext: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A parsed EC private key.
+pub trait EcPrivateKey: Send + Sync {
+    /// The matching public key.
+    fn public(&self) -> PublicKey;
+    /// ECDSA over a precomputed digest; returns raw `r || s`.
+    fn sign_prehash(&self, digest: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A parsed EC public key.
+pub trait EcPublicKey: Send + Sync {
+    /// Verify a raw `r || s` ECDSA signature over a precomputed digest.
+    fn verify_prehash(&self, digest: &[u8], signature: &[u8]) -> Result<()>;
+}
+
+/// An AES key (128, 192 or 256 bits) ready for use.
+pub trait AesKey: Send + Sync {
+    /// AES-GCM encryption; returns `ciphertext || tag` with a tag of `tag_len` bytes (12–16).
+    fn gcm_seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8], tag_len: usize)
+        -> Result<Vec<u8>>;
+    /// AES-GCM decryption of `ciphertext || tag`; a wrong tag is `CKR_ENCRYPTED_DATA_INVALID`.
+    fn gcm_open(&self, iv: &[u8], aad: &[u8], sealed: &[u8], tag_len: usize)
+        -> Result<SecretBytes>;
+    /// AES-CBC encryption; with `pad` PKCS#7 padding is added, without it the input
+    /// must be a multiple of 16 bytes (`CKR_DATA_LEN_RANGE`).
+    fn cbc_encrypt(&self, iv: &[u8; 16], plaintext: &[u8], pad: bool) -> Result<Vec<u8>>;
+    /// AES-CBC decryption; with `pad` the PKCS#7 padding is checked and removed
+    /// (`CKR_ENCRYPTED_DATA_INVALID`); the input must be a multiple of 16 bytes
+    /// (`CKR_ENCRYPTED_DATA_LEN_RANGE`).
+    fn cbc_decrypt(&self, iv: &[u8; 16], ciphertext: &[u8], pad: bool) -> Result<SecretBytes>;
+    /// RFC 3394 key wrap (default IV); input a multiple of 8 bytes, at least 16.
+    fn kw_wrap(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// RFC 3394 key unwrap; an integrity failure is `CKR_WRAPPED_KEY_INVALID`.
+    fn kw_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes>;
+    /// RFC 5649 key wrap with padding; any non-empty input.
+    fn kwp_wrap(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// RFC 5649 key unwrap with padding.
+    fn kwp_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes>;
+}
+
+/// The components of an RSA private key as PKCS#11 `C_CreateObject` supplies them
+/// (big-endian). `d` is required; the CRT values are optional.
+#[derive(Default)]
+pub struct RsaParts {
+    /// Modulus.
+    pub n: Vec<u8>,
+    /// Public exponent.
+    pub e: Vec<u8>,
+    /// Private exponent.
+    pub d: SecretBytes,
+    /// First prime, if given.
+    pub p: Option<SecretBytes>,
+    /// Second prime, if given.
+    pub q: Option<SecretBytes>,
+}
+
+/// One implementation of the cryptography the token needs.
+pub trait Provider: Send + Sync {
+    /// Short name for logs and benchmarks ("aws-lc", "rustcrypto", "routed").
+    fn name(&self) -> &'static str;
+    /// Fill `out` from the CSPRNG.
+    fn random(&self, out: &mut [u8]) -> Result<()>;
+    /// A new streaming hasher.
+    fn hasher(&self, hash: Hash) -> Box<dyn Hasher>;
+    /// Generate an RSA key of `bits` (2048, 3072 or 4096) with e = 65537; PKCS#8 DER.
+    fn generate_rsa(&self, bits: usize) -> Result<SecretBytes>;
+    /// Generate an EC key on `curve`; PKCS#8 DER.
+    fn generate_ec(&self, curve: Curve) -> Result<SecretBytes>;
+    /// Build PKCS#8 DER from RSA components (key import); checks that they are consistent.
+    fn import_rsa(&self, parts: &RsaParts) -> Result<SecretBytes>;
+    /// Build PKCS#8 DER from an EC private scalar (big-endian, key import).
+    fn import_ec(&self, curve: Curve, scalar: &[u8]) -> Result<SecretBytes>;
+    /// Parse an RSA private key from PKCS#8 DER.
+    fn rsa_private(&self, pkcs8: &[u8]) -> Result<Arc<dyn RsaPrivateKey>>;
+    /// Parse an RSA public key from its components.
+    fn rsa_public(&self, n: &[u8], e: &[u8]) -> Result<Arc<dyn RsaPublicKey>>;
+    /// Parse an EC private key on `curve` from PKCS#8 DER.
+    fn ec_private(&self, curve: Curve, pkcs8: &[u8]) -> Result<Arc<dyn EcPrivateKey>>;
+    /// Parse an EC public key from an uncompressed SEC1 point.
+    fn ec_public(&self, curve: Curve, point: &[u8]) -> Result<Arc<dyn EcPublicKey>>;
+    /// Prepare an AES key (16, 24 or 32 bytes).
+    fn aes(&self, key: &[u8]) -> Result<Arc<dyn AesKey>>;
+}
+
+/// One-shot digest through `provider`.
+pub fn digest(provider: &dyn Provider, hash: Hash, data: &[u8]) -> Vec<u8> {
+    let mut h = provider.hasher(hash);
+    h.update(data);
+    h.finish()
+}
+
+/// The provider the library uses: the routed default build, or pure RustCrypto.
+pub fn provider() -> &'static dyn Provider {
+    router::routed()
+}

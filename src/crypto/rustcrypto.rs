@@ -1,0 +1,1 @@
+//! Pure-Rust (RustCrypto) provider.

@@ -1,0 +1,1 @@
+//! DER encoding of SubjectPublicKeyInfo for CKA_PUBLIC_KEY_INFO.

@@ -1,0 +1,1 @@
+//! The SQLite schema and its forward migrations (`PRAGMA user_version`).
