@@ -1,1 +1,87 @@
 //! The SQLite schema and its forward migrations (`PRAGMA user_version`).
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`; a new schema
+//! version is one more entry at the end. Entries are never edited once shipped:
+//! stores in the field have already run them.
+
+use crate::error::{Error, Result};
+use cryptoki_sys::CKR_DEVICE_ERROR;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The forward migrations, in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[
+    // 1: the token row and the objects table.
+    "CREATE TABLE token (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        label          TEXT    NOT NULL,
+        created        INTEGER NOT NULL,
+        kdf_iterations INTEGER NOT NULL,
+        retention_days INTEGER NOT NULL,
+        so_salt        BLOB    NOT NULL,
+        so_wrapped     BLOB    NOT NULL,
+        user_salt      BLOB,
+        user_wrapped   BLOB,
+        so_failures    INTEGER NOT NULL DEFAULT 0,
+        user_failures  INTEGER NOT NULL DEFAULT 0
+    );
+    -- AUTOINCREMENT so a deleted row's id (an object handle) is never handed out again.
+    CREATE TABLE objects (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        name    TEXT,
+        name_lc TEXT,
+        version TEXT,
+        current INTEGER NOT NULL DEFAULT 1,
+        attrs   TEXT    NOT NULL,
+        sealed  BLOB
+    );
+    CREATE INDEX objects_name_lc_current ON objects (name_lc, current);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the schema up to [`SCHEMA_VERSION`], in one transaction. A store written
+/// by a newer build (higher `user_version`) is refused with `CKR_DEVICE_ERROR`
+/// rather than misread.
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    // IMMEDIATE: two processes opening a fresh file must not both run migration 1.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        log::error!("store schema version {current} is newer than this build's {SCHEMA_VERSION}");
+        return Err(Error(CKR_DEVICE_ERROR));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        log::debug!("migrating store schema from version {from}");
+        tx.execute_batch(sql)?;
+    }
+    if current < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_sets_user_version_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap_err(), Error(CKR_DEVICE_ERROR));
+    }
+}
