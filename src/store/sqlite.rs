@@ -1,29 +1,129 @@
 //! The SQLite-backed store: one file per token, WAL, transactions for every write.
 
-use super::{MasterKey, NewObject, ObjectRow, PinUser, TokenRecord};
-use crate::error::Result;
-use std::path::Path;
+use super::seal::{fill_random, SALT_LEN};
+use super::{schema, MasterKey, NewObject, ObjectRow, PinUser, TokenRecord, MAX_PIN_FAILURES};
+use crate::error::{Error, Result};
+use cryptoki_sys::{
+    CKR_ARGUMENTS_BAD, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
+    CKR_TOKEN_NOT_RECOGNIZED, CKR_USER_PIN_NOT_INITIALIZED,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a connection waits for another process's write lock before giving up
+/// (`CKR_DEVICE_ERROR`). Generous: a login under contention runs PBKDF2 while
+/// holding the lock (see [`Store::unlock`]).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fixed AAD of the SO-wrapped master key: a blob wrapped for one purpose does
+/// not open as the other.
+const SO_WRAP_AAD: &[u8] = b"softmhsm master key v1 so";
+/// Fixed AAD of the user-wrapped master key.
+const USER_WRAP_AAD: &[u8] = b"softmhsm master key v1 user";
+
+/// The columns of `objects` that make an [`ObjectRow`], in [`object_row`]'s order.
+const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
 
 /// One connection to a token's store file.
-pub struct Store {/* rusqlite::Connection, … */}
+pub struct Store {
+    conn: Connection,
+    /// `PRAGMA data_version` at the last [`Store::changed`]; None before the first call.
+    data_version: Option<i64>,
+    /// This connection committed a write since the last [`Store::changed`]
+    /// (`data_version` only moves for other connections' commits).
+    own_write: bool,
+}
+
+/// One PIN's columns of the token row.
+struct PinSlot {
+    salt: Option<Vec<u8>>,
+    wrapped: Option<Vec<u8>>,
+    failures: u32,
+    kdf_iterations: u32,
+}
+
+impl PinUser {
+    /// Column names of this user's salt, wrapped key and failure counter. Static
+    /// strings only: SQL is never built from caller data.
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            PinUser::So => ("so_salt", "so_wrapped", "so_failures"),
+            PinUser::User => ("user_salt", "user_wrapped", "user_failures"),
+        }
+    }
+
+    /// The AAD naming this user's wrapped master key.
+    fn wrap_aad(self) -> &'static [u8] {
+        match self {
+            PinUser::So => SO_WRAP_AAD,
+            PinUser::User => USER_WRAP_AAD,
+        }
+    }
+}
 
 impl Store {
     /// Open (creating if missing: directory mode 0700, file mode 0600) the store at
     /// `path`, enable WAL and a busy timeout, and migrate the schema forward.
     pub fn open(path: &Path) -> Result<Store> {
-        let _ = path;
-        todo!()
+        create_private_file(path)?;
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // e.g. a file system without shared memory: still correct, only slower.
+            log::warn!("store: journal_mode is {mode}, not WAL");
+        }
+        // FULL: a key is reported created only once its commit is on disk.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // Old wrapped master keys (before a PIN change or re-init) must not
+        // linger in free pages, where the old PIN would still open them.
+        conn.pragma_update(None, "secure_delete", true)?;
+        schema::migrate(&mut conn)?;
+        match_sidecar_modes(path);
+        Ok(Store {
+            conn,
+            data_version: None,
+            own_write: false,
+        })
     }
 
     /// The token record, or None if the token was never initialised.
     pub fn token(&self) -> Result<Option<TokenRecord>> {
-        todo!()
+        let record = self
+            .conn
+            .query_row(
+                "SELECT label, created, kdf_iterations, user_wrapped IS NOT NULL,
+                        user_failures, so_failures, retention_days
+                 FROM token WHERE id = 1",
+                [],
+                |r| {
+                    Ok(TokenRecord {
+                        label: r.get(0)?,
+                        created: r.get(1)?,
+                        kdf_iterations: r.get(2)?,
+                        user_pin_initialized: r.get(3)?,
+                        user_failures: r.get(4)?,
+                        so_failures: r.get(5)?,
+                        retention_days: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(record)
     }
 
     /// Initialise (or re-initialise) the token in one transaction: delete every
     /// object, forget the user PIN, create a new master key wrapped under `so_pin`
     /// with `kdf_iterations`, reset counters. Returns the new master key.
     /// The caller has already checked the old SO PIN on a re-initialisation.
+    /// `kdf_iterations` must be at least 1 and `retention_days` within 7–90,
+    /// else `CKR_ARGUMENTS_BAD`.
     pub fn init_token(
         &mut self,
         label: &str,
@@ -31,8 +131,39 @@ impl Store {
         kdf_iterations: u32,
         retention_days: u32,
     ) -> Result<MasterKey> {
-        let _ = (label, so_pin, kdf_iterations, retention_days);
-        todo!()
+        if kdf_iterations == 0 || !(7..=90).contains(&retention_days) {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let master = MasterKey::generate()?;
+        let salt = new_salt()?;
+        let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD);
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let tx = write_tx(&mut self.conn)?;
+        // Object ids keep counting (sqlite_sequence survives the DELETE), so a
+        // handle from before the re-init never names a new object.
+        tx.execute("DELETE FROM objects", [])?;
+        tx.execute("DELETE FROM token", [])?;
+        tx.execute(
+            "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
+                                so_salt, so_wrapped, user_salt, user_wrapped,
+                                so_failures, user_failures)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, 0, 0)",
+            params![
+                label.trim_end_matches(' '),
+                created,
+                kdf_iterations,
+                retention_days,
+                &salt[..],
+                wrapped
+            ],
+        )?;
+        tx.commit()?;
+        self.own_write = true;
+        self.scrub_wal();
+        Ok(master)
     }
 
     /// Check `pin` for `who` and unwrap the master key. Failures are counted in the
@@ -40,53 +171,298 @@ impl Store {
     /// `CKR_PIN_INCORRECT`; user PIN at `MAX_PIN_FAILURES` → `CKR_PIN_LOCKED`
     /// (checked before the PIN); no user PIN set → `CKR_USER_PIN_NOT_INITIALIZED`;
     /// token not initialised → `CKR_TOKEN_NOT_RECOGNIZED`. Success resets the counter.
+    ///
+    /// While the counter is zero the PIN is checked without holding the write
+    /// lock, so many processes logging in at once (nginx workers) do not queue
+    /// behind each other's PBKDF2; a failure is then counted atomically. Once a
+    /// failure is on record, checks run under `BEGIN IMMEDIATE` (read, verify,
+    /// count in one transaction), so a guesser gains at most one extra guess per
+    /// process racing from a zero counter.
     pub fn unlock(&mut self, who: PinUser, pin: &[u8]) -> Result<MasterKey> {
-        let _ = (who, pin);
-        todo!()
+        let slot = read_pin_slot(&self.conn, who)?;
+        check_pin_usable(who, &slot)?;
+        if slot.failures == 0 {
+            return match unwrap_slot(who, &slot, pin) {
+                Err(Error(CKR_PIN_INCORRECT)) => {
+                    let (_, _, failures) = who.columns();
+                    let tx = write_tx(&mut self.conn)?;
+                    let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
+                    tx.execute(&sql, [])?;
+                    tx.commit()?;
+                    self.own_write = true;
+                    Err(Error(CKR_PIN_INCORRECT))
+                }
+                other => other,
+            };
+        }
+        let tx = write_tx(&mut self.conn)?;
+        let slot = read_pin_slot(&tx, who)?;
+        check_pin_usable(who, &slot)?;
+        let result = unwrap_slot(who, &slot, pin);
+        let (_, _, failures) = who.columns();
+        let sql = match result {
+            Ok(_) => format!("UPDATE token SET {failures} = 0 WHERE id = 1"),
+            Err(Error(CKR_PIN_INCORRECT)) => {
+                format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1")
+            }
+            Err(e) => return Err(e),
+        };
+        tx.execute(&sql, [])?;
+        tx.commit()?;
+        self.own_write = true;
+        result
     }
 
     /// Wrap `master` under a new PIN for `who` (C_InitPIN, C_SetPIN) and reset its counter.
     pub fn set_pin(&mut self, who: PinUser, master: &MasterKey, pin: &[u8]) -> Result<()> {
-        let _ = (who, master, pin);
-        todo!()
+        let salt = new_salt()?;
+        let tx = write_tx(&mut self.conn)?;
+        let iterations: Option<u32> = tx
+            .query_row("SELECT kdf_iterations FROM token WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let iterations = iterations.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
+        let wrapped = master.wrap_under_pin(pin, &salt, iterations, who.wrap_aad());
+        let (salt_col, wrapped_col, failures_col) = who.columns();
+        let sql = format!(
+            "UPDATE token SET {salt_col} = ?1, {wrapped_col} = ?2, {failures_col} = 0 WHERE id = 1"
+        );
+        tx.execute(&sql, params![&salt[..], wrapped])?;
+        tx.commit()?;
+        self.own_write = true;
+        self.scrub_wal();
+        Ok(())
     }
 
     /// True if any process has written to the store since this connection last
     /// asked (first call: true). Cheap: `PRAGMA data_version` plus own writes.
     pub fn changed(&mut self) -> Result<bool> {
-        todo!()
+        let now: i64 = self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?;
+        let changed = self.own_write || self.data_version != Some(now);
+        self.data_version = Some(now);
+        self.own_write = false;
+        Ok(changed)
     }
 
     /// Every object row.
     pub fn objects(&self) -> Result<Vec<ObjectRow>> {
-        todo!()
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY id"))?;
+        let rows = stmt.query_map([], object_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// One object row by id, or None.
     pub fn object(&self, id: i64) -> Result<Option<ObjectRow>> {
-        let _ = id;
-        todo!()
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
+        ))?;
+        Ok(stmt.query_row([id], object_row).optional()?)
     }
 
     /// Insert a row in one transaction. With a `name`, every other row of that name
     /// (compared case-insensitively) stops being current and the new row becomes
     /// current. Returns the stored row (with its id).
     pub fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow> {
-        let _ = new;
-        todo!()
+        let name_lc = new.name.as_deref().map(str::to_lowercase);
+        let tx = write_tx(&mut self.conn)?;
+        if let Some(name_lc) = &name_lc {
+            tx.execute(
+                "UPDATE objects SET current = 0 WHERE name_lc = ?1 AND current = 1",
+                [name_lc],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+            params![new.name, name_lc, new.version, new.attrs, new.sealed],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        self.own_write = true;
+        Ok(ObjectRow {
+            id,
+            name: new.name.clone(),
+            version: new.version.clone(),
+            current: true,
+            attrs: new.attrs.clone(),
+            sealed: new.sealed.clone(),
+        })
     }
 
     /// Replace a row's attribute JSON. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     pub fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
-        let _ = (id, attrs);
-        todo!()
+        let tx = write_tx(&mut self.conn)?;
+        let n = tx.execute(
+            "UPDATE objects SET attrs = ?1 WHERE id = ?2",
+            params![attrs, id],
+        )?;
+        if n == 0 {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        tx.commit()?;
+        self.own_write = true;
+        Ok(())
     }
 
     /// Delete a row. If it was the current version of its name, the newest
     /// remaining version (highest id) of that name becomes current.
     /// `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     pub fn delete_object(&mut self, id: i64) -> Result<()> {
-        let _ = id;
-        todo!()
+        let tx = write_tx(&mut self.conn)?;
+        let found: Option<(Option<String>, bool)> = tx
+            .query_row(
+                "SELECT name_lc, current FROM objects WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (name_lc, current) = found.ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
+        tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;
+        if let (Some(name_lc), true) = (name_lc, current) {
+            tx.execute(
+                "UPDATE objects SET current = 1
+                 WHERE id = (SELECT MAX(id) FROM objects WHERE name_lc = ?1)",
+                [name_lc],
+            )?;
+        }
+        tx.commit()?;
+        self.own_write = true;
+        Ok(())
     }
+
+    /// Fold the WAL back into the database and truncate it, so superseded
+    /// wrapped master keys do not stay in the `-wal` file. Best effort: a
+    /// checkpoint blocked by readers only delays the scrub to a later checkpoint.
+    fn scrub_wal(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            log::debug!("store: WAL checkpoint after a key change failed: {e}");
+        }
+    }
+}
+
+/// Begin a write transaction. IMMEDIATE takes the write lock up front, so a
+/// read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade and
+/// concurrent processes serialise (e.g. count PIN failures correctly).
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Create `path`'s directory (0700) and the file itself (0600) if missing, before
+/// SQLite writes a byte, so no secret-bearing file is ever world-readable. Existing
+/// directories and files keep their modes.
+fn create_private_file(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_error)?;
+            // The umask may have narrowed the mode; make it exactly 0700.
+            std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_error)?;
+        }
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => std::fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(io_error),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// Give the `-wal` and `-shm` files the database file's permission bits. SQLite
+/// already does so when it creates them; this repairs files left by an older
+/// build or another tool. Best effort: a file owned by another user is left alone.
+fn match_sidecar_modes(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = PathBuf::from(path.as_os_str());
+        side.as_mut_os_string().push(suffix);
+        if let Ok(m) = std::fs::metadata(&side) {
+            if m.permissions().mode() & 0o777 != mode {
+                if let Err(e) = std::fs::set_permissions(&side, Permissions::from_mode(mode)) {
+                    log::debug!("store: cannot set mode of {}: {e}", side.display());
+                }
+            }
+        }
+    }
+}
+
+/// The file system refused: `CKR_DEVICE_ERROR`, reason logged.
+fn io_error(e: std::io::Error) -> Error {
+    log::error!("store file error: {e}");
+    Error(cryptoki_sys::CKR_DEVICE_ERROR)
+}
+
+/// A fresh random PIN salt.
+fn new_salt() -> Result<[u8; SALT_LEN]> {
+    let mut salt = [0u8; SALT_LEN];
+    fill_random(&mut salt)?;
+    Ok(salt)
+}
+
+/// Read `who`'s PIN columns; `CKR_TOKEN_NOT_RECOGNIZED` if the token was never initialised.
+fn read_pin_slot(conn: &Connection, who: PinUser) -> Result<PinSlot> {
+    let (salt, wrapped, failures) = who.columns();
+    let sql =
+        format!("SELECT {salt}, {wrapped}, {failures}, kdf_iterations FROM token WHERE id = 1");
+    let slot = conn
+        .query_row(&sql, [], |r| {
+            Ok(PinSlot {
+                salt: r.get(0)?,
+                wrapped: r.get(1)?,
+                failures: r.get(2)?,
+                kdf_iterations: r.get(3)?,
+            })
+        })
+        .optional()?;
+    slot.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))
+}
+
+/// The checks made before the PIN itself: a user PIN must exist and not be locked.
+fn check_pin_usable(who: PinUser, slot: &PinSlot) -> Result<()> {
+    if slot.wrapped.is_none() || slot.salt.is_none() {
+        return Err(Error(CKR_USER_PIN_NOT_INITIALIZED));
+    }
+    if who == PinUser::User && slot.failures >= MAX_PIN_FAILURES {
+        return Err(Error(CKR_PIN_LOCKED));
+    }
+    Ok(())
+}
+
+/// Unwrap the master key from `slot` with `pin` (the slow PBKDF2 step).
+fn unwrap_slot(who: PinUser, slot: &PinSlot, pin: &[u8]) -> Result<MasterKey> {
+    match (&slot.salt, &slot.wrapped) {
+        (Some(salt), Some(wrapped)) => {
+            MasterKey::unwrap_under_pin(wrapped, pin, salt, slot.kdf_iterations, who.wrap_aad())
+        }
+        _ => Err(Error(CKR_USER_PIN_NOT_INITIALIZED)),
+    }
+}
+
+/// Map an `objects` row (selected as [`OBJECT_COLUMNS`]) to an [`ObjectRow`].
+fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
+    Ok(ObjectRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get(2)?,
+        current: r.get(3)?,
+        attrs: r.get(4)?,
+        sealed: r.get(5)?,
+    })
 }
