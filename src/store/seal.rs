@@ -124,6 +124,12 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// The raw key bytes, for tests that check they never reach the disk.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0[..]
+    }
+
     /// A unique nonce without the OS RNG: HMAC over a process-wide counter, the
     /// time, the pid and the input, under a sub-key of this key (so the HMAC and
     /// GCM never share a key).

@@ -466,3 +466,7 @@ fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
         sealed: r.get(5)?,
     })
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;
