@@ -344,3 +344,6 @@ pub fn digest(provider: &dyn Provider, hash: Hash, data: &[u8]) -> Vec<u8> {
 pub fn provider() -> &'static dyn Provider {
     router::routed()
 }
+
+#[cfg(test)]
+mod tests;
