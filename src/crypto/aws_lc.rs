@@ -180,8 +180,10 @@ impl LcRsaPrivate {
 
     fn decrypting(&self) -> Result<&(Pkcs1PrivateDecryptingKey, OaepPrivateDecryptingKey)> {
         get_or_try_init(&self.decrypt, || {
+            // The key already parsed for signing, so a rejection here can only be
+            // aws-lc's 2048–8192-bit range for decryption keys.
             let key = PrivateDecryptingKey::from_pkcs8(&self.pkcs8)
-                .map_err(|_| fail(CKR_KEY_FUNCTION_NOT_PERMITTED))?;
+                .map_err(|_| fail(CKR_KEY_SIZE_RANGE))?;
             let pkcs1 = Pkcs1PrivateDecryptingKey::new(key.clone())
                 .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
             let oaep = OaepPrivateDecryptingKey::new(key).map_err(|_| fail(CKR_FUNCTION_FAILED))?;

@@ -1031,6 +1031,29 @@ mod openssl {
                 "digest:sha256",
             ]);
 
+            // A tampered signature must fail, so a passing run above means something.
+            let mut bad = rsa.sign_pkcs1(Hash::Sha256, &digest).unwrap();
+            bad[7] ^= 1;
+            std::fs::write(&sig_file, bad).unwrap();
+            assert!(!Command::new("openssl")
+                .args([
+                    "pkeyutl",
+                    "-verify",
+                    "-pubin",
+                    "-inkey",
+                    &pem,
+                    "-in",
+                    &digest_file,
+                    "-sigfile",
+                    &sig_file,
+                    "-pkeyopt",
+                    "digest:sha256",
+                ])
+                .output()
+                .expect("run openssl")
+                .status
+                .success());
+
             std::fs::write(&sig_file, rsa.sign_pss(Hash::Sha256, &digest).unwrap()).unwrap();
             run(&[
                 "pkeyutl",
