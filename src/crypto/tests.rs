@@ -1132,3 +1132,37 @@ mod openssl {
         }
     }
 }
+
+#[test]
+fn es256k_high_s_signatures_verify() {
+    // Plain ECDSA (JWS ES256K, aws-lc) may produce either s; k256 alone would
+    // accept only low-S, the Bitcoin rule.
+    let pkcs8 = ec_pkcs8(Curve::P256K);
+    for p in providers() {
+        let signer = p.ec_private(Curve::P256K, &pkcs8).unwrap();
+        let digest = digest(p, Hash::Sha256, b"high s");
+        let sig =
+            k256::ecdsa::Signature::from_slice(&signer.sign_prehash(&digest).unwrap()).unwrap();
+        let (r, s) = sig.split_scalars();
+        let flipped = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        let (low, high) = match sig.normalize_s() {
+            None => (sig, flipped),
+            Some(_) => (flipped, sig),
+        };
+        for verifier in providers() {
+            let v = ec_public_of(verifier, signer.as_ref());
+            v.verify_prehash(&digest, &low.to_bytes()).unwrap();
+            v.verify_prehash(&digest, &high.to_bytes())
+                .unwrap_or_else(|e| panic!("{} -> {}: {e}", p.name(), verifier.name()));
+        }
+    }
+}
+
+#[test]
+fn routed_provider_is_the_builds_default() {
+    #[cfg(feature = "aws-lc")]
+    assert_eq!(router::routed().name(), "routed");
+    #[cfg(not(feature = "aws-lc"))]
+    assert_eq!(router::routed().name(), "rustcrypto");
+    assert_eq!(provider().name(), router::routed().name());
+}
