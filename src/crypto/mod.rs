@@ -136,6 +136,8 @@ pub enum Hash {
 
 impl Hash {
     /// Output length in bytes.
+    // A digest length is never zero, so an `is_empty` would be meaningless.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             Hash::Sha1 => 20,
@@ -266,8 +268,7 @@ pub trait EcPublicKey: Send + Sync {
 /// An AES key (128, 192 or 256 bits) ready for use.
 pub trait AesKey: Send + Sync {
     /// AES-GCM encryption; returns `ciphertext || tag` with a tag of `tag_len` bytes (12–16).
-    fn gcm_seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8], tag_len: usize)
-        -> Result<Vec<u8>>;
+    fn gcm_seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8], tag_len: usize) -> Result<Vec<u8>>;
     /// AES-GCM decryption of `ciphertext || tag`; a wrong tag is `CKR_ENCRYPTED_DATA_INVALID`.
     fn gcm_open(&self, iv: &[u8], aad: &[u8], sealed: &[u8], tag_len: usize)
         -> Result<SecretBytes>;
@@ -343,3 +344,6 @@ pub fn digest(provider: &dyn Provider, hash: Hash, data: &[u8]) -> Vec<u8> {
 pub fn provider() -> &'static dyn Provider {
     router::routed()
 }
+
+#[cfg(test)]
+mod tests;
