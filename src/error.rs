@@ -43,9 +43,7 @@ impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         log::error!("store error: {e}");
         match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::DiskFull =>
-            {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
                 Error(CKR_DEVICE_MEMORY)
             }
             _ => Error(CKR_DEVICE_ERROR),

@@ -33,9 +33,6 @@ pub struct Store {
     conn: Connection,
     /// `PRAGMA data_version` at the last [`Store::changed`]; None before the first call.
     data_version: Option<i64>,
-    /// This connection committed a write since the last [`Store::changed`]
-    /// (`data_version` only moves for other connections' commits).
-    own_write: bool,
 }
 
 /// One PIN's columns of the token row.
@@ -89,7 +86,6 @@ impl Store {
         Ok(Store {
             conn,
             data_version: None,
-            own_write: false,
         })
     }
 
@@ -161,7 +157,6 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        self.own_write = true;
         self.scrub_wal();
         Ok(master)
     }
@@ -189,7 +184,6 @@ impl Store {
                     let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
                     tx.execute(&sql, [])?;
                     tx.commit()?;
-                    self.own_write = true;
                     Err(Error(CKR_PIN_INCORRECT))
                 }
                 other => other,
@@ -209,7 +203,6 @@ impl Store {
         };
         tx.execute(&sql, [])?;
         tx.commit()?;
-        self.own_write = true;
         result
     }
 
@@ -230,20 +223,20 @@ impl Store {
         );
         tx.execute(&sql, params![&salt[..], wrapped])?;
         tx.commit()?;
-        self.own_write = true;
         self.scrub_wal();
         Ok(())
     }
 
-    /// True if any process has written to the store since this connection last
-    /// asked (first call: true). Cheap: `PRAGMA data_version` plus own writes.
+    /// True if another connection (another process, or the CLI) has committed since
+    /// this connection last asked (first call: true). This connection's own writes do
+    /// not count: the token updates its cache itself, so a key generation does not
+    /// trigger a reload of every row. Cheap: one `PRAGMA data_version`.
     pub fn changed(&mut self) -> Result<bool> {
         let now: i64 = self
             .conn
             .pragma_query_value(None, "data_version", |r| r.get(0))?;
-        let changed = self.own_write || self.data_version != Some(now);
+        let changed = self.data_version != Some(now);
         self.data_version = Some(now);
-        self.own_write = false;
         Ok(changed)
     }
 
@@ -283,7 +276,6 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        self.own_write = true;
         Ok(ObjectRow {
             id,
             name: new.name.clone(),
@@ -305,7 +297,6 @@ impl Store {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         tx.commit()?;
-        self.own_write = true;
         Ok(())
     }
 
@@ -331,7 +322,6 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        self.own_write = true;
         Ok(())
     }
 

@@ -1,0 +1,456 @@
+//! The Managed HSM rules (DESIGN §3) as data: key types and sizes, the
+//! mechanism → algorithm table, and the operation rules (key_ops, enabled,
+//! nbf/exp with the date-time exception).
+
+use super::key::{KeyKind, KeyOps, KeyRecord};
+use super::mechanism::{expect_no_param, hash_of_digest_mechanism, hash_of_mgf, Mechanism, Param};
+use crate::crypto::{Curve, Hash};
+use crate::error::{Error, Result};
+use cryptoki_sys::*;
+
+/// RSA modulus sizes a Managed HSM accepts.
+pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
+/// AES key sizes in bytes.
+pub const AES_BYTES: [u32; 3] = [16, 24, 32];
+
+/// A JWA signature algorithm (the name the Managed HSM and the audit log use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256/384/512.
+    Rs(Hash),
+    /// RSASSA-PSS with SHA-256/384/512, MGF1 same hash, salt = hash length.
+    Ps(Hash),
+    /// PKCS#1 v1.5 padding of caller-supplied data (no DigestInfo added).
+    RsNull,
+    /// ECDSA with the curve's hash.
+    Es(Curve),
+}
+
+impl SignAlg {
+    /// The JWA name.
+    pub fn jwa(self) -> &'static str {
+        match self {
+            SignAlg::Rs(Hash::Sha384) => "RS384",
+            SignAlg::Rs(Hash::Sha512) => "RS512",
+            SignAlg::Rs(_) => "RS256",
+            SignAlg::Ps(Hash::Sha384) => "PS384",
+            SignAlg::Ps(Hash::Sha512) => "PS512",
+            SignAlg::Ps(_) => "PS256",
+            SignAlg::RsNull => "RSNULL",
+            SignAlg::Es(Curve::P256) => "ES256",
+            SignAlg::Es(Curve::P256K) => "ES256K",
+            SignAlg::Es(Curve::P384) => "ES384",
+            SignAlg::Es(Curve::P521) => "ES512",
+        }
+    }
+}
+
+/// How a sign/verify mechanism treats its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignScheme {
+    /// `CKM_RSA_PKCS`: a DigestInfo for SHA-256/384/512 → RS*, other data → RSNULL.
+    RsaPkcs1Raw,
+    /// `CKM_SHA*_RSA_PKCS`: hash locally, then RS*.
+    RsaPkcs1(Hash),
+    /// `CKM_RSA_PKCS_PSS` (digest input, `None`) or `CKM_SHA*_RSA_PKCS_PSS` (hash locally).
+    RsaPss(Option<Hash>),
+    /// `CKM_ECDSA` (digest input, `None`) or `CKM_ECDSA_SHA*` (hash locally).
+    Ecdsa(Option<Hash>),
+}
+
+/// The sign/verify mechanism table.
+const SIGN: &[(CK_MECHANISM_TYPE, SignScheme)] = &[
+    (CKM_RSA_PKCS, SignScheme::RsaPkcs1Raw),
+    (CKM_SHA256_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha256)),
+    (CKM_SHA384_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha384)),
+    (CKM_SHA512_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha512)),
+    (CKM_RSA_PKCS_PSS, SignScheme::RsaPss(None)),
+    (
+        CKM_SHA256_RSA_PKCS_PSS,
+        SignScheme::RsaPss(Some(Hash::Sha256)),
+    ),
+    (
+        CKM_SHA384_RSA_PKCS_PSS,
+        SignScheme::RsaPss(Some(Hash::Sha384)),
+    ),
+    (
+        CKM_SHA512_RSA_PKCS_PSS,
+        SignScheme::RsaPss(Some(Hash::Sha512)),
+    ),
+    (CKM_ECDSA, SignScheme::Ecdsa(None)),
+    (CKM_ECDSA_SHA256, SignScheme::Ecdsa(Some(Hash::Sha256))),
+    (CKM_ECDSA_SHA384, SignScheme::Ecdsa(Some(Hash::Sha384))),
+    (CKM_ECDSA_SHA512, SignScheme::Ecdsa(Some(Hash::Sha512))),
+];
+
+/// A decided sign/verify operation: what to hash locally, and the algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignPlan {
+    /// The mechanism's input treatment.
+    pub scheme: SignScheme,
+    /// For PSS: the hash (from the parameter).
+    pub pss_hash: Option<Hash>,
+}
+
+/// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
+/// mechanism must be in the table (`CKR_MECHANISM_INVALID`), fit the key type
+/// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
+/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
+pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
+    let scheme = SIGN
+        .iter()
+        .find(|(m, _)| *m == mech.ty)
+        .map(|(_, s)| *s)
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let mut pss_hash = None;
+    match (scheme, key.kind) {
+        (SignScheme::RsaPkcs1Raw | SignScheme::RsaPkcs1(_), KeyKind::Rsa(_)) => {
+            expect_no_param(mech)?
+        }
+        (SignScheme::RsaPss(fixed), KeyKind::Rsa(_)) => pss_hash = Some(pss_param(mech, fixed)?),
+        (SignScheme::Ecdsa(hash), KeyKind::Ec(curve)) => {
+            expect_no_param(mech)?;
+            // ES256/ES256K/ES384/ES512 each pair one curve with one hash.
+            if hash.is_some_and(|h| h != curve.hash()) {
+                return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+            }
+        }
+        _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+    check_usable(key, op, now)?;
+    Ok(SignPlan { scheme, pss_hash })
+}
+
+/// PS256/384/512 only: hash = MGF1 hash = SHA-256/384/512, salt = hash length;
+/// for `CKM_SHA*_RSA_PKCS_PSS` the parameter's hash must be the mechanism's.
+fn pss_param(mech: &Mechanism, fixed: Option<Hash>) -> Result<Hash> {
+    let Param::Pss {
+        hash,
+        mgf,
+        salt_len,
+    } = mech.param
+    else {
+        return Err(Error(CKR_MECHANISM_PARAM_INVALID));
+    };
+    let h = hash_of_digest_mechanism(hash).ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
+    let ok = h != Hash::Sha1
+        && hash_of_mgf(mgf) == Some(h)
+        && salt_len as usize == h.len()
+        && fixed.is_none_or(|f| f == h);
+    if ok {
+        Ok(h)
+    } else {
+        Err(Error(CKR_MECHANISM_PARAM_INVALID))
+    }
+}
+
+/// The operations allowed outside `[nbf, exp)`: decrypt, unwrap and verify
+/// (a Managed HSM lets expired keys unwrap old data and check old signatures).
+const ALLOWED_OUTSIDE_WINDOW: KeyOps =
+    KeyOps(KeyOps::DECRYPT.0 | KeyOps::UNWRAP.0 | KeyOps::VERIFY.0);
+
+/// Whether `key` may perform `op` at time `now` (seconds since the epoch):
+/// `enabled`, `key_ops`, and the date-time rule. Every refusal is
+/// `CKR_KEY_FUNCTION_NOT_PERMITTED`.
+pub fn check_usable(key: &KeyRecord, op: KeyOps, now: i64) -> Result<()> {
+    let in_window = key.nbf.is_none_or(|nbf| now >= nbf) && key.exp.is_none_or(|exp| now < exp);
+    if !key.enabled || !key.ops.contains(op) || (!in_window && !ALLOWED_OUTSIDE_WINDOW.contains(op))
+    {
+        return Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    }
+    Ok(())
+}
+
+/// The ops a key of `kind` can have at all.
+pub fn possible_ops(kind: KeyKind) -> KeyOps {
+    match kind {
+        KeyKind::Rsa(_) => KeyOps(0b0011_1111),
+        KeyKind::Ec(_) => KeyOps::SIGN.with(KeyOps::VERIFY),
+        KeyKind::Aes(_) => KeyOps::ENCRYPT
+            .with(KeyOps::DECRYPT)
+            .with(KeyOps::WRAP)
+            .with(KeyOps::UNWRAP),
+    }
+}
+
+/// One row of `C_GetMechanismList` / `C_GetMechanismInfo`.
+pub struct MechanismRow {
+    /// `CKM_*`.
+    pub mech: CK_MECHANISM_TYPE,
+    /// `ulMinKeySize` (bits; bytes for AES key generation, as the spec says).
+    pub min: CK_ULONG,
+    /// `ulMaxKeySize`.
+    pub max: CK_ULONG,
+    /// `CKF_*`.
+    pub flags: CK_FLAGS,
+}
+
+const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+
+/// Every mechanism the token offers, with its true key sizes and flags.
+pub const MECHANISMS: &[MechanismRow] = &[
+    MechanismRow {
+        mech: CKM_RSA_PKCS_KEY_PAIR_GEN,
+        min: 2048,
+        max: 4096,
+        flags: CKF_GENERATE_KEY_PAIR,
+    },
+    MechanismRow {
+        mech: CKM_EC_KEY_PAIR_GEN,
+        min: 256,
+        max: 521,
+        flags: CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_AES_KEY_GEN,
+        min: 16,
+        max: 32,
+        flags: CKF_GENERATE,
+    },
+    MechanismRow {
+        mech: CKM_RSA_PKCS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA256_RSA_PKCS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA384_RSA_PKCS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA512_RSA_PKCS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_RSA_PKCS_PSS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA256_RSA_PKCS_PSS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA384_RSA_PKCS_PSS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_SHA512_RSA_PKCS_PSS,
+        min: 2048,
+        max: 4096,
+        flags: SV,
+    },
+    MechanismRow {
+        mech: CKM_ECDSA,
+        min: 256,
+        max: 521,
+        flags: SV | EC_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_ECDSA_SHA256,
+        min: 256,
+        max: 256,
+        flags: SV | EC_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_ECDSA_SHA384,
+        min: 384,
+        max: 384,
+        flags: SV | EC_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_ECDSA_SHA512,
+        min: 521,
+        max: 521,
+        flags: SV | EC_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_SHA256,
+        min: 0,
+        max: 0,
+        flags: CKF_DIGEST,
+    },
+    MechanismRow {
+        mech: CKM_SHA384,
+        min: 0,
+        max: 0,
+        flags: CKF_DIGEST,
+    },
+    MechanismRow {
+        mech: CKM_SHA512,
+        min: 0,
+        max: 0,
+        flags: CKF_DIGEST,
+    },
+];
+
+/// The digest mechanisms `C_DigestInit` accepts.
+pub fn digest_hash(mech: &Mechanism) -> Result<Hash> {
+    let row = MECHANISMS
+        .iter()
+        .find(|r| r.mech == mech.ty && r.flags & CKF_DIGEST != 0);
+    let hash = row
+        .and_then(|r| hash_of_digest_mechanism(r.mech))
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    expect_no_param(mech)?;
+    Ok(hash)
+}
+
+/// The curve named by `CKA_EC_PARAMS`; any other curve is `CKR_CURVE_NOT_SUPPORTED`.
+pub fn curve_from_params(params: &[u8]) -> Result<Curve> {
+    Curve::from_ec_params(params).ok_or_else(|| {
+        // A well-formed OID or name of another curve, versus garbage.
+        if params.first() == Some(&0x06) || params.first() == Some(&0x13) {
+            Error(CKR_CURVE_NOT_SUPPORTED)
+        } else {
+            Error(CKR_ATTRIBUTE_VALUE_INVALID)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::key::KeyKind;
+    use std::collections::BTreeMap;
+
+    fn key(kind: KeyKind, ops: KeyOps) -> KeyRecord {
+        KeyRecord {
+            kind,
+            name: "k".into(),
+            version: "v".into(),
+            public: None,
+            ops,
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: 0,
+            updated: 0,
+            tags: BTreeMap::new(),
+            local: true,
+            gen_mechanism: None,
+            public_private: false,
+            public_label: None,
+            public_hidden: false,
+        }
+    }
+
+    fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, salt_len: CK_ULONG) -> Mechanism {
+        Mechanism {
+            ty: CKM_RSA_PKCS_PSS,
+            param: Param::Pss {
+                hash,
+                mgf,
+                salt_len,
+            },
+        }
+    }
+
+    #[test]
+    fn pss_salt_must_equal_hash_len() {
+        let k = key(KeyKind::Rsa(2048), possible_ops(KeyKind::Rsa(2048)));
+        assert!(sign_plan(&pss(CKM_SHA256, CKG_MGF1_SHA256, 32), &k, KeyOps::SIGN, 0).is_ok());
+        for m in [
+            pss(CKM_SHA256, CKG_MGF1_SHA256, 20),
+            pss(CKM_SHA256, CKG_MGF1_SHA1, 32),
+            pss(CKM_SHA_1, CKG_MGF1_SHA1, 20),
+            Mechanism::new(CKM_RSA_PKCS_PSS),
+        ] {
+            assert_eq!(
+                sign_plan(&m, &k, KeyOps::SIGN, 0),
+                Err(Error(CKR_MECHANISM_PARAM_INVALID))
+            );
+        }
+    }
+
+    #[test]
+    fn ecdsa_hash_must_match_curve() {
+        let k = key(KeyKind::Ec(Curve::P256), KeyOps::SIGN);
+        assert!(sign_plan(&Mechanism::new(CKM_ECDSA_SHA256), &k, KeyOps::SIGN, 0).is_ok());
+        assert_eq!(
+            sign_plan(&Mechanism::new(CKM_ECDSA_SHA384), &k, KeyOps::SIGN, 0),
+            Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+        );
+    }
+
+    #[test]
+    fn mechanism_must_fit_key_type() {
+        let k = key(KeyKind::Rsa(2048), KeyOps::SIGN);
+        assert_eq!(
+            sign_plan(&Mechanism::new(CKM_ECDSA), &k, KeyOps::SIGN, 0),
+            Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+        );
+        assert_eq!(
+            sign_plan(&Mechanism::new(CKM_MD5_RSA_PKCS), &k, KeyOps::SIGN, 0),
+            Err(Error(CKR_MECHANISM_INVALID))
+        );
+    }
+
+    #[test]
+    fn expired_key_still_verifies_but_does_not_sign() {
+        let mut k = key(KeyKind::Ec(Curve::P384), KeyOps::SIGN.with(KeyOps::VERIFY));
+        k.exp = Some(100);
+        assert_eq!(
+            check_usable(&k, KeyOps::SIGN, 100),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+        assert_eq!(check_usable(&k, KeyOps::VERIFY, 100), Ok(()));
+        assert_eq!(check_usable(&k, KeyOps::SIGN, 99), Ok(()));
+        k.nbf = Some(50);
+        assert_eq!(
+            check_usable(&k, KeyOps::SIGN, 49),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+    }
+
+    #[test]
+    fn disabled_key_does_nothing() {
+        let mut k = key(KeyKind::Rsa(2048), possible_ops(KeyKind::Rsa(2048)));
+        k.enabled = false;
+        for (op, _) in KeyOps::NAMES {
+            assert_eq!(
+                check_usable(&k, op, 0),
+                Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+            );
+        }
+    }
+
+    #[test]
+    fn op_outside_key_ops_is_refused() {
+        let k = key(KeyKind::Rsa(2048), KeyOps::VERIFY);
+        assert_eq!(
+            sign_plan(&Mechanism::new(CKM_SHA256_RSA_PKCS), &k, KeyOps::SIGN, 0),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+    }
+
+    #[test]
+    fn only_managed_hsm_curves_are_accepted() {
+        assert_eq!(curve_from_params(Curve::P521.oid_der()), Ok(Curve::P521));
+        // secp224r1: 1.3.132.0.33
+        assert_eq!(
+            curve_from_params(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21]),
+            Err(Error(CKR_CURVE_NOT_SUPPORTED))
+        );
+        assert_eq!(
+            curve_from_params(&[0xff]),
+            Err(Error(CKR_ATTRIBUTE_VALUE_INVALID))
+        );
+    }
+}

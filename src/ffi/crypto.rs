@@ -1,0 +1,340 @@
+//! Cryptographic functions: encryption (§5.8–5.9), digests (§5.10), signatures
+//! (§5.11–5.12) and the dual-function calls (§5.13).
+
+use super::{entry, input, mechanism, produce};
+use crate::error::{Error, Result};
+use crate::token;
+use crate::token::session::Session;
+use cryptoki_sys::*;
+use std::sync::Arc;
+
+fn session(h: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+    token::library()?.session(h)
+}
+
+/// C_SignInit, PKCS#11 3.1 §5.11.1.
+#[no_mangle]
+pub unsafe extern "C" fn C_SignInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.sign_init(&mechanism(mech)?, key)
+    })
+}
+
+/// C_Sign, PKCS#11 3.1 §5.11.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_Sign(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+    sig: *mut CK_BYTE,
+    sig_len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        let data = input(data, len)?;
+        produce(sig, sig_len, |out| s.sign(data, out))
+    })
+}
+
+/// C_SignUpdate, PKCS#11 3.1 §5.11.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_SignUpdate(
+    h: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.sign_update(input(part, len)?)
+    })
+}
+
+/// C_SignFinal, PKCS#11 3.1 §5.11.4.
+#[no_mangle]
+pub unsafe extern "C" fn C_SignFinal(
+    h: CK_SESSION_HANDLE,
+    sig: *mut CK_BYTE,
+    sig_len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        produce(sig, sig_len, |out| s.sign_final(out))
+    })
+}
+
+/// C_VerifyInit, PKCS#11 3.1 §5.12.1.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifyInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.verify_init(&mechanism(mech)?, key)
+    })
+}
+
+/// C_Verify, PKCS#11 3.1 §5.12.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_Verify(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+    sig: *mut CK_BYTE,
+    sig_len: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.verify(input(data, len)?, input(sig, sig_len)?)
+    })
+}
+
+/// C_VerifyUpdate, PKCS#11 3.1 §5.12.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifyUpdate(
+    h: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.verify_update(input(part, len)?)
+    })
+}
+
+/// C_VerifyFinal, PKCS#11 3.1 §5.12.4.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifyFinal(
+    h: CK_SESSION_HANDLE,
+    sig: *mut CK_BYTE,
+    sig_len: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.verify_final(input(sig, sig_len)?)
+    })
+}
+
+/// C_DigestInit, PKCS#11 3.1 §5.10.1.
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.digest_init(&mechanism(mech)?)
+    })
+}
+
+/// C_Digest, PKCS#11 3.1 §5.10.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_Digest(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        let data = input(data, len)?;
+        produce(out, out_len, |o| s.digest(data, o))
+    })
+}
+
+/// C_DigestUpdate, PKCS#11 3.1 §5.10.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestUpdate(
+    h: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        s.digest_update(input(part, len)?)
+    })
+}
+
+/// C_DigestKey, PKCS#11 3.1 §5.10.4: key values are never digested (no export, even as a hash).
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestKey(h: CK_SESSION_HANDLE, _key: CK_OBJECT_HANDLE) -> CK_RV {
+    entry(|| {
+        session(h)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_DigestFinal, PKCS#11 3.1 §5.10.5.
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestFinal(
+    h: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = session(h)?;
+        produce(out, out_len, |o| s.digest_final(o))
+    })
+}
+
+/// The Init of an operation family with no mechanism offered yet: checks its
+/// arguments, then `CKR_MECHANISM_INVALID`.
+unsafe fn init_without_mechanisms(h: CK_SESSION_HANDLE, mech: *const CK_MECHANISM) -> Result<()> {
+    session(h)?;
+    mechanism(mech)?;
+    Err(Error(CKR_MECHANISM_INVALID))
+}
+
+/// A call of an operation family that never has an active operation yet.
+fn not_initialized(h: CK_SESSION_HANDLE) -> Result<()> {
+    session(h)?;
+    Err(Error(CKR_OPERATION_NOT_INITIALIZED))
+}
+
+/// C_EncryptInit, PKCS#11 3.1 §5.8.1.
+#[no_mangle]
+pub unsafe extern "C" fn C_EncryptInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    _key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| init_without_mechanisms(h, mech))
+}
+
+/// C_Encrypt, PKCS#11 3.1 §5.8.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_Encrypt(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_EncryptUpdate, PKCS#11 3.1 §5.8.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_EncryptUpdate(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_EncryptFinal, PKCS#11 3.1 §5.8.4.
+#[no_mangle]
+pub unsafe extern "C" fn C_EncryptFinal(
+    h: CK_SESSION_HANDLE,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_DecryptInit, PKCS#11 3.1 §5.9.1.
+#[no_mangle]
+pub unsafe extern "C" fn C_DecryptInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    _key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| init_without_mechanisms(h, mech))
+}
+
+/// C_Decrypt, PKCS#11 3.1 §5.9.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_Decrypt(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_DecryptUpdate, PKCS#11 3.1 §5.9.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_DecryptUpdate(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_DecryptFinal, PKCS#11 3.1 §5.9.4.
+#[no_mangle]
+pub unsafe extern "C" fn C_DecryptFinal(
+    h: CK_SESSION_HANDLE,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| not_initialized(h))
+}
+
+/// C_SignRecoverInit: a Managed HSM has no signature with message recovery.
+#[no_mangle]
+pub unsafe extern "C" fn C_SignRecoverInit(
+    h: CK_SESSION_HANDLE,
+    _m: *mut CK_MECHANISM,
+    _k: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        session(h)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_SignRecover: see C_SignRecoverInit.
+#[no_mangle]
+pub unsafe extern "C" fn C_SignRecover(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        session(h)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_VerifyRecoverInit: see C_SignRecoverInit.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifyRecoverInit(
+    h: CK_SESSION_HANDLE,
+    _m: *mut CK_MECHANISM,
+    _k: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        session(h)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_VerifyRecover: see C_SignRecoverInit.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifyRecover(
+    h: CK_SESSION_HANDLE,
+    _d: *mut CK_BYTE,
+    _l: CK_ULONG,
+    _o: *mut CK_BYTE,
+    _ol: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        session(h)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}

@@ -1,0 +1,131 @@
+//! Key management (PKCS#11 3.1 §5.14).
+
+use super::{entry, mechanism, put, template};
+use crate::engine::mechanism::expect_no_param;
+use crate::engine::policy::Part;
+use crate::error::{Error, Result};
+use crate::token::{self, objects::handle};
+use cryptoki_sys::*;
+
+/// C_GenerateKey, PKCS#11 3.1 §5.14.1: AES keys.
+#[no_mangle]
+pub unsafe extern "C" fn C_GenerateKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let m = mechanism(mech)?;
+        let t = template(tmpl, count)?;
+        if key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        if m.ty != CKM_AES_KEY_GEN {
+            return Err(Error(CKR_MECHANISM_INVALID));
+        }
+        expect_no_param(&m)?;
+        let e = s.slot.generate(&s, m.ty, None, &t)?;
+        put(key, handle(e.id, Part::Main))
+    })
+}
+
+/// C_GenerateKeyPair, PKCS#11 3.1 §5.14.2: RSA and EC key pairs.
+#[no_mangle]
+pub unsafe extern "C" fn C_GenerateKeyPair(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    pub_tmpl: *mut CK_ATTRIBUTE,
+    pub_count: CK_ULONG,
+    priv_tmpl: *mut CK_ATTRIBUTE,
+    priv_count: CK_ULONG,
+    pub_key: *mut CK_OBJECT_HANDLE,
+    priv_key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let m = mechanism(mech)?;
+        let public = template(pub_tmpl, pub_count)?;
+        let private = template(priv_tmpl, priv_count)?;
+        if pub_key.is_null() || priv_key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        if m.ty != CKM_RSA_PKCS_KEY_PAIR_GEN && m.ty != CKM_EC_KEY_PAIR_GEN {
+            return Err(Error(CKR_MECHANISM_INVALID));
+        }
+        expect_no_param(&m)?;
+        let e = s.slot.generate(&s, m.ty, Some(&public), &private)?;
+        put(pub_key, handle(e.id, Part::Public))?;
+        put(priv_key, handle(e.id, Part::Main))
+    })
+}
+
+/// C_WrapKey, PKCS#11 3.1 §5.14.3: no wrapping mechanism is offered yet.
+#[no_mangle]
+pub unsafe extern "C" fn C_WrapKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    _wrapping: CK_OBJECT_HANDLE,
+    _key: CK_OBJECT_HANDLE,
+    _out: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        mechanism(mech)?;
+        if len.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        no_mechanism()
+    })
+}
+
+/// C_UnwrapKey, PKCS#11 3.1 §5.14.4: no unwrapping mechanism is offered yet.
+#[no_mangle]
+pub unsafe extern "C" fn C_UnwrapKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    _unwrapping: CK_OBJECT_HANDLE,
+    _wrapped: *mut CK_BYTE,
+    _len: CK_ULONG,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        mechanism(mech)?;
+        template(tmpl, count)?;
+        if key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        no_mechanism()
+    })
+}
+
+/// C_DeriveKey, PKCS#11 3.1 §5.14.5: a Managed HSM derives no keys.
+#[no_mangle]
+pub unsafe extern "C" fn C_DeriveKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    _base: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        mechanism(mech)?;
+        template(tmpl, count)?;
+        if key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        no_mechanism()
+    })
+}
+
+fn no_mechanism() -> Result<()> {
+    Err(Error(CKR_MECHANISM_INVALID))
+}

@@ -1,0 +1,181 @@
+//! The C ABI (DESIGN §5): every `C_*` entry point catches panics, turns raw
+//! pointers into checked Rust values, calls one safe function, and returns its
+//! `CK_RV`. `unsafe` lives here and nowhere else in the library.
+
+#![allow(non_snake_case, clippy::missing_safety_doc)]
+
+mod crypto;
+mod general;
+mod interface;
+mod keys;
+mod object;
+mod session;
+mod slot;
+mod unsupported;
+
+use crate::engine::attributes::{Attr, Template};
+use crate::engine::mechanism::{Mechanism, Param};
+use crate::error::{Error, Result};
+use crate::token::operation::OutBuf;
+use cryptoki_sys::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Largest single attribute value or data buffer read from a caller (256 MiB):
+/// anything larger is a corrupt length, not data.
+const MAX_INPUT: usize = 256 << 20;
+
+/// Run an entry point body: a panic becomes `CKR_GENERAL_ERROR` instead of
+/// unwinding into (and, since Rust 1.81, aborting) the host process.
+pub(crate) fn entry(f: impl FnOnce() -> Result<()>) -> CK_RV {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CKR_OK,
+        Ok(Err(e)) => {
+            log::debug!("returning {e}");
+            e.rv()
+        }
+        Err(_) => {
+            log::error!("internal panic caught at the PKCS#11 boundary");
+            CKR_GENERAL_ERROR
+        }
+    }
+}
+
+/// A caller's input buffer; NULL is allowed only with length 0.
+pub(crate) unsafe fn input<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
+    let len = usize::try_from(len).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() || len > MAX_INPUT {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+/// A caller's output buffer with its in/out length: NULL buffer = length query.
+pub(crate) unsafe fn output<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<OutBuf<'a>> {
+    if len.is_null() {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    if p.is_null() {
+        return Ok(None);
+    }
+    let n = usize::try_from(*len).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+    Ok(Some(std::slice::from_raw_parts_mut(p, n)))
+}
+
+/// Run a producing call under the output-length convention: on success or a
+/// length query write the length to `*len`; on `CKR_BUFFER_TOO_SMALL` write the
+/// length needed (asked with a length query, which changes nothing).
+pub(crate) unsafe fn produce(
+    p: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+    mut f: impl FnMut(OutBuf<'_>) -> Result<usize>,
+) -> Result<()> {
+    let out = output(p, len)?;
+    match f(out) {
+        Ok(n) => {
+            *len = n as CK_ULONG;
+            Ok(())
+        }
+        Err(Error(CKR_BUFFER_TOO_SMALL)) => {
+            if let Ok(n) = f(None) {
+                *len = n as CK_ULONG;
+            }
+            Err(Error(CKR_BUFFER_TOO_SMALL))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Copy a caller's template into Rust values.
+pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Template> {
+    let count = usize::try_from(count).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+    if count == 0 {
+        return Ok(Template::default());
+    }
+    if p.is_null() || count > 4096 {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    let raw = std::slice::from_raw_parts(p, count);
+    let mut attrs = Vec::with_capacity(count);
+    for a in raw {
+        let value = input(a.pValue as *const CK_BYTE, a.ulValueLen)?.to_vec();
+        attrs.push(Attr { ty: a.type_, value });
+    }
+    Ok(Template(attrs))
+}
+
+/// Copy a caller's `CK_MECHANISM`, parsing the parameters the token understands.
+pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+    if p.is_null() {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    let m = &*p;
+    let invalid = || Error(CKR_MECHANISM_PARAM_INVALID);
+    let len = usize::try_from(m.ulParameterLen).map_err(|_| invalid())?;
+    if m.pParameter.is_null() && len != 0 {
+        return Err(invalid());
+    }
+    let param = if Mechanism::takes_pss_params(m.mechanism) {
+        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
+            return Err(invalid());
+        }
+        let pss = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
+        Param::Pss {
+            hash: pss.hashAlg,
+            mgf: pss.mgf,
+            salt_len: pss.sLen,
+        }
+    } else if len == 0 {
+        Param::None
+    } else {
+        if len > MAX_INPUT {
+            return Err(invalid());
+        }
+        Param::Bytes(std::slice::from_raw_parts(m.pParameter as *const u8, len).to_vec())
+    };
+    Ok(Mechanism {
+        ty: m.mechanism,
+        param,
+    })
+}
+
+/// Write a value through a caller's pointer (`CKR_ARGUMENTS_BAD` if NULL).
+pub(crate) unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
+    if p.is_null() {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    p.write(v);
+    Ok(())
+}
+
+/// Fill a blank-padded fixed-width PKCS#11 string field.
+pub(crate) fn pad(dst: &mut [u8], s: &str) {
+    dst.fill(b' ');
+    let b = s.as_bytes();
+    let n = b.len().min(dst.len());
+    dst[..n].copy_from_slice(&b[..n]);
+}
+
+/// Write a list under the PKCS#11 convention (NULL list = count query).
+pub(crate) unsafe fn put_list<T: Copy>(
+    list: *mut T,
+    count: *mut CK_ULONG,
+    items: &[T],
+) -> Result<()> {
+    if count.is_null() {
+        return Err(Error(CKR_ARGUMENTS_BAD));
+    }
+    if list.is_null() {
+        *count = items.len() as CK_ULONG;
+        return Ok(());
+    }
+    if (*count as usize) < items.len() {
+        *count = items.len() as CK_ULONG;
+        return Err(Error(CKR_BUFFER_TOO_SMALL));
+    }
+    std::ptr::copy_nonoverlapping(items.as_ptr(), list, items.len());
+    *count = items.len() as CK_ULONG;
+    Ok(())
+}

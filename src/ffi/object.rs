@@ -1,0 +1,237 @@
+//! Object management (PKCS#11 3.1 §5.7).
+
+use super::{entry, put, template};
+use crate::crypto::SecretBytes;
+use crate::engine::attributes::{ulong_bytes, Attr};
+use crate::engine::key::Body;
+use crate::engine::policy::{self, AttrValue};
+use crate::error::{Error, Result};
+use crate::token::{self, objects::handle, slot::LoggedIn};
+use cryptoki_sys::*;
+
+/// C_CreateObject, PKCS#11 3.1 §5.7.1: certificates, data objects, AES key import.
+#[no_mangle]
+pub unsafe extern "C" fn C_CreateObject(
+    session: CK_SESSION_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    object: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let t = template(tmpl, count)?;
+        if object.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let class = t
+            .get_ulong(CKA_CLASS)?
+            .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+        let (token, rec, secret) = match class {
+            CKO_CERTIFICATE | CKO_DATA => {
+                let (token, rec) = policy::stored_object(&t)?;
+                (token, rec, None)
+            }
+            CKO_SECRET_KEY => {
+                if t.get_ulong(CKA_KEY_TYPE)? != Some(CKK_AES) {
+                    return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+                }
+                let value = t
+                    .get(CKA_VALUE)
+                    .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?
+                    .to_vec();
+                let value = SecretBytes::new(value);
+                if t.get_ulong(CKA_VALUE_LEN)?
+                    .is_some_and(|l| l as usize != value.len())
+                {
+                    return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+                }
+                // An import is a generation request whose material the caller supplies.
+                let mut gen = t.clone();
+                gen.0.retain(|a| {
+                    a.ty != CKA_VALUE
+                        && a.ty != CKA_VALUE_LEN
+                        && a.ty != CKA_CLASS
+                        && a.ty != CKA_KEY_TYPE
+                });
+                gen.0.push(Attr {
+                    ty: CKA_VALUE_LEN,
+                    value: ulong_bytes(value.len() as CK_ULONG),
+                });
+                let mut req = policy::key_request(CKM_AES_KEY_GEN, None, &gen)?;
+                if let Body::Key(k) = &mut req.record.body {
+                    k.local = false;
+                    k.gen_mechanism = None;
+                }
+                (req.token, req.record, Some(value))
+            }
+            CKO_PUBLIC_KEY | CKO_PRIVATE_KEY => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
+            _ => return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)),
+        };
+        if token && !s.rw {
+            return Err(Error(CKR_SESSION_READ_ONLY));
+        }
+        let private = policy::is_private(&rec, policy::Part::Main);
+        if private && s.slot.state().login != LoggedIn::User {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        let e = s.slot.add(&s, token, rec, secret)?;
+        put(object, handle(e.id, policy::Part::Main))
+    })
+}
+
+/// C_CopyObject, PKCS#11 3.1 §5.7.2: no softmhsm object is copyable (`CKA_COPYABLE` = FALSE).
+#[no_mangle]
+pub unsafe extern "C" fn C_CopyObject(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    new: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        template(tmpl, count)?;
+        if new.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        s.object(object)?;
+        Err(Error(CKR_ACTION_PROHIBITED))
+    })
+}
+
+/// C_DestroyObject, PKCS#11 3.1 §5.7.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_DestroyObject(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let (e, part) = s.object(object)?;
+        s.check_writable(&e, part)?;
+        s.slot.destroy(&e, part)
+    })
+}
+
+/// C_GetObjectSize, PKCS#11 3.1 §5.7.4: the bytes the object takes in the store.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetObjectSize(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    size: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let (e, _) = s.object(object)?;
+        let n = e.rec.to_json()?.len() + e.sealed.as_ref().map_or(0, Vec::len);
+        put(size, n as CK_ULONG)
+    })
+}
+
+/// C_GetAttributeValue, PKCS#11 3.1 §5.7.5: every attribute is processed; the
+/// return code reports the last problem met (sensitive, invalid type, short buffer).
+#[no_mangle]
+pub unsafe extern "C" fn C_GetAttributeValue(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let (e, part) = s.object(object)?;
+        let n = usize::try_from(count).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if tmpl.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let attrs = std::slice::from_raw_parts_mut(tmpl, n);
+        let mut result: Result<()> = Ok(());
+        for a in attrs {
+            match s.slot.attribute(&e, part, a.type_) {
+                AttrValue::Sensitive => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    result = Err(Error(CKR_ATTRIBUTE_SENSITIVE));
+                }
+                AttrValue::Invalid => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    result = Err(Error(CKR_ATTRIBUTE_TYPE_INVALID));
+                }
+                AttrValue::Value(v) => {
+                    if a.pValue.is_null() {
+                        a.ulValueLen = v.len() as CK_ULONG;
+                    } else if (a.ulValueLen as usize) >= v.len() {
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len());
+                        a.ulValueLen = v.len() as CK_ULONG;
+                    } else {
+                        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                        result = Err(Error(CKR_BUFFER_TOO_SMALL));
+                    }
+                }
+            }
+        }
+        result
+    })
+}
+
+/// C_SetAttributeValue, PKCS#11 3.1 §5.7.6: all attributes or none.
+#[no_mangle]
+pub unsafe extern "C" fn C_SetAttributeValue(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let t = template(tmpl, count)?;
+        let (e, part) = s.object(object)?;
+        s.check_writable(&e, part)?;
+        let rec = policy::set_attributes(&e.rec, part, &t)?;
+        s.slot.update(&e, rec)
+    })
+}
+
+/// C_FindObjectsInit, PKCS#11 3.1 §5.7.7.
+#[no_mangle]
+pub unsafe extern "C" fn C_FindObjectsInit(
+    session: CK_SESSION_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let t = template(tmpl, count)?;
+        s.find_init(&t)
+    })
+}
+
+/// C_FindObjects, PKCS#11 3.1 §5.7.8.
+#[no_mangle]
+pub unsafe extern "C" fn C_FindObjects(
+    session: CK_SESSION_HANDLE,
+    out: *mut CK_OBJECT_HANDLE,
+    max: CK_ULONG,
+    count: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        if count.is_null() || (out.is_null() && max > 0) {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let max = usize::try_from(max).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+        let found = s.find_next(max)?;
+        if !found.is_empty() {
+            std::ptr::copy_nonoverlapping(found.as_ptr(), out, found.len());
+        }
+        put(count, found.len() as CK_ULONG)
+    })
+}
+
+/// C_FindObjectsFinal, PKCS#11 3.1 §5.7.9.
+#[no_mangle]
+pub unsafe extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| token::library()?.session(session)?.find_final())
+}

@@ -1,0 +1,139 @@
+//! Session management (PKCS#11 3.1 §5.6).
+
+use super::slot::pin_arg;
+use super::{entry, put};
+use crate::error::{Error, Result};
+use crate::token;
+use cryptoki_sys::*;
+use std::ffi::c_void;
+
+/// C_OpenSession, PKCS#11 3.1 §5.6.1 (notification callbacks are never called).
+#[no_mangle]
+pub unsafe extern "C" fn C_OpenSession(
+    slot_id: CK_SLOT_ID,
+    flags: CK_FLAGS,
+    _app: *mut c_void,
+    _notify: CK_NOTIFY,
+    session: *mut CK_SESSION_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let lib = token::library()?;
+        if session.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let h = lib.open_session(slot_id, flags)?;
+        put(session, h)
+    })
+}
+
+/// C_CloseSession, PKCS#11 3.1 §5.6.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_CloseSession(session: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| token::library()?.close_session(session))
+}
+
+/// C_CloseAllSessions, PKCS#11 3.1 §5.6.3.
+#[no_mangle]
+pub unsafe extern "C" fn C_CloseAllSessions(slot_id: CK_SLOT_ID) -> CK_RV {
+    entry(|| token::library()?.close_all_sessions(slot_id))
+}
+
+/// C_GetSessionInfo, PKCS#11 3.1 §5.6.4.
+#[no_mangle]
+pub unsafe extern "C" fn C_GetSessionInfo(
+    session: CK_SESSION_HANDLE,
+    info: *mut CK_SESSION_INFO,
+) -> CK_RV {
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
+        put(
+            info,
+            CK_SESSION_INFO {
+                slotID: s.slot.id,
+                state: s.state(),
+                flags,
+                ulDeviceError: 0,
+            },
+        )
+    })
+}
+
+/// C_SessionCancel, PKCS#11 3.0 §5.6.5: cancels the named active operations.
+#[no_mangle]
+pub unsafe extern "C" fn C_SessionCancel(session: CK_SESSION_HANDLE, _flags: CK_FLAGS) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_GetOperationState: operation state is not exportable (it holds key references).
+#[no_mangle]
+pub unsafe extern "C" fn C_GetOperationState(
+    session: CK_SESSION_HANDLE,
+    _state: *mut CK_BYTE,
+    _len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_SetOperationState: see C_GetOperationState.
+#[no_mangle]
+pub unsafe extern "C" fn C_SetOperationState(
+    session: CK_SESSION_HANDLE,
+    _state: *mut CK_BYTE,
+    _len: CK_ULONG,
+    _enc: CK_OBJECT_HANDLE,
+    _auth: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        token::library()?.session(session)?;
+        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
+    })
+}
+
+/// C_Login, PKCS#11 3.1 §5.6.8.
+#[no_mangle]
+pub unsafe extern "C" fn C_Login(
+    session: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
+    entry(|| login(session, user, pin, pin_len))
+}
+
+unsafe fn login(
+    session: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: *const CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> Result<()> {
+    let lib = token::library()?;
+    let s = lib.session(session)?;
+    let pin = pin_arg(pin, pin_len)?;
+    lib.login(&s, user, pin)
+}
+
+/// C_LoginUser, PKCS#11 3.0 §5.6.9: the token has one user, so a user name adds nothing.
+#[no_mangle]
+pub unsafe extern "C" fn C_LoginUser(
+    session: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+    _name: *mut CK_UTF8CHAR,
+    _name_len: CK_ULONG,
+) -> CK_RV {
+    entry(|| login(session, user, pin, pin_len))
+}
+
+/// C_Logout, PKCS#11 3.1 §5.6.10.
+#[no_mangle]
+pub unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| token::library()?.session(session)?.slot.logout())
+}

@@ -1,0 +1,359 @@
+//! The in-memory object cache of one token: token objects mirrored from the
+//! store, session objects, handles, the label index, and parsed keys.
+
+use crate::crypto::{
+    self, Curve, EcPrivateKey, EcPublicKey, PublicKey, RsaPrivateKey, RsaPublicKey, SecretBytes,
+};
+use crate::engine::attributes::Template;
+use crate::engine::key::{Body, KeyKind, Record};
+use crate::engine::policy::{self, AttrValue, Part, View};
+use crate::error::{Error, Result};
+use crate::store::{MasterKey, ObjectRow};
+use cryptoki_sys::*;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+/// Session object ids start here so they never meet store row ids.
+pub const SESSION_ID_BASE: i64 = 1 << 40;
+
+/// A private or secret key, parsed once and shared by every operation that uses it
+/// (parsing an RSA key costs tens of µs; a P-256 signature itself about 20 µs).
+#[derive(Clone)]
+pub enum ParsedKey {
+    /// RSA private key.
+    Rsa(Arc<dyn RsaPrivateKey>),
+    /// EC private key.
+    Ec(Arc<dyn EcPrivateKey>, Curve),
+    /// AES key.
+    Aes(Arc<dyn crypto::AesKey>),
+}
+
+/// A parsed public key.
+#[derive(Clone)]
+pub enum ParsedPublic {
+    /// RSA.
+    Rsa(Arc<dyn RsaPublicKey>),
+    /// EC.
+    Ec(Arc<dyn EcPublicKey>, Curve),
+}
+
+/// One row: a key version (one or two PKCS#11 objects), a certificate or a data object.
+pub struct Entry {
+    /// Store row id, or a session id ≥ [`SESSION_ID_BASE`].
+    pub id: i64,
+    /// The owning session of a session object.
+    pub owner: Option<CK_SESSION_HANDLE>,
+    /// Whether this is the current version of its name.
+    pub current: bool,
+    /// The record.
+    pub rec: Record,
+    /// Secret material sealed under the master key (token keys).
+    pub sealed: Option<Vec<u8>>,
+    /// Secret material in memory (session keys), wiped on drop.
+    pub plain: Option<SecretBytes>,
+    parsed: OnceLock<ParsedKey>,
+    parsed_public: OnceLock<ParsedPublic>,
+}
+
+impl Entry {
+    /// A token object from its store row.
+    pub fn from_row(row: &ObjectRow) -> Result<Entry> {
+        Ok(Entry {
+            id: row.id,
+            owner: None,
+            current: row.current,
+            rec: Record::from_json(&row.attrs)?,
+            sealed: row.sealed.clone(),
+            plain: None,
+            parsed: OnceLock::new(),
+            parsed_public: OnceLock::new(),
+        })
+    }
+
+    /// A session object.
+    pub fn session(
+        id: i64,
+        owner: CK_SESSION_HANDLE,
+        rec: Record,
+        plain: Option<SecretBytes>,
+    ) -> Entry {
+        Entry {
+            id,
+            owner: Some(owner),
+            current: true,
+            rec,
+            sealed: None,
+            plain,
+            parsed: OnceLock::new(),
+            parsed_public: OnceLock::new(),
+        }
+    }
+
+    /// A copy with another `current` flag (parsed keys are kept).
+    pub fn with_current(&self, current: bool) -> Entry {
+        Entry {
+            id: self.id,
+            owner: self.owner,
+            current,
+            rec: self.rec.clone(),
+            sealed: self.sealed.clone(),
+            plain: self.plain.clone(),
+            parsed: self.parsed.clone(),
+            parsed_public: self.parsed_public.clone(),
+        }
+    }
+
+    /// A copy with a new record (after C_SetAttributeValue); parsed keys are kept.
+    pub fn with_record(&self, rec: Record) -> Entry {
+        let mut e = self.with_current(self.current);
+        e.rec = rec;
+        e
+    }
+
+    /// A copy that has forgotten its parsed private key (at logout).
+    pub fn without_secrets(&self) -> Entry {
+        let mut e = self.with_current(self.current);
+        e.parsed = OnceLock::new();
+        e
+    }
+
+    /// Token object (true) or session object.
+    pub fn is_token(&self) -> bool {
+        self.owner.is_none()
+    }
+
+    /// The object handles of this row's objects.
+    pub fn handles(&self) -> Vec<CK_OBJECT_HANDLE> {
+        let mut v = vec![handle(self.id, Part::Main)];
+        if let Body::Key(k) = &self.rec.body {
+            if k.kind.is_pair() && !k.public_hidden {
+                v.push(handle(self.id, Part::Public));
+            }
+        }
+        v
+    }
+
+    /// Whether `part` exists on this row.
+    pub fn has_part(&self, part: Part) -> bool {
+        match part {
+            Part::Main => true,
+            Part::Public => {
+                matches!(&self.rec.body, Body::Key(k) if k.kind.is_pair() && !k.public_hidden)
+            }
+        }
+    }
+
+    /// The attribute view of one part.
+    pub fn view<'a>(&'a self, part: Part, token_label: &'a str) -> View<'a> {
+        View {
+            rec: &self.rec,
+            part,
+            token: self.is_token(),
+            current: self.current,
+            token_label,
+        }
+    }
+
+    /// Whether `part` matches every attribute of a find template. Without
+    /// `CKA_SOFTMHSM_VERSION` in the template only current versions match.
+    pub fn matches(&self, part: Part, t: &Template, token_label: &str) -> bool {
+        use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
+        if t.get(CKA_SOFTMHSM_VERSION).is_none() && !self.current {
+            return false;
+        }
+        let view = self.view(part, token_label);
+        t.0.iter()
+            .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.clone()))
+    }
+
+    /// The parsed private/secret key, opened with `master` and parsed on first use.
+    pub fn private_key(&self, master: Option<&MasterKey>, token_label: &str) -> Result<ParsedKey> {
+        if let Some(p) = self.parsed.get() {
+            return Ok(p.clone());
+        }
+        let Body::Key(k) = &self.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let material: SecretBytes = match (&self.plain, &self.sealed) {
+            (Some(p), _) => p.clone(),
+            (None, Some(sealed)) => {
+                let master = master.ok_or(Error(CKR_USER_NOT_LOGGED_IN))?;
+                master.open(policy::kid(token_label, k).as_bytes(), sealed)?
+            }
+            (None, None) => return Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED)),
+        };
+        let p = crypto::provider();
+        let parsed = match k.kind {
+            KeyKind::Rsa(_) => ParsedKey::Rsa(p.rsa_private(&material)?),
+            KeyKind::Ec(c) => ParsedKey::Ec(p.ec_private(c, &material)?, c),
+            KeyKind::Aes(_) => ParsedKey::Aes(p.aes(&material)?),
+        };
+        Ok(self.parsed.get_or_init(|| parsed).clone())
+    }
+
+    /// The parsed public key (RSA/EC), parsed on first use.
+    pub fn public_key(&self) -> Result<ParsedPublic> {
+        if let Some(p) = self.parsed_public.get() {
+            return Ok(p.clone());
+        }
+        let Body::Key(k) = &self.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let public = k
+            .public
+            .as_ref()
+            .ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))?
+            .to_public(k.kind)?;
+        let p = crypto::provider();
+        let parsed = match public {
+            PublicKey::Rsa { n, e } => ParsedPublic::Rsa(p.rsa_public(&n, &e)?),
+            PublicKey::Ec { curve, point } => ParsedPublic::Ec(p.ec_public(curve, &point)?, curve),
+        };
+        Ok(self.parsed_public.get_or_init(|| parsed).clone())
+    }
+}
+
+/// The handle of one part of a row: stable for a row's lifetime, never 0.
+pub fn handle(id: i64, part: Part) -> CK_OBJECT_HANDLE {
+    ((id as CK_OBJECT_HANDLE) << 1) | (part == Part::Public) as CK_OBJECT_HANDLE
+}
+
+/// The row id and part of a handle.
+pub fn split_handle(h: CK_OBJECT_HANDLE) -> (i64, Part) {
+    let part = if h & 1 == 1 { Part::Public } else { Part::Main };
+    ((h >> 1) as i64, part)
+}
+
+/// Every object of one token known to this process.
+#[derive(Default)]
+pub struct Objects {
+    entries: HashMap<i64, Arc<Entry>>,
+    /// Label → row ids (both halves' labels), so find-by-label does not scan.
+    by_label: HashMap<Vec<u8>, Vec<i64>>,
+    next_session_id: i64,
+}
+
+impl Objects {
+    /// The entry of a row id.
+    pub fn get(&self, id: i64) -> Option<&Arc<Entry>> {
+        self.entries.get(&id)
+    }
+
+    /// All entries.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.entries.values()
+    }
+
+    /// Entries whose label (either half's) is `label`.
+    pub fn with_label(&self, label: &[u8]) -> impl Iterator<Item = &Arc<Entry>> {
+        self.by_label
+            .get(label)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+
+    /// A fresh session object id.
+    pub fn next_session_id(&mut self) -> i64 {
+        self.next_session_id += 1;
+        SESSION_ID_BASE + self.next_session_id
+    }
+
+    /// Insert or replace an entry.
+    pub fn put(&mut self, e: Arc<Entry>) {
+        self.remove(e.id);
+        for l in labels(&e.rec) {
+            self.by_label.entry(l).or_default().push(e.id);
+        }
+        self.entries.insert(e.id, e);
+    }
+
+    /// Remove an entry.
+    pub fn remove(&mut self, id: i64) -> Option<Arc<Entry>> {
+        let old = self.entries.remove(&id)?;
+        for l in labels(&old.rec) {
+            if let Some(ids) = self.by_label.get_mut(&l) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_label.remove(&l);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    /// Replace every token object with the store's rows, keeping the parsed keys
+    /// of rows that did not change, and keeping session objects.
+    pub fn reload(&mut self, rows: &[ObjectRow]) {
+        let mut keep: HashMap<i64, Arc<Entry>> = HashMap::new();
+        for row in rows {
+            let fresh = match Entry::from_row(row) {
+                Ok(e) => e,
+                Err(_) => continue, // logged by Record::from_json; the rest stays usable
+            };
+            let e = match self.entries.get(&row.id) {
+                Some(old) if old.rec == fresh.rec && old.sealed == fresh.sealed => {
+                    if old.current == fresh.current {
+                        old.clone()
+                    } else {
+                        Arc::new(old.with_current(fresh.current))
+                    }
+                }
+                _ => Arc::new(fresh),
+            };
+            keep.insert(row.id, e);
+        }
+        let sessions: Vec<Arc<Entry>> = self
+            .entries
+            .values()
+            .filter(|e| !e.is_token())
+            .cloned()
+            .collect();
+        self.entries.clear();
+        self.by_label.clear();
+        for e in keep.into_values().chain(sessions) {
+            self.put(e);
+        }
+    }
+
+    /// Forget every parsed private key (logout).
+    pub fn forget_secrets(&mut self) {
+        let all: Vec<Arc<Entry>> = self
+            .entries
+            .values()
+            .map(|e| Arc::new(e.without_secrets()))
+            .collect();
+        for e in all {
+            self.put(e);
+        }
+    }
+
+    /// Remove the session objects of `session` (C_CloseSession).
+    pub fn drop_session_objects(&mut self, session: CK_SESSION_HANDLE) {
+        let ids: Vec<i64> = self
+            .entries
+            .values()
+            .filter(|e| e.owner == Some(session))
+            .map(|e| e.id)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    /// Remove everything (token re-initialisation).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.by_label.clear();
+    }
+}
+
+fn labels(rec: &Record) -> Vec<Vec<u8>> {
+    let mut v = vec![rec.label.clone()];
+    if let Body::Key(k) = &rec.body {
+        if let Some(l) = &k.public_label {
+            v.push(l.clone());
+        }
+    }
+    v
+}

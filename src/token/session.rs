@@ -1,0 +1,305 @@
+//! A session and the operations it runs. The crypto path holds only this
+//! session's own lock: the key is an `Arc` of the parsed key, taken at `*Init`.
+
+use super::objects::Entry;
+use super::operation::{check_out, DigestCtx, FindCtx, OutBuf, SignCtx, Signer, VerifyCtx};
+use super::slot::{LoggedIn, Slot};
+use crate::engine::attributes::{now, Template};
+use crate::engine::key::{Body, KeyOps};
+use crate::engine::mechanism::Mechanism;
+use crate::engine::policy::Part;
+use crate::engine::rules;
+use crate::error::{Error, Result};
+use cryptoki_sys::*;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The active operations of a session.
+#[derive(Default)]
+pub struct Ops {
+    /// `C_FindObjects*`.
+    pub find: Option<FindCtx>,
+    /// `C_Sign*`.
+    pub sign: Option<SignCtx>,
+    /// `C_Verify*`.
+    pub verify: Option<VerifyCtx>,
+    /// `C_Digest*`.
+    pub digest: Option<DigestCtx>,
+}
+
+/// An open session.
+pub struct Session {
+    /// `CK_SESSION_HANDLE`.
+    pub handle: CK_SESSION_HANDLE,
+    /// The slot (token) it belongs to.
+    pub slot: Arc<Slot>,
+    /// Read/write session.
+    pub rw: bool,
+    ops: Mutex<Ops>,
+}
+
+/// Run a producing step under the output convention: end the operation on
+/// success and on every error but `CKR_BUFFER_TOO_SMALL` and the length query.
+fn finish<C>(
+    slot: &mut Option<C>,
+    out: OutBuf<'_>,
+    need: impl FnOnce(&C) -> usize,
+    compute: impl FnOnce(&mut C) -> Result<Vec<u8>>,
+) -> Result<usize> {
+    let ctx = slot.as_mut().ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    let buf = match check_out(out, need(ctx))? {
+        Err(len) => return Ok(len),
+        Ok(buf) => buf,
+    };
+    let result = compute(ctx);
+    *slot = None;
+    let value = result?;
+    let dst = buf
+        .get_mut(..value.len())
+        .ok_or(Error(CKR_BUFFER_TOO_SMALL))?;
+    dst.copy_from_slice(&value);
+    Ok(value.len())
+}
+
+impl Session {
+    /// A new session on `slot`.
+    pub fn new(handle: CK_SESSION_HANDLE, slot: Arc<Slot>, rw: bool) -> Session {
+        Session {
+            handle,
+            slot,
+            rw,
+            ops: Mutex::new(Ops::default()),
+        }
+    }
+
+    fn ops(&self) -> MutexGuard<'_, Ops> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `CK_SESSION_INFO.state`.
+    pub fn state(&self) -> CK_STATE {
+        match (self.slot.state().login, self.rw) {
+            (LoggedIn::So, _) => CKS_RW_SO_FUNCTIONS,
+            (LoggedIn::User, true) => CKS_RW_USER_FUNCTIONS,
+            (LoggedIn::User, false) => CKS_RO_USER_FUNCTIONS,
+            (LoggedIn::Nobody, true) => CKS_RW_PUBLIC_SESSION,
+            (LoggedIn::Nobody, false) => CKS_RO_PUBLIC_SESSION,
+        }
+    }
+
+    /// An object handle visible to this session.
+    pub fn object(&self, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
+        self.slot.object(self, h)
+    }
+
+    /// The key behind a key handle: `CKR_KEY_HANDLE_INVALID` if there is none.
+    fn key(&self, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
+        let (e, part) = self.object(h).map_err(|_| Error(CKR_KEY_HANDLE_INVALID))?;
+        match &e.rec.body {
+            Body::Key(_) => Ok((e, part)),
+            Body::Stored { .. } => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+        }
+    }
+
+    /// Whether a write to this object is allowed from this session.
+    pub fn check_writable(&self, e: &Entry, part: Part) -> Result<()> {
+        if e.is_token() && !self.rw {
+            return Err(Error(CKR_SESSION_READ_ONLY));
+        }
+        let _ = part;
+        Ok(())
+    }
+
+    // --- find ---------------------------------------------------------------
+
+    /// C_FindObjectsInit.
+    pub fn find_init(&self, t: &Template) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.find.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let handles = self.slot.find(t)?;
+        ops.find = Some(FindCtx {
+            handles: handles.into(),
+        });
+        Ok(())
+    }
+
+    /// C_FindObjects: up to `max` handles.
+    pub fn find_next(&self, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let mut ops = self.ops();
+        let f = ops
+            .find
+            .as_mut()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = max.min(f.handles.len());
+        Ok(f.handles.drain(..n).collect())
+    }
+
+    /// C_FindObjectsFinal.
+    pub fn find_final(&self) -> Result<()> {
+        self.ops()
+            .find
+            .take()
+            .map(|_| ())
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    // --- sign ---------------------------------------------------------------
+
+    /// C_SignInit (PKCS#11 3.1 §5.13.1).
+    pub fn sign_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.sign.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (e, part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        if part == Part::Public {
+            // A public key is the wrong type of key for signing.
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        let plan = rules::sign_plan(mech, k, KeyOps::SIGN, now())?;
+        let master = self.slot.state().master.clone();
+        let label = self.slot.state().label.clone();
+        let signer = Signer::from_key(e.private_key(master.as_deref(), &label)?)?;
+        ops.sign = Some(SignCtx::new(signer, plan));
+        Ok(())
+    }
+
+    /// C_Sign.
+    pub fn sign(&self, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        let mut ops = self.ops();
+        if ops.sign.as_ref().is_some_and(|c| c.multipart) {
+            ops.sign = None;
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        finish(&mut ops.sign, out, SignCtx::sig_len, |c| c.sign(Some(data)))
+    }
+
+    /// C_SignUpdate.
+    pub fn sign_update(&self, data: &[u8]) -> Result<()> {
+        let mut ops = self.ops();
+        let c = ops
+            .sign
+            .as_mut()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        let limit = c.input_limit();
+        let r = c.update(data, limit);
+        if r.is_err() {
+            ops.sign = None;
+        }
+        r
+    }
+
+    /// C_SignFinal.
+    pub fn sign_final(&self, out: OutBuf<'_>) -> Result<usize> {
+        let mut ops = self.ops();
+        finish(&mut ops.sign, out, SignCtx::sig_len, |c| c.sign(None))
+    }
+
+    // --- verify -------------------------------------------------------------
+
+    /// C_VerifyInit.
+    pub fn verify_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.verify.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (e, _part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let plan = rules::sign_plan(mech, k, KeyOps::VERIFY, now())?;
+        ops.verify = Some(VerifyCtx::new(e.public_key()?, plan));
+        Ok(())
+    }
+
+    /// C_Verify: the operation ends whatever the outcome.
+    pub fn verify(&self, data: &[u8], signature: &[u8]) -> Result<()> {
+        let mut ops = self.ops();
+        let mut c = ops
+            .verify
+            .take()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        if c.multipart {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        c.verify(Some(data), signature)
+    }
+
+    /// C_VerifyUpdate.
+    pub fn verify_update(&self, data: &[u8]) -> Result<()> {
+        let mut ops = self.ops();
+        let c = ops
+            .verify
+            .as_mut()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        let limit = c.input_limit();
+        let r = c.update(data, limit);
+        if r.is_err() {
+            ops.verify = None;
+        }
+        r
+    }
+
+    /// C_VerifyFinal.
+    pub fn verify_final(&self, signature: &[u8]) -> Result<()> {
+        let mut ops = self.ops();
+        let mut c = ops
+            .verify
+            .take()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.verify(None, signature)
+    }
+
+    // --- digest -------------------------------------------------------------
+
+    /// C_DigestInit.
+    pub fn digest_init(&self, mech: &Mechanism) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.digest.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        ops.digest = Some(DigestCtx::new(rules::digest_hash(mech)?));
+        Ok(())
+    }
+
+    /// C_Digest.
+    pub fn digest(&self, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        let mut ops = self.ops();
+        if ops.digest.as_ref().is_some_and(|c| c.multipart) {
+            ops.digest = None;
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        finish(
+            &mut ops.digest,
+            out,
+            |c| c.hash.len(),
+            |c| Ok(c.finish(Some(data))),
+        )
+    }
+
+    /// C_DigestUpdate.
+    pub fn digest_update(&self, data: &[u8]) -> Result<()> {
+        let mut ops = self.ops();
+        let c = ops
+            .digest
+            .as_mut()
+            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.update(data);
+        Ok(())
+    }
+
+    /// C_DigestFinal.
+    pub fn digest_final(&self, out: OutBuf<'_>) -> Result<usize> {
+        let mut ops = self.ops();
+        finish(
+            &mut ops.digest,
+            out,
+            |c| c.hash.len(),
+            |c| Ok(c.finish(None)),
+        )
+    }
+}

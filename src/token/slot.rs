@@ -1,0 +1,474 @@
+//! A slot and its token: the store connection, login state, the object cache,
+//! and the token-level calls (C_InitToken, PINs, object creation and lookup).
+
+use super::objects::{handle, split_handle, Entry, Objects};
+use super::session::Session;
+use crate::config::TokenConfig;
+use crate::crypto::{self, SecretBytes};
+use crate::engine::attributes::Template;
+use crate::engine::key::{Body, KeyKind};
+use crate::engine::policy::{self, AttrValue, Part};
+use crate::error::{Error, Result};
+use crate::store::{MasterKey, NewObject, PinUser, Store, TokenRecord, MAX_PIN_FAILURES};
+use cryptoki_sys::*;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Shortest and longest PIN accepted.
+pub const PIN_LEN: std::ops::RangeInclusive<usize> = 4..=255;
+
+/// Who is logged in to the token (PKCS#11 login is per application, per token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoggedIn {
+    /// Nobody.
+    Nobody,
+    /// The normal user.
+    User,
+    /// The Security Officer.
+    So,
+}
+
+/// What the token knows while the library is initialised.
+pub struct TokenState {
+    /// Who is logged in.
+    pub login: LoggedIn,
+    /// The master key while someone is logged in.
+    pub master: Option<Arc<MasterKey>>,
+    /// The token label (empty until initialised).
+    pub label: String,
+    /// The object cache.
+    pub objects: Objects,
+    /// Whether the cache has been filled from the store at least once.
+    loaded: bool,
+}
+
+/// One slot with its token.
+pub struct Slot {
+    /// `CK_SLOT_ID`.
+    pub id: CK_SLOT_ID,
+    /// Its configuration.
+    pub config: TokenConfig,
+    store: Mutex<Option<Store>>,
+    state: RwLock<TokenState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was already caught at the ABI; the data
+    // (a connection, a cache) stays consistent because every write is transactional.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slot {
+    /// A slot for `config`; the store is opened now (a failure leaves the token
+    /// unusable with `CKR_DEVICE_ERROR`, and is logged).
+    pub fn new(id: CK_SLOT_ID, config: TokenConfig) -> Slot {
+        let store = match Store::open(&config.store_path()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!(
+                    "cannot open token store {}: {e}",
+                    config.store_path().display()
+                );
+                None
+            }
+        };
+        Slot {
+            id,
+            config,
+            store: Mutex::new(store),
+            state: RwLock::new(TokenState {
+                login: LoggedIn::Nobody,
+                master: None,
+                label: String::new(),
+                objects: Objects::default(),
+                loaded: false,
+            }),
+        }
+    }
+
+    /// Run `f` on the store connection.
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let mut g = lock(&self.store);
+        let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        f(store)
+    }
+
+    /// Read access to the token state.
+    pub fn state(&self) -> RwLockReadGuard<'_, TokenState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the token state.
+    pub fn state_mut(&self) -> RwLockWriteGuard<'_, TokenState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token record, or None if the token is not initialised.
+    pub fn record(&self) -> Result<Option<TokenRecord>> {
+        self.with_store(|s| s.token())
+    }
+
+    /// The token record of an initialised token (`CKR_TOKEN_NOT_RECOGNIZED` otherwise).
+    pub fn initialized(&self) -> Result<TokenRecord> {
+        self.record()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))
+    }
+
+    /// Bring the object cache up to date with other processes' writes.
+    pub fn sync(&self) -> Result<()> {
+        let rows = self.with_store(|s| {
+            let changed = s.changed()?;
+            if changed {
+                Ok(Some((s.objects()?, s.token()?)))
+            } else {
+                Ok(None)
+            }
+        })?;
+        let mut st = self.state_mut();
+        if let Some((rows, rec)) = rows {
+            st.label = rec.map(|r| r.label).unwrap_or_default();
+            st.objects.reload(&rows);
+            st.loaded = true;
+        } else if !st.loaded {
+            st.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// C_InitToken (PKCS#11 3.1 §5.6.3); the caller has checked that no session is open.
+    pub fn init_token(&self, so_pin: &[u8], label: &str) -> Result<()> {
+        check_pin_len(so_pin)?;
+        let rec = self.record()?;
+        self.with_store(|s| {
+            if rec.is_some() {
+                // Re-initialisation needs the current SO PIN.
+                s.unlock(PinUser::So, so_pin)?;
+            }
+            s.init_token(
+                label,
+                so_pin,
+                self.config.kdf_iterations,
+                self.config.retention_days,
+            )
+        })?;
+        let mut st = self.state_mut();
+        st.login = LoggedIn::Nobody;
+        st.master = None;
+        st.objects.clear();
+        st.label = label.trim_end().to_string();
+        st.loaded = false;
+        drop(st);
+        self.sync()
+    }
+
+    /// C_Login for `who` (the caller checked session-state rules).
+    pub fn login(&self, who: PinUser, pin: &[u8]) -> Result<()> {
+        self.initialized()?;
+        {
+            let st = self.state();
+            match (st.login, who) {
+                (LoggedIn::User, PinUser::User) | (LoggedIn::So, PinUser::So) => {
+                    return Err(Error(CKR_USER_ALREADY_LOGGED_IN))
+                }
+                (LoggedIn::User, PinUser::So) | (LoggedIn::So, PinUser::User) => {
+                    return Err(Error(CKR_USER_ANOTHER_ALREADY_LOGGED_IN))
+                }
+                _ => {}
+            }
+        }
+        let master = self.with_store(|s| s.unlock(who, pin))?;
+        {
+            let mut st = self.state_mut();
+            st.master = Some(Arc::new(master));
+            st.login = match who {
+                PinUser::So => LoggedIn::So,
+                PinUser::User => LoggedIn::User,
+            };
+        }
+        self.sync()
+    }
+
+    /// C_Logout: forget the master key and every parsed private key.
+    pub fn logout(&self) -> Result<()> {
+        let mut st = self.state_mut();
+        if st.login == LoggedIn::Nobody {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        st.login = LoggedIn::Nobody;
+        st.master = None;
+        st.objects.forget_secrets();
+        Ok(())
+    }
+
+    /// Log out if anyone is logged in (last session closed).
+    pub fn logout_quietly(&self) {
+        let _ = self.logout();
+    }
+
+    /// C_InitPIN: the SO sets the user PIN (also unlocks a locked user PIN).
+    pub fn init_pin(&self, pin: &[u8]) -> Result<()> {
+        check_pin_len(pin)?;
+        let master = {
+            let st = self.state();
+            if st.login != LoggedIn::So {
+                return Err(Error(CKR_USER_NOT_LOGGED_IN));
+            }
+            st.master.clone().ok_or(Error(CKR_USER_NOT_LOGGED_IN))?
+        };
+        self.with_store(|s| s.set_pin(PinUser::User, &master, pin))
+    }
+
+    /// C_SetPIN: the logged-in user's (or SO's) PIN, or the user's when nobody is.
+    pub fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()> {
+        let who = match self.state().login {
+            LoggedIn::So => PinUser::So,
+            _ => PinUser::User,
+        };
+        self.initialized()?;
+        check_pin_len(new)?;
+        self.with_store(|s| {
+            let master = s.unlock(who, old)?;
+            s.set_pin(who, &master, new)
+        })
+    }
+
+    /// The `CK_TOKEN_INFO.flags` that reflect the token's state now.
+    pub fn token_flags(&self) -> Result<CK_FLAGS> {
+        let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED;
+        if let Some(rec) = self.record()? {
+            flags |= CKF_TOKEN_INITIALIZED;
+            if rec.user_pin_initialized {
+                flags |= CKF_USER_PIN_INITIALIZED;
+            }
+            flags |= pin_flags(
+                rec.user_failures,
+                CKF_USER_PIN_COUNT_LOW,
+                CKF_USER_PIN_FINAL_TRY,
+                CKF_USER_PIN_LOCKED,
+            );
+            // The SO PIN never locks, so it never reaches a final try.
+            if rec.so_failures > 0 {
+                flags |= CKF_SO_PIN_COUNT_LOW;
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Look up the entry and part of an object handle visible to `session`.
+    pub fn object(&self, session: &Session, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
+        let (id, part) = split_handle(h);
+        let st = self.state();
+        let e = st.objects.get(id).ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
+        if !e.has_part(part) || !self.visible(&st, e, part) {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        let _ = session;
+        Ok((e.clone(), part))
+    }
+
+    /// Whether an object is visible now: private objects only to a logged-in user.
+    fn visible(&self, st: &TokenState, e: &Entry, part: Part) -> bool {
+        !policy::is_private(&e.rec, part) || st.login == LoggedIn::User
+    }
+
+    /// C_FindObjectsInit: the handles of every visible object matching `t`.
+    pub fn find(&self, t: &Template) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        self.sync()?;
+        let st = self.state();
+        let label = st.label.clone();
+        let mut out = Vec::new();
+        let mut consider = |e: &Arc<Entry>| {
+            for part in [Part::Main, Part::Public] {
+                if e.has_part(part) && self.visible(&st, e, part) && e.matches(part, t, &label) {
+                    out.push(handle(e.id, part));
+                }
+            }
+        };
+        match t.get(CKA_LABEL) {
+            // Indexed: find-by-label stays flat as the token grows.
+            Some(l) => st.objects.with_label(l).for_each(&mut consider),
+            None => st.objects.iter().for_each(&mut consider),
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// C_GetAttributeValue for one attribute of an object.
+    pub fn attribute(&self, e: &Entry, part: Part, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
+        let st = self.state();
+        policy::get_attribute(&e.view(part, &st.label), ty)
+    }
+
+    /// Store a new object (token: in the store first, then the cache) and return its entry.
+    pub fn add(
+        &self,
+        session: &Session,
+        token: bool,
+        rec: crate::engine::key::Record,
+        secret: Option<SecretBytes>,
+    ) -> Result<Arc<Entry>> {
+        let mut rec = rec;
+        if !token {
+            let mut st = self.state_mut();
+            let id = st.objects.next_session_id();
+            let e = Arc::new(Entry::session(id, session.handle, rec, secret));
+            st.objects.put(e.clone());
+            return Ok(e);
+        }
+        self.initialized()?;
+        self.sync()?;
+        let (master, label) = {
+            let st = self.state();
+            (st.master.clone(), st.label.clone())
+        };
+        let versioned = self.config.versioning;
+        let (name, version, sealed) = match &mut rec.body {
+            Body::Key(k) => {
+                if versioned {
+                    // Names are unique case-insensitively: a new key under an existing
+                    // name is a new version and keeps the name's first spelling.
+                    let existing = self.state().objects.iter().find_map(|e| match &e.rec.body {
+                        Body::Key(o) if e.is_token() && o.name.eq_ignore_ascii_case(&k.name) => {
+                            Some(o.name.clone())
+                        }
+                        _ => None,
+                    });
+                    if let Some(existing) = existing {
+                        k.name = existing;
+                    }
+                }
+                let sealed = match &secret {
+                    Some(s) => {
+                        let master = master.as_ref().ok_or(Error(CKR_USER_NOT_LOGGED_IN))?;
+                        Some(master.seal(policy::kid(&label, k).as_bytes(), s))
+                    }
+                    None => None,
+                };
+                (
+                    versioned.then(|| k.name.clone()),
+                    Some(k.version.clone()),
+                    sealed,
+                )
+            }
+            Body::Stored { .. } => (None, None, None),
+        };
+        let row = self.with_store(|s| {
+            s.insert_object(&NewObject {
+                name: name.clone(),
+                version,
+                attrs: rec.to_json()?,
+                sealed,
+            })
+        })?;
+        let e = Arc::new(Entry::from_row(&row)?);
+        let mut st = self.state_mut();
+        if let Some(name) = &name {
+            let older: Vec<Arc<Entry>> = st
+                .objects
+                .iter()
+                .filter(|o| {
+                    o.current
+                        && o.is_token()
+                        && matches!(&o.rec.body, Body::Key(k) if k.name.eq_ignore_ascii_case(name))
+                })
+                .cloned()
+                .collect();
+            for o in older {
+                st.objects.put(Arc::new(o.with_current(false)));
+            }
+        }
+        st.objects.put(e.clone());
+        Ok(e)
+    }
+
+    /// Replace an object's record (C_SetAttributeValue).
+    pub fn update(&self, e: &Entry, rec: crate::engine::key::Record) -> Result<()> {
+        if e.is_token() {
+            let json = rec.to_json()?;
+            self.with_store(|s| s.update_attrs(e.id, &json))?;
+        }
+        self.state_mut().objects.put(Arc::new(e.with_record(rec)));
+        Ok(())
+    }
+
+    /// C_DestroyObject of one part. Destroying the public half of a pair hides it;
+    /// destroying the main object removes the row.
+    pub fn destroy(&self, e: &Entry, part: Part) -> Result<()> {
+        if !e.rec.destroyable {
+            return Err(Error(CKR_ACTION_PROHIBITED));
+        }
+        if part == Part::Public {
+            let mut rec = e.rec.clone();
+            if let Body::Key(k) = &mut rec.body {
+                k.public_hidden = true;
+            }
+            return self.update(e, rec);
+        }
+        if e.is_token() {
+            self.with_store(|s| s.delete_object(e.id))?;
+            // Another version may have become current: take the store's word for it.
+            let rows = self.with_store(|s| s.objects())?;
+            let mut st = self.state_mut();
+            st.objects.reload(&rows);
+        } else {
+            self.state_mut().objects.remove(e.id);
+        }
+        Ok(())
+    }
+
+    /// Generate a key (C_GenerateKey / C_GenerateKeyPair) and store it.
+    pub fn generate(
+        &self,
+        session: &Session,
+        mechanism: CK_MECHANISM_TYPE,
+        public: Option<&Template>,
+        private: &Template,
+    ) -> Result<Arc<Entry>> {
+        let mut req = policy::key_request(mechanism, public, private)?;
+        if req.token && !session.rw {
+            return Err(Error(CKR_SESSION_READ_ONLY));
+        }
+        if self.state().login != LoggedIn::User {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        let p = crypto::provider();
+        let material = match req.kind {
+            KeyKind::Rsa(bits) => p.generate_rsa(bits as usize)?,
+            KeyKind::Ec(curve) => p.generate_ec(curve)?,
+            KeyKind::Aes(bits) => {
+                let mut k = SecretBytes::new(vec![0u8; bits as usize / 8]);
+                p.random(&mut k)?;
+                k
+            }
+        };
+        let public_key = match req.kind {
+            KeyKind::Rsa(_) => Some(p.rsa_private(&material)?.public()),
+            KeyKind::Ec(c) => Some(p.ec_private(c, &material)?.public()),
+            KeyKind::Aes(_) => None,
+        };
+        if let Some(pk) = &public_key {
+            policy::set_public(&mut req.record, pk);
+        }
+        self.add(session, req.token, req.record, Some(material))
+    }
+}
+
+/// PIN length rule (`CKR_PIN_LEN_RANGE`).
+pub fn check_pin_len(pin: &[u8]) -> Result<()> {
+    if PIN_LEN.contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(Error(CKR_PIN_LEN_RANGE))
+    }
+}
+
+/// The COUNT_LOW / FINAL_TRY / LOCKED flags for a failure count.
+fn pin_flags(failures: u32, low: CK_FLAGS, final_try: CK_FLAGS, locked: CK_FLAGS) -> CK_FLAGS {
+    if failures >= MAX_PIN_FAILURES {
+        locked
+    } else if failures + 1 == MAX_PIN_FAILURES {
+        low | final_try
+    } else if failures > 0 {
+        low
+    } else {
+        0
+    }
+}
