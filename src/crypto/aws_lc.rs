@@ -5,7 +5,7 @@
 //! type-1 padding), RS*/PS* with SHA-1, GCM tags shorter than 16 bytes on
 //! decryption, AES-192 key wrap, and key import from components.
 
-use super::rustcrypto::{check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
+use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, Provider, PublicKey, RsaParts,
     RsaPrivateKey, RsaPublicKey, SecretBytes,
@@ -63,7 +63,7 @@ fn digest_alg(hash: Hash) -> &'static digest::Algorithm {
 
 /// Wraps a caller's digest; the wrong length is `CKR_DATA_LEN_RANGE`.
 fn import_digest(hash: Hash, digest: &[u8]) -> Result<Digest> {
-    Digest::import_less_safe(digest, digest_alg(hash)).map_err(|_| fail(CKR_DATA_LEN_RANGE))
+    Digest::import_less_safe(digest, digest_alg(hash)).map_err(because(CKR_DATA_LEN_RANGE))
 }
 
 impl Provider for AwsLc {
@@ -72,7 +72,7 @@ impl Provider for AwsLc {
     }
 
     fn random(&self, out: &mut [u8]) -> Result<()> {
-        aws_lc_rs::rand::fill(out).map_err(|_| fail(CKR_FUNCTION_FAILED))
+        aws_lc_rs::rand::fill(out).map_err(because(CKR_FUNCTION_FAILED))
     }
 
     fn hasher(&self, hash: Hash) -> Box<dyn Hasher> {
@@ -86,15 +86,15 @@ impl Provider for AwsLc {
             4096 => KeySize::Rsa4096,
             _ => return Err(fail(CKR_KEY_SIZE_RANGE)),
         };
-        let key = RsaKeyPair::generate(size).map_err(|_| fail(CKR_FUNCTION_FAILED))?;
-        let der = key.as_der().map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+        let key = RsaKeyPair::generate(size).map_err(because(CKR_FUNCTION_FAILED))?;
+        let der = key.as_der().map_err(because(CKR_FUNCTION_FAILED))?;
         Ok(Zeroizing::new(der.as_ref().to_vec()))
     }
 
     fn generate_ec(&self, curve: Curve) -> Result<SecretBytes> {
         let key =
-            EcdsaKeyPair::generate(ec_signing(curve)).map_err(|_| fail(CKR_FUNCTION_FAILED))?;
-        let doc = key.to_pkcs8v1().map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+            EcdsaKeyPair::generate(ec_signing(curve)).map_err(because(CKR_FUNCTION_FAILED))?;
+        let doc = key.to_pkcs8v1().map_err(because(CKR_FUNCTION_FAILED))?;
         Ok(Zeroizing::new(doc.as_ref().to_vec()))
     }
 
@@ -119,7 +119,7 @@ impl Provider for AwsLc {
 
     fn ec_private(&self, curve: Curve, pkcs8: &[u8]) -> Result<Arc<dyn EcPrivateKey>> {
         let key = EcdsaKeyPair::from_pkcs8(ec_signing(curve), pkcs8)
-            .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(Arc::new(LcEcPrivate { key, curve }))
     }
 
@@ -129,7 +129,7 @@ impl Provider for AwsLc {
             return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
         }
         let key = ParsedPublicKey::new(ec_verification(curve), point)
-            .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(Arc::new(LcEcPublic { key, curve }))
     }
 
@@ -164,7 +164,7 @@ pub(crate) struct LcRsaPrivate {
 
 impl LcRsaPrivate {
     fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
-        let sign = RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        let sign = RsaKeyPair::from_pkcs8(pkcs8).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(LcRsaPrivate {
             size: sign.public_modulus_len(),
             sign,
@@ -183,10 +183,10 @@ impl LcRsaPrivate {
             // The key already parsed for signing, so a rejection here can only be
             // aws-lc's 2048–8192-bit range for decryption keys.
             let key = PrivateDecryptingKey::from_pkcs8(&self.pkcs8)
-                .map_err(|_| fail(CKR_KEY_SIZE_RANGE))?;
+                .map_err(because(CKR_KEY_SIZE_RANGE))?;
             let pkcs1 = Pkcs1PrivateDecryptingKey::new(key.clone())
-                .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
-            let oaep = OaepPrivateDecryptingKey::new(key).map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+                .map_err(because(CKR_FUNCTION_FAILED))?;
+            let oaep = OaepPrivateDecryptingKey::new(key).map_err(because(CKR_FUNCTION_FAILED))?;
             Ok((pkcs1, oaep))
         })
     }
@@ -199,7 +199,7 @@ impl LcRsaPrivate {
         let mut out = vec![0u8; self.size];
         self.sign
             .sign_digest(encoding, digest, &mut out)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+            .map_err(because(CKR_FUNCTION_FAILED))?;
         Ok(out)
     }
 
@@ -286,7 +286,7 @@ impl RsaPrivateKey for LcRsaPrivate {
         // One error for every failure: no padding oracle (Bleichenbacher).
         let len = pkcs1
             .decrypt(ciphertext, &mut out)
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -298,7 +298,7 @@ impl RsaPrivateKey for LcRsaPrivate {
         let mut out = Zeroizing::new(vec![0u8; self.size]);
         let len = oaep
             .decrypt(oaep_alg(hash), ciphertext, &mut out, None)
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -327,13 +327,13 @@ impl LcRsaPublic {
             e: e.clone(),
         });
         let key =
-            PublicEncryptingKey::from_der(&spki).map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            PublicEncryptingKey::from_der(&spki).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(LcRsaPublic {
             size: key.key_size_bytes(),
             pkcs1: Pkcs1PublicEncryptingKey::new(key.clone())
-                .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?,
+                .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?,
             oaep: OaepPublicEncryptingKey::new(key)
-                .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?,
+                .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?,
             der: spki::rsa_public_key_der(&n, &e),
             n,
             e,
@@ -364,11 +364,11 @@ impl LcRsaPublic {
         signature: &[u8],
     ) -> Result<()> {
         let key = get_or_try_init(&self.verifiers[slot], || {
-            ParsedPublicKey::new(params, &self.der).map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))
+            ParsedPublicKey::new(params, &self.der).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))
         })?;
-        let d = import_digest(hash, digest).map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+        let d = import_digest(hash, digest).map_err(because(CKR_SIGNATURE_INVALID))?;
         key.verify_digest_sig(&d, signature)
-            .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+            .map_err(because(CKR_SIGNATURE_INVALID))
     }
 }
 
@@ -424,7 +424,7 @@ impl RsaPublicKey for LcRsaPublic {
         let len = self
             .pkcs1
             .encrypt(plaintext, &mut out)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))?
+            .map_err(because(CKR_FUNCTION_FAILED))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -438,7 +438,7 @@ impl RsaPublicKey for LcRsaPublic {
         let len = self
             .oaep
             .encrypt(oaep_alg(hash), plaintext, &mut out, None)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))?
+            .map_err(because(CKR_FUNCTION_FAILED))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -483,7 +483,7 @@ impl EcPrivateKey for LcEcPrivate {
         let signature = self
             .key
             .sign_digest(&d)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+            .map_err(because(CKR_FUNCTION_FAILED))?;
         Ok(signature.as_ref().to_vec())
     }
 }
@@ -498,11 +498,10 @@ impl EcPublicKey for LcEcPublic {
         if signature.len() != 2 * self.curve.field_len() {
             return Err(fail(CKR_SIGNATURE_LEN_RANGE));
         }
-        let d =
-            import_digest(self.curve.hash(), digest).map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+        let d = import_digest(self.curve.hash(), digest).map_err(because(CKR_SIGNATURE_INVALID))?;
         self.key
             .verify_digest_sig(&d, signature)
-            .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+            .map_err(because(CKR_SIGNATURE_INVALID))
     }
 }
 
@@ -529,7 +528,7 @@ impl LcAes {
             32 => (&aead::AES_256_GCM, &aws_lc_rs::cipher::AES_256),
             _ => return Err(fail(CKR_KEY_SIZE_RANGE)),
         };
-        let bad = |_| fail(CKR_KEY_SIZE_RANGE);
+        let bad = |e| because(CKR_KEY_SIZE_RANGE)(e);
         let unbound = || UnboundCipherKey::new(cipher_alg, key).map_err(bad);
         Ok(LcAes {
             gcm: LessSafeKey::new(UnboundKey::new(aead_alg, key).map_err(bad)?),
@@ -555,7 +554,7 @@ impl LcAes {
         };
         KeyEncryptionKey::new(cipher, &self.key)
             .map(Some)
-            .map_err(|_| fail(CKR_KEY_SIZE_RANGE))
+            .map_err(because(CKR_KEY_SIZE_RANGE))
     }
 }
 
@@ -563,13 +562,13 @@ impl AesKey for LcAes {
     fn gcm_seal(&self, iv: &[u8], aad: &[u8], plaintext: &[u8], tag_len: usize) -> Result<Vec<u8>> {
         check_gcm_params(iv, tag_len)?;
         let nonce =
-            Nonce::try_assume_unique_for_key(iv).map_err(|_| fail(CKR_MECHANISM_PARAM_INVALID))?;
+            Nonce::try_assume_unique_for_key(iv).map_err(because(CKR_MECHANISM_PARAM_INVALID))?;
         let mut out = Vec::with_capacity(plaintext.len() + 16);
         out.extend_from_slice(plaintext);
         let tag = self
             .gcm
             .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))?;
+            .map_err(because(CKR_DATA_LEN_RANGE))?;
         // A truncated GCM tag is the prefix of the full one (SP 800-38D §5.2.1.2).
         out.extend_from_slice(&tag.as_ref()[..tag_len]);
         Ok(out)
@@ -592,11 +591,11 @@ impl AesKey for LcAes {
             .ok_or(fail(CKR_ENCRYPTED_DATA_LEN_RANGE))?;
         let (ct, tag) = sealed.split_at(split);
         let nonce =
-            Nonce::try_assume_unique_for_key(iv).map_err(|_| fail(CKR_MECHANISM_PARAM_INVALID))?;
+            Nonce::try_assume_unique_for_key(iv).map_err(because(CKR_MECHANISM_PARAM_INVALID))?;
         let mut out = Zeroizing::new(ct.to_vec());
         self.gcm
             .open_in_place_separate_tag(nonce, Aad::from(aad), tag, &mut out)
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?;
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?;
         Ok(out)
     }
 
@@ -606,14 +605,14 @@ impl AesKey for LcAes {
         if pad {
             self.pad_enc
                 .less_safe_encrypt(&mut out, context)
-                .map_err(|_| fail(CKR_DATA_LEN_RANGE))?;
+                .map_err(because(CKR_DATA_LEN_RANGE))?;
         } else {
             if plaintext.len() % 16 != 0 {
                 return Err(fail(CKR_DATA_LEN_RANGE));
             }
             self.cbc_enc
                 .less_safe_encrypt(&mut out, context)
-                .map_err(|_| fail(CKR_DATA_LEN_RANGE))?;
+                .map_err(because(CKR_DATA_LEN_RANGE))?;
         }
         Ok(out)
     }
@@ -627,12 +626,12 @@ impl AesKey for LcAes {
         let len = if pad {
             self.pad_dec
                 .decrypt(&mut buf, context)
-                .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?
+                .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?
                 .len()
         } else {
             self.cbc_dec
                 .decrypt(&mut buf, context)
-                .map_err(|_| fail(CKR_ENCRYPTED_DATA_LEN_RANGE))?
+                .map_err(because(CKR_ENCRYPTED_DATA_LEN_RANGE))?
                 .len()
         };
         buf.truncate(len);
@@ -649,7 +648,7 @@ impl AesKey for LcAes {
         let mut out = vec![0u8; plaintext.len() + 8];
         let len = kek
             .wrap(plaintext, &mut out)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))?
+            .map_err(because(CKR_DATA_LEN_RANGE))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -665,7 +664,7 @@ impl AesKey for LcAes {
         let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
         let len = kek
             .unwrap(wrapped, &mut out)
-            .map_err(|_| fail(CKR_WRAPPED_KEY_INVALID))?
+            .map_err(because(CKR_WRAPPED_KEY_INVALID))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -681,7 +680,7 @@ impl AesKey for LcAes {
         let mut out = vec![0u8; plaintext.len() + 16];
         let len = kek
             .wrap_with_padding(plaintext, &mut out)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))?
+            .map_err(because(CKR_DATA_LEN_RANGE))?
             .len();
         out.truncate(len);
         Ok(out)
@@ -697,7 +696,7 @@ impl AesKey for LcAes {
         let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
         let len = kek
             .unwrap_with_padding(wrapped, &mut out)
-            .map_err(|_| fail(CKR_WRAPPED_KEY_INVALID))?
+            .map_err(because(CKR_WRAPPED_KEY_INVALID))?
             .len();
         out.truncate(len);
         Ok(out)

@@ -35,6 +35,15 @@ fn fail(rv: CK_RV) -> Error {
     Error(rv)
 }
 
+/// Maps a crypto library's error to `rv`, the one place its reason is logged
+/// (at debug level: the libraries' reasons are uninformative, never secret).
+pub(crate) fn because<E: std::fmt::Debug>(rv: CK_RV) -> impl FnOnce(E) -> Error {
+    move |e| {
+        log::debug!("{}: {e:?}", crate::error::rv_name(rv));
+        Error(rv)
+    }
+}
+
 /// Copies a DER document into wiped-on-drop memory.
 fn secret(bytes: &[u8]) -> SecretBytes {
     Zeroizing::new(bytes.to_vec())
@@ -88,7 +97,7 @@ impl super::Provider for RustCrypto {
             Curve::P384 => p384::SecretKey::random(&mut OsRng).to_pkcs8_der(),
             Curve::P521 => p521::SecretKey::random(&mut OsRng).to_pkcs8_der(),
         }
-        .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+        .map_err(because(CKR_FUNCTION_FAILED))?;
         Ok(secret(doc.as_bytes()))
     }
 
@@ -132,7 +141,7 @@ impl super::Provider for RustCrypto {
                 p521::SecretKey::from_slice(&fixed).and_then(|k| pkcs8_ec(k.to_pkcs8_der()))
             }
         }
-        .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(doc)
     }
 
@@ -177,7 +186,7 @@ impl super::Provider for RustCrypto {
 }
 
 fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<SecretBytes> {
-    let doc = key.to_pkcs8_der().map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+    let doc = key.to_pkcs8_der().map_err(because(CKR_FUNCTION_FAILED))?;
     Ok(secret(doc.as_bytes()))
 }
 
@@ -227,7 +236,7 @@ impl RcRsaPrivate {
     /// Parses PKCS#8 DER.
     pub(crate) fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
         let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
-            .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(RcRsaPrivate {
             size: key.size(),
             key,
@@ -282,7 +291,7 @@ impl RsaPrivateKey for RcRsaPrivate {
         check_digest(hash, digest)?;
         self.key
             .sign_with_rng(&mut OsRng, pkcs1_scheme(hash), digest)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))
+            .map_err(because(CKR_FUNCTION_FAILED))
     }
 
     fn sign_pkcs1_raw(&self, data: &[u8]) -> Result<Vec<u8>> {
@@ -291,14 +300,14 @@ impl RsaPrivateKey for RcRsaPrivate {
         }
         self.key
             .sign_with_rng(&mut OsRng, Pkcs1v15Sign::new_unprefixed(), data)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))
+            .map_err(because(CKR_FUNCTION_FAILED))
     }
 
     fn sign_pss(&self, hash: Hash, digest: &[u8]) -> Result<Vec<u8>> {
         check_digest(hash, digest)?;
         self.key
             .sign_with_rng(&mut OsRng, pss_scheme(hash), digest)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))
+            .map_err(because(CKR_FUNCTION_FAILED))
     }
 
     fn decrypt_pkcs1(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
@@ -308,7 +317,7 @@ impl RsaPrivateKey for RcRsaPrivate {
         self.key
             .decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, ciphertext)
             .map(Zeroizing::new)
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))
     }
 
     fn decrypt_oaep(&self, hash: Hash, ciphertext: &[u8]) -> Result<SecretBytes> {
@@ -318,7 +327,7 @@ impl RsaPrivateKey for RcRsaPrivate {
         self.key
             .decrypt_blinded(&mut OsRng, oaep_scheme(hash), ciphertext)
             .map(Zeroizing::new)
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))
     }
 }
 
@@ -332,7 +341,7 @@ impl RcRsaPublic {
     /// Builds the key from big-endian modulus and exponent.
     pub(crate) fn new(n: &[u8], e: &[u8]) -> Result<Self> {
         let key = rsa::RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e))
-            .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(RcRsaPublic {
             size: key.size(),
             key,
@@ -355,10 +364,10 @@ impl RsaPublicKey for RcRsaPublic {
 
     fn verify_pkcs1(&self, hash: Hash, digest: &[u8], signature: &[u8]) -> Result<()> {
         self.check_sig_len(signature)?;
-        check_digest(hash, digest).map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+        check_digest(hash, digest).map_err(because(CKR_SIGNATURE_INVALID))?;
         self.key
             .verify(pkcs1_scheme(hash), digest, signature)
-            .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+            .map_err(because(CKR_SIGNATURE_INVALID))
     }
 
     fn verify_pkcs1_raw(&self, data: &[u8], signature: &[u8]) -> Result<()> {
@@ -368,15 +377,15 @@ impl RsaPublicKey for RcRsaPublic {
         }
         self.key
             .verify(Pkcs1v15Sign::new_unprefixed(), data, signature)
-            .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+            .map_err(because(CKR_SIGNATURE_INVALID))
     }
 
     fn verify_pss(&self, hash: Hash, digest: &[u8], signature: &[u8]) -> Result<()> {
         self.check_sig_len(signature)?;
-        check_digest(hash, digest).map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+        check_digest(hash, digest).map_err(because(CKR_SIGNATURE_INVALID))?;
         self.key
             .verify(pss_scheme(hash), digest, signature)
-            .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+            .map_err(because(CKR_SIGNATURE_INVALID))
     }
 
     fn encrypt_pkcs1(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -385,7 +394,7 @@ impl RsaPublicKey for RcRsaPublic {
         }
         self.key
             .encrypt(&mut OsRng, Pkcs1v15Encrypt, plaintext)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))
+            .map_err(because(CKR_FUNCTION_FAILED))
     }
 
     fn encrypt_oaep(&self, hash: Hash, plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -394,7 +403,7 @@ impl RsaPublicKey for RcRsaPublic {
         }
         self.key
             .encrypt(&mut OsRng, oaep_scheme(hash), plaintext)
-            .map_err(|_| fail(CKR_FUNCTION_FAILED))
+            .map_err(because(CKR_FUNCTION_FAILED))
     }
 }
 
@@ -412,12 +421,12 @@ macro_rules! ec_curve {
         impl $private {
             fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
                 let secret = $krate::SecretKey::from_pkcs8_der(pkcs8)
-                    .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                    .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
                 use $krate::elliptic_curve::sec1::ToEncodedPoint;
                 let mut bytes = secret.to_bytes();
                 let key = $krate::ecdsa::SigningKey::from_bytes(&bytes);
                 bytes.as_mut_slice().zeroize();
-                let key = key.map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                let key = key.map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
                 // From the secret key: p521 0.13 gates `SigningKey::verifying_key`
                 // behind a feature it does not define.
                 let point = secret
@@ -443,7 +452,7 @@ macro_rules! ec_curve {
                 let sig: $krate::ecdsa::Signature = self
                     .key
                     .sign_prehash(digest)
-                    .map_err(|_| fail(CKR_FUNCTION_FAILED))?;
+                    .map_err(because(CKR_FUNCTION_FAILED))?;
                 Ok(sig.to_bytes().to_vec())
             }
         }
@@ -455,7 +464,7 @@ macro_rules! ec_curve {
         impl $public {
             fn from_point(point: &[u8]) -> Result<Self> {
                 let key = $krate::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                    .map_err(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                    .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
                 Ok($public { key })
             }
         }
@@ -466,15 +475,15 @@ macro_rules! ec_curve {
                 if signature.len() != 2 * $curve.field_len() {
                     return Err(fail(CKR_SIGNATURE_LEN_RANGE));
                 }
-                check_digest($curve.hash(), digest).map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+                check_digest($curve.hash(), digest).map_err(because(CKR_SIGNATURE_INVALID))?;
                 let mut sig = $krate::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| fail(CKR_SIGNATURE_INVALID))?;
+                    .map_err(because(CKR_SIGNATURE_INVALID))?;
                 if $normalize_s {
                     sig = sig.normalize_s().unwrap_or(sig);
                 }
                 self.key
                     .verify_prehash(digest, &sig)
-                    .map_err(|_| fail(CKR_SIGNATURE_INVALID))
+                    .map_err(because(CKR_SIGNATURE_INVALID))
             }
         }
     };
@@ -524,8 +533,8 @@ struct RcAes<C: AesCipher> {
 
 impl<C: AesCipher> RcAes<C> {
     fn new(key: &[u8]) -> Result<Self> {
-        let cipher = C::new_from_slice(key).map_err(|_| fail(CKR_KEY_SIZE_RANGE))?;
-        let kek = aes_kw::Kek::<C>::try_from(key).map_err(|_| fail(CKR_KEY_SIZE_RANGE))?;
+        let cipher = C::new_from_slice(key).map_err(because(CKR_KEY_SIZE_RANGE))?;
+        let kek = aes_kw::Kek::<C>::try_from(key).map_err(because(CKR_KEY_SIZE_RANGE))?;
         Ok(RcAes { cipher, kek })
     }
 
@@ -543,7 +552,7 @@ impl<C: AesCipher> RcAes<C> {
         let tag = self
             .gcm::<T>()
             .encrypt_in_place_detached(GenericArray::from_slice(iv), aad, &mut out)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))?;
+            .map_err(because(CKR_DATA_LEN_RANGE))?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -567,7 +576,7 @@ impl<C: AesCipher> RcAes<C> {
                 &mut out,
                 GenericArray::from_slice(tag),
             )
-            .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?;
+            .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?;
         Ok(out)
     }
 }
@@ -630,11 +639,11 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let len = if pad {
             dec.decrypt_padded_mut::<Pkcs7>(&mut buf)
-                .map_err(|_| fail(CKR_ENCRYPTED_DATA_INVALID))?
+                .map_err(because(CKR_ENCRYPTED_DATA_INVALID))?
                 .len()
         } else {
             dec.decrypt_padded_mut::<NoPadding>(&mut buf)
-                .map_err(|_| fail(CKR_ENCRYPTED_DATA_LEN_RANGE))?
+                .map_err(because(CKR_ENCRYPTED_DATA_LEN_RANGE))?
                 .len()
         };
         buf.truncate(len);
@@ -647,7 +656,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         }
         self.kek
             .wrap_vec(plaintext)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))
+            .map_err(because(CKR_DATA_LEN_RANGE))
     }
 
     fn kw_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
@@ -657,7 +666,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
         self.kek
             .unwrap(wrapped, &mut out)
-            .map_err(|_| fail(CKR_WRAPPED_KEY_INVALID))?;
+            .map_err(because(CKR_WRAPPED_KEY_INVALID))?;
         Ok(out)
     }
 
@@ -667,7 +676,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         }
         self.kek
             .wrap_with_padding_vec(plaintext)
-            .map_err(|_| fail(CKR_DATA_LEN_RANGE))
+            .map_err(because(CKR_DATA_LEN_RANGE))
     }
 
     fn kwp_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
@@ -678,7 +687,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         let len = self
             .kek
             .unwrap_with_padding(wrapped, &mut out)
-            .map_err(|_| fail(CKR_WRAPPED_KEY_INVALID))?
+            .map_err(because(CKR_WRAPPED_KEY_INVALID))?
             .len();
         out.truncate(len);
         Ok(out)

@@ -1166,3 +1166,59 @@ fn routed_provider_is_the_builds_default() {
     assert_eq!(router::routed().name(), "rustcrypto");
     assert_eq!(provider().name(), router::routed().name());
 }
+
+/// Provider overhead over raw aws-lc-rs on the signing hot path. Run with
+/// `cargo test --release --lib provider_overhead -- --ignored --nocapture`.
+#[cfg(feature = "aws-lc")]
+#[test]
+#[ignore = "timing; meaningful only in --release"]
+fn provider_overhead_over_raw_aws_lc() {
+    use aws_lc_rs::digest::{Digest, SHA256};
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair};
+    use std::time::Instant;
+
+    fn rate(n: u32, mut f: impl FnMut()) -> f64 {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        f64::from(n) / t.elapsed().as_secs_f64()
+    }
+    let digest = [7u8; 32];
+    let d = Digest::import_less_safe(&digest, &SHA256).unwrap();
+
+    let raw = RsaKeyPair::from_pkcs8(rsa_pkcs8()).unwrap();
+    let ours = provider().rsa_private(rsa_pkcs8()).unwrap();
+    let mut sig = vec![0u8; raw.public_modulus_len()];
+    let raw_rate = rate(2000, || {
+        raw.sign_digest(&signature::RSA_PKCS1_SHA256, &d, &mut sig)
+            .unwrap()
+    });
+    let our_rate = rate(2000, || {
+        ours.sign_pkcs1(Hash::Sha256, &digest).unwrap();
+    });
+    println!("RSA-2048 raw {raw_rate:.0}/s, provider {our_rate:.0}/s");
+
+    let pkcs8 = ec_pkcs8(Curve::P256);
+    let raw =
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).unwrap();
+    let ours = provider().ec_private(Curve::P256, &pkcs8).unwrap();
+    let raw_rate = rate(50_000, || {
+        raw.sign_digest(&d).unwrap();
+    });
+    let our_rate = rate(50_000, || {
+        ours.sign_prehash(&digest).unwrap();
+    });
+    println!("P-256 raw {raw_rate:.0}/s, provider {our_rate:.0}/s");
+
+    let pkcs8 = ec_pkcs8(Curve::P256K);
+    let aws = aws_lc::AwsLc.ec_private(Curve::P256K, &pkcs8).unwrap();
+    let ours = provider().ec_private(Curve::P256K, &pkcs8).unwrap();
+    let aws_rate = rate(5_000, || {
+        aws.sign_prehash(&digest).unwrap();
+    });
+    let our_rate = rate(5_000, || {
+        ours.sign_prehash(&digest).unwrap();
+    });
+    println!("secp256k1 aws-lc {aws_rate:.0}/s, routed (k256) {our_rate:.0}/s");
+}
