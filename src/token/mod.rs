@@ -127,10 +127,12 @@ impl Library {
         }
         slot.initialized()?;
         let rw = flags & CKF_RW_SESSION != 0;
-        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
         if !rw && slot.state().login == slot::LoggedIn::So {
             return Err(Error(CKR_SESSION_READ_WRITE_SO_EXISTS));
         }
+        // Objects are reachable by their stable handles from the first session on.
+        slot.sync()?;
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
         // Handles are never reused within a process.
         let h = self.next_session.fetch_add(1, Ordering::Relaxed);
         sessions.insert(h, Arc::new(Session::new(h, slot, rw)));
@@ -171,8 +173,11 @@ impl Library {
             CKU_CONTEXT_SPECIFIC => return Err(Error(CKR_OPERATION_NOT_INITIALIZED)),
             _ => return Err(Error(CKR_USER_TYPE_INVALID)),
         };
+        // Read the login state first: never hold the token lock while taking the
+        // session table's (C_OpenSession takes them in the other order).
+        let nobody = session.slot.state().login == slot::LoggedIn::Nobody;
         if who == crate::store::PinUser::So
-            && session.slot.state().login == slot::LoggedIn::Nobody
+            && nobody
             && self.sessions_of(session.slot.id).iter().any(|s| !s.rw)
         {
             return Err(Error(CKR_SESSION_READ_ONLY_EXISTS));
