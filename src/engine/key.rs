@@ -188,6 +188,9 @@ pub struct KeyRecord {
     /// The public half was destroyed (the private half lives on).
     #[serde(default)]
     pub public_hidden: bool,
+    /// The private half was destroyed and its material erased (the public half lives on).
+    #[serde(default)]
+    pub private_hidden: bool,
 }
 
 /// The public key as stored (hex keeps the JSON readable).
@@ -338,6 +341,7 @@ mod tests {
                 public_private: false,
                 public_label: None,
                 public_hidden: false,
+                private_hidden: false,
             }),
             label: b"k".to_vec(),
             id: vec![1, 2],

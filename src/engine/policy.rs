@@ -469,6 +469,7 @@ pub fn key_request(
             .unwrap_or(false),
         public_label,
         public_hidden: false,
+        private_hidden: false,
     };
     for (t, _) in &parts {
         apply_lifecycle(&mut key, t)?;

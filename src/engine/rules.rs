@@ -348,6 +348,7 @@ mod tests {
             public_private: false,
             public_label: None,
             public_hidden: false,
+            private_hidden: false,
         }
     }
 

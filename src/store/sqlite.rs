@@ -300,6 +300,22 @@ impl Store {
         Ok(())
     }
 
+    /// Replace a row's attribute JSON and drop its sealed material in one
+    /// transaction (the private half of a key pair was destroyed; its public
+    /// half lives on). `CKR_OBJECT_HANDLE_INVALID` if it is gone.
+    pub fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()> {
+        let tx = write_tx(&mut self.conn)?;
+        let n = tx.execute(
+            "UPDATE objects SET attrs = ?1, sealed = NULL WHERE id = ?2",
+            params![attrs, id],
+        )?;
+        if n == 0 {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Delete a row. If it was the current version of its name, the newest
     /// remaining version (highest id) of that name becomes current.
     /// `CKR_OBJECT_HANDLE_INVALID` if it is gone.

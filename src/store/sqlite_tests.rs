@@ -546,3 +546,20 @@ fn no_secret_pin_or_master_key_on_disk() {
     drop(store);
     scan("after close");
 }
+
+#[test]
+fn forget_secret_erases_the_sealed_material_and_keeps_the_row() {
+    let (_dir, _path, mut store, _master) = initialised();
+    let row = store.insert_object(&key("k", "v1")).unwrap();
+    store
+        .forget_secret(row.id, r#"{"v":"public only"}"#)
+        .unwrap();
+    let after = store.object(row.id).unwrap().unwrap();
+    assert_eq!(after.sealed, None);
+    assert_eq!(after.attrs, r#"{"v":"public only"}"#);
+    assert!(after.current);
+    assert_eq!(
+        store.forget_secret(9999, "{}"),
+        Err(Error(CKR_OBJECT_HANDLE_INVALID))
+    );
+}

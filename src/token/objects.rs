@@ -110,6 +110,13 @@ impl Entry {
         e
     }
 
+    /// Erase the secret material and its parsed form (the private half was destroyed).
+    pub fn forget_material(&mut self) {
+        self.sealed = None;
+        self.plain = None;
+        self.parsed = OnceLock::new();
+    }
+
     /// A copy that has forgotten its parsed private key (at logout).
     pub fn without_secrets(&self) -> Entry {
         let mut e = self.with_current(self.current);
@@ -122,24 +129,13 @@ impl Entry {
         self.owner.is_none()
     }
 
-    /// The object handles of this row's objects.
-    pub fn handles(&self) -> Vec<CK_OBJECT_HANDLE> {
-        let mut v = vec![handle(self.id, Part::Main)];
-        if let Body::Key(k) = &self.rec.body {
-            if k.kind.is_pair() && !k.public_hidden {
-                v.push(handle(self.id, Part::Public));
-            }
-        }
-        v
-    }
-
-    /// Whether `part` exists on this row.
+    /// Whether `part` exists on this row (each half of a pair can be destroyed alone).
     pub fn has_part(&self, part: Part) -> bool {
-        match part {
-            Part::Main => true,
-            Part::Public => {
-                matches!(&self.rec.body, Body::Key(k) if k.kind.is_pair() && !k.public_hidden)
-            }
+        match (&self.rec.body, part) {
+            (Body::Key(k), Part::Main) => !k.private_hidden,
+            (Body::Key(k), Part::Public) => k.kind.is_pair() && !k.public_hidden,
+            (Body::Stored { .. }, Part::Main) => true,
+            (Body::Stored { .. }, Part::Public) => false,
         }
     }
 

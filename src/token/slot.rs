@@ -389,18 +389,36 @@ impl Slot {
         Ok(())
     }
 
-    /// C_DestroyObject of one part. Destroying the public half of a pair hides it;
-    /// destroying the main object removes the row.
+    /// C_DestroyObject of one object. The two halves of a key pair are separate
+    /// PKCS#11 objects: destroying one leaves the other (the private half's
+    /// material is erased at once); the row goes with the last of them.
     pub fn destroy(&self, e: &Entry, part: Part) -> Result<()> {
         if !e.rec.destroyable {
             return Err(Error(CKR_ACTION_PROHIBITED));
         }
-        if part == Part::Public {
+        let other = match part {
+            Part::Main => Part::Public,
+            Part::Public => Part::Main,
+        };
+        if matches!(e.rec.body, Body::Key(_)) && e.has_part(other) {
             let mut rec = e.rec.clone();
             if let Body::Key(k) = &mut rec.body {
-                k.public_hidden = true;
+                match part {
+                    Part::Main => k.private_hidden = true,
+                    Part::Public => k.public_hidden = true,
+                }
             }
-            return self.update(e, rec);
+            if part == Part::Public {
+                return self.update(e, rec);
+            }
+            if e.is_token() {
+                let json = rec.to_json()?;
+                self.with_store(|s| s.forget_secret(e.id, &json))?;
+            }
+            let mut rest = e.with_record(rec);
+            rest.forget_material();
+            self.state_mut().objects.put(Arc::new(rest));
+            return Ok(());
         }
         if e.is_token() {
             self.with_store(|s| s.delete_object(e.id))?;
