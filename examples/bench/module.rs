@@ -295,16 +295,24 @@ impl Module {
     }
 
     /// `C_Finalize`, then the timed `C_Initialize` + `C_OpenSession` + `C_Login`;
-    /// returns the time those three took. Ends with the user logged in again
-    /// in a new setup session; object handles of cached keys are forgotten, as a
-    /// module may renumber objects when it reloads the token.
+    /// returns the time those three took. The token is looked up by label in
+    /// between, untimed: SoftHSMv2 hands out new slot ids on every `C_Initialize`.
+    /// Ends with the user logged in again in a new setup session; cached key
+    /// handles are forgotten, as a module may renumber objects when it reloads.
     pub fn reinitialize(&mut self) -> Result<std::time::Duration, Failure> {
+        use std::time::Instant;
         self.session = None;
         self.keys.clear();
         self.ctx.clone().finalize().during("C_Finalize")?;
         let pin = AuthPin::from(USER_PIN);
-        let start = std::time::Instant::now();
+
+        let start = Instant::now();
         self.ctx.initialize(init_args()).during("C_Initialize")?;
+        let initialize = start.elapsed();
+
+        self.slot = find_slot(&self.ctx)?;
+
+        let start = Instant::now();
         let session = self
             .ctx
             .open_rw_session(self.slot)
@@ -312,9 +320,10 @@ impl Module {
         session
             .login(UserType::User, Some(&pin))
             .during("C_Login (user)")?;
-        let elapsed = start.elapsed();
+        let open_and_login = start.elapsed();
+
         self.session = Some(session);
-        Ok(elapsed)
+        Ok(initialize + open_and_login)
     }
 }
 
