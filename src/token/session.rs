@@ -2,7 +2,10 @@
 //! session's own lock: the key is an `Arc` of the parsed key, taken at `*Init`.
 
 use super::objects::Entry;
-use super::operation::{check_out, DigestCtx, FindCtx, OutBuf, SignCtx, Signer, VerifyCtx};
+use super::objects::ParsedKey;
+use super::operation::{
+    check_out, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Signer, Stage, VerifyCtx,
+};
 use super::slot::{LoggedIn, Slot};
 use crate::engine::attributes::{now, Template};
 use crate::engine::key::{Body, KeyOps};
@@ -24,6 +27,10 @@ pub struct Ops {
     pub verify: Option<VerifyCtx>,
     /// `C_Digest*`.
     pub digest: Option<DigestCtx>,
+    /// `C_Encrypt*`.
+    pub encrypt: Option<CipherCtx>,
+    /// `C_Decrypt*`.
+    pub decrypt: Option<CipherCtx>,
 }
 
 /// An open session.
@@ -58,6 +65,44 @@ fn finish<C>(
         .ok_or(Error(CKR_BUFFER_TOO_SMALL))?;
     dst.copy_from_slice(&value);
     Ok(value.len())
+}
+
+/// Run one encrypt/decrypt step under the output convention. The step is
+/// computed before the operation changes, so a length query or a short buffer
+/// leaves it exactly as it was; any other error ends it.
+fn cipher_step(
+    slot: &mut Option<CipherCtx>,
+    data: &[u8],
+    out: OutBuf<'_>,
+    stage: Stage,
+) -> Result<usize> {
+    let ctx = slot.as_mut().ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    if stage == Stage::Single && ctx.multipart {
+        *slot = None;
+        return Err(Error(CKR_OPERATION_ACTIVE));
+    }
+    if out.is_none() {
+        if let Some(n) = ctx.known_len(data.len(), stage) {
+            return Ok(n);
+        }
+    }
+    let step = match ctx.run(data, stage) {
+        Ok(step) => step,
+        Err(e) => {
+            *slot = None;
+            return Err(e);
+        }
+    };
+    let n = step.out.len();
+    let buf = match check_out(out, n)? {
+        Err(len) => return Ok(len),
+        Ok(buf) => buf,
+    };
+    buf[..n].copy_from_slice(&step.out);
+    if !ctx.commit(step, data) {
+        *slot = None;
+    }
+    Ok(n)
 }
 
 impl Session {
@@ -301,5 +346,77 @@ impl Session {
             |c| c.hash.len(),
             |c| Ok(c.finish(None)),
         )
+    }
+
+    // --- encrypt / decrypt --------------------------------------------------
+
+    /// The key of a cipher operation: RSA encrypts and wraps with the public
+    /// key object, decrypts and unwraps with the private one; AES does both.
+    fn cipher_key(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> Result<(rules::Cipher, CipherKey)> {
+        let (e, part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let cipher = rules::cipher_plan(mech, k, op, now())?;
+        let public_side = op == KeyOps::ENCRYPT || op == KeyOps::WRAP;
+        let key = match (k.kind.is_pair(), part, public_side) {
+            (true, Part::Public, true) => match e.public_key()? {
+                super::objects::ParsedPublic::Rsa(r) => CipherKey::RsaPublic(r),
+                super::objects::ParsedPublic::Ec(..) => {
+                    return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+                }
+            },
+            // The other half of the pair is the wrong type of key for this op.
+            (true, _, _) if (part == Part::Public) != public_side => {
+                return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+            }
+            _ => {
+                let master = self.slot.state().master.clone();
+                let label = self.slot.state().label.clone();
+                match e.private_key(master.as_deref(), &label)? {
+                    ParsedKey::Rsa(r) => CipherKey::RsaPrivate(r),
+                    ParsedKey::Aes(a) => CipherKey::Aes(a),
+                    ParsedKey::Ec(..) => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                }
+            }
+        };
+        Ok((cipher, key))
+    }
+
+    /// C_EncryptInit (PKCS#11 3.1 §5.8.1).
+    pub fn encrypt_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.encrypt.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (cipher, key) = self.cipher_key(mech, key, KeyOps::ENCRYPT)?;
+        ops.encrypt = Some(CipherCtx::new(key, cipher, true));
+        Ok(())
+    }
+
+    /// C_Encrypt, C_EncryptUpdate, C_EncryptFinal (`data` empty for Final).
+    pub fn encrypt(&self, data: &[u8], out: OutBuf<'_>, stage: Stage) -> Result<usize> {
+        cipher_step(&mut self.ops().encrypt, data, out, stage)
+    }
+
+    /// C_DecryptInit (PKCS#11 3.1 §5.9.1).
+    pub fn decrypt_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.decrypt.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (cipher, key) = self.cipher_key(mech, key, KeyOps::DECRYPT)?;
+        ops.decrypt = Some(CipherCtx::new(key, cipher, false));
+        Ok(())
+    }
+
+    /// C_Decrypt, C_DecryptUpdate, C_DecryptFinal (`data` empty for Final).
+    pub fn decrypt(&self, data: &[u8], out: OutBuf<'_>, stage: Stage) -> Result<usize> {
+        cipher_step(&mut self.ops().decrypt, data, out, stage)
     }
 }

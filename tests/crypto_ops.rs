@@ -1,0 +1,487 @@
+//! Encrypt/decrypt, wrap/unwrap and key import through the C ABI, every
+//! cryptographic output checked by an independent implementation (RustCrypto).
+//!
+//! Each test runs in its own process on a fresh token: the test re-runs its own
+//! binary filtered to itself, with `SOFTMHSM_DIR` pointing at a new temp dir.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use std::path::PathBuf;
+use std::process::Command;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const USER_PIN: &str = "user-pin";
+const SO_PIN: &str = "so-pin-1";
+/// `CKA_SOFTMHSM_EXP`: the key's `exp`, seconds since the epoch.
+const CKA_SOFTMHSM_EXP: u64 = softmhsm::engine::attributes::vendor::CKA_SOFTMHSM_EXP;
+
+/// Run `body` in a child process of this test binary with a fresh token.
+fn isolated(name: &str, body: fn() -> Res) {
+    if std::env::var_os("SOFTMHSM_TEST_CHILD").is_some() {
+        body().unwrap();
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("SOFTMHSM_TEST_CHILD", "1")
+        .env("SOFTMHSM_DIR", dir.path())
+        .env("SOFTMHSM_KDF_ITERATIONS", "1000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "child {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+macro_rules! isolated_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                isolated(stringify!($name), body::$name);
+            }
+        )*
+    };
+}
+
+fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("libsoftmhsm.so")
+}
+
+/// A fresh token with the user logged in on a read-write session.
+fn user_session() -> Res<Session> {
+    let p11 = Pkcs11::new(module_path())?;
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = *p11.get_all_slots()?.first().ok_or("no slot")?;
+    p11.init_token(slot, &AuthPin::new(SO_PIN.into()), "crypto-ops")?;
+    let s = p11.open_rw_session(slot)?;
+    s.login(UserType::So, Some(&AuthPin::new(SO_PIN.into())))?;
+    s.init_pin(&AuthPin::new(USER_PIN.into()))?;
+    s.logout()?;
+    s.login(UserType::User, Some(&AuthPin::new(USER_PIN.into())))?;
+    Ok(s)
+}
+
+/// The `CK_RV` of a failed call.
+fn rv<T: std::fmt::Debug>(r: Result<T, CkError>) -> RvError {
+    match r {
+        Err(CkError::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+/// Import a known AES key (so RustCrypto can use the same bytes).
+fn aes_key(s: &Session, value: &[u8]) -> Res<ObjectHandle> {
+    Ok(s.create_object(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Value(value.to_vec()),
+        Attribute::Token(true),
+        Attribute::Label(b"aes".to_vec()),
+    ])?)
+}
+
+/// Generate an RSA-2048 key pair on the token.
+fn rsa_pair(s: &Session) -> Res<(ObjectHandle, ObjectHandle)> {
+    Ok(s.generate_key_pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        &[
+            Attribute::ModulusBits(2048.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Token(true),
+        ],
+        &[Attribute::Token(true), Attribute::Label(b"rsa".to_vec())],
+    )?)
+}
+
+/// The token's RSA public key as an independent `rsa` crate key.
+fn rsa_public(s: &Session, key: ObjectHandle) -> Res<rsa::RsaPublicKey> {
+    let attrs = s.get_attributes(
+        key,
+        &[AttributeType::Modulus, AttributeType::PublicExponent],
+    )?;
+    let (mut n, mut e) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Modulus(v) => n = Some(rsa::BigUint::from_bytes_be(&v)),
+            Attribute::PublicExponent(v) => e = Some(rsa::BigUint::from_bytes_be(&v)),
+            _ => {}
+        }
+    }
+    Ok(rsa::RsaPublicKey::new(
+        n.ok_or("no modulus")?,
+        e.ok_or("no exponent")?,
+    )?)
+}
+
+fn oaep(hash: MechanismType, mgf: PkcsMgfType) -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+}
+
+/// Feed `data` to a multi-part call in chunks of the given sizes (cycled).
+fn chunked(
+    data: &[u8],
+    sizes: &[usize],
+    mut update: impl FnMut(&[u8]) -> Result<Vec<u8>, CkError>,
+) -> Res<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    for n in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at((*n).min(rest.len()));
+        out.extend(update(now)?);
+        rest = later;
+    }
+    Ok(out)
+}
+
+const AES_KEY: [u8; 32] = [
+    0x60, 0x3d, 0xeb, 0x10, 0x15, 0xca, 0x71, 0xbe, 0x2b, 0x73, 0xae, 0xf0, 0x85, 0x7d, 0x77, 0x81,
+    0x1f, 0x35, 0x2c, 0x07, 0x3b, 0x61, 0x08, 0xd7, 0x2d, 0x98, 0x10, 0xa3, 0x09, 0x14, 0xdf, 0xf4,
+];
+
+fn message(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+isolated_tests!(
+    rsa_oaep_round_trips_with_rustcrypto,
+    rsa_pkcs1_round_trips_with_rustcrypto,
+    aes_gcm_round_trips_with_rustcrypto,
+    aes_cbc_round_trips_with_rustcrypto,
+    multipart_cbc_pad_with_odd_chunks_matches_rustcrypto,
+    multipart_gcm_with_odd_chunks_matches_rustcrypto,
+    expired_key_decrypts_but_does_not_encrypt,
+    oaep_sha384_or_label_is_param_invalid,
+    gcm_16_byte_iv_is_param_invalid,
+    gcm_tampered_tag_is_encrypted_data_invalid,
+    ecdsa_key_with_oaep_is_key_type_inconsistent,
+    short_output_buffer_keeps_the_operation,
+    mechanism_info_reports_cipher_flags,
+);
+
+mod body {
+    use super::*;
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use cbc::cipher::{block_padding::NoPadding, block_padding::Pkcs7};
+    use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+    use rsa::{Oaep, Pkcs1v15Encrypt};
+
+    type CbcEnc = cbc::Encryptor<aes::Aes256>;
+    type CbcDec = cbc::Decryptor<aes::Aes256>;
+
+    pub fn rsa_oaep_round_trips_with_rustcrypto() -> Res {
+        let s = user_session()?;
+        let (public, private) = rsa_pair(&s)?;
+        let rc = rsa_public(&s, public)?;
+        let msg = b"the Managed HSM never exports";
+        // SHA-1 (RSA-OAEP).
+        let m = oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1);
+        let ct = s.encrypt(&m, public, msg)?;
+        assert_eq!(ct.len(), 256);
+        let mut rng = rand_core::OsRng;
+        let ct2 = rc.encrypt(&mut rng, Oaep::new::<sha1::Sha1>(), msg)?;
+        assert_eq!(s.decrypt(&m, private, &ct2)?, msg);
+        assert_eq!(s.decrypt(&m, private, &ct)?, msg);
+        // SHA-256 (RSA-OAEP-256).
+        let m = oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256);
+        let ct = s.encrypt(&m, public, msg)?;
+        let ct2 = rc.encrypt(&mut rng, Oaep::new::<sha2::Sha256>(), msg)?;
+        assert_eq!(s.decrypt(&m, private, &ct2)?, msg);
+        assert_eq!(ct.len(), 256);
+        assert_ne!(ct, s.encrypt(&m, public, msg)?);
+        assert_eq!(s.decrypt(&m, private, &ct)?, msg);
+        Ok(())
+    }
+
+    pub fn rsa_pkcs1_round_trips_with_rustcrypto() -> Res {
+        let s = user_session()?;
+        let (public, private) = rsa_pair(&s)?;
+        let rc = rsa_public(&s, public)?;
+        let msg = b"RSA1_5";
+        let ct = s.encrypt(&Mechanism::RsaPkcs, public, msg)?;
+        assert_eq!(ct.len(), 256);
+        let mut rng = rand_core::OsRng;
+        let ct2 = rc.encrypt(&mut rng, Pkcs1v15Encrypt, msg)?;
+        assert_eq!(s.decrypt(&Mechanism::RsaPkcs, private, &ct2)?, msg);
+        assert_eq!(s.decrypt(&Mechanism::RsaPkcs, private, &ct)?, msg);
+        // A ciphertext that is not PKCS#1 v1.5 padding: one code, whatever the cause.
+        let mut bad = ct2.clone();
+        bad[0] ^= 0x80;
+        bad[255] ^= 1;
+        assert_eq!(
+            rv(s.decrypt(&Mechanism::RsaPkcs, private, &bad)),
+            RvError::EncryptedDataInvalid
+        );
+        Ok(())
+    }
+
+    pub fn aes_gcm_round_trips_with_rustcrypto() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let rc = aes_gcm::Aes256Gcm::new_from_slice(&AES_KEY)?;
+        let mut iv = [7u8; 12];
+        let aad = b"header";
+        let msg = message(100);
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?);
+        let ct = s.encrypt(&m, key, &msg)?;
+        let nonce = aes_gcm::Nonce::from_slice(&[7u8; 12]);
+        let expect = rc
+            .encrypt(nonce, Payload { msg: &msg, aad })
+            .map_err(|_| "gcm")?;
+        assert_eq!(ct, expect);
+        let msg2 = message(33);
+        let ct2 = rc
+            .encrypt(nonce, Payload { msg: &msg2, aad })
+            .map_err(|_| "gcm")?;
+        let mut iv = [7u8; 12];
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?);
+        assert_eq!(s.decrypt(&m, key, &ct2)?, msg2);
+        Ok(())
+    }
+
+    pub fn aes_cbc_round_trips_with_rustcrypto() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let iv = [9u8; 16];
+        let msg = message(64);
+        let ct = s.encrypt(&Mechanism::AesCbc(iv), key, &msg)?;
+        let rc = CbcEnc::new_from_slices(&AES_KEY, &iv)?.encrypt_padded_vec_mut::<NoPadding>(&msg);
+        assert_eq!(ct, rc);
+        let msg = message(45);
+        let ct = s.encrypt(&Mechanism::AesCbcPad(iv), key, &msg)?;
+        let rc = CbcEnc::new_from_slices(&AES_KEY, &iv)?.encrypt_padded_vec_mut::<Pkcs7>(&msg);
+        assert_eq!(ct, rc);
+        let msg2 = message(31);
+        let ct2 = CbcEnc::new_from_slices(&AES_KEY, &iv)?.encrypt_padded_vec_mut::<Pkcs7>(&msg2);
+        assert_eq!(s.decrypt(&Mechanism::AesCbcPad(iv), key, &ct2)?, msg2);
+        Ok(())
+    }
+
+    pub fn multipart_cbc_pad_with_odd_chunks_matches_rustcrypto() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let iv = [3u8; 16];
+        let msg = message(203);
+        let m = Mechanism::AesCbcPad(iv);
+        s.encrypt_init(&m, key)?;
+        let mut ct = chunked(&msg, &[7, 13, 1, 29, 16], |p| s.encrypt_update(p))?;
+        ct.extend(s.encrypt_final()?);
+        let rc = CbcEnc::new_from_slices(&AES_KEY, &iv)?.encrypt_padded_vec_mut::<Pkcs7>(&msg);
+        assert_eq!(ct, rc);
+        for sizes in [&[5usize, 11, 17][..], &[16], &[32, 3]] {
+            s.decrypt_init(&m, key)?;
+            let mut pt = chunked(&rc, sizes, |p| s.decrypt_update(p))?;
+            pt.extend(s.decrypt_final()?);
+            assert_eq!(pt, msg);
+        }
+        // The RustCrypto decryptor agrees with the token's multi-part ciphertext.
+        let back = CbcDec::new_from_slices(&AES_KEY, &iv)?
+            .decrypt_padded_vec_mut::<Pkcs7>(&ct)
+            .map_err(|_| "unpad")?;
+        assert_eq!(back, msg);
+        Ok(())
+    }
+
+    pub fn multipart_gcm_with_odd_chunks_matches_rustcrypto() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let rc = aes_gcm::Aes256Gcm::new_from_slice(&AES_KEY)?;
+        let aad = b"aad";
+        let msg = message(77);
+        let mut iv = [1u8; 12];
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?);
+        s.encrypt_init(&m, key)?;
+        let mut ct = chunked(&msg, &[3, 10, 25], |p| s.encrypt_update(p))?;
+        ct.extend(s.encrypt_final()?);
+        let expect = rc
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&[1u8; 12]),
+                Payload { msg: &msg, aad },
+            )
+            .map_err(|_| "gcm")?;
+        assert_eq!(ct, expect);
+        s.decrypt_init(&m, key)?;
+        // Nothing is released before the tag is checked at Final.
+        let early = chunked(&expect, &[9, 2, 31], |p| s.decrypt_update(p))?;
+        assert!(early.is_empty());
+        assert_eq!(s.decrypt_final()?, msg);
+        Ok(())
+    }
+
+    pub fn expired_key_decrypts_but_does_not_encrypt() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let iv = [5u8; 16];
+        let msg = message(20);
+        let ct = s.encrypt(&Mechanism::AesCbcPad(iv), key, &msg)?;
+        s.update_attributes(
+            key,
+            &[Attribute::VendorDefined((
+                AttributeType::VendorDefined(CKA_SOFTMHSM_EXP),
+                1_000_000u64.to_ne_bytes().to_vec(),
+            ))],
+        )?;
+        assert_eq!(s.decrypt(&Mechanism::AesCbcPad(iv), key, &ct)?, msg);
+        assert_eq!(
+            rv(s.encrypt(&Mechanism::AesCbcPad(iv), key, &msg)),
+            RvError::KeyFunctionNotPermitted
+        );
+        Ok(())
+    }
+
+    pub fn oaep_sha384_or_label_is_param_invalid() -> Res {
+        let s = user_session()?;
+        let (public, _) = rsa_pair(&s)?;
+        let m = oaep(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384);
+        assert_eq!(
+            rv(s.encrypt_init(&m, public)),
+            RvError::MechanismParamInvalid
+        );
+        let m = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA256,
+            PkcsOaepSource::data_specified(b"label"),
+        ));
+        assert_eq!(
+            rv(s.encrypt_init(&m, public)),
+            RvError::MechanismParamInvalid
+        );
+        Ok(())
+    }
+
+    pub fn gcm_16_byte_iv_is_param_invalid() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let mut iv = [0u8; 16];
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, &[], 128.into())?);
+        assert_eq!(rv(s.encrypt_init(&m, key)), RvError::MechanismParamInvalid);
+        Ok(())
+    }
+
+    pub fn gcm_tampered_tag_is_encrypted_data_invalid() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let mut iv = [2u8; 12];
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, b"a", 96.into())?);
+        let mut ct = s.encrypt(&m, key, b"secret")?;
+        assert_eq!(ct.len(), 6 + 12);
+        *ct.last_mut().unwrap() ^= 1;
+        assert_eq!(rv(s.decrypt(&m, key, &ct)), RvError::EncryptedDataInvalid);
+        Ok(())
+    }
+
+    pub fn ecdsa_key_with_oaep_is_key_type_inconsistent() -> Res {
+        let s = user_session()?;
+        let (_, private) = s.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::EcParams(OID_P256.to_vec())],
+            &[Attribute::Token(true)],
+        )?;
+        let m = oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1);
+        assert_eq!(
+            rv(s.decrypt_init(&m, private)),
+            RvError::KeyTypeInconsistent
+        );
+        Ok(())
+    }
+
+    pub fn short_output_buffer_keeps_the_operation() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        let iv = [4u8; 16];
+        s.encrypt_init(&Mechanism::AesCbcPad(iv), key)?;
+        let c_encrypt = raw::function::<raw::CipherFn>("C_Encrypt");
+        let h = s_handle(&s);
+        let msg = message(40);
+        let mut out = [0u8; 47];
+        let mut len = out.len() as u64;
+        let r = unsafe { c_encrypt(h, msg.as_ptr() as *mut u8, 40, out.as_mut_ptr(), &mut len) };
+        assert_eq!(r, cryptoki_sys::CKR_BUFFER_TOO_SMALL);
+        assert_eq!(len, 48);
+        let mut out = [0u8; 48];
+        let mut len = out.len() as u64;
+        let r = unsafe { c_encrypt(h, msg.as_ptr() as *mut u8, 40, out.as_mut_ptr(), &mut len) };
+        assert_eq!(r, cryptoki_sys::CKR_OK);
+        let rc = CbcEnc::new_from_slices(&AES_KEY, &iv)?.encrypt_padded_vec_mut::<Pkcs7>(&msg);
+        assert_eq!(&out[..], &rc[..]);
+        Ok(())
+    }
+
+    pub fn mechanism_info_reports_cipher_flags() -> Res {
+        let s = user_session()?;
+        let p11 = Pkcs11::new(module_path())?;
+        let _ = &s;
+        let slot = *p11.get_all_slots()?.first().ok_or("no slot")?;
+        let list = p11.get_mechanism_list(slot)?;
+        for m in [
+            MechanismType::RSA_PKCS_OAEP,
+            MechanismType::AES_GCM,
+            MechanismType::AES_CBC,
+            MechanismType::AES_CBC_PAD,
+            MechanismType::AES_KEY_WRAP,
+        ] {
+            assert!(list.contains(&m), "{m} missing");
+        }
+        let gcm = p11.get_mechanism_info(slot, MechanismType::AES_GCM)?;
+        assert!(gcm.encrypt() && gcm.decrypt() && gcm.wrap() && gcm.unwrap());
+        assert_eq!((gcm.min_key_size(), gcm.max_key_size()), (16, 32));
+        let kw = p11.get_mechanism_info(slot, MechanismType::AES_KEY_WRAP)?;
+        assert!(!kw.encrypt() && kw.wrap() && kw.unwrap());
+        Ok(())
+    }
+
+    fn s_handle(s: &Session) -> cryptoki_sys::CK_SESSION_HANDLE {
+        // cryptoki keeps the raw handle private; the token numbers sessions from 1
+        // and this test opens exactly one.
+        let _ = s;
+        1
+    }
+}
+
+const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Direct calls into the already-loaded module, for what `cryptoki` does not
+/// expose (a caller-chosen output buffer size).
+mod raw {
+    use cryptoki_sys::*;
+
+    pub type CipherFn = unsafe extern "C" fn(
+        CK_SESSION_HANDLE,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    ) -> CK_RV;
+
+    /// The entry point `name` of the module (`dlopen` of a loaded library
+    /// returns the same instance, so the token state is shared).
+    pub fn function<F: Copy>(name: &str) -> F {
+        let path = std::ffi::CString::new(super::module_path().to_str().unwrap()).unwrap();
+        let name = std::ffi::CString::new(name).unwrap();
+        unsafe {
+            let lib = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            assert!(!lib.is_null(), "module not loaded");
+            let sym = libc::dlsym(lib, name.as_ptr());
+            assert!(!sym.is_null());
+            std::mem::transmute_copy::<*mut libc::c_void, F>(&sym)
+        }
+    }
+}
