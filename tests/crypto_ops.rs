@@ -152,6 +152,85 @@ fn chunked(
     Ok(out)
 }
 
+/// Import an RSA private key made by the `rsa` crate; returns (public, private).
+fn import_rsa(
+    s: &Session,
+    k: &rsa::RsaPrivateKey,
+    label: &str,
+) -> Res<(ObjectHandle, ObjectHandle)> {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let private = s.create_object(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Modulus(k.n().to_bytes_be()),
+        Attribute::PublicExponent(k.e().to_bytes_be()),
+        Attribute::PrivateExponent(k.d().to_bytes_be()),
+        Attribute::Prime1(k.primes()[0].to_bytes_be()),
+        Attribute::Prime2(k.primes()[1].to_bytes_be()),
+        Attribute::Token(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])?;
+    let public = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?
+        .first()
+        .copied()
+        .ok_or("no public key object")?;
+    Ok((public, private))
+}
+
+/// An RSA-2048 key from the `rsa` crate.
+fn rustcrypto_rsa() -> Res<rsa::RsaPrivateKey> {
+    Ok(rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)?)
+}
+
+/// Encrypt one block with a token AES key (CBC, zero IV = the raw block cipher).
+fn token_block(s: &Session, key: ObjectHandle, block: &[u8; 16]) -> Res<Vec<u8>> {
+    Ok(s.encrypt(&Mechanism::AesCbc([0; 16]), key, block)?)
+}
+
+/// The same with RustCrypto's AES.
+fn rustcrypto_block(key: &[u8], block: &[u8; 16]) -> Vec<u8> {
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    let mut b = aes::Block::clone_from_slice(block);
+    match key.len() {
+        16 => aes::Aes128::new_from_slice(key)
+            .unwrap()
+            .encrypt_block(&mut b),
+        24 => aes::Aes192::new_from_slice(key)
+            .unwrap()
+            .encrypt_block(&mut b),
+        _ => aes::Aes256::new_from_slice(key)
+            .unwrap()
+            .encrypt_block(&mut b),
+    }
+    b.to_vec()
+}
+
+fn secret_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+fn bool_attr(s: &Session, key: ObjectHandle, ty: AttributeType) -> Res<bool> {
+    match s.get_attributes(key, &[ty])?.first() {
+        Some(
+            Attribute::Local(b)
+            | Attribute::AlwaysSensitive(b)
+            | Attribute::NeverExtractable(b)
+            | Attribute::Sensitive(b)
+            | Attribute::Extractable(b),
+        ) => Ok(*b),
+        other => Err(format!("unexpected {other:?}").into()),
+    }
+}
+
 const AES_KEY: [u8; 32] = [
     0x60, 0x3d, 0xeb, 0x10, 0x15, 0xca, 0x71, 0xbe, 0x2b, 0x73, 0xae, 0xf0, 0x85, 0x7d, 0x77, 0x81,
     0x1f, 0x35, 0x2c, 0x07, 0x3b, 0x61, 0x08, 0xd7, 0x2d, 0x98, 0x10, 0xa3, 0x09, 0x14, 0xdf, 0xf4,
@@ -175,6 +254,17 @@ isolated_tests!(
     ecdsa_key_with_oaep_is_key_type_inconsistent,
     short_output_buffer_keeps_the_operation,
     mechanism_info_reports_cipher_flags,
+    imported_rsa_key_encrypts_for_rustcrypto,
+    imported_rsa_key_signs_verifiably,
+    imported_p256_key_signs_verifiably,
+    imported_key_is_not_local,
+    rsa_1024_import_is_key_size_range,
+    other_curve_import_is_curve_not_supported,
+    wrap_of_token_key_is_unextractable,
+    rfc3394_vector_unwraps_into_working_aes_key,
+    unwrap_pkcs8_ec_key_with_aes_gcm_then_sign_verifies,
+    unwrap_aes_key_with_rsa_oaep,
+    unwrap_needs_unwrap_permission,
 );
 
 mod body {
@@ -445,6 +535,238 @@ mod body {
         assert_eq!((gcm.min_key_size(), gcm.max_key_size()), (16, 32));
         let kw = p11.get_mechanism_info(slot, MechanismType::AES_KEY_WRAP)?;
         assert!(!kw.encrypt() && kw.wrap() && kw.unwrap());
+        Ok(())
+    }
+
+    pub fn imported_rsa_key_encrypts_for_rustcrypto() -> Res {
+        let s = user_session()?;
+        let k = rustcrypto_rsa()?;
+        let (public, private) = import_rsa(&s, &k, "imported-rsa")?;
+        let msg = b"for RustCrypto's eyes";
+        let ct = s.encrypt(
+            &oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            public,
+            msg,
+        )?;
+        assert_eq!(k.decrypt(Oaep::new::<sha1::Sha1>(), &ct)?, msg);
+        let m256 = oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256);
+        let ct = s.encrypt(&m256, public, msg)?;
+        assert_eq!(k.decrypt(Oaep::new::<sha2::Sha256>(), &ct)?, msg);
+        let ct = s.encrypt(&Mechanism::RsaPkcs, public, msg)?;
+        assert_eq!(k.decrypt(Pkcs1v15Encrypt, &ct)?, msg);
+        // And the token decrypts what RustCrypto made with the same key.
+        let ct =
+            k.to_public_key()
+                .encrypt(&mut rand_core::OsRng, Oaep::new::<sha2::Sha256>(), msg)?;
+        assert_eq!(s.decrypt(&m256, private, &ct)?, msg);
+        Ok(())
+    }
+
+    pub fn imported_rsa_key_signs_verifiably() -> Res {
+        let s = user_session()?;
+        let k = rustcrypto_rsa()?;
+        let (_, private) = import_rsa(&s, &k, "signer")?;
+        let msg = b"signed by an imported key";
+        let sig = s.sign(&Mechanism::Sha256RsaPkcs, private, msg)?;
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(msg);
+        k.to_public_key()
+            .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest, &sig)?;
+        Ok(())
+    }
+
+    pub fn imported_p256_key_signs_verifiably() -> Res {
+        use p256::ecdsa::signature::Verifier;
+        let s = user_session()?;
+        let sk = p256::SecretKey::random(&mut rand_core::OsRng);
+        let private = s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(OID_P256.to_vec()),
+            Attribute::Value(sk.to_bytes().to_vec()),
+            Attribute::Token(true),
+            Attribute::Label(b"ec".to_vec()),
+        ])?;
+        let msg = b"ES256 by an imported key";
+        let sig = s.sign(&Mechanism::EcdsaSha256, private, msg)?;
+        let sig = p256::ecdsa::Signature::from_slice(&sig)?;
+        p256::ecdsa::VerifyingKey::from(sk.public_key()).verify(msg, &sig)?;
+        Ok(())
+    }
+
+    pub fn imported_key_is_not_local() -> Res {
+        let s = user_session()?;
+        let key = aes_key(&s, &AES_KEY)?;
+        assert!(!bool_attr(&s, key, AttributeType::Local)?);
+        assert!(!bool_attr(&s, key, AttributeType::AlwaysSensitive)?);
+        assert!(!bool_attr(&s, key, AttributeType::NeverExtractable)?);
+        assert!(bool_attr(&s, key, AttributeType::Sensitive)?);
+        assert!(!bool_attr(&s, key, AttributeType::Extractable)?);
+        Ok(())
+    }
+
+    pub fn rsa_1024_import_is_key_size_range() -> Res {
+        let s = user_session()?;
+        let mut n = vec![0xc5u8; 128];
+        n[127] |= 1;
+        let r = s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(n),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::PrivateExponent(vec![0x33; 128]),
+            Attribute::Token(true),
+        ]);
+        assert_eq!(rv(r), RvError::KeySizeRange);
+        Ok(())
+    }
+
+    pub fn other_curve_import_is_curve_not_supported() -> Res {
+        let s = user_session()?;
+        // secp224r1: 1.3.132.0.33
+        let r = s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21]),
+            Attribute::Value(vec![1; 28]),
+            Attribute::Token(true),
+        ]);
+        assert_eq!(rv(r), RvError::CurveNotSupported);
+        Ok(())
+    }
+
+    pub fn wrap_of_token_key_is_unextractable() -> Res {
+        let s = user_session()?;
+        let kek = aes_key(&s, &AES_KEY)?;
+        let key = s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(32.into()), Attribute::Token(true)],
+        )?;
+        assert_eq!(
+            rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, key)),
+            RvError::KeyUnextractable
+        );
+        // The checks come in the spec's order: the wrapping key before the key.
+        let gone = aes_key(&s, &[1; 16])?;
+        s.destroy_object(gone)?;
+        assert_eq!(
+            rv(s.wrap_key(&Mechanism::AesKeyWrap, gone, key)),
+            RvError::WrappingKeyHandleInvalid
+        );
+        assert_eq!(
+            rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, gone)),
+            RvError::KeyHandleInvalid
+        );
+        assert_eq!(
+            rv(s.wrap_key(&Mechanism::Sha256, kek, key)),
+            RvError::MechanismInvalid
+        );
+        Ok(())
+    }
+
+    pub fn rfc3394_vector_unwraps_into_working_aes_key() -> Res {
+        let s = user_session()?;
+        // RFC 3394 §4.1: 128-bit key data with a 128-bit KEK.
+        let kek: Vec<u8> = (0u8..16).collect();
+        let key_data = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
+        let wrapped = [
+            0x1f, 0xa6, 0x8b, 0x0a, 0x81, 0x12, 0xb4, 0x47, 0xae, 0xf3, 0x4b, 0xd8, 0xfb, 0x5a,
+            0x7b, 0x82, 0x9d, 0x3e, 0x86, 0x23, 0x71, 0xd2, 0xcf, 0xe5,
+        ];
+        let kek = aes_key(&s, &kek)?;
+        let key = s.unwrap_key(
+            &Mechanism::AesKeyWrap,
+            kek,
+            &wrapped,
+            &secret_template("rfc3394"),
+        )?;
+        let block = *b"prove my identity";
+        let block: [u8; 16] = block[..16].try_into()?;
+        assert_eq!(
+            token_block(&s, key, &block)?,
+            rustcrypto_block(&key_data, &block)
+        );
+        assert!(!bool_attr(&s, key, AttributeType::Local)?);
+        assert!(!bool_attr(&s, key, AttributeType::NeverExtractable)?);
+        // A corrupted wrapping fails the RFC 3394 integrity check.
+        let mut bad = wrapped;
+        bad[5] ^= 1;
+        assert_eq!(
+            rv(s.unwrap_key(&Mechanism::AesKeyWrap, kek, &bad, &secret_template("bad"))),
+            RvError::WrappedKeyInvalid
+        );
+        Ok(())
+    }
+
+    pub fn unwrap_pkcs8_ec_key_with_aes_gcm_then_sign_verifies() -> Res {
+        use p256::ecdsa::signature::Verifier;
+        use p256::pkcs8::EncodePrivateKey;
+        let s = user_session()?;
+        let kek = aes_key(&s, &AES_KEY)?;
+        let sk = p256::SecretKey::random(&mut rand_core::OsRng);
+        let pkcs8 = sk.to_pkcs8_der()?;
+        let rc = aes_gcm::Aes256Gcm::new_from_slice(&AES_KEY)?;
+        let wrapped = rc
+            .encrypt(aes_gcm::Nonce::from_slice(&[8u8; 12]), pkcs8.as_bytes())
+            .map_err(|_| "gcm")?;
+        let mut iv = [8u8; 12];
+        let m = Mechanism::AesGcm(GcmParams::new(&mut iv, &[], 128.into())?);
+        let private = s.unwrap_key(
+            &m,
+            kek,
+            &wrapped,
+            &[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Token(true),
+                Attribute::Label(b"unwrapped-ec".to_vec()),
+            ],
+        )?;
+        let msg = b"signed by an unwrapped key";
+        let sig = s.sign(&Mechanism::EcdsaSha256, private, msg)?;
+        let sig = p256::ecdsa::Signature::from_slice(&sig)?;
+        p256::ecdsa::VerifyingKey::from(sk.public_key()).verify(msg, &sig)?;
+        Ok(())
+    }
+
+    pub fn unwrap_aes_key_with_rsa_oaep() -> Res {
+        let s = user_session()?;
+        let (public, private) = rsa_pair(&s)?;
+        let rc = rsa_public(&s, public)?;
+        let key_data = [0x42u8; 24];
+        let wrapped = rc.encrypt(
+            &mut rand_core::OsRng,
+            Oaep::new::<sha2::Sha256>(),
+            &key_data,
+        )?;
+        let m = oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256);
+        let key = s.unwrap_key(&m, private, &wrapped, &secret_template("oaep"))?;
+        let block = [0x5au8; 16];
+        assert_eq!(
+            token_block(&s, key, &block)?,
+            rustcrypto_block(&key_data, &block)
+        );
+        Ok(())
+    }
+
+    pub fn unwrap_needs_unwrap_permission() -> Res {
+        let s = user_session()?;
+        let kek = s.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(AES_KEY.to_vec()),
+            Attribute::Token(true),
+            Attribute::Unwrap(false),
+        ])?;
+        let r = s.unwrap_key(
+            &Mechanism::AesKeyWrap,
+            kek,
+            &[0u8; 24],
+            &secret_template("x"),
+        );
+        assert_eq!(rv(r), RvError::KeyFunctionNotPermitted);
         Ok(())
     }
 

@@ -212,6 +212,19 @@ pub enum Cipher {
     AesKwp,
 }
 
+/// Whether `ty` is a mechanism for `op` at all (`CKR_MECHANISM_INVALID`), the
+/// first check of C_WrapKey/C_UnwrapKey, before any handle is looked at.
+pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<()> {
+    if CIPHER
+        .iter()
+        .any(|(m, _, ops)| *m == ty && ops.contains(op))
+    {
+        Ok(())
+    } else {
+        Err(Error(CKR_MECHANISM_INVALID))
+    }
+}
+
 /// Decide an encrypt, decrypt, wrap or unwrap operation (`op`) for `key`: the
 /// mechanism must serve `op` (`CKR_MECHANISM_INVALID`), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
