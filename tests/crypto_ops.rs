@@ -265,6 +265,7 @@ isolated_tests!(
     unwrap_pkcs8_ec_key_with_aes_gcm_then_sign_verifies,
     unwrap_aes_key_with_rsa_oaep,
     unwrap_needs_unwrap_permission,
+    rfc5649_vector_unwraps_with_kwp,
 );
 
 mod body {
@@ -499,7 +500,7 @@ mod body {
         let iv = [4u8; 16];
         s.encrypt_init(&Mechanism::AesCbcPad(iv), key)?;
         let c_encrypt = raw::function::<raw::CipherFn>("C_Encrypt");
-        let h = s_handle(&s);
+        let h = s.handle();
         let msg = message(40);
         let mut out = [0u8; 47];
         let mut len = out.len() as u64;
@@ -751,6 +752,70 @@ mod body {
         Ok(())
     }
 
+    pub fn rfc5649_vector_unwraps_with_kwp() -> Res {
+        use cryptoki_sys::*;
+        let s = user_session()?;
+        // RFC 5649 §6: 20 octets of key data under a 192-bit KEK. The key data is
+        // no AES key size, so the unwrap must end in CKR_KEY_SIZE_RANGE, after
+        // the KWP integrity check passed (a tampered wrapping is WRAPPED_KEY_INVALID).
+        let kek = aes_key(&s, &hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"))?;
+        let wrapped = hex("138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a");
+        let c_unwrap = raw::function::<raw::UnwrapFn>("C_UnwrapKey");
+        let unwrap = |wrapped: &[u8]| {
+            let mut mech = CK_MECHANISM {
+                mechanism: CKM_AES_KEY_WRAP_KWP,
+                pParameter: std::ptr::null_mut(),
+                ulParameterLen: 0,
+            };
+            let class: CK_ULONG = CKO_SECRET_KEY;
+            let key_type: CK_ULONG = CKK_AES;
+            let mut tmpl = [
+                CK_ATTRIBUTE {
+                    type_: CKA_CLASS,
+                    pValue: &class as *const _ as *mut _,
+                    ulValueLen: 8,
+                },
+                CK_ATTRIBUTE {
+                    type_: CKA_KEY_TYPE,
+                    pValue: &key_type as *const _ as *mut _,
+                    ulValueLen: 8,
+                },
+            ];
+            let mut out: CK_OBJECT_HANDLE = 0;
+            unsafe {
+                c_unwrap(
+                    s.handle(),
+                    &mut mech,
+                    kek.handle(),
+                    wrapped.as_ptr() as *mut u8,
+                    wrapped.len() as CK_ULONG,
+                    tmpl.as_mut_ptr(),
+                    2,
+                    &mut out,
+                )
+            }
+        };
+        assert_eq!(unwrap(&wrapped), CKR_KEY_SIZE_RANGE);
+        let mut bad = wrapped.clone();
+        bad[3] ^= 1;
+        assert_eq!(unwrap(&bad), CKR_WRAPPED_KEY_INVALID);
+        // And a 256-bit key wrapped by RustCrypto's KWP unwraps to a working key.
+        let kek_bytes = hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8");
+        let kw = aes_kw::KekAes192::new(aes::cipher::generic_array::GenericArray::from_slice(
+            &kek_bytes,
+        ));
+        let wrapped = kw.wrap_with_padding_vec(&AES_KEY).map_err(|_| "kwp")?;
+        assert_eq!(unwrap(&wrapped), CKR_OK);
+        Ok(())
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     pub fn unwrap_needs_unwrap_permission() -> Res {
         let s = user_session()?;
         let kek = s.create_object(&[
@@ -769,13 +834,6 @@ mod body {
         assert_eq!(rv(r), RvError::KeyFunctionNotPermitted);
         Ok(())
     }
-
-    fn s_handle(s: &Session) -> cryptoki_sys::CK_SESSION_HANDLE {
-        // cryptoki keeps the raw handle private; the token numbers sessions from 1
-        // and this test opens exactly one.
-        let _ = s;
-        1
-    }
 }
 
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -791,6 +849,17 @@ mod raw {
         CK_ULONG,
         *mut CK_BYTE,
         *mut CK_ULONG,
+    ) -> CK_RV;
+
+    pub type UnwrapFn = unsafe extern "C" fn(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        CK_OBJECT_HANDLE,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_OBJECT_HANDLE,
     ) -> CK_RV;
 
     /// The entry point `name` of the module (`dlopen` of a loaded library
