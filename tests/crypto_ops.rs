@@ -55,12 +55,17 @@ macro_rules! isolated_tests {
     };
 }
 
+/// The module built with this test binary: cargo leaves it in `deps/` next to
+/// the test (built with the same features); `target/<profile>/libsoftmhsm.so`
+/// is only refreshed by `cargo build` and may come from another feature set.
 fn module_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("libsoftmhsm.so")
+    let deps = exe.parent().unwrap();
+    let fresh = deps.join("libsoftmhsm.so");
+    if fresh.exists() {
+        return fresh;
+    }
+    deps.parent().unwrap().join("libsoftmhsm.so")
 }
 
 /// A fresh token with the user logged in on a read-write session.
