@@ -27,6 +27,26 @@ pub enum Param {
         /// `sLen`.
         salt_len: CK_ULONG,
     },
+    /// `CK_RSA_PKCS_OAEP_PARAMS`.
+    Oaep {
+        /// `hashAlg` (a `CKM_SHA*`).
+        hash: CK_MECHANISM_TYPE,
+        /// `mgf` (a `CKG_MGF1_*`).
+        mgf: CK_RSA_PKCS_MGF_TYPE,
+        /// `source` (`CKZ_DATA_SPECIFIED` or 0).
+        source: CK_RSA_PKCS_OAEP_SOURCE_TYPE,
+        /// The label (`pSourceData`).
+        label: Vec<u8>,
+    },
+    /// `CK_GCM_PARAMS`.
+    Gcm {
+        /// `pIv`.
+        iv: Vec<u8>,
+        /// `pAAD`.
+        aad: Vec<u8>,
+        /// `ulTagBits`.
+        tag_bits: CK_ULONG,
+    },
     /// Any other parameter, as raw bytes.
     Bytes(Vec<u8>),
 }

@@ -488,6 +488,112 @@ pub fn key_request(
     })
 }
 
+/// Key material attributes of an import template, consumed by the import
+/// itself (the record keeps only the public part, read from the key).
+const MATERIAL_ATTRS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_VALUE,
+    CKA_VALUE_LEN,
+    CKA_MODULUS,
+    CKA_MODULUS_BITS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_COEFFICIENT,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+];
+
+/// A key record for imported material (C_CreateObject, C_UnwrapKey): `kind`
+/// and `public` are what the material is; the template must agree with them
+/// (`CKR_TEMPLATE_INCONSISTENT`) and passes the same rules as a generation
+/// template. Imported keys are not local and have no key generation
+/// mechanism, so `CKA_ALWAYS_SENSITIVE`/`CKA_NEVER_EXTRACTABLE` read FALSE;
+/// they are still sensitive and never extractable.
+pub fn import_request(
+    t: &Template,
+    kind: KeyKind,
+    public: Option<&crate::crypto::PublicKey>,
+) -> Result<KeyRequest> {
+    let class = if kind.is_pair() {
+        CKO_PRIVATE_KEY
+    } else {
+        CKO_SECRET_KEY
+    };
+    let inconsistent = || Error(CKR_TEMPLATE_INCONSISTENT);
+    if t.get_ulong(CKA_CLASS)?.is_some_and(|c| c != class)
+        || t.get_ulong(CKA_KEY_TYPE)?
+            .is_some_and(|k| k != kind.key_type())
+    {
+        return Err(inconsistent());
+    }
+    let (mechanism, size) = match (kind, public) {
+        (KeyKind::Aes(bits), _) => (
+            CKM_AES_KEY_GEN,
+            vec![(CKA_VALUE_LEN, ulong_bytes((bits / 8) as CK_ULONG))],
+        ),
+        (KeyKind::Rsa(bits), Some(crate::crypto::PublicKey::Rsa { n, e })) => {
+            if t.get(CKA_MODULUS)
+                .is_some_and(|m| strip_zeros(m) != strip_zeros(n))
+            {
+                return Err(inconsistent());
+            }
+            (
+                CKM_RSA_PKCS_KEY_PAIR_GEN,
+                vec![
+                    (CKA_MODULUS_BITS, ulong_bytes(bits as CK_ULONG)),
+                    (CKA_PUBLIC_EXPONENT, e.clone()),
+                ],
+            )
+        }
+        (KeyKind::Ec(curve), Some(crate::crypto::PublicKey::Ec { .. })) => {
+            if t.get(CKA_EC_PARAMS)
+                .is_some_and(|p| rules::curve_from_params(p).ok() != Some(curve))
+            {
+                return Err(inconsistent());
+            }
+            (
+                CKM_EC_KEY_PAIR_GEN,
+                vec![(CKA_EC_PARAMS, curve.oid_der().to_vec())],
+            )
+        }
+        _ => return Err(Error(CKR_GENERAL_ERROR)),
+    };
+    let mut gen = t.clone();
+    for (ty, value) in &size {
+        let differs = |v: &[u8]| match *ty {
+            CKA_VALUE_LEN | CKA_MODULUS_BITS => decode_ulong(v).ok() != decode_ulong(value).ok(),
+            CKA_EC_PARAMS => false,
+            _ => strip_zeros(v) != strip_zeros(value),
+        };
+        if t.get(*ty).is_some_and(differs) {
+            return Err(inconsistent());
+        }
+    }
+    gen.0.retain(|a| !MATERIAL_ATTRS.contains(&a.ty));
+    gen.0.extend(
+        size.into_iter()
+            .map(|(ty, value)| super::attributes::Attr { ty, value }),
+    );
+    let mut req = key_request(mechanism, None, &gen)?;
+    if let Body::Key(k) = &mut req.record.body {
+        k.local = false;
+        k.gen_mechanism = None;
+    }
+    if let Some(pk) = public {
+        set_public(&mut req.record, pk);
+    }
+    Ok(req)
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    &b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..]
+}
+
 /// The template attributes that map to key_ops.
 const OP_ATTRS: &[(CK_ATTRIBUTE_TYPE, KeyOps)] = &[
     (CKA_SIGN, KeyOps::SIGN),

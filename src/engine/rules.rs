@@ -3,7 +3,9 @@
 //! nbf/exp with the date-time exception).
 
 use super::key::{KeyKind, KeyOps, KeyRecord};
-use super::mechanism::{expect_no_param, hash_of_digest_mechanism, hash_of_mgf, Mechanism, Param};
+use super::mechanism::{
+    expect_no_param, hash_of_digest_mechanism, hash_of_mgf, param_invalid, Mechanism, Param,
+};
 use crate::crypto::{Curve, Hash};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
@@ -144,6 +146,231 @@ fn pss_param(mech: &Mechanism, fixed: Option<Hash>) -> Result<Hash> {
     }
 }
 
+/// How an encrypt/decrypt/wrap/unwrap mechanism works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CipherScheme {
+    /// `CKM_RSA_PKCS`: RSA1_5.
+    RsaPkcs1,
+    /// `CKM_RSA_PKCS_OAEP`: RSA-OAEP (SHA-1) or RSA-OAEP-256, by parameter.
+    RsaOaep,
+    /// `CKM_AES_GCM`.
+    AesGcm,
+    /// `CKM_AES_CBC` (`pad` false) and `CKM_AES_CBC_PAD` (PKCS#7 padding).
+    AesCbc {
+        /// PKCS#7 padding.
+        pad: bool,
+    },
+    /// `CKM_AES_KEY_WRAP` (RFC 3394).
+    AesKw,
+    /// `CKM_AES_KEY_WRAP_KWP` (RFC 5649).
+    AesKwp,
+}
+
+const ED: KeyOps = KeyOps(KeyOps::ENCRYPT.0 | KeyOps::DECRYPT.0);
+const WU: KeyOps = KeyOps(KeyOps::WRAP.0 | KeyOps::UNWRAP.0);
+const EDWU: KeyOps = KeyOps(ED.0 | WU.0);
+
+/// The cipher mechanism table: mechanism, scheme, and the operations it serves
+/// (the Managed HSM's AES-KW/KWP are wrapKey/unwrapKey algorithms only; CBC
+/// without padding cannot carry a key of arbitrary length, so it does not wrap).
+const CIPHER: &[(CK_MECHANISM_TYPE, CipherScheme, KeyOps)] = &[
+    (CKM_RSA_PKCS, CipherScheme::RsaPkcs1, EDWU),
+    (CKM_RSA_PKCS_OAEP, CipherScheme::RsaOaep, EDWU),
+    (CKM_AES_GCM, CipherScheme::AesGcm, EDWU),
+    (CKM_AES_CBC, CipherScheme::AesCbc { pad: false }, ED),
+    (CKM_AES_CBC_PAD, CipherScheme::AesCbc { pad: true }, EDWU),
+    (CKM_AES_KEY_WRAP, CipherScheme::AesKw, WU),
+    (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp, WU),
+];
+
+/// A decided encrypt/decrypt/wrap/unwrap operation with its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cipher {
+    /// RSA1_5.
+    RsaPkcs1,
+    /// RSA-OAEP (SHA-1) or RSA-OAEP-256 (SHA-256), empty label.
+    RsaOaep(Hash),
+    /// AES-GCM with a 12-byte IV.
+    AesGcm {
+        /// The IV.
+        iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// Tag length in bytes (12–16).
+        tag_len: usize,
+    },
+    /// AES-CBC, with or without PKCS#7 padding.
+    AesCbc {
+        /// The IV.
+        iv: [u8; 16],
+        /// PKCS#7 padding.
+        pad: bool,
+    },
+    /// RFC 3394 key wrap.
+    AesKw,
+    /// RFC 5649 key wrap with padding.
+    AesKwp,
+}
+
+/// Whether `ty` is a mechanism for `op` at all (`CKR_MECHANISM_INVALID`), the
+/// first check of C_WrapKey/C_UnwrapKey, before any handle is looked at.
+pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<()> {
+    if CIPHER
+        .iter()
+        .any(|(m, _, ops)| *m == ty && ops.contains(op))
+    {
+        Ok(())
+    } else {
+        Err(Error(CKR_MECHANISM_INVALID))
+    }
+}
+
+/// Decide an encrypt, decrypt, wrap or unwrap operation (`op`) for `key`: the
+/// mechanism must serve `op` (`CKR_MECHANISM_INVALID`), fit the key type
+/// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
+/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
+pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<Cipher> {
+    let scheme = CIPHER
+        .iter()
+        .find(|(m, _, ops)| *m == mech.ty && ops.contains(op))
+        .map(|(_, s, _)| *s)
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let rsa = matches!(scheme, CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep);
+    match key.kind {
+        KeyKind::Rsa(_) if rsa => {}
+        KeyKind::Aes(_) if !rsa => {}
+        _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+    let cipher = match scheme {
+        CipherScheme::RsaPkcs1 => {
+            expect_no_param(mech)?;
+            Cipher::RsaPkcs1
+        }
+        CipherScheme::RsaOaep => Cipher::RsaOaep(oaep_param(mech)?),
+        CipherScheme::AesGcm => gcm_param(mech)?,
+        CipherScheme::AesCbc { pad } => {
+            let Param::Bytes(iv) = &mech.param else {
+                return Err(param_invalid());
+            };
+            let iv = <[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?;
+            Cipher::AesCbc { iv, pad }
+        }
+        CipherScheme::AesKw => {
+            // RFC 3394's default IV only: a caller-supplied IV is not a Managed HSM option.
+            expect_no_param(mech)?;
+            Cipher::AesKw
+        }
+        CipherScheme::AesKwp => {
+            expect_no_param(mech)?;
+            Cipher::AesKwp
+        }
+    };
+    check_usable(key, op, now)?;
+    Ok(cipher)
+}
+
+/// RSA-OAEP: SHA-1/MGF1-SHA-1 or SHA-256/MGF1-SHA-256, empty label only.
+fn oaep_param(mech: &Mechanism) -> Result<Hash> {
+    let Param::Oaep {
+        hash,
+        mgf,
+        source,
+        label,
+    } = &mech.param
+    else {
+        return Err(param_invalid());
+    };
+    let h = hash_of_digest_mechanism(*hash).ok_or(param_invalid())?;
+    // source 0 with no data is what some clients send for "no label".
+    let ok = matches!(h, Hash::Sha1 | Hash::Sha256)
+        && hash_of_mgf(*mgf) == Some(h)
+        && (*source == CKZ_DATA_SPECIFIED || *source == 0)
+        && label.is_empty();
+    if ok {
+        Ok(h)
+    } else {
+        Err(param_invalid())
+    }
+}
+
+/// AES-GCM: a 12-byte IV, any AAD, a tag of 96–128 bits in steps of 8.
+fn gcm_param(mech: &Mechanism) -> Result<Cipher> {
+    let Param::Gcm { iv, aad, tag_bits } = &mech.param else {
+        return Err(param_invalid());
+    };
+    if iv.len() != 12 || !(96..=128).contains(tag_bits) || tag_bits % 8 != 0 {
+        return Err(param_invalid());
+    }
+    Ok(Cipher::AesGcm {
+        iv: iv.clone(),
+        aad: aad.clone(),
+        tag_len: (*tag_bits / 8) as usize,
+    })
+}
+
+/// The key type, size or curve of PKCS#8 `PrivateKeyInfo` DER (key import and
+/// unwrap), by the Managed HSM rules: an RSA modulus outside [`RSA_BITS`] is
+/// `CKR_KEY_SIZE_RANGE`, another curve `CKR_CURVE_NOT_SUPPORTED`, anything
+/// that is not a PKCS#8 RSA or EC key `CKR_WRAPPED_KEY_INVALID`.
+pub fn pkcs8_kind(der: &[u8]) -> Result<KeyKind> {
+    const RSA_OID: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
+    const EC_OID: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let bad = || Error(CKR_WRAPPED_KEY_INVALID);
+    let (info, _) = der_take(der, 0x30).ok_or_else(bad)?;
+    let (_version, rest) = der_take(info, 0x02).ok_or_else(bad)?;
+    let (alg, rest) = der_take(rest, 0x30).ok_or_else(bad)?;
+    let (key, _) = der_take(rest, 0x04).ok_or_else(bad)?;
+    if let Some(params) = alg.strip_prefix(RSA_OID) {
+        if !params.is_empty() && params != [0x05, 0x00] {
+            return Err(bad());
+        }
+        // RSAPrivateKey ::= SEQUENCE { version INTEGER, modulus INTEGER, ... }
+        let (rsa, _) = der_take(key, 0x30).ok_or_else(bad)?;
+        let (_v, rest) = der_take(rsa, 0x02).ok_or_else(bad)?;
+        let (n, _) = der_take(rest, 0x02).ok_or_else(bad)?;
+        let n = &n[n.iter().position(|b| *b != 0).unwrap_or(n.len())..];
+        let bits = n
+            .first()
+            .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
+        let bits = u32::try_from(bits).map_err(|_| bad())?;
+        if !RSA_BITS.contains(&bits) {
+            return Err(Error(CKR_KEY_SIZE_RANGE));
+        }
+        return Ok(KeyKind::Rsa(bits));
+    }
+    if let Some(params) = alg.strip_prefix(EC_OID) {
+        // RFC 5915 §2 / RFC 5480: the namedCurve OID sits in the AlgorithmIdentifier.
+        return match curve_from_params(params) {
+            Ok(c) => Ok(KeyKind::Ec(c)),
+            Err(Error(CKR_CURVE_NOT_SUPPORTED)) => Err(Error(CKR_CURVE_NOT_SUPPORTED)),
+            Err(_) => Err(bad()),
+        };
+    }
+    Err(bad())
+}
+
+/// Split one DER element with tag `tag` off the front of `der`: (content, rest).
+fn der_take(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = der.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 3 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
 /// The operations allowed outside `[nbf, exp)`: decrypt, unwrap and verify
 /// (a Managed HSM lets expired keys unwrap old data and check old signatures).
 const ALLOWED_OUTSIDE_WINDOW: KeyOps =
@@ -186,6 +413,8 @@ pub struct MechanismRow {
 }
 
 const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const ED_FLAGS: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
+const WU_FLAGS: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
 const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 
 /// Every mechanism the token offers, with its true key sizes and flags.
@@ -212,7 +441,44 @@ pub const MECHANISMS: &[MechanismRow] = &[
         mech: CKM_RSA_PKCS,
         min: 2048,
         max: 4096,
-        flags: SV,
+        flags: SV | ED_FLAGS | WU_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_RSA_PKCS_OAEP,
+        min: 2048,
+        max: 4096,
+        flags: ED_FLAGS | WU_FLAGS,
+    },
+    // AES key sizes are in bytes (PKCS#11 3.1 §6.7).
+    MechanismRow {
+        mech: CKM_AES_GCM,
+        min: 16,
+        max: 32,
+        flags: ED_FLAGS | WU_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_AES_CBC,
+        min: 16,
+        max: 32,
+        flags: ED_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_AES_CBC_PAD,
+        min: 16,
+        max: 32,
+        flags: ED_FLAGS | WU_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_AES_KEY_WRAP,
+        min: 16,
+        max: 32,
+        flags: WU_FLAGS,
+    },
+    MechanismRow {
+        mech: CKM_AES_KEY_WRAP_KWP,
+        min: 16,
+        max: 32,
+        flags: WU_FLAGS,
     },
     MechanismRow {
         mech: CKM_SHA256_RSA_PKCS,
@@ -438,6 +704,128 @@ mod tests {
         assert_eq!(
             sign_plan(&Mechanism::new(CKM_SHA256_RSA_PKCS), &k, KeyOps::SIGN, 0),
             Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+    }
+
+    fn oaep(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, label: &[u8]) -> Mechanism {
+        Mechanism {
+            ty: CKM_RSA_PKCS_OAEP,
+            param: Param::Oaep {
+                hash,
+                mgf,
+                source: CKZ_DATA_SPECIFIED,
+                label: label.to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn oaep_is_sha1_or_sha256_without_label() {
+        let k = key(KeyKind::Rsa(2048), possible_ops(KeyKind::Rsa(2048)));
+        let plan = |m: &Mechanism| cipher_plan(m, &k, KeyOps::DECRYPT, 0);
+        assert_eq!(
+            plan(&oaep(CKM_SHA_1, CKG_MGF1_SHA1, b"")),
+            Ok(Cipher::RsaOaep(Hash::Sha1))
+        );
+        assert_eq!(
+            plan(&oaep(CKM_SHA256, CKG_MGF1_SHA256, b"")),
+            Ok(Cipher::RsaOaep(Hash::Sha256))
+        );
+        for m in [
+            oaep(CKM_SHA384, CKG_MGF1_SHA384, b""),
+            oaep(CKM_SHA256, CKG_MGF1_SHA1, b""),
+            oaep(CKM_SHA256, CKG_MGF1_SHA256, b"label"),
+            Mechanism::new(CKM_RSA_PKCS_OAEP),
+        ] {
+            assert_eq!(plan(&m), Err(Error(CKR_MECHANISM_PARAM_INVALID)));
+        }
+    }
+
+    #[test]
+    fn gcm_needs_12_byte_iv_and_96_to_128_bit_tag() {
+        let k = key(KeyKind::Aes(256), possible_ops(KeyKind::Aes(256)));
+        let gcm = |iv: usize, tag_bits| Mechanism {
+            ty: CKM_AES_GCM,
+            param: Param::Gcm {
+                iv: vec![0; iv],
+                aad: vec![],
+                tag_bits,
+            },
+        };
+        assert!(cipher_plan(&gcm(12, 128), &k, KeyOps::ENCRYPT, 0).is_ok());
+        assert!(cipher_plan(&gcm(12, 96), &k, KeyOps::ENCRYPT, 0).is_ok());
+        for m in [gcm(16, 128), gcm(12, 64), gcm(12, 100), gcm(12, 136)] {
+            assert_eq!(
+                cipher_plan(&m, &k, KeyOps::ENCRYPT, 0),
+                Err(Error(CKR_MECHANISM_PARAM_INVALID))
+            );
+        }
+    }
+
+    #[test]
+    fn key_wrap_mechanisms_do_not_encrypt() {
+        let k = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
+        let kw = Mechanism::new(CKM_AES_KEY_WRAP);
+        assert_eq!(
+            cipher_plan(&kw, &k, KeyOps::ENCRYPT, 0),
+            Err(Error(CKR_MECHANISM_INVALID))
+        );
+        assert_eq!(cipher_plan(&kw, &k, KeyOps::UNWRAP, 0), Ok(Cipher::AesKw));
+    }
+
+    #[test]
+    fn cipher_mechanism_must_fit_key_type() {
+        let ec = key(KeyKind::Ec(Curve::P256), KeyOps::SIGN);
+        assert_eq!(
+            cipher_plan(
+                &oaep(CKM_SHA_1, CKG_MGF1_SHA1, b""),
+                &ec,
+                KeyOps::DECRYPT,
+                0
+            ),
+            Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+        );
+        let aes = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
+        assert_eq!(
+            cipher_plan(&Mechanism::new(CKM_RSA_PKCS), &aes, KeyOps::ENCRYPT, 0),
+            Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+        );
+    }
+
+    #[test]
+    fn expired_key_still_decrypts_but_does_not_encrypt() {
+        let mut k = key(KeyKind::Rsa(2048), possible_ops(KeyKind::Rsa(2048)));
+        k.exp = Some(10);
+        let m = Mechanism::new(CKM_RSA_PKCS);
+        assert_eq!(
+            cipher_plan(&m, &k, KeyOps::ENCRYPT, 10),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+        assert!(cipher_plan(&m, &k, KeyOps::DECRYPT, 10).is_ok());
+        assert!(cipher_plan(&m, &k, KeyOps::UNWRAP, 10).is_ok());
+    }
+
+    #[test]
+    fn mechanism_list_agrees_with_cipher_table() {
+        for (mech, _, ops) in CIPHER {
+            let row = MECHANISMS.iter().find(|r| r.mech == *mech).unwrap();
+            assert_eq!(row.flags & CKF_ENCRYPT != 0, ops.contains(KeyOps::ENCRYPT));
+            assert_eq!(row.flags & CKF_DECRYPT != 0, ops.contains(KeyOps::DECRYPT));
+            assert_eq!(row.flags & CKF_WRAP != 0, ops.contains(KeyOps::WRAP));
+            assert_eq!(row.flags & CKF_UNWRAP != 0, ops.contains(KeyOps::UNWRAP));
+        }
+    }
+
+    #[test]
+    fn pkcs8_kind_reads_size_and_curve() {
+        let p = crate::crypto::provider();
+        let ec = p.generate_ec(Curve::P384).unwrap();
+        assert_eq!(pkcs8_kind(&ec), Ok(KeyKind::Ec(Curve::P384)));
+        let rsa = p.generate_rsa(2048).unwrap();
+        assert_eq!(pkcs8_kind(&rsa), Ok(KeyKind::Rsa(2048)));
+        assert_eq!(
+            pkcs8_kind(&[0x30, 0x00]),
+            Err(Error(CKR_WRAPPED_KEY_INVALID))
         );
     }
 

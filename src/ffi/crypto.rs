@@ -4,6 +4,7 @@
 use super::{entry, input, mechanism, produce};
 use crate::error::{Error, Result};
 use crate::token;
+use crate::token::operation::Stage;
 use crate::token::session::Session;
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -181,62 +182,62 @@ pub unsafe extern "C" fn C_DigestFinal(
     })
 }
 
-/// The Init of an operation family with no mechanism offered yet: checks its
-/// arguments, then `CKR_MECHANISM_INVALID`.
-unsafe fn init_without_mechanisms(h: CK_SESSION_HANDLE, mech: *const CK_MECHANISM) -> Result<()> {
-    session(h)?;
-    mechanism(mech)?;
-    Err(Error(CKR_MECHANISM_INVALID))
-}
-
-/// A call of an operation family that never has an active operation yet.
-fn not_initialized(h: CK_SESSION_HANDLE) -> Result<()> {
-    session(h)?;
-    Err(Error(CKR_OPERATION_NOT_INITIALIZED))
-}
-
 /// C_EncryptInit, PKCS#11 3.1 §5.8.1.
 #[no_mangle]
 pub unsafe extern "C" fn C_EncryptInit(
     h: CK_SESSION_HANDLE,
     mech: *mut CK_MECHANISM,
-    _key: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| init_without_mechanisms(h, mech))
+    entry(|| {
+        let s = session(h)?;
+        s.encrypt_init(&mechanism(mech)?, key)
+    })
 }
 
 /// C_Encrypt, PKCS#11 3.1 §5.8.2.
 #[no_mangle]
 pub unsafe extern "C" fn C_Encrypt(
     h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        let data = input(data, len)?;
+        produce(out, out_len, |o| s.encrypt(data, o, Stage::Single))
+    })
 }
 
 /// C_EncryptUpdate, PKCS#11 3.1 §5.8.3.
 #[no_mangle]
 pub unsafe extern "C" fn C_EncryptUpdate(
     h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        let part = input(part, len)?;
+        produce(out, out_len, |o| s.encrypt(part, o, Stage::Update))
+    })
 }
 
 /// C_EncryptFinal, PKCS#11 3.1 §5.8.4.
 #[no_mangle]
 pub unsafe extern "C" fn C_EncryptFinal(
     h: CK_SESSION_HANDLE,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final))
+    })
 }
 
 /// C_DecryptInit, PKCS#11 3.1 §5.9.1.
@@ -244,43 +245,57 @@ pub unsafe extern "C" fn C_EncryptFinal(
 pub unsafe extern "C" fn C_DecryptInit(
     h: CK_SESSION_HANDLE,
     mech: *mut CK_MECHANISM,
-    _key: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| init_without_mechanisms(h, mech))
+    entry(|| {
+        let s = session(h)?;
+        s.decrypt_init(&mechanism(mech)?, key)
+    })
 }
 
 /// C_Decrypt, PKCS#11 3.1 §5.9.2.
 #[no_mangle]
 pub unsafe extern "C" fn C_Decrypt(
     h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        let data = input(data, len)?;
+        produce(out, out_len, |o| s.decrypt(data, o, Stage::Single))
+    })
 }
 
 /// C_DecryptUpdate, PKCS#11 3.1 §5.9.3.
 #[no_mangle]
 pub unsafe extern "C" fn C_DecryptUpdate(
     h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        let part = input(part, len)?;
+        produce(out, out_len, |o| s.decrypt(part, o, Stage::Update))
+    })
 }
 
 /// C_DecryptFinal, PKCS#11 3.1 §5.9.4.
 #[no_mangle]
 pub unsafe extern "C" fn C_DecryptFinal(
     h: CK_SESSION_HANDLE,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| not_initialized(h))
+    entry(|| {
+        let s = session(h)?;
+        produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final))
+    })
 }
 
 /// C_SignRecoverInit: a Managed HSM has no signature with message recovery.

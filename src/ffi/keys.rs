@@ -1,6 +1,6 @@
 //! Key management (PKCS#11 3.1 §5.14).
 
-use super::{entry, mechanism, put, template};
+use super::{entry, input, mechanism, output, put, template};
 use crate::engine::mechanism::expect_no_param;
 use crate::engine::policy::Part;
 use crate::error::{Error, Result};
@@ -62,46 +62,47 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
     })
 }
 
-/// C_WrapKey, PKCS#11 3.1 §5.14.3: no wrapping mechanism is offered yet.
+/// C_WrapKey, PKCS#11 3.1 §5.14.3: every check in order, then
+/// `CKR_KEY_UNEXTRACTABLE` (no softmhsm key leaves the token).
 #[no_mangle]
 pub unsafe extern "C" fn C_WrapKey(
     session: CK_SESSION_HANDLE,
     mech: *mut CK_MECHANISM,
-    _wrapping: CK_OBJECT_HANDLE,
-    _key: CK_OBJECT_HANDLE,
-    _out: *mut CK_BYTE,
+    wrapping: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    out: *mut CK_BYTE,
     len: *mut CK_ULONG,
 ) -> CK_RV {
     entry(|| {
-        token::library()?.session(session)?;
-        mechanism(mech)?;
-        if len.is_null() {
-            return Err(Error(CKR_ARGUMENTS_BAD));
-        }
-        no_mechanism()
+        let s = token::library()?.session(session)?;
+        let m = mechanism(mech)?;
+        output(out, len)?;
+        s.wrap_key(&m, wrapping, key).map(|_| ())
     })
 }
 
-/// C_UnwrapKey, PKCS#11 3.1 §5.14.4: no unwrapping mechanism is offered yet.
+/// C_UnwrapKey, PKCS#11 3.1 §5.14.4: AES secret keys and PKCS#8 RSA/EC private keys.
 #[no_mangle]
 pub unsafe extern "C" fn C_UnwrapKey(
     session: CK_SESSION_HANDLE,
     mech: *mut CK_MECHANISM,
-    _unwrapping: CK_OBJECT_HANDLE,
-    _wrapped: *mut CK_BYTE,
-    _len: CK_ULONG,
+    unwrapping: CK_OBJECT_HANDLE,
+    wrapped: *mut CK_BYTE,
+    len: CK_ULONG,
     tmpl: *mut CK_ATTRIBUTE,
     count: CK_ULONG,
     key: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
     entry(|| {
-        token::library()?.session(session)?;
-        mechanism(mech)?;
-        template(tmpl, count)?;
+        let s = token::library()?.session(session)?;
+        let m = mechanism(mech)?;
+        let wrapped = input(wrapped, len)?;
+        let t = template(tmpl, count)?;
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        no_mechanism()
+        let e = s.unwrap_key(&m, unwrapping, wrapped, &t)?;
+        put(key, handle(e.id, Part::Main))
     })
 }
 

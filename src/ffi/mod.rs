@@ -127,6 +127,31 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
             mgf: pss.mgf,
             salt_len: pss.sLen,
         }
+    } else if m.mechanism == CKM_RSA_PKCS_OAEP {
+        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
+            return Err(invalid());
+        }
+        let o = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS);
+        let label = input(o.pSourceData as *const CK_BYTE, o.ulSourceDataLen)
+            .map_err(|_| invalid())?
+            .to_vec();
+        Param::Oaep {
+            hash: o.hashAlg,
+            mgf: o.mgf,
+            source: o.source,
+            label,
+        }
+    } else if m.mechanism == CKM_AES_GCM {
+        if m.pParameter.is_null() || len != std::mem::size_of::<CK_GCM_PARAMS>() {
+            return Err(invalid());
+        }
+        let g = std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS);
+        // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
+        Param::Gcm {
+            iv: input(g.pIv, g.ulIvLen).map_err(|_| invalid())?.to_vec(),
+            aad: input(g.pAAD, g.ulAADLen).map_err(|_| invalid())?.to_vec(),
+            tag_bits: g.ulTagBits,
+        }
     } else if len == 0 {
         Param::None
     } else {

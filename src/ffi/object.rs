@@ -1,15 +1,16 @@
 //! Object management (PKCS#11 3.1 §5.7).
 
 use super::{entry, put, template};
-use crate::crypto::SecretBytes;
-use crate::engine::attributes::{ulong_bytes, Attr};
-use crate::engine::key::Body;
+use crate::crypto::{self, PublicKey, RsaParts, SecretBytes};
+use crate::engine::attributes::Template;
 use crate::engine::policy::{self, AttrValue};
+use crate::engine::rules;
 use crate::error::{Error, Result};
 use crate::token::{self, objects::handle, slot::LoggedIn};
 use cryptoki_sys::*;
 
-/// C_CreateObject, PKCS#11 3.1 §5.7.1: certificates, data objects, AES key import.
+/// C_CreateObject, PKCS#11 3.1 §5.7.1: certificates, data objects, AES, RSA
+/// and EC private key import.
 #[no_mangle]
 pub unsafe extern "C" fn C_CreateObject(
     session: CK_SESSION_HANDLE,
@@ -31,40 +32,13 @@ pub unsafe extern "C" fn C_CreateObject(
                 let (token, rec) = policy::stored_object(&t)?;
                 (token, rec, None)
             }
-            CKO_SECRET_KEY => {
-                if t.get_ulong(CKA_KEY_TYPE)? != Some(CKK_AES) {
-                    return Err(Error(CKR_TEMPLATE_INCONSISTENT));
-                }
-                let value = t
-                    .get(CKA_VALUE)
-                    .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?
-                    .to_vec();
-                let value = SecretBytes::new(value);
-                if t.get_ulong(CKA_VALUE_LEN)?
-                    .is_some_and(|l| l as usize != value.len())
-                {
-                    return Err(Error(CKR_TEMPLATE_INCONSISTENT));
-                }
-                // An import is a generation request whose material the caller supplies.
-                let mut gen = t.clone();
-                gen.0.retain(|a| {
-                    a.ty != CKA_VALUE
-                        && a.ty != CKA_VALUE_LEN
-                        && a.ty != CKA_CLASS
-                        && a.ty != CKA_KEY_TYPE
-                });
-                gen.0.push(Attr {
-                    ty: CKA_VALUE_LEN,
-                    value: ulong_bytes(value.len() as CK_ULONG),
-                });
-                let mut req = policy::key_request(CKM_AES_KEY_GEN, None, &gen)?;
-                if let Body::Key(k) = &mut req.record.body {
-                    k.local = false;
-                    k.gen_mechanism = None;
-                }
-                (req.token, req.record, Some(value))
+            CKO_SECRET_KEY | CKO_PRIVATE_KEY => {
+                let material = import_material(&t)?;
+                let e = s.import_key(&t, material, Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                return put(object, handle(e.id, policy::Part::Main));
             }
-            CKO_PUBLIC_KEY | CKO_PRIVATE_KEY => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
+            // Public keys alone are not Managed HSM keys (every key has its private part).
+            CKO_PUBLIC_KEY => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
             _ => return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)),
         };
         if token && !s.rw {
@@ -234,4 +208,42 @@ pub unsafe extern "C" fn C_FindObjects(
 #[no_mangle]
 pub unsafe extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV {
     entry(|| token::library()?.session(session)?.find_final())
+}
+
+/// The key material of a C_CreateObject import template: AES key bytes, or
+/// PKCS#8 built from RSA components / an EC scalar. Sizes and curves are checked
+/// before the provider sees the material (`CKR_KEY_SIZE_RANGE`,
+/// `CKR_CURVE_NOT_SUPPORTED`).
+fn import_material(t: &Template) -> Result<SecretBytes> {
+    let get = |ty| t.get(ty).ok_or(Error(CKR_TEMPLATE_INCOMPLETE));
+    let secret = |ty| t.get(ty).map(|v| SecretBytes::new(v.to_vec()));
+    let p = crypto::provider();
+    match t.get_ulong(CKA_KEY_TYPE)? {
+        Some(CKK_AES) => Ok(SecretBytes::new(get(CKA_VALUE)?.to_vec())),
+        Some(CKK_RSA) => {
+            let n = get(CKA_MODULUS)?;
+            let bits = PublicKey::Rsa {
+                n: n.to_vec(),
+                e: Vec::new(),
+            }
+            .bits();
+            if !u32::try_from(bits).is_ok_and(|b| rules::RSA_BITS.contains(&b)) {
+                return Err(Error(CKR_KEY_SIZE_RANGE));
+            }
+            let parts = RsaParts {
+                n: n.to_vec(),
+                e: get(CKA_PUBLIC_EXPONENT)?.to_vec(),
+                d: SecretBytes::new(get(CKA_PRIVATE_EXPONENT)?.to_vec()),
+                p: secret(CKA_PRIME_1),
+                q: secret(CKA_PRIME_2),
+            };
+            p.import_rsa(&parts)
+        }
+        Some(CKK_EC) => {
+            let curve = rules::curve_from_params(get(CKA_EC_PARAMS)?)?;
+            p.import_ec(curve, get(CKA_VALUE)?)
+        }
+        Some(_) => Err(Error(CKR_TEMPLATE_INCONSISTENT)),
+        None => Err(Error(CKR_TEMPLATE_INCOMPLETE)),
+    }
 }

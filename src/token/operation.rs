@@ -2,8 +2,8 @@
 //! output-length convention every producing call follows.
 
 use super::objects::{ParsedKey, ParsedPublic};
-use crate::crypto::{self, Curve, Hash, Hasher};
-use crate::engine::rules::{SignPlan, SignScheme};
+use crate::crypto::{self, Curve, Hash, Hasher, SecretBytes};
+use crate::engine::rules::{Cipher, SignPlan, SignScheme};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -266,4 +266,253 @@ impl DigestCtx {
 pub struct FindCtx {
     /// Handles not yet returned.
     pub handles: std::collections::VecDeque<CK_OBJECT_HANDLE>,
+}
+
+/// The key side of an encrypt/decrypt operation.
+#[derive(Clone)]
+pub enum CipherKey {
+    /// RSA public key (encrypt).
+    RsaPublic(std::sync::Arc<dyn crypto::RsaPublicKey>),
+    /// RSA private key (decrypt).
+    RsaPrivate(std::sync::Arc<dyn crypto::RsaPrivateKey>),
+    /// AES key (both directions).
+    Aes(std::sync::Arc<dyn crypto::AesKey>),
+}
+
+/// Which call of an operation is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// `C_Encrypt` / `C_Decrypt`.
+    Single,
+    /// `C_*Update`.
+    Update,
+    /// `C_*Final`.
+    Final,
+}
+
+/// The most a buffering mode (RSA, GCM) collects across `*Update` calls: the
+/// largest input the ABI accepts in one call.
+const MAX_BUFFERED: usize = 256 << 20;
+
+/// What one step produced, and how the operation's state moves on.
+pub struct Step {
+    /// Output to hand to the caller.
+    pub out: SecretBytes,
+    carry: Carry,
+}
+
+enum Carry {
+    /// Append the input to the buffer (RSA, GCM: nothing is released before Final).
+    Append,
+    /// CBC: the bytes held back and the next IV (the last ciphertext block).
+    Chain(SecretBytes, [u8; 16]),
+    /// The operation ends.
+    End,
+}
+
+/// An encrypt or decrypt operation in progress.
+pub struct CipherCtx {
+    key: CipherKey,
+    cipher: Cipher,
+    encrypt: bool,
+    /// Input not yet processed (all of it for RSA and GCM; under a block, or
+    /// the held-back last block, for CBC).
+    buffer: SecretBytes,
+    /// Set once `*Update` ran: a single-part call is then refused.
+    pub multipart: bool,
+}
+
+impl CipherCtx {
+    /// Start an operation (`encrypt` false: decrypt).
+    pub fn new(key: CipherKey, cipher: Cipher, encrypt: bool) -> CipherCtx {
+        CipherCtx {
+            key,
+            cipher,
+            encrypt,
+            buffer: SecretBytes::default(),
+            multipart: false,
+        }
+    }
+
+    /// The output length of a step when it is known without computing it
+    /// (for a length query); RSA decryption answers the modulus size, the
+    /// upper bound PKCS#11 §5.2 allows.
+    pub fn known_len(&self, input: usize, stage: Stage) -> Option<usize> {
+        let total = self.buffer.len() + input;
+        match (&self.key, &self.cipher, stage) {
+            (_, Cipher::RsaPkcs1 | Cipher::RsaOaep(_), Stage::Update) => Some(0),
+            (CipherKey::RsaPublic(k), _, _) => Some(k.size()),
+            (CipherKey::RsaPrivate(k), _, _) => Some(k.size()),
+            (_, Cipher::AesGcm { .. }, Stage::Update) => Some(0),
+            (_, Cipher::AesGcm { tag_len, .. }, _) if self.encrypt => Some(total + tag_len),
+            (_, Cipher::AesGcm { tag_len, .. }, _) => Some(total.saturating_sub(*tag_len)),
+            _ => None,
+        }
+    }
+
+    /// Compute one step without changing the operation (see [`CipherCtx::commit`]).
+    pub fn run(&self, data: &[u8], stage: Stage) -> Result<Step> {
+        let end = |out: SecretBytes| Step {
+            out,
+            carry: Carry::End,
+        };
+        let append = || Step {
+            out: SecretBytes::default(),
+            carry: Carry::Append,
+        };
+        if stage == Stage::Update && !matches!(self.cipher, Cipher::AesCbc { .. }) {
+            let limit = match &self.key {
+                CipherKey::RsaPublic(k) => k.size(),
+                CipherKey::RsaPrivate(k) => k.size(),
+                CipherKey::Aes(_) => MAX_BUFFERED,
+            };
+            if self.buffer.len() + data.len() > limit {
+                return Err(Error(if self.encrypt {
+                    CKR_DATA_LEN_RANGE
+                } else {
+                    CKR_ENCRYPTED_DATA_LEN_RANGE
+                }));
+            }
+            return Ok(append());
+        }
+        let input: &[u8] = match stage {
+            Stage::Single => data,
+            _ => &self.buffer,
+        };
+        match (&self.key, &self.cipher) {
+            (CipherKey::RsaPublic(k), Cipher::RsaPkcs1) => Ok(end(k.encrypt_pkcs1(input)?.into())),
+            (CipherKey::RsaPublic(k), Cipher::RsaOaep(h)) => {
+                Ok(end(k.encrypt_oaep(*h, input)?.into()))
+            }
+            (CipherKey::RsaPrivate(k), c) => {
+                if input.len() != k.size() {
+                    return Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE));
+                }
+                let out = match c {
+                    // One code for every RSA1_5 failure: no padding oracle.
+                    Cipher::RsaPkcs1 => k
+                        .decrypt_pkcs1(input)
+                        .map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))?,
+                    Cipher::RsaOaep(h) => k.decrypt_oaep(*h, input)?,
+                    _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                };
+                Ok(end(out))
+            }
+            (CipherKey::Aes(k), Cipher::AesGcm { iv, aad, tag_len }) => Ok(end(if self.encrypt {
+                k.gcm_seal(iv, aad, input, *tag_len)?.into()
+            } else {
+                k.gcm_open(iv, aad, input, *tag_len)?
+            })),
+            (CipherKey::Aes(k), Cipher::AesCbc { iv, pad }) => {
+                self.cbc_step(k.as_ref(), iv, *pad, data, stage)
+            }
+            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+        }
+    }
+
+    /// CBC: single-part in one go; multi-part processes whole blocks, carries
+    /// the last ciphertext block as the next IV, and for CBC_PAD decryption
+    /// keeps the last block back until Final (it holds the padding).
+    fn cbc_step(
+        &self,
+        k: &dyn crypto::AesKey,
+        iv: &[u8; 16],
+        pad: bool,
+        data: &[u8],
+        stage: Stage,
+    ) -> Result<Step> {
+        let crypt = |iv: &[u8; 16], input: &[u8], pad: bool| -> Result<SecretBytes> {
+            if self.encrypt {
+                Ok(k.cbc_encrypt(iv, input, pad)?.into())
+            } else {
+                k.cbc_decrypt(iv, input, pad)
+            }
+        };
+        match stage {
+            Stage::Single => Ok(Step {
+                out: crypt(iv, data, pad)?,
+                carry: Carry::End,
+            }),
+            Stage::Final => {
+                let out = match (pad, self.encrypt) {
+                    (true, true) => crypt(iv, &self.buffer, true)?,
+                    (true, false) if self.buffer.len() == 16 => crypt(iv, &self.buffer, true)?,
+                    (false, _) if self.buffer.is_empty() => SecretBytes::default(),
+                    (_, true) => return Err(Error(CKR_DATA_LEN_RANGE)),
+                    (_, false) => return Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE)),
+                };
+                Ok(Step {
+                    out,
+                    carry: Carry::End,
+                })
+            }
+            Stage::Update => {
+                let mut total =
+                    SecretBytes::new(Vec::with_capacity(self.buffer.len() + data.len()));
+                total.extend_from_slice(&self.buffer);
+                total.extend_from_slice(data);
+                let release = if pad && !self.encrypt {
+                    total.len().saturating_sub(1) / 16 * 16
+                } else {
+                    total.len() / 16 * 16
+                };
+                let (now, later) = total.split_at(release);
+                if now.is_empty() {
+                    return Ok(Step {
+                        out: SecretBytes::default(),
+                        carry: Carry::Chain(SecretBytes::new(later.to_vec()), *iv),
+                    });
+                }
+                let out = crypt(iv, now, false)?;
+                let last = if self.encrypt { &out[..] } else { now };
+                let mut next = [0u8; 16];
+                next.copy_from_slice(&last[last.len() - 16..]);
+                Ok(Step {
+                    out,
+                    carry: Carry::Chain(SecretBytes::new(later.to_vec()), next),
+                })
+            }
+        }
+    }
+
+    /// Apply a step's state change after its output was delivered; false when
+    /// the operation has ended.
+    pub fn commit(&mut self, step: Step, data: &[u8]) -> bool {
+        match step.carry {
+            Carry::Append => {
+                self.multipart = true;
+                self.buffer.extend_from_slice(data);
+                true
+            }
+            Carry::Chain(rest, iv) => {
+                self.multipart = true;
+                self.buffer = rest;
+                if let Cipher::AesCbc { iv: cur, .. } = &mut self.cipher {
+                    *cur = iv;
+                }
+                true
+            }
+            Carry::End => false,
+        }
+    }
+}
+
+/// Unwrap `wrapped` with `key` under `cipher` (C_UnwrapKey): decryption in one
+/// go, with the ciphertext errors reported as wrapped-key errors.
+pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<SecretBytes> {
+    let r = match (key, cipher) {
+        (CipherKey::Aes(k), Cipher::AesKw) => k.kw_unwrap(wrapped),
+        (CipherKey::Aes(k), Cipher::AesKwp) => k.kwp_unwrap(wrapped),
+        _ => {
+            let ctx = CipherCtx::new(key.clone(), cipher.clone(), false);
+            ctx.run(wrapped, Stage::Single).map(|s| s.out)
+        }
+    };
+    r.map_err(|e| match e {
+        Error(CKR_ENCRYPTED_DATA_INVALID) => Error(CKR_WRAPPED_KEY_INVALID),
+        Error(CKR_ENCRYPTED_DATA_LEN_RANGE) | Error(CKR_DATA_LEN_RANGE) => {
+            Error(CKR_WRAPPED_KEY_LEN_RANGE)
+        }
+        e => e,
+    })
 }

@@ -2,12 +2,18 @@
 //! session's own lock: the key is an `Arc` of the parsed key, taken at `*Init`.
 
 use super::objects::Entry;
-use super::operation::{check_out, DigestCtx, FindCtx, OutBuf, SignCtx, Signer, VerifyCtx};
+use super::objects::ParsedKey;
+use super::operation::{
+    check_out, unwrap_bytes, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Signer,
+    Stage, VerifyCtx,
+};
 use super::slot::{LoggedIn, Slot};
+use crate::crypto::{self, SecretBytes};
 use crate::engine::attributes::{now, Template};
+use crate::engine::key::KeyKind;
 use crate::engine::key::{Body, KeyOps};
 use crate::engine::mechanism::Mechanism;
-use crate::engine::policy::Part;
+use crate::engine::policy::{self, Part};
 use crate::engine::rules;
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
@@ -24,6 +30,10 @@ pub struct Ops {
     pub verify: Option<VerifyCtx>,
     /// `C_Digest*`.
     pub digest: Option<DigestCtx>,
+    /// `C_Encrypt*`.
+    pub encrypt: Option<CipherCtx>,
+    /// `C_Decrypt*`.
+    pub decrypt: Option<CipherCtx>,
 }
 
 /// An open session.
@@ -58,6 +68,44 @@ fn finish<C>(
         .ok_or(Error(CKR_BUFFER_TOO_SMALL))?;
     dst.copy_from_slice(&value);
     Ok(value.len())
+}
+
+/// Run one encrypt/decrypt step under the output convention. The step is
+/// computed before the operation changes, so a length query or a short buffer
+/// leaves it exactly as it was; any other error ends it.
+fn cipher_step(
+    slot: &mut Option<CipherCtx>,
+    data: &[u8],
+    out: OutBuf<'_>,
+    stage: Stage,
+) -> Result<usize> {
+    let ctx = slot.as_mut().ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    if stage == Stage::Single && ctx.multipart {
+        *slot = None;
+        return Err(Error(CKR_OPERATION_ACTIVE));
+    }
+    if out.is_none() {
+        if let Some(n) = ctx.known_len(data.len(), stage) {
+            return Ok(n);
+        }
+    }
+    let step = match ctx.run(data, stage) {
+        Ok(step) => step,
+        Err(e) => {
+            *slot = None;
+            return Err(e);
+        }
+    };
+    let n = step.out.len();
+    let buf = match check_out(out, n)? {
+        Err(len) => return Ok(len),
+        Ok(buf) => buf,
+    };
+    buf[..n].copy_from_slice(&step.out);
+    if !ctx.commit(step, data) {
+        *slot = None;
+    }
+    Ok(n)
 }
 
 impl Session {
@@ -301,5 +349,214 @@ impl Session {
             |c| c.hash.len(),
             |c| Ok(c.finish(None)),
         )
+    }
+
+    // --- encrypt / decrypt --------------------------------------------------
+
+    /// The key of a cipher operation: RSA encrypts and wraps with the public
+    /// key object, decrypts and unwraps with the private one; AES does both.
+    fn cipher_key(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> Result<(rules::Cipher, CipherKey)> {
+        let (e, part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let cipher = rules::cipher_plan(mech, k, op, now())?;
+        self.cipher_side(&e, part, cipher, op)
+    }
+
+    /// The parsed key a cipher operation uses, from the right half of a pair.
+    fn cipher_side(
+        &self,
+        e: &Entry,
+        part: Part,
+        cipher: rules::Cipher,
+        op: KeyOps,
+    ) -> Result<(rules::Cipher, CipherKey)> {
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let public_side = op == KeyOps::ENCRYPT || op == KeyOps::WRAP;
+        let key = match (k.kind.is_pair(), part, public_side) {
+            (true, Part::Public, true) => match e.public_key()? {
+                super::objects::ParsedPublic::Rsa(r) => CipherKey::RsaPublic(r),
+                super::objects::ParsedPublic::Ec(..) => {
+                    return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+                }
+            },
+            // The other half of the pair is the wrong type of key for this op.
+            (true, _, _) if (part == Part::Public) != public_side => {
+                return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+            }
+            _ => {
+                let master = self.slot.state().master.clone();
+                let label = self.slot.state().label.clone();
+                match e.private_key(master.as_deref(), &label)? {
+                    ParsedKey::Rsa(r) => CipherKey::RsaPrivate(r),
+                    ParsedKey::Aes(a) => CipherKey::Aes(a),
+                    ParsedKey::Ec(..) => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                }
+            }
+        };
+        Ok((cipher, key))
+    }
+
+    /// C_EncryptInit (PKCS#11 3.1 §5.8.1).
+    pub fn encrypt_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.encrypt.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (cipher, key) = self.cipher_key(mech, key, KeyOps::ENCRYPT)?;
+        ops.encrypt = Some(CipherCtx::new(key, cipher, true));
+        Ok(())
+    }
+
+    /// C_Encrypt, C_EncryptUpdate, C_EncryptFinal (`data` empty for Final).
+    pub fn encrypt(&self, data: &[u8], out: OutBuf<'_>, stage: Stage) -> Result<usize> {
+        cipher_step(&mut self.ops().encrypt, data, out, stage)
+    }
+
+    /// C_DecryptInit (PKCS#11 3.1 §5.9.1).
+    pub fn decrypt_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.decrypt.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let (cipher, key) = self.cipher_key(mech, key, KeyOps::DECRYPT)?;
+        ops.decrypt = Some(CipherCtx::new(key, cipher, false));
+        Ok(())
+    }
+
+    /// C_Decrypt, C_DecryptUpdate, C_DecryptFinal (`data` empty for Final).
+    pub fn decrypt(&self, data: &[u8], out: OutBuf<'_>, stage: Stage) -> Result<usize> {
+        cipher_step(&mut self.ops().decrypt, data, out, stage)
+    }
+
+    // --- wrap / unwrap ------------------------------------------------------
+
+    /// The wrapping (`op` WRAP) or unwrapping key of C_WrapKey/C_UnwrapKey,
+    /// with the handle and type errors those calls name.
+    fn wrapping_key(
+        &self,
+        mech: &Mechanism,
+        h: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> Result<(rules::Cipher, CipherKey)> {
+        let (handle_invalid, type_inconsistent) = if op == KeyOps::WRAP {
+            (
+                CKR_WRAPPING_KEY_HANDLE_INVALID,
+                CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
+            )
+        } else {
+            (
+                CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+                CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
+            )
+        };
+        let (e, part) = self.object(h).map_err(|_| Error(handle_invalid))?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(handle_invalid));
+        };
+        let retype = |err: Error| match err {
+            Error(CKR_KEY_TYPE_INCONSISTENT) => Error(type_inconsistent),
+            e => e,
+        };
+        let cipher = rules::cipher_plan(mech, k, op, now()).map_err(retype)?;
+        self.cipher_side(&e, part, cipher, op).map_err(retype)
+    }
+
+    /// C_WrapKey (PKCS#11 3.1 §5.14.3). A Managed HSM never exports a key and
+    /// every softmhsm key is `CKA_EXTRACTABLE` = FALSE, so after the checks in
+    /// the spec's order (mechanism, wrapping key, its permission, the key) the
+    /// answer is `CKR_KEY_UNEXTRACTABLE`.
+    pub fn wrap_key(
+        &self,
+        mech: &Mechanism,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<usize> {
+        rules::cipher_serves(mech.ty, KeyOps::WRAP)?;
+        self.wrapping_key(mech, wrapping, KeyOps::WRAP)?;
+        let (e, part) = self
+            .object(key)
+            .map_err(|_| Error(CKR_KEY_HANDLE_INVALID))?;
+        match (&e.rec.body, part) {
+            (Body::Key(_), Part::Main) => Err(Error(CKR_KEY_UNEXTRACTABLE)),
+            // Public keys and stored objects are not what C_WrapKey carries.
+            _ => Err(Error(CKR_KEY_NOT_WRAPPABLE)),
+        }
+    }
+
+    /// C_UnwrapKey (PKCS#11 3.1 §5.14.4): an AES secret key, or an RSA/EC
+    /// private key as PKCS#8, stored as an imported (non-local) key.
+    pub fn unwrap_key(
+        &self,
+        mech: &Mechanism,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        t: &Template,
+    ) -> Result<Arc<Entry>> {
+        rules::cipher_serves(mech.ty, KeyOps::UNWRAP)?;
+        let (cipher, key) = self.wrapping_key(mech, unwrapping, KeyOps::UNWRAP)?;
+        if t.get_ulong(CKA_CLASS)?.is_none() || t.get_ulong(CKA_KEY_TYPE)?.is_none() {
+            return Err(Error(CKR_TEMPLATE_INCOMPLETE));
+        }
+        let material = unwrap_bytes(&key, &cipher, wrapped)?;
+        self.import_key(t, material, Error(CKR_WRAPPED_KEY_INVALID))
+    }
+
+    /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key
+    /// bytes or PKCS#8 RSA/EC, validated by parsing it (`bad` is the code for
+    /// material that does not parse), sized by the Managed HSM rules.
+    pub fn import_key(
+        &self,
+        t: &Template,
+        material: SecretBytes,
+        bad: Error,
+    ) -> Result<Arc<Entry>> {
+        let class = t
+            .get_ulong(CKA_CLASS)?
+            .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+        let key_type = t
+            .get_ulong(CKA_KEY_TYPE)?
+            .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+        let p = crypto::provider();
+        let (kind, public) = match (class, key_type) {
+            (CKO_SECRET_KEY, CKK_AES) => {
+                let len = u32::try_from(material.len()).map_err(|_| Error(CKR_KEY_SIZE_RANGE))?;
+                if !rules::AES_BYTES.contains(&len) {
+                    return Err(Error(CKR_KEY_SIZE_RANGE));
+                }
+                (KeyKind::Aes(len * 8), None)
+            }
+            (CKO_PRIVATE_KEY, CKK_RSA | CKK_EC) => {
+                let kind = rules::pkcs8_kind(&material).map_err(|e| match e {
+                    Error(CKR_WRAPPED_KEY_INVALID) => bad,
+                    e => e,
+                })?;
+                if kind.key_type() != key_type {
+                    return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+                }
+                let public = match kind {
+                    KeyKind::Ec(c) => p.ec_private(c, &material).map_err(|_| bad)?.public(),
+                    _ => p.rsa_private(&material).map_err(|_| bad)?.public(),
+                };
+                (kind, Some(public))
+            }
+            _ => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
+        };
+        let req = policy::import_request(t, kind, public.as_ref())?;
+        if req.token && !self.rw {
+            return Err(Error(CKR_SESSION_READ_ONLY));
+        }
+        if self.slot.state().login != LoggedIn::User {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        self.slot.add(self, req.token, req.record, Some(material))
     }
 }
