@@ -367,3 +367,27 @@ p11_test! {
         check(rv, CKR_MECHANISM_INVALID, "C_GetMechanismInfo of an unlisted mechanism");
     }
 }
+
+p11_test! {
+    fn sign_final_length_query_keeps_the_operation() {
+        let t = Token::fresh();
+        let k = t.keypair(Kp::Rsa(2048), "rsa");
+        check(sign_init(&t, CKM_SHA256_RSA_PKCS, k.private), CKR_OK, "C_SignInit");
+        let rv = unsafe { p11!(t.raw, C_SignUpdate, t.h(), MSG.as_ptr() as *mut u8, MSG.len() as CK_ULONG) };
+        check(rv, CKR_OK, "C_SignUpdate");
+        let mut len: CK_ULONG = 0;
+        let rv = unsafe { p11!(t.raw, C_SignFinal, t.h(), ptr::null_mut(), &mut len) };
+        check(rv, CKR_OK, "C_SignFinal with a NULL buffer");
+        assert_eq!(len, 256, "C_SignFinal length query for RSA-2048");
+        let mut small = [0u8; 8];
+        let mut small_len = small.len() as CK_ULONG;
+        let rv = unsafe { p11!(t.raw, C_SignFinal, t.h(), small.as_mut_ptr(), &mut small_len) };
+        check(rv, CKR_BUFFER_TOO_SMALL, "C_SignFinal into an 8-byte buffer");
+        let mut out = vec![0u8; len as usize];
+        let rv = unsafe { p11!(t.raw, C_SignFinal, t.h(), out.as_mut_ptr(), &mut len) };
+        check(rv, CKR_OK, "C_SignFinal after the length query");
+        verify_rs256(&t.rsa_public(k.public), MSG, &out[..len as usize]).expect("multi-part signature verifies");
+        let rv = unsafe { p11!(t.raw, C_SignFinal, t.h(), out.as_mut_ptr(), &mut len) };
+        check(rv, CKR_OPERATION_NOT_INITIALIZED, "C_SignFinal after a finished operation");
+    }
+}
