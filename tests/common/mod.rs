@@ -177,7 +177,7 @@ fn run_child(mut cmd: Command, tmp: &Path, test_path: &str) {
         );
     }
     // Surface skip notices and other prints of the child in the parent's output.
-    for line in stdout.lines().filter(|l| l.starts_with("SKIPPED")) {
+    for line in stdout.lines().filter(|l| l.contains("SKIPPED")) {
         println!("{line}");
     }
 }
@@ -214,13 +214,20 @@ pub fn module_path() -> PathBuf {
     if let Some(p) = env::var_os("SOFTMHSM_TEST_MODULE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test> → target/<profile>/libsoftmhsm.so
+    // The test binary is target/<profile>/deps/<test>. `cargo test` builds the
+    // cdylib as deps/libsoftmhsm.so but only `cargo build` copies it up to
+    // target/<profile>/; the deps copy is never older, so prefer it.
     let exe = env::current_exe().expect("current_exe");
-    let profile_dir = exe
+    let deps = exe
         .parent()
-        .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("libsoftmhsm.so")
+    let fresh = deps.join("libsoftmhsm.so");
+    if fresh.exists() {
+        return fresh;
+    }
+    deps.parent()
+        .expect("test binary lives in target/<profile>/deps")
+        .join("libsoftmhsm.so")
 }
 
 /// True when the module under test is SoftHSMv2 (validation runs).
