@@ -190,7 +190,9 @@ fn main() -> Res<()> {
     Ok(())
 }
 
-/// `libsoftmhsm.so` next to this example binary (`target/<profile>/examples/tour`).
+/// The `libsoftmhsm.so` cargo built together with this example: building an
+/// example leaves the library in `target/<profile>/deps/` (only `cargo build`
+/// copies it up to `target/<profile>/`, and that copy may be from another build).
 fn module_path() -> Res<PathBuf> {
     if let Some(p) = std::env::var_os("SOFTMHSM_MODULE") {
         return Ok(PathBuf::from(p));
@@ -200,7 +202,12 @@ fn module_path() -> Res<PathBuf> {
         .parent()
         .and_then(|d| d.parent())
         .ok_or("unexpected binary location")?;
-    Ok(dir.join("libsoftmhsm.so"))
+    let built_with_us = dir.join("deps").join("libsoftmhsm.so");
+    Ok(if built_with_us.exists() {
+        built_with_us
+    } else {
+        dir.join("libsoftmhsm.so")
+    })
 }
 
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
