@@ -4,4 +4,6 @@ pub mod attributes;
 pub mod key;
 pub mod mechanism;
 pub mod policy;
+#[cfg(test)]
+mod rule_matrix;
 pub mod rules;

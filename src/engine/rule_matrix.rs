@@ -1,0 +1,308 @@
+//! The rule matrix (issue 3): every Managed HSM key type × every mechanism the
+//! token knows (and some it must refuse) × every crypto operation, against the
+//! expected return code. The expectations are written here from DESIGN §3, as a
+//! second, independent statement of the rules, not derived from `rules.rs`.
+
+use super::key::{KeyKind, KeyOps, KeyRecord};
+use super::mechanism::{Mechanism, Param};
+use super::rules::{cipher_plan, possible_ops, sign_plan};
+use crate::crypto::Curve;
+use crate::error::{Error, Result};
+use cryptoki_sys::*;
+use std::collections::BTreeMap;
+
+/// Every key type and size a Managed HSM offers.
+const KINDS: [KeyKind; 10] = [
+    KeyKind::Rsa(2048),
+    KeyKind::Rsa(3072),
+    KeyKind::Rsa(4096),
+    KeyKind::Ec(Curve::P256),
+    KeyKind::Ec(Curve::P256K),
+    KeyKind::Ec(Curve::P384),
+    KeyKind::Ec(Curve::P521),
+    KeyKind::Aes(128),
+    KeyKind::Aes(192),
+    KeyKind::Aes(256),
+];
+
+/// Mechanisms: every sign and cipher mechanism offered, and some that are not.
+const MECHS: [CK_MECHANISM_TYPE; 24] = [
+    CKM_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+    CKM_ECDSA,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+    CKM_RSA_PKCS_OAEP,
+    CKM_AES_GCM,
+    CKM_AES_CBC,
+    CKM_AES_CBC_PAD,
+    CKM_AES_KEY_WRAP,
+    CKM_AES_KEY_WRAP_KWP,
+    // Not Managed HSM algorithms: always refused.
+    CKM_SHA1_RSA_PKCS,
+    CKM_MD5_RSA_PKCS,
+    CKM_ECDSA_SHA1,
+    CKM_AES_ECB,
+    CKM_AES_CTR,
+    CKM_RSA_X_509,
+];
+
+const OPS: [KeyOps; 6] = [
+    KeyOps::SIGN,
+    KeyOps::VERIFY,
+    KeyOps::ENCRYPT,
+    KeyOps::DECRYPT,
+    KeyOps::WRAP,
+    KeyOps::UNWRAP,
+];
+
+/// A valid parameter for each mechanism (the matrix is about key type,
+/// mechanism and operation; parameter rules have their own tests).
+fn mechanism(ty: CK_MECHANISM_TYPE) -> Mechanism {
+    let pss = |h: CK_MECHANISM_TYPE, mgf, len| Param::Pss {
+        hash: h,
+        mgf,
+        salt_len: len,
+    };
+    let param = match ty {
+        CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => pss(CKM_SHA256, CKG_MGF1_SHA256, 32),
+        CKM_SHA384_RSA_PKCS_PSS => pss(CKM_SHA384, CKG_MGF1_SHA384, 48),
+        CKM_SHA512_RSA_PKCS_PSS => pss(CKM_SHA512, CKG_MGF1_SHA512, 64),
+        CKM_RSA_PKCS_OAEP => Param::Oaep {
+            hash: CKM_SHA_1,
+            mgf: CKG_MGF1_SHA1,
+            source: CKZ_DATA_SPECIFIED,
+            label: vec![],
+        },
+        CKM_AES_GCM => Param::Gcm {
+            iv: vec![0; 12],
+            aad: vec![],
+            tag_bits: 128,
+        },
+        CKM_AES_CBC | CKM_AES_CBC_PAD => Param::Bytes(vec![0; 16]),
+        _ => Param::None,
+    };
+    Mechanism { ty, param }
+}
+
+/// The expected outcome, from DESIGN §3 in words:
+/// RSA signs with RS*/PS*/RSNULL and en/decrypts and wraps with RSA1_5 and
+/// RSA-OAEP; EC only signs, each ECDSA-with-hash only on its curve; AES
+/// en/decrypts with GCM and CBC(-PAD) and wraps with KW, KWP, GCM and CBC-PAD.
+/// An unknown mechanism, or one that does not do the operation, is
+/// `CKR_MECHANISM_INVALID`; a known one on the wrong key type is
+/// `CKR_KEY_TYPE_INCONSISTENT`.
+fn expected(kind: KeyKind, mech: CK_MECHANISM_TYPE, op: KeyOps) -> CK_RV {
+    let rsa = matches!(kind, KeyKind::Rsa(_));
+    let aes = matches!(kind, KeyKind::Aes(_));
+    let signing = op == KeyOps::SIGN || op == KeyOps::VERIFY;
+    let wrapping = op == KeyOps::WRAP || op == KeyOps::UNWRAP;
+    let ok_if = |fits: bool| {
+        if fits {
+            CKR_OK
+        } else {
+            CKR_KEY_TYPE_INCONSISTENT
+        }
+    };
+    match mech {
+        CKM_RSA_PKCS => ok_if(rsa),
+        CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => {
+            if signing {
+                ok_if(rsa)
+            } else {
+                CKR_MECHANISM_INVALID
+            }
+        }
+        CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 => {
+            if !signing {
+                return CKR_MECHANISM_INVALID;
+            }
+            let curve_fits = matches!(
+                (kind, mech),
+                (KeyKind::Ec(_), CKM_ECDSA)
+                    | (KeyKind::Ec(Curve::P256 | Curve::P256K), CKM_ECDSA_SHA256)
+                    | (KeyKind::Ec(Curve::P384), CKM_ECDSA_SHA384)
+                    | (KeyKind::Ec(Curve::P521), CKM_ECDSA_SHA512)
+            );
+            ok_if(curve_fits)
+        }
+        CKM_RSA_PKCS_OAEP => {
+            if signing {
+                CKR_MECHANISM_INVALID
+            } else {
+                ok_if(rsa)
+            }
+        }
+        CKM_AES_GCM | CKM_AES_CBC_PAD => {
+            if signing {
+                CKR_MECHANISM_INVALID
+            } else {
+                ok_if(aes)
+            }
+        }
+        CKM_AES_CBC => {
+            if signing || wrapping {
+                CKR_MECHANISM_INVALID
+            } else {
+                ok_if(aes)
+            }
+        }
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP => {
+            if wrapping {
+                ok_if(aes)
+            } else {
+                CKR_MECHANISM_INVALID
+            }
+        }
+        _ => CKR_MECHANISM_INVALID,
+    }
+}
+
+fn key(kind: KeyKind) -> KeyRecord {
+    KeyRecord {
+        kind,
+        name: "matrix".into(),
+        version: "0".repeat(32),
+        public: None,
+        ops: possible_ops(kind),
+        enabled: true,
+        nbf: None,
+        exp: None,
+        created: 0,
+        updated: 0,
+        tags: BTreeMap::new(),
+        local: true,
+        gen_mechanism: None,
+        public_private: false,
+        public_label: None,
+        public_hidden: false,
+        private_hidden: false,
+    }
+}
+
+fn outcome(kind: KeyKind, mech: CK_MECHANISM_TYPE, op: KeyOps) -> CK_RV {
+    let m = mechanism(mech);
+    let k = key(kind);
+    let r: Result<()> = if op == KeyOps::SIGN || op == KeyOps::VERIFY {
+        sign_plan(&m, &k, op, 0).map(|_| ())
+    } else {
+        cipher_plan(&m, &k, op, 0).map(|_| ())
+    };
+    match r {
+        Ok(()) => CKR_OK,
+        Err(Error(rv)) => rv,
+    }
+}
+
+#[test]
+fn every_key_type_mechanism_and_operation_gives_the_managed_hsm_answer() {
+    let mut cases = 0;
+    let mut wrong = Vec::new();
+    for kind in KINDS {
+        for mech in MECHS {
+            for op in OPS {
+                cases += 1;
+                let (want, got) = (expected(kind, mech, op), outcome(kind, mech, op));
+                if want != got {
+                    wrong.push(format!(
+                        "{kind:?} × 0x{mech:x} × {:?}: expected {}, got {}",
+                        op.names(),
+                        crate::error::rv_name(want),
+                        crate::error::rv_name(got)
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 10 * 24 * 6);
+    assert!(
+        wrong.is_empty(),
+        "{} of {cases} cases differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn an_op_missing_from_key_ops_is_refused_for_every_valid_combination() {
+    let valid: usize = KINDS
+        .iter()
+        .map(|k| {
+            MECHS
+                .iter()
+                .map(|m| {
+                    OPS.iter()
+                        .filter(|o| expected(*k, *m, **o) == CKR_OK)
+                        .count()
+                })
+                .sum::<usize>()
+        })
+        .sum();
+    // RSA: 3 sizes × (8 sign mechs × 2 + 2 cipher mechs × 4) = 72; EC: 4 curves × 2 ×
+    // (ECDSA + its one hash) = 16; AES: 3 sizes × (GCM, CBC-PAD × 4 + CBC × 2 + KW, KWP × 2) = 42.
+    assert_eq!(valid, 130, "allowed combinations in the matrix");
+    for kind in KINDS {
+        for mech in MECHS {
+            for op in OPS {
+                if expected(kind, mech, op) != CKR_OK {
+                    continue;
+                }
+                let m = mechanism(mech);
+                let mut k = key(kind);
+                k.ops = k.ops.without(op);
+                let r = if op == KeyOps::SIGN || op == KeyOps::VERIFY {
+                    sign_plan(&m, &k, op, 0).map(|_| ())
+                } else {
+                    cipher_plan(&m, &k, op, 0).map(|_| ())
+                };
+                assert_eq!(
+                    r,
+                    Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED)),
+                    "{kind:?} 0x{mech:x} {:?} without it in key_ops",
+                    op.names()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn outside_the_date_window_only_decrypt_unwrap_and_verify_remain() {
+    for kind in KINDS {
+        for mech in MECHS {
+            for op in OPS {
+                if expected(kind, mech, op) != CKR_OK {
+                    continue;
+                }
+                let m = mechanism(mech);
+                let mut k = key(kind);
+                k.exp = Some(100);
+                let r = if op == KeyOps::SIGN || op == KeyOps::VERIFY {
+                    sign_plan(&m, &k, op, 100).map(|_| ())
+                } else {
+                    cipher_plan(&m, &k, op, 100).map(|_| ())
+                };
+                let allowed = [KeyOps::DECRYPT, KeyOps::UNWRAP, KeyOps::VERIFY].contains(&op);
+                let want = if allowed {
+                    Ok(())
+                } else {
+                    Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+                };
+                assert_eq!(r, want, "expired {kind:?} 0x{mech:x} {:?}", op.names());
+            }
+        }
+    }
+}
