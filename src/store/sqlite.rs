@@ -288,28 +288,24 @@ impl Store {
 
     /// Replace a row's attribute JSON. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     pub fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
-        let n = tx.execute(
-            "UPDATE objects SET attrs = ?1 WHERE id = ?2",
-            params![attrs, id],
-        )?;
-        if n == 0 {
-            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
-        }
-        tx.commit()?;
-        Ok(())
+        self.rewrite(id, attrs, "UPDATE objects SET attrs = ?1 WHERE id = ?2")
     }
 
     /// Replace a row's attribute JSON and drop its sealed material in one
     /// transaction (the private half of a key pair was destroyed; its public
     /// half lives on). `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     pub fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
-        let n = tx.execute(
+        self.rewrite(
+            id,
+            attrs,
             "UPDATE objects SET attrs = ?1, sealed = NULL WHERE id = ?2",
-            params![attrs, id],
-        )?;
-        if n == 0 {
+        )
+    }
+
+    /// Run one row-rewriting statement (`?1` = attrs, `?2` = id) in a transaction.
+    fn rewrite(&mut self, id: i64, attrs: &str, sql: &str) -> Result<()> {
+        let tx = write_tx(&mut self.conn)?;
+        if tx.execute(sql, params![attrs, id])? == 0 {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         tx.commit()?;
