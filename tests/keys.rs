@@ -431,3 +431,20 @@ p11_test! {
         assert!(t.find_private_by_label("halves").is_empty() && t.find_private_by_label("halves2").is_empty(), "nothing left");
     }
 }
+
+p11_test! {
+    fn impossible_operations_in_a_template_are_dropped() {
+        // python-pkcs11's default AES template asks CKA_SIGN/CKA_VERIFY (for CMAC);
+        // a Managed HSM oct key cannot sign, so the key is made without them.
+        softmhsm_only!("SoftHSMv2 lets AES keys sign (CMAC)");
+        let t = Token::fresh();
+        let mut tpl = Token::aes_template(32, "aes-sign", true);
+        tpl.retain(|a| !matches!(a, Attribute::Sign(_) | Attribute::Verify(_)));
+        tpl.extend([Attribute::Sign(true), Attribute::Verify(true), Attribute::Encrypt(true)]);
+        let k = ok(t.session.generate_key(&Mechanism::AesKeyGen, &tpl), "C_GenerateKey(AES, CKA_SIGN=TRUE)");
+        assert!(!t.attr_bool(k, CKA_SIGN, "CKA_SIGN"), "an AES key reports CKA_SIGN FALSE");
+        assert!(!t.attr_bool(k, CKA_VERIFY, "CKA_VERIFY"), "an AES key reports CKA_VERIFY FALSE");
+        assert!(t.attr_bool(k, CKA_ENCRYPT, "CKA_ENCRYPT"), "what it can do stays");
+        assert_rv(t.session.update_attributes(k, &[Attribute::Sign(true)]), CKR_ATTRIBUTE_VALUE_INVALID, "asking CKA_SIGN explicitly afterwards");
+    }
+}

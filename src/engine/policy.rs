@@ -407,10 +407,12 @@ pub fn key_request(
         }
         import |= t.get_bool(CKA_SOFTMHSM_IMPORT)? == Some(true);
     }
+    // Client libraries ask for operations a key type cannot do by default
+    // (python-pkcs11 gives AES keys CKA_SIGN/CKA_VERIFY, for CMAC): as with
+    // CKA_DERIVE, the key is made without them and reports them FALSE.
+    // C_SetAttributeValue, an explicit request, still refuses them.
     let possible = possible_ops(kind);
-    if !possible.contains(ops) {
-        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
-    }
+    let ops = KeyOps(ops.0 & possible.0);
     let ops = if import {
         // A key-exchange key does nothing but import (BYOK).
         if !matches!(kind, KeyKind::Rsa(_)) || ops != KeyOps::default() {
