@@ -1,0 +1,62 @@
+# Shared helpers for the pkcs11-conformance scripts; sourced, not run.
+# Each script stays self-contained: it sources this file from its own directory.
+set -u
+CONF_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$CONF_DIR/.." && pwd)"
+MODULE="$REPO_ROOT/target/release/libsoftmhsm.so"
+SPY=/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so
+PASSED=0
+FAILED=0
+CLEANUP_PIDS=()
+CLEANUP_DIRS=()
+
+pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
+# check NAME CMD...: PASS when CMD exits 0; on FAIL show the last lines of its output.
+check() {
+    local name="$1"; shift
+    local out
+    local t=()
+    [ "$(type -t "$1")" = file ] && t=(timeout 120)
+    if out=$("${t[@]}" "$@" 2>&1); then pass "$name"
+    else fail "$name"; printf '%s\n' "$out" | tail -n 5 | sed 's/^/    | /' >&2; fi
+}
+finish() {
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+cleanup() {
+    local p d
+    for p in "${CLEANUP_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for d in "${CLEANUP_DIRS[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+
+# need_pkgs PKG...: apt-get install the missing ones.
+need_pkgs() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${missing[@]}" >/dev/null; }
+}
+
+build_lib() {
+    if [ -z "${SOFTMHSM_SKIP_BUILD:-}" ]; then
+        (cd "$REPO_ROOT" && timeout 1800 cargo build --release --quiet) || { echo "cargo build failed" >&2; exit 2; }
+    fi
+    [ -f "$MODULE" ] || { echo "missing $MODULE" >&2; exit 2; }
+}
+
+# fresh_token: a new empty token directory, exported to the library.
+fresh_token() {
+    WORK=$(mktemp -d /tmp/softmhsm-conf.XXXXXX)
+    CLEANUP_DIRS+=("$WORK")
+    export SOFTMHSM_DIR="$WORK/token"
+    mkdir -p "$SOFTMHSM_DIR"
+    chmod 700 "$SOFTMHSM_DIR"
+    export SOFTMHSM_KDF_ITERATIONS=1000
+    unset SOFTMHSM_CONF
+}
