@@ -179,6 +179,22 @@ check "encrypt AES-CBC matches openssl" eval \
 check "AES-CBC-PAD round trip (generated AES-32)" eval \
     "PL --encrypt -m AES-CBC-PAD --iv $IV --id b4 -i pt100 -o ct.gen && PL --decrypt -m AES-CBC-PAD --iv $IV --id b4 -i ct.gen | cmp -s - pt100"
 
+# --- wrap / unwrap (AES-KEY-WRAP, RFC 3394) ---------------------------------------
+# OpenSSL wraps a known key under a known KEK; the token unwraps it; OpenSSL then
+# proves the unwrapped key is that key by matching an AES-CBC-PAD ciphertext.
+head -c 32 /dev/urandom > kek.bin
+head -c 32 /dev/urandom > target.bin
+check "write-object AES-256 KEK" PL --write-object kek.bin --type secrkey --key-type AES:32 --label kek --id 70 --usage-wrap
+openssl enc -id-aes256-wrap -K "$(xxd -p -c 64 kek.bin)" -iv A6A6A6A6A6A6A6A6 -in target.bin -out wrapped.bin
+check "unwrap AES-KEY-WRAP (openssl-wrapped AES-256 key)" \
+    PL --unwrap -m AES-KEY-WRAP --id 70 -i wrapped.bin --key-type AES:32 --application-id 71
+openssl enc -aes-256-cbc -K "$(xxd -p -c 64 target.bin)" -iv $IV -in pt100 -out ct.unwrapped
+check "unwrapped key encrypts like the original (openssl)" eval \
+    "PL --encrypt -m AES-CBC-PAD --iv $IV --id 71 -i pt100 | cmp -s - ct.unwrapped"
+# A Managed HSM never exports: wrapping any token key is refused.
+check "wrap of a token key is refused (CKR_KEY_UNEXTRACTABLE)" eval \
+    "! PL --wrap -m AES-KEY-WRAP --id 70 --application-id 71 -o w.bin 2>wrap.err && grep -q CKR_KEY_UNEXTRACTABLE wrap.err"
+
 # --- delete ----------------------------------------------------------------------
 # PKCS#11 objects are independent: deleting the private key must leave the public key
 check "delete-object privkey rsa3072" PL --delete-object --type privkey --id 0b
