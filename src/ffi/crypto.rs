@@ -2,7 +2,7 @@
 //! (§5.11–5.12) and the dual-function calls (§5.13).
 
 use super::{entry, input, mechanism, produce};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::token;
 use crate::token::operation::Stage;
 use crate::token::session::Session;
@@ -160,15 +160,6 @@ pub unsafe extern "C" fn C_DigestUpdate(
     })
 }
 
-/// C_DigestKey, PKCS#11 3.1 §5.10.4: key values are never digested (no export, even as a hash).
-#[no_mangle]
-pub unsafe extern "C" fn C_DigestKey(h: CK_SESSION_HANDLE, _key: CK_OBJECT_HANDLE) -> CK_RV {
-    entry(|| {
-        session(h)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
 /// C_DigestFinal, PKCS#11 3.1 §5.10.5.
 #[no_mangle]
 pub unsafe extern "C" fn C_DigestFinal(
@@ -295,61 +286,5 @@ pub unsafe extern "C" fn C_DecryptFinal(
     entry(|| {
         let s = session(h)?;
         produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final))
-    })
-}
-
-/// C_SignRecoverInit: a Managed HSM has no signature with message recovery.
-#[no_mangle]
-pub unsafe extern "C" fn C_SignRecoverInit(
-    h: CK_SESSION_HANDLE,
-    _m: *mut CK_MECHANISM,
-    _k: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        session(h)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
-/// C_SignRecover: see C_SignRecoverInit.
-#[no_mangle]
-pub unsafe extern "C" fn C_SignRecover(
-    h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        session(h)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
-/// C_VerifyRecoverInit: see C_SignRecoverInit.
-#[no_mangle]
-pub unsafe extern "C" fn C_VerifyRecoverInit(
-    h: CK_SESSION_HANDLE,
-    _m: *mut CK_MECHANISM,
-    _k: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        session(h)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
-/// C_VerifyRecover: see C_SignRecoverInit.
-#[no_mangle]
-pub unsafe extern "C" fn C_VerifyRecover(
-    h: CK_SESSION_HANDLE,
-    _d: *mut CK_BYTE,
-    _l: CK_ULONG,
-    _o: *mut CK_BYTE,
-    _ol: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        session(h)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
     })
 }

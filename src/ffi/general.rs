@@ -81,20 +81,22 @@ pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> 
     entry(|| put(list, super::interface::function_list_2_40()))
 }
 
-/// C_GetFunctionStatus: a legacy function (§5.20).
+/// C_GetFunctionStatus: a legacy function that "should simply return"
+/// `CKR_FUNCTION_NOT_PARALLEL` (§5.20), whatever the session.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetFunctionStatus(session: CK_SESSION_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_GetFunctionStatus(_session: CK_SESSION_HANDLE) -> CK_RV {
     entry(|| {
-        token::library()?.session(session)?;
+        token::library()?;
         Err(Error(CKR_FUNCTION_NOT_PARALLEL))
     })
 }
 
-/// C_CancelFunction: a legacy function (§5.20).
+/// C_CancelFunction: a legacy function that "should simply return"
+/// `CKR_FUNCTION_NOT_PARALLEL` (§5.20), whatever the session.
 #[no_mangle]
-pub unsafe extern "C" fn C_CancelFunction(session: CK_SESSION_HANDLE) -> CK_RV {
+pub unsafe extern "C" fn C_CancelFunction(_session: CK_SESSION_HANDLE) -> CK_RV {
     entry(|| {
-        token::library()?.session(session)?;
+        token::library()?;
         Err(Error(CKR_FUNCTION_NOT_PARALLEL))
     })
 }

@@ -59,43 +59,6 @@ pub unsafe extern "C" fn C_GetSessionInfo(
     })
 }
 
-/// C_SessionCancel, PKCS#11 3.0 §5.6.5: cancels the named active operations.
-#[no_mangle]
-pub unsafe extern "C" fn C_SessionCancel(session: CK_SESSION_HANDLE, _flags: CK_FLAGS) -> CK_RV {
-    entry(|| {
-        token::library()?.session(session)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
-/// C_GetOperationState: operation state is not exportable (it holds key references).
-#[no_mangle]
-pub unsafe extern "C" fn C_GetOperationState(
-    session: CK_SESSION_HANDLE,
-    _state: *mut CK_BYTE,
-    _len: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        token::library()?.session(session)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
-/// C_SetOperationState: see C_GetOperationState.
-#[no_mangle]
-pub unsafe extern "C" fn C_SetOperationState(
-    session: CK_SESSION_HANDLE,
-    _state: *mut CK_BYTE,
-    _len: CK_ULONG,
-    _enc: CK_OBJECT_HANDLE,
-    _auth: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        token::library()?.session(session)?;
-        Err(Error(CKR_FUNCTION_NOT_SUPPORTED))
-    })
-}
-
 /// C_Login, PKCS#11 3.1 §5.6.8.
 #[no_mangle]
 pub unsafe extern "C" fn C_Login(

@@ -1,6 +1,7 @@
-//! Functions of the 2.40, 3.0 and 3.2 tables that a Managed HSM has no use for:
-//! each returns `CKR_FUNCTION_NOT_SUPPORTED` (after the library check), as the
-//! spec asks of functions a token does not implement.
+//! Functions of the 2.40, 3.0 and 3.2 tables that a Managed HSM has no use for.
+//! PKCS#11 §5.1: the stub of an unsupported function "should simply return"
+//! `CKR_FUNCTION_NOT_SUPPORTED` — so after the library check nothing else is
+//! examined, not even the session handle.
 
 use crate::token;
 use cryptoki_sys::*;
@@ -21,6 +22,17 @@ macro_rules! not_supported {
 }
 
 not_supported! {
+    // Operation state holds references to parsed keys: it is not exportable.
+    C_GetOperationState(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: *mut CK_ULONG);
+    C_SetOperationState(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: CK_OBJECT_HANDLE, d: CK_OBJECT_HANDLE);
+    C_SessionCancel(s: CK_SESSION_HANDLE, f: CK_FLAGS);
+    // Key values are never digested: no export, even as a hash.
+    C_DigestKey(s: CK_SESSION_HANDLE, k: CK_OBJECT_HANDLE);
+    // A Managed HSM has no signature with message recovery.
+    C_SignRecoverInit(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE);
+    C_SignRecover(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: *mut CK_BYTE, d: *mut CK_ULONG);
+    C_VerifyRecoverInit(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE);
+    C_VerifyRecover(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: *mut CK_BYTE, d: *mut CK_ULONG);
     C_DigestEncryptUpdate(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: *mut CK_BYTE, d: *mut CK_ULONG);
     C_DecryptDigestUpdate(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: *mut CK_BYTE, d: *mut CK_ULONG);
     C_SignEncryptUpdate(s: CK_SESSION_HANDLE, a: *mut CK_BYTE, b: CK_ULONG, c: *mut CK_BYTE, d: *mut CK_ULONG);
