@@ -178,6 +178,24 @@ nwserved=$(awk '{print $1}' logs/access.log 2>/dev/null | sort -u | wc -l)
 nw_after=$(workers)
 [ "$nw_after" = 2 ] && pass "nginx still runs 2 workers after the handshakes (no worker crashed)" \
     || fail "nginx still runs 2 workers after the handshakes (found $nw_after)"
+# reload: the master re-reads the configuration, loads the keys again through the engine
+# (library already initialised in the master) and forks new workers
+old=$(pgrep -P "$(cat nginx.pid)" | sort | tr '\n' ' ')
+if timeout 30 nginx -p "$WORK" -c "$WORK/nginx.conf" -s reload 2>> logs/startup.log; then
+    for _ in $(seq 50); do
+        new=$(pgrep -P "$(cat nginx.pid)" | sort | tr '\n' ' ')
+        [ -n "$new" ] && [ "$new" != "$old" ] && [ "$(workers)" = 2 ] && ! grep -qw -- "$(echo "$old" | awk '{print $1}')" <<< "$new" && break
+        sleep 0.2
+    done
+    bad=0
+    for i in $(seq 20); do
+        if [ $((i % 2)) = 0 ]; then C "$PORT_RSA" tlsrsa.pem -o /dev/null 2>>curl-reload.err || bad=$((bad + 1))
+        else C "$PORT_EC" tlsp256.pem -o /dev/null 2>>curl-reload.err || bad=$((bad + 1)); fi
+    done
+    if [ "$new" != "$old" ] && [ $bad = 0 ]; then pass "nginx -s reload: new workers, 20 handshakes succeed"
+    else fail "nginx -s reload: new workers, 20 handshakes succeed"; echo "    | workers before: $old after: $new; $bad failed" >&2
+        sort curl-reload.err 2>/dev/null | uniq -c | head -n 3 | sed 's/^/    | /' >&2; fi
+else fail "nginx -s reload: new workers, 20 handshakes succeed"; tail -n 3 logs/startup.log | sed 's/^/    | /' >&2; fi
 nginx_stop
 if [ ! -s logs/error.log ] || grep -E '\[(emerg|crit|alert)\]|worker process [0-9]+ exited on signal' logs/error.log logs/startup.log >/dev/null 2>&1; then
     fail "nginx error log has no [emerg]/[crit]/[alert]"
