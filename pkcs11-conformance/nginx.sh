@@ -171,6 +171,16 @@ done
 if [ $n -eq 200 ] && [ $bad -eq 0 ]; then pass "200 sequential handshakes all succeed ($((SECONDS - t0)) s)"
 else fail "200 sequential handshakes all succeed"; echo "    | $n done in $((SECONDS - t0)) s, $bad failed" >&2; sort curl-loop.err | uniq -c | head -n 3 | sed 's/^/    | /' >&2; fi
 
+# concurrent handshakes: 8 clients at a time, 200 in all, over both workers and both keys
+export -f C
+export PORT_RSA PORT_EC
+t0=$SECONDS
+bad=$(seq 200 | timeout 120 xargs -P 8 -I{} bash -c '
+    if [ $(({} % 2)) = 0 ]; then C "$PORT_RSA" tlsrsa.pem -o /dev/null; else C "$PORT_EC" tlsp256.pem -o /dev/null; fi \
+        || echo BAD' 2>>curl-par.err | grep -c BAD)
+if [ "$bad" = 0 ] && [ $(grep -c ' 200$' logs/access.log) -ge 400 ]; then pass "200 concurrent handshakes (8 in parallel) all succeed ($((SECONDS - t0)) s)"
+else fail "200 concurrent handshakes (8 in parallel) all succeed"; echo "    | $bad failed" >&2; sort curl-par.err | uniq -c | head -n 3 | sed 's/^/    | /' >&2; fi
+
 # both workers served (the fork case really exercised in each worker)
 nwserved=$(awk '{print $1}' logs/access.log 2>/dev/null | sort -u | wc -l)
 [ "$nwserved" -ge 2 ] && pass "both worker processes served TLS with the token keys" \
