@@ -128,8 +128,16 @@ fn format(p: &Parsed) -> Result<Format, CliError> {
 
 /// Run one verb.
 fn run(p: &Parsed) -> Result<Shown, CliError> {
-    // Check the output format before doing anything.
+    // Usage is checked in full before the store is touched.
     format(p)?;
+    let spec = match p.verb.path {
+        ["key", "create"] => Some(key_spec(p)?),
+        _ => None,
+    };
+    let change = match p.verb.path {
+        ["key", "update"] => Some(key_update(p)?),
+        _ => None,
+    };
     let token = pick_token(p.one("token"))?;
     let mut store = Store::open(&token.store_path())?;
     if p.verb.path == ["init"] {
@@ -154,7 +162,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     };
     match p.verb.path {
         ["key", "create"] => {
-            let spec = key_spec(p)?;
+            let spec = spec.ok_or_else(|| CliError::Usage("no key spec".into()))?;
             Ok(bundle(
                 &lifecycle::create(s, &master, name, &spec, now())?,
                 true,
@@ -182,7 +190,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             Ok(bundle(&v.key, v.current))
         }
         ["key", "update"] => {
-            let change = key_update(p)?;
+            let change = change.unwrap_or_default();
             let k = lifecycle::update(s, name, p.one("version"), &change, now())?;
             let current = lifecycle::show(s, name, None)?.key.version == k.version;
             Ok(bundle(&k, current))
