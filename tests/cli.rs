@@ -324,7 +324,7 @@ p11_test! {
         refused(&["key", "show"], 2, "--name is required");
         refused(&["key", "list", "--bogus"], 2, "--bogus");
         refused(&["key", "create", "--name", "k", "--kty", "DSA"], 2, "DSA");
-        for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update",
+        for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update", "key backup", "key restore",
                      "key rotate", "key delete", "key list-deleted", "key recover", "key purge"] {
             let mut args: Vec<&str> = verb.split(' ').collect();
             args.push("--help");
@@ -338,5 +338,54 @@ p11_test! {
 p11_test! {
     fn commands_before_init_say_so() {
         refused(&["key", "list"], 1, "not initialised");
+    }
+}
+
+/// A file path in this test's own directory.
+fn scratch(name: &str) -> String {
+    store_dir().join(name).display().to_string()
+}
+
+p11_test! {
+    fn backup_then_restore_brings_every_version_back() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "EC", "--tags", "a=1"]);
+        let current = json(&["key", "rotate", "--name", "k"]);
+        let file = scratch("k.backup");
+        let b = json(&["key", "backup", "--name", "k", "--file", &file]);
+        assert_eq!(b["versions"], 2);
+        refused(&["key", "backup", "--name", "k", "--file", &file], 1, "cannot create");
+        refused(&["key", "restore", "--file", &file], 1, "already exists");
+        json(&["key", "delete", "--name", "k"]);
+        refused(&["key", "restore", "--file", &file], 1, "already exists");
+        json(&["key", "purge", "--name", "k"]);
+        let restored = json(&["key", "restore", "--file", &file]);
+        assert_eq!(restored["key"]["kid"], current["key"]["kid"], "the current version comes back current");
+        assert_eq!(restored["tags"]["a"], "1");
+        assert_eq!(json(&["key", "list-versions", "--name", "k"]).as_array().unwrap().len(), 2);
+        let t = Token::reopen_existing();
+        let k = t.find_private_by_label("k");
+        ok(t.session.sign(&Mechanism::Ecdsa, k[0], &[3u8; 32]), "C_Sign with a restored key");
+    }
+}
+
+p11_test! {
+    fn a_tampered_backup_is_refused() {
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        let file = scratch("k.backup");
+        json(&["key", "backup", "--name", "k", "--file", &file]);
+        json(&["key", "delete", "--name", "k"]);
+        json(&["key", "purge", "--name", "k"]);
+        let mut blob = std::fs::read(&file).unwrap();
+        let last = blob.len() - 1;
+        blob[last] ^= 1;
+        let bad = scratch("bad.backup");
+        std::fs::write(&bad, &blob).unwrap();
+        refused(&["key", "restore", "--file", &bad], 1, "damaged");
+        assert!(listed().is_empty(), "nothing restored");
+        json(&["key", "restore", "--file", &file]);
+        assert_eq!(listed(), vec!["k"]);
     }
 }

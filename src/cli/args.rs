@@ -159,6 +159,16 @@ pub const VERBS: &[Verb] = &[
         summary: "erase a soft-deleted key for good",
         opts: &[NAME],
     },
+    Verb {
+        path: &["key", "backup"],
+        summary: "write every version of a key to a file, sealed under the pool's master key",
+        opts: &[NAME, opt("file", One, true, "FILE  the backup file to create")],
+    },
+    Verb {
+        path: &["key", "restore"],
+        summary: "restore a key backup into the pool it came from",
+        opts: &[opt("file", One, true, "FILE  a file written by key backup")],
+    },
 ];
 
 /// A parsed command line.

@@ -221,6 +221,22 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
                 table: format!("purged {name}"),
             })
         }
+        ["key", "backup"] => {
+            let file = p.required("file");
+            let blob = lifecycle::backup(s, &master, name)?;
+            write_new_file(file, &blob)?;
+            let versions = lifecycle::versions(s, name)?.len();
+            Ok(Shown {
+                json: serde_json::json!({ "name": name, "versions": versions, "file": file }),
+                table: format!("backed up {versions} version(s) of {name} to {file}"),
+            })
+        }
+        ["key", "restore"] => {
+            let file = p.required("file");
+            let blob = std::fs::read(file)
+                .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
+            Ok(bundle(&lifecycle::restore(s, &master, &blob)?, true))
+        }
         _ => Err(CliError::Usage("unknown command".into())),
     }
 }
@@ -275,6 +291,20 @@ fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, Cli
         ),
         json,
     })
+}
+
+/// Create `path` (mode 0600) with `data`; an existing file is never overwritten.
+fn write_new_file(path: &str, data: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::Failed(format!("cannot create {path}: {e}")))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::Failed(format!("cannot write {path}: {e}")))
 }
 
 /// The configured token named `label` (by its initialised label), or the first.

@@ -418,6 +418,103 @@ pub fn purge(store: &mut Store, name: &str, now: i64) -> Outcome<()> {
     }
 }
 
+/// First bytes of a key backup file.
+const BACKUP_MAGIC: &[u8] = b"SOFTMHSM-KEY-BACKUP-1\n";
+
+/// The backup's content, sealed whole under the master key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Backup {
+    name: String,
+    versions: Vec<BackupVersion>,
+}
+
+/// One version in a backup: its record and its material exactly as stored
+/// (sealed under the master key, AAD = kid), so no key is ever in the clear.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BackupVersion {
+    version: String,
+    attrs: String,
+    sealed: Option<String>,
+}
+
+/// The AAD of a backup of this pool: a blob from another pool or purpose does not open.
+fn backup_aad(label: &str) -> Vec<u8> {
+    format!("softmhsm key backup v1 {label}").into_bytes()
+}
+
+/// `key backup`: every version of `name` with its attributes, as one blob
+/// sealed under the pool's master key. Like the Managed HSM's, it restores only
+/// into the same pool (security domain).
+pub fn backup(store: &Store, master: &MasterKey, name: &str) -> Outcome<Vec<u8>> {
+    let rows = store.versions_of(name)?;
+    if rows.is_empty() {
+        return Err(Refusal::UnknownKey(name.to_string()));
+    }
+    let label = token_label(store)?;
+    let backup = Backup {
+        name: rows[0].name.clone().unwrap_or_else(|| name.to_string()),
+        versions: rows
+            .iter()
+            .map(|r| BackupVersion {
+                version: r.version.clone().unwrap_or_default(),
+                attrs: r.attrs.clone(),
+                sealed: r.sealed.as_deref().map(crate::engine::key::hex),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
+    let mut blob = BACKUP_MAGIC.to_vec();
+    blob.extend(master.seal(&backup_aad(&label), &json));
+    Ok(blob)
+}
+
+/// `key restore`: bring back every version of a backed-up key. Refused if the
+/// blob is damaged or from another pool, or if the name is taken (live or deleted).
+pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<KeyRecord> {
+    let damaged = || Refusal::Invalid("the backup is damaged or not from this pool".to_string());
+    let sealed = blob.strip_prefix(BACKUP_MAGIC).ok_or_else(damaged)?;
+    let label = token_label(store)?;
+    let json = master
+        .open(&backup_aad(&label), sealed)
+        .map_err(|_| damaged())?;
+    let backup: Backup = serde_json::from_slice(&json).map_err(|_| damaged())?;
+    let mut rows = Vec::with_capacity(backup.versions.len());
+    let mut last = None;
+    for v in &backup.versions {
+        let rec = Record::from_json(&v.attrs).map_err(|_| damaged())?;
+        let key = rec.key().ok_or_else(damaged)?.clone();
+        if key.name != backup.name || key.version != v.version {
+            return Err(damaged());
+        }
+        let sealed = match &v.sealed {
+            Some(h) => {
+                let s = unhex(h).ok_or_else(damaged)?;
+                // The material must open under this pool's key with its own kid.
+                master
+                    .open(policy::kid(&label, &key).as_bytes(), &s)
+                    .map_err(|_| damaged())?;
+                Some(s)
+            }
+            None => None,
+        };
+        rows.push(NewObject {
+            name: Some(backup.name.clone()),
+            version: Some(v.version.clone()),
+            attrs: v.attrs.clone(),
+            sealed,
+        });
+        last = Some(key);
+    }
+    let last = last.ok_or_else(damaged)?;
+    match store.restore_versions(&rows) {
+        Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)) => Err(Refusal::Invalid(format!(
+            "a key named '{}' already exists (deleted keys too): delete and purge it first",
+            backup.name
+        ))),
+        other => other.map(|_| last).map_err(Refusal::from),
+    }
+}
+
 /// The row of one live version of `name`.
 fn find_row(store: &Store, name: &str, version: Option<&str>) -> Outcome<ObjectRow> {
     let rows = store.versions_of(name)?;

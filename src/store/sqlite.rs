@@ -467,6 +467,58 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Restore every version of one name in one transaction, oldest first; the
+    /// last becomes current. Refused (`CKR_ATTRIBUTE_VALUE_INVALID`) if any key,
+    /// live or soft-deleted, already has that name, as the Managed HSM's restore
+    /// is (409 Conflict). Every row must carry the same name.
+    pub fn restore_versions(&mut self, rows: &[NewObject]) -> Result<Vec<ObjectRow>> {
+        let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
+            Some(n) => n.to_lowercase(),
+            None => return Err(Error(CKR_ARGUMENTS_BAD)),
+        };
+        if rows
+            .iter()
+            .any(|r| r.name.as_deref().map(str::to_lowercase).as_deref() != Some(&name_lc))
+        {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let tx = write_tx(&mut self.conn)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)",
+            [&name_lc],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, new) in rows.iter().enumerate() {
+            let current = i + 1 == rows.len();
+            tx.execute(
+                "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    new.name,
+                    name_lc,
+                    new.version,
+                    current,
+                    new.attrs,
+                    new.sealed
+                ],
+            )?;
+            out.push(ObjectRow {
+                id: tx.last_insert_rowid(),
+                name: new.name.clone(),
+                version: new.version.clone(),
+                current,
+                attrs: new.attrs.clone(),
+                sealed: new.sealed.clone(),
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Turn purge protection on or off. Like the Managed HSM's, it can be turned
     /// on but never off again (`CKR_ACTION_PROHIBITED`).
     pub fn set_purge_protection(&mut self, on: bool) -> Result<()> {
