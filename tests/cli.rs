@@ -389,3 +389,17 @@ p11_test! {
         assert_eq!(listed(), vec!["k"]);
     }
 }
+
+p11_test! {
+    fn pkcs11_protections_hold_in_the_cli() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        let t = Token::reopen_existing();
+        let mut tpl = Token::aes_template(32, "fixed", true);
+        tpl.extend([cryptoki::object::Attribute::Destroyable(false), cryptoki::object::Attribute::Modifiable(false)]);
+        ok(t.session.generate_key(&Mechanism::AesKeyGen, &tpl), "C_GenerateKey(not destroyable, not modifiable)");
+        refused(&["key", "delete", "--name", "fixed"], 1, "not destroyable");
+        refused(&["key", "update", "--name", "fixed", "--enabled", "false"], 1, "not modifiable");
+        assert_eq!(listed(), vec!["fixed"]);
+    }
+}

@@ -143,6 +143,11 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if p.verb.path == ["init"] {
         return init(p, &token, &mut store);
     }
+    if !token.versioning {
+        return Err(CliError::Failed(
+            "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
+        ));
+    }
     let pin = user_pin(p)?;
     let master = store.unlock(PinUser::User, pin.as_bytes())?;
     let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;

@@ -337,6 +337,10 @@ pub fn update(
 ) -> Outcome<KeyRecord> {
     let row = find_row(store, name, version)?;
     let mut rec = Record::from_json(&row.attrs)?;
+    if !rec.modifiable {
+        // A PKCS#11 application made it with CKA_MODIFIABLE=FALSE.
+        return Err(Refusal::Invalid(format!("key '{name}' is not modifiable")));
+    }
     let Body::Key(k) = &mut rec.body else {
         return Err(Refusal::UnknownKey(name.to_string()));
     };
@@ -368,6 +372,14 @@ pub fn update(
 /// `key delete`): hidden from PKCS#11, unusable, its name taken, until it is
 /// recovered or purged (by hand, or at its scheduled purge date).
 pub fn delete(store: &mut Store, name: &str, now: i64) -> Outcome<DeletedKey> {
+    // A PKCS#11 application may have made a version with CKA_DESTROYABLE=FALSE.
+    for row in store.versions_of(name)? {
+        if !Record::from_json(&row.attrs)?.destroyable {
+            return Err(Refusal::Invalid(format!(
+                "key '{name}' has a version that is not destroyable"
+            )));
+        }
+    }
     if store.soft_delete_name(name, now)? == 0 {
         return Err(Refusal::UnknownKey(name.to_string()));
     }

@@ -406,6 +406,8 @@ impl Slot {
                 lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
                     |r| match r {
                         lifecycle::Refusal::Token(e) => e,
+                        // Another version has CKA_DESTROYABLE=FALSE.
+                        lifecycle::Refusal::Invalid(_) => Error(CKR_ACTION_PROHIBITED),
                         // Deleted meanwhile by another process.
                         _ => Error(CKR_OBJECT_HANDLE_INVALID),
                     },
