@@ -403,3 +403,27 @@ p11_test! {
         assert_eq!(listed(), vec!["fixed"]);
     }
 }
+
+p11_test! {
+    fn a_locked_user_pin_is_named() {
+        init(&[]);
+        for _ in 0..10 {
+            assert_eq!(cli_with(&["key", "list"], Some("9999")).code, 1);
+        }
+        let r = cli(&["key", "list"]);
+        assert_eq!(r.code, 1, "even the right PIN is refused once locked");
+        assert_eq!(r.stderr.lines().count(), 1);
+        assert!(r.stderr.contains("locked"), "{}", r.stderr);
+    }
+}
+
+p11_test! {
+    fn bare_invocations_print_help() {
+        for args in [&[][..], &["--help"], &["key"]] {
+            let r = cli(args);
+            assert_eq!(r.code, 0, "{args:?}");
+            assert!(r.stdout.contains("key list-deleted"), "{args:?} lists the verbs");
+        }
+        assert!(cli(&["--version"]).stdout.starts_with("softmhsm "));
+    }
+}
