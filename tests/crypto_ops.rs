@@ -652,7 +652,15 @@ mod body {
             RvError::KeyUnextractable
         );
         // The checks come in the spec's order: the wrapping key before the key.
-        let gone = aes_key(&s, &[1; 16])?;
+        // Its own name: destroying a token key soft-deletes every version of its
+        // name, and `aes_key` names them all "aes" (the kek too).
+        let gone = s.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(vec![1; 16]),
+            Attribute::Token(true),
+            Attribute::Label(b"gone".to_vec()),
+        ])?;
         s.destroy_object(gone)?;
         assert_eq!(
             rv(s.wrap_key(&Mechanism::AesKeyWrap, gone, key)),

@@ -415,14 +415,15 @@ p11_test! {
 }
 
 p11_test! {
-    fn halves_of_a_key_pair_are_destroyed_independently() {
+    fn halves_of_a_session_key_pair_are_destroyed_independently() {
         let t = Token::fresh();
-        let k = t.keypair(Kp::Ec(OID_P256), "halves");
+        let session_pair = |label: &str| ok(t.try_keypair(Kp::Ec(OID_P256), label, false), "C_GenerateKeyPair(session)");
+        let k = session_pair("halves");
         ok(t.session.destroy_object(k.private), "C_DestroyObject(private)");
         let point = t.attr(k.public, CKA_EC_POINT, "CKA_EC_POINT of the surviving public key");
         assert!(!point.is_empty(), "the public key must survive its private key");
         assert_rv(t.session.get_attributes(k.private, &[AttributeType::Label]), CKR_OBJECT_HANDLE_INVALID, "destroyed private key");
-        let k2 = t.keypair(Kp::Ec(OID_P256), "halves2");
+        let k2 = session_pair("halves2");
         ok(t.session.destroy_object(k2.public), "C_DestroyObject(public)");
         let digest = [7u8; 32];
         ok(t.session.sign(&Mechanism::Ecdsa, k2.private, &digest), "C_Sign with the surviving private key");
@@ -446,5 +447,41 @@ p11_test! {
         assert!(!t.attr_bool(k, CKA_VERIFY, "CKA_VERIFY"), "an AES key reports CKA_VERIFY FALSE");
         assert!(t.attr_bool(k, CKA_ENCRYPT, "CKA_ENCRYPT"), "what it can do stays");
         assert_rv(t.session.update_attributes(k, &[Attribute::Sign(true)]), CKR_ATTRIBUTE_VALUE_INVALID, "asking CKA_SIGN explicitly afterwards");
+    }
+}
+
+p11_test! {
+    fn destroying_a_token_private_key_soft_deletes_every_version() {
+        softmhsm_only!("SoftHSMv2 has no soft-delete");
+        let t = Token::fresh();
+        let v1 = t.keypair(Kp::Ec(OID_P256), "gone");
+        let v2 = t.keypair(Kp::Ec(OID_P256), "gone");
+        ok(t.session.destroy_object(v2.private), "C_DestroyObject(private, current version)");
+        assert!(t.find_private_by_label("gone").is_empty(), "a deleted key is not found");
+        assert!(t.find(&[label("gone")]).is_empty(), "nor is its public key");
+        for (h, what) in [(v2.public, "public half"), (v1.private, "older version"), (v1.public, "older public half")] {
+            assert_rv(t.session.get_attributes(h, &[AttributeType::Label]), CKR_OBJECT_HANDLE_INVALID, what);
+        }
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, v1.private, &[7u8; 32]), CKR_KEY_HANDLE_INVALID, "C_SignInit with a deleted key");
+    }
+}
+
+p11_test! {
+    fn a_deleted_name_cannot_be_reused_until_purged() {
+        softmhsm_only!("SoftHSMv2 has no soft-delete");
+        let t = Token::fresh();
+        let k = t.aes(32, "taken");
+        ok(t.session.destroy_object(k), "C_DestroyObject(AES token key)");
+        assert_rv(t.try_aes(32, "TAKEN", true), CKR_ATTRIBUTE_VALUE_INVALID, "C_GenerateKey under a deleted name");
+        ok(t.try_aes(32, "taken", false), "a session key may use the label");
+    }
+}
+
+p11_test! {
+    fn destroying_a_token_public_key_leaves_the_private_key() {
+        let t = Token::fresh();
+        let k = t.keypair(Kp::Ec(OID_P256), "half");
+        ok(t.session.destroy_object(k.public), "C_DestroyObject(public)");
+        ok(t.session.sign(&Mechanism::Ecdsa, k.private, &[7u8; 32]), "C_Sign with the private key");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod attributes;
 pub mod key;
+pub mod lifecycle;
 pub mod mechanism;
 pub mod policy;
 #[cfg(test)]

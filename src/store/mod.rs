@@ -42,6 +42,8 @@ pub struct TokenRecord {
     pub so_failures: u32,
     /// Soft-delete retention in days (7–90), fixed at initialisation.
     pub retention_days: u32,
+    /// Purge protection: a deleted key cannot be purged before its scheduled purge date.
+    pub purge_protection: bool,
 }
 
 /// A stored object row: one key version (both halves of a key pair), a
@@ -60,6 +62,17 @@ pub struct ObjectRow {
     pub attrs: String,
     /// Secret material sealed under the master key, if the object has any.
     pub sealed: Option<Vec<u8>>,
+}
+
+/// A soft-deleted key version: its row and its deletion dates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedRow {
+    /// The row as it was when deleted.
+    pub row: ObjectRow,
+    /// Seconds since the epoch when it was deleted (`deletedDate`).
+    pub deleted_at: i64,
+    /// Seconds since the epoch when it is purged (`scheduledPurgeDate`).
+    pub purge_at: i64,
 }
 
 /// A row to insert; see [`Store::insert_object`].

@@ -35,6 +35,11 @@ const MIGRATIONS: &[&str] = &[
         sealed  BLOB
     );
     CREATE INDEX objects_name_lc_current ON objects (name_lc, current);",
+    // 2: soft-delete. A deleted key keeps its rows, stamped with when it was
+    // deleted and when it is purged; purge protection is a token-wide flag.
+    "ALTER TABLE objects ADD COLUMN deleted_at INTEGER;
+    ALTER TABLE objects ADD COLUMN purge_at INTEGER;
+    ALTER TABLE token ADD COLUMN purge_protection INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -75,6 +80,20 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_1_store_migrates_with_rows_kept_live() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute("INSERT INTO objects (attrs) VALUES ('{}')", [])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let deleted: Option<i64> = conn
+            .query_row("SELECT deleted_at FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(deleted, None);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The SQLite-backed store: one file per token, WAL, transactions for every write.
 
 use super::seal::{fill_random, SALT_LEN};
-use super::{schema, MasterKey, NewObject, ObjectRow, PinUser, TokenRecord, MAX_PIN_FAILURES};
+use super::{
+    schema, DeletedRow, MasterKey, NewObject, ObjectRow, PinUser, TokenRecord, MAX_PIN_FAILURES,
+};
 use crate::error::{Error, Result};
 use cryptoki_sys::{
-    CKR_ARGUMENTS_BAD, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED,
-    CKR_TOKEN_NOT_RECOGNIZED, CKR_USER_PIN_NOT_INITIALIZED,
+    CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID,
+    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_TOKEN_NOT_RECOGNIZED,
+    CKR_USER_PIN_NOT_INITIALIZED,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::fs::{DirBuilder, OpenOptions, Permissions};
@@ -27,6 +30,9 @@ const USER_WRAP_AAD: &[u8] = b"softmhsm master key v1 user";
 
 /// The columns of `objects` that make an [`ObjectRow`], in [`object_row`]'s order.
 const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
+
+/// Seconds in a day of soft-delete retention.
+const DAY: i64 = 86_400;
 
 /// One connection to a token's store file.
 pub struct Store {
@@ -83,10 +89,14 @@ impl Store {
         conn.pragma_update(None, "secure_delete", true)?;
         schema::migrate(&mut conn)?;
         match_sidecar_modes(path);
-        Ok(Store {
+        let mut store = Store {
             conn,
             data_version: None,
-        })
+        };
+        // As the Managed HSM does on its own schedule: deleted keys past their
+        // scheduled purge date are gone, whoever opens the pool first.
+        store.purge_expired(now())?;
+        Ok(store)
     }
 
     /// The token record, or None if the token was never initialised.
@@ -95,7 +105,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT label, created, kdf_iterations, user_wrapped IS NOT NULL,
-                        user_failures, so_failures, retention_days
+                        user_failures, so_failures, retention_days, purge_protection
                  FROM token WHERE id = 1",
                 [],
                 |r| {
@@ -107,6 +117,7 @@ impl Store {
                         user_failures: r.get(4)?,
                         so_failures: r.get(5)?,
                         retention_days: r.get(6)?,
+                        purge_protection: r.get(7)?,
                     })
                 },
             )
@@ -133,10 +144,7 @@ impl Store {
         let master = MasterKey::generate()?;
         let salt = new_salt()?;
         let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD);
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let created = now();
         let tx = write_tx(&mut self.conn)?;
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
@@ -240,30 +248,36 @@ impl Store {
         Ok(changed)
     }
 
-    /// Every object row.
+    /// Every live object row (soft-deleted keys are not objects any more).
     pub fn objects(&self) -> Result<Vec<ObjectRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL ORDER BY id"
+        ))?;
         let rows = stmt.query_map([], object_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// One object row by id, or None.
+    /// One live object row by id, or None.
     pub fn object(&self, id: i64) -> Result<Option<ObjectRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1 AND deleted_at IS NULL"
         ))?;
         Ok(stmt.query_row([id], object_row).optional()?)
     }
 
     /// Insert a row in one transaction. With a `name`, every other row of that name
     /// (compared case-insensitively) stops being current and the new row becomes
-    /// current. Returns the stored row (with its id).
+    /// current. Returns the stored row (with its id). A name whose key is
+    /// soft-deleted is taken until it is purged or recovered:
+    /// `CKR_ATTRIBUTE_VALUE_INVALID` (the Managed HSM answers 409 Conflict).
     pub fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow> {
         let name_lc = new.name.as_deref().map(str::to_lowercase);
         let tx = write_tx(&mut self.conn)?;
         if let Some(name_lc) = &name_lc {
+            if name_is_deleted(&tx, name_lc)? {
+                log::debug!("store: name {name_lc} belongs to a deleted key");
+                return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+            }
             tx.execute(
                 "UPDATE objects SET current = 0 WHERE name_lc = ?1 AND current = 1",
                 [name_lc],
@@ -288,7 +302,11 @@ impl Store {
 
     /// Replace a row's attribute JSON. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     pub fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
-        self.rewrite(id, attrs, "UPDATE objects SET attrs = ?1 WHERE id = ?2")
+        self.rewrite(
+            id,
+            attrs,
+            "UPDATE objects SET attrs = ?1 WHERE id = ?2 AND deleted_at IS NULL",
+        )
     }
 
     /// Replace a row's attribute JSON and drop its sealed material in one
@@ -298,7 +316,7 @@ impl Store {
         self.rewrite(
             id,
             attrs,
-            "UPDATE objects SET attrs = ?1, sealed = NULL WHERE id = ?2",
+            "UPDATE objects SET attrs = ?1, sealed = NULL WHERE id = ?2 AND deleted_at IS NULL",
         )
     }
 
@@ -337,6 +355,189 @@ impl Store {
         Ok(())
     }
 
+    /// The live versions of `name` (case-insensitive), oldest first.
+    pub fn versions_of(&self, name: &str) -> Result<Vec<ObjectRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects
+             WHERE name_lc = ?1 AND deleted_at IS NULL ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([name.to_lowercase()], object_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Soft-delete every version of `name` in one transaction: `deleted_at` =
+    /// `now`, `purge_at` = `now` + the token's retention days. Returns the number
+    /// of versions deleted (0: no live key has that name).
+    pub fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<usize> {
+        let tx = write_tx(&mut self.conn)?;
+        let days: Option<i64> = tx
+            .query_row("SELECT retention_days FROM token WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let days = days.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
+        let n = tx.execute(
+            "UPDATE objects SET deleted_at = ?2, purge_at = ?3
+             WHERE name_lc = ?1 AND deleted_at IS NULL",
+            params![name.to_lowercase(), now, now.saturating_add(days * DAY)],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Bring every version of a soft-deleted `name` back, in one transaction.
+    /// Returns the number of versions recovered (0: no deleted key has that name).
+    pub fn recover_name(&mut self, name: &str) -> Result<usize> {
+        let tx = write_tx(&mut self.conn)?;
+        let n = tx.execute(
+            "UPDATE objects SET deleted_at = NULL, purge_at = NULL
+             WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
+            [name.to_lowercase()],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Erase every version of a soft-deleted `name` for good, in one transaction.
+    /// Under purge protection a key cannot be purged before its scheduled purge
+    /// date (`CKR_ACTION_PROHIBITED`). Returns the number of versions purged
+    /// (0: no deleted key has that name).
+    pub fn purge_name(&mut self, name: &str, now: i64) -> Result<usize> {
+        let tx = write_tx(&mut self.conn)?;
+        let name_lc = name.to_lowercase();
+        let protected: bool = tx
+            .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(false);
+        let early: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects
+                            WHERE name_lc = ?1 AND deleted_at IS NOT NULL AND purge_at > ?2)",
+            params![name_lc, now],
+            |r| r.get(0),
+        )?;
+        if protected && early {
+            return Err(Error(CKR_ACTION_PROHIBITED));
+        }
+        let n = tx.execute(
+            "DELETE FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
+            [name_lc],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Purge every deleted key whose scheduled purge date is at or before `now`
+    /// (purge protection only forbids purging *before* that date). Returns the
+    /// number of rows purged.
+    pub fn purge_expired(&mut self, now: i64) -> Result<usize> {
+        let due: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1)",
+            [now],
+            |r| r.get(0),
+        )?;
+        if !due {
+            // Opening a pool must not take the write lock when there is nothing to do.
+            return Ok(0);
+        }
+        let tx = write_tx(&mut self.conn)?;
+        let n = tx.execute(
+            "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1",
+            [now],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The current version of every soft-deleted name, with its deletion dates,
+    /// in name order.
+    pub fn deleted_names(&self) -> Result<Vec<DeletedRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS}, deleted_at, purge_at FROM objects
+             WHERE deleted_at IS NOT NULL AND current = 1 ORDER BY name_lc"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeletedRow {
+                row: object_row(r)?,
+                deleted_at: r.get(6)?,
+                purge_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Restore every version of one name in one transaction, oldest first; the
+    /// last becomes current. Refused (`CKR_ATTRIBUTE_VALUE_INVALID`) if any key,
+    /// live or soft-deleted, already has that name, as the Managed HSM's restore
+    /// is (409 Conflict). Every row must carry the same name.
+    pub fn restore_versions(&mut self, rows: &[NewObject]) -> Result<Vec<ObjectRow>> {
+        let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
+            Some(n) => n.to_lowercase(),
+            None => return Err(Error(CKR_ARGUMENTS_BAD)),
+        };
+        if rows
+            .iter()
+            .any(|r| r.name.as_deref().map(str::to_lowercase).as_deref() != Some(&name_lc))
+        {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let tx = write_tx(&mut self.conn)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)",
+            [&name_lc],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, new) in rows.iter().enumerate() {
+            let current = i + 1 == rows.len();
+            tx.execute(
+                "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    new.name,
+                    name_lc,
+                    new.version,
+                    current,
+                    new.attrs,
+                    new.sealed
+                ],
+            )?;
+            out.push(ObjectRow {
+                id: tx.last_insert_rowid(),
+                name: new.name.clone(),
+                version: new.version.clone(),
+                current,
+                attrs: new.attrs.clone(),
+                sealed: new.sealed.clone(),
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Turn purge protection on or off. Like the Managed HSM's, it can be turned
+    /// on but never off again (`CKR_ACTION_PROHIBITED`).
+    pub fn set_purge_protection(&mut self, on: bool) -> Result<()> {
+        let tx = write_tx(&mut self.conn)?;
+        let was: Option<bool> = tx
+            .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match was {
+            None => return Err(Error(CKR_TOKEN_NOT_RECOGNIZED)),
+            Some(true) if !on => return Err(Error(CKR_ACTION_PROHIBITED)),
+            _ => {}
+        }
+        tx.execute("UPDATE token SET purge_protection = ?1 WHERE id = 1", [on])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Fold the WAL back into the database and truncate it, so superseded
     /// wrapped master keys do not stay in the `-wal` file. Best effort: a
     /// checkpoint blocked by readers only delays the scrub to a later checkpoint.
@@ -348,6 +549,23 @@ impl Store {
             log::debug!("store: WAL checkpoint after a key change failed: {e}");
         }
     }
+}
+
+/// Whether a soft-deleted key holds `name_lc`.
+fn name_is_deleted(conn: &Connection, name_lc: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL)",
+        [name_lc],
+        |r| r.get(0),
+    )?)
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Begin a write transaction. IMMEDIATE takes the write lock up front, so a

@@ -563,3 +563,153 @@ fn forget_secret_erases_the_sealed_material_and_keeps_the_row() {
         Err(Error(CKR_OBJECT_HANDLE_INVALID))
     );
 }
+
+/// Now, in seconds since the epoch, as the store counts it.
+fn now() -> i64 {
+    super::now()
+}
+
+#[test]
+fn soft_delete_hides_every_version_of_a_name() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.insert_object(&key("Gone", "v1")).unwrap();
+    store.insert_object(&key("gone", "v2")).unwrap();
+    let kept = store.insert_object(&key("kept", "v1")).unwrap();
+    assert_eq!(store.soft_delete_name("GONE", now()).unwrap(), 2);
+    assert_eq!(store.objects().unwrap(), vec![kept.clone()]);
+    assert!(store.versions_of("gone").unwrap().is_empty());
+    assert_eq!(store.object(kept.id).unwrap(), Some(kept));
+}
+
+#[test]
+fn soft_delete_of_an_unknown_name_deletes_nothing() {
+    let (_dir, _path, mut store, _) = initialised();
+    assert_eq!(store.soft_delete_name("nobody", now()).unwrap(), 0);
+}
+
+#[test]
+fn deleted_names_list_the_current_version_with_dates() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.insert_object(&key("k", "v1")).unwrap();
+    let v2 = store.insert_object(&key("k", "v2")).unwrap();
+    let t = now();
+    store.soft_delete_name("k", t).unwrap();
+    let deleted = store.deleted_names().unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].row, v2);
+    assert_eq!(deleted[0].deleted_at, t);
+    assert_eq!(deleted[0].purge_at, t + 90 * 86_400);
+}
+
+#[test]
+fn recover_brings_every_version_back() {
+    let (_dir, _path, mut store, _) = initialised();
+    let v1 = store.insert_object(&key("k", "v1")).unwrap();
+    let v2 = store.insert_object(&key("k", "v2")).unwrap();
+    store.soft_delete_name("k", now()).unwrap();
+    assert_eq!(store.recover_name("K").unwrap(), 2);
+    let v1 = ObjectRow {
+        current: false,
+        ..v1
+    };
+    assert_eq!(store.versions_of("k").unwrap(), vec![v1, v2]);
+    assert!(store.deleted_names().unwrap().is_empty());
+    assert_eq!(store.recover_name("k").unwrap(), 0);
+}
+
+#[test]
+fn a_deleted_name_is_taken_until_purged() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.insert_object(&key("k", "v1")).unwrap();
+    store.soft_delete_name("k", now()).unwrap();
+    assert_eq!(
+        store.insert_object(&key("K", "v2")).unwrap_err(),
+        Error(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(store.purge_name("k", now()).unwrap(), 1);
+    store.insert_object(&key("K", "v2")).unwrap();
+    assert_eq!(store.versions_of("k").unwrap().len(), 1);
+}
+
+#[test]
+fn purge_only_touches_deleted_keys() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.insert_object(&key("live", "v1")).unwrap();
+    assert_eq!(store.purge_name("live", now()).unwrap(), 0);
+    assert_eq!(store.versions_of("live").unwrap().len(), 1);
+}
+
+#[test]
+fn purge_protection_refuses_purge_before_the_date() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.set_purge_protection(true).unwrap();
+    assert!(store.token().unwrap().unwrap().purge_protection);
+    store.insert_object(&key("k", "v1")).unwrap();
+    let t = now();
+    store.soft_delete_name("k", t).unwrap();
+    assert_eq!(
+        store.purge_name("k", t).unwrap_err(),
+        Error(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(store.purge_name("k", t + 90 * 86_400).unwrap(), 1);
+}
+
+#[test]
+fn purge_protection_cannot_be_turned_off() {
+    let (_dir, _path, mut store, _) = initialised();
+    store.set_purge_protection(true).unwrap();
+    assert_eq!(
+        store.set_purge_protection(false).unwrap_err(),
+        Error(CKR_ACTION_PROHIBITED)
+    );
+}
+
+#[test]
+fn keys_past_their_purge_date_are_purged_at_open() {
+    let (_dir, path, mut store, _) = initialised();
+    store.insert_object(&key("old", "v1")).unwrap();
+    store.insert_object(&key("new", "v1")).unwrap();
+    // Deleted long enough ago that its 90 days are over.
+    store.soft_delete_name("old", now() - 91 * 86_400).unwrap();
+    store.soft_delete_name("new", now()).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let names: Vec<String> = store
+        .deleted_names()
+        .unwrap()
+        .into_iter()
+        .filter_map(|d| d.row.name)
+        .collect();
+    assert_eq!(names, vec!["new".to_string()]);
+}
+
+#[test]
+fn attributes_of_a_deleted_row_cannot_be_rewritten() {
+    let (_dir, _path, mut store, _) = initialised();
+    let row = store.insert_object(&key("k", "v1")).unwrap();
+    store.soft_delete_name("k", now()).unwrap();
+    assert_eq!(
+        store.update_attrs(row.id, "{}").unwrap_err(),
+        Error(CKR_OBJECT_HANDLE_INVALID)
+    );
+}
+
+#[test]
+fn restore_versions_makes_the_last_current_and_refuses_a_taken_name() {
+    let (_dir, _path, mut store, _) = initialised();
+    let rows = store
+        .restore_versions(&[key("k", "v1"), key("k", "v2")])
+        .unwrap();
+    assert_eq!(store.versions_of("k").unwrap(), rows);
+    assert_eq!(current_of(&store, "k"), vec![rows[1].id]);
+    assert_eq!(
+        store.restore_versions(&[key("K", "v3")]).unwrap_err(),
+        Error(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    store.soft_delete_name("k", now()).unwrap();
+    assert_eq!(
+        store.restore_versions(&[key("k", "v3")]).unwrap_err(),
+        Error(CKR_ATTRIBUTE_VALUE_INVALID),
+        "a deleted key's name is taken too"
+    );
+}

@@ -7,6 +7,7 @@ use crate::config::TokenConfig;
 use crate::crypto::{self, SecretBytes};
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind};
+use crate::engine::lifecycle;
 use crate::engine::policy::{self, AttrValue, Part};
 use crate::error::{Error, Result};
 use crate::store::{MasterKey, NewObject, PinUser, Store, TokenRecord, MAX_PIN_FAILURES};
@@ -389,12 +390,32 @@ impl Slot {
         Ok(())
     }
 
-    /// C_DestroyObject of one object. The two halves of a key pair are separate
-    /// PKCS#11 objects: destroying one leaves the other (the private half's
-    /// material is erased at once); the row goes with the last of them.
+    /// C_DestroyObject of one object. A versioned token key is a Managed HSM key:
+    /// destroying its private (or secret) half soft-deletes the whole key, every
+    /// version ([`lifecycle::delete`]). Otherwise the two halves of a key pair are
+    /// separate PKCS#11 objects: destroying one leaves the other (the private
+    /// half's material is erased at once); the row goes with the last of them.
     pub fn destroy(&self, e: &Entry, part: Part) -> Result<()> {
         if !e.rec.destroyable {
             return Err(Error(CKR_ACTION_PROHIBITED));
+        }
+        if let (Body::Key(k), Part::Main, true) =
+            (&e.rec.body, part, e.is_token() && self.config.versioning)
+        {
+            let rows = self.with_store(|s| {
+                lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
+                    |r| match r {
+                        lifecycle::Refusal::Token(e) => e,
+                        // Another version has CKA_DESTROYABLE=FALSE.
+                        lifecycle::Refusal::Invalid(_) => Error(CKR_ACTION_PROHIBITED),
+                        // Deleted meanwhile by another process.
+                        _ => Error(CKR_OBJECT_HANDLE_INVALID),
+                    },
+                )?;
+                s.objects()
+            })?;
+            self.state_mut().objects.reload(&rows);
+            return Ok(());
         }
         let other = match part {
             Part::Main => Part::Public,

@@ -1,0 +1,389 @@
+//! The command line: the verb table and a small hand-written parser (no
+//! dependency; `--help` on every verb comes from the same table).
+
+use super::CliError;
+use std::collections::HashMap;
+
+/// How many values an option takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// None: a switch.
+    Flag,
+    /// Exactly one.
+    One,
+    /// Zero or more, up to the next `--option`.
+    Many,
+}
+
+/// One option of a verb.
+pub struct Opt {
+    /// Long name without the dashes.
+    pub name: &'static str,
+    /// Values taken.
+    pub arity: Arity,
+    /// Whether it must be given.
+    pub required: bool,
+    /// Help text (value placeholder first).
+    pub help: &'static str,
+}
+
+const fn opt(name: &'static str, arity: Arity, required: bool, help: &'static str) -> Opt {
+    Opt {
+        name,
+        arity,
+        required,
+        help,
+    }
+}
+
+/// A verb (`init`, `key create`, …).
+pub struct Verb {
+    /// The words that name it.
+    pub path: &'static [&'static str],
+    /// One-line description.
+    pub summary: &'static str,
+    /// Its options (the global ones come on top).
+    pub opts: &'static [Opt],
+}
+
+use Arity::{Flag, Many, One};
+
+/// Options every verb takes.
+pub const GLOBAL: &[Opt] = &[
+    opt(
+        "token",
+        One,
+        false,
+        "LABEL  the token to use (default: the first configured)",
+    ),
+    opt(
+        "pin",
+        One,
+        false,
+        "PIN  the user PIN (else $SOFTMHSM_PIN, else a prompt on a terminal)",
+    ),
+    opt(
+        "output",
+        One,
+        false,
+        "json|table  output format (default json)",
+    ),
+    opt("help", Flag, false, "show this help"),
+];
+
+const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
+const VERSION: Opt = opt(
+    "version",
+    One,
+    false,
+    "VERSION  a key version (default: the current one)",
+);
+
+/// Every verb.
+pub const VERBS: &[Verb] = &[
+    Verb {
+        path: &["init"],
+        summary: "initialise (or re-initialise) a token and set its user PIN",
+        opts: &[
+            opt("label", One, true, "LABEL  token label (1-32 characters)"),
+            opt("so-pin", One, true, "PIN  Security Officer PIN (the current one to re-initialise)"),
+            opt("retention-days", One, false, "N  soft-delete retention, 7-90 (default 90)"),
+            opt("purge-protection", Flag, false, "forbid purging deleted keys before their purge date (cannot be undone)"),
+        ],
+    },
+    Verb {
+        path: &["key", "create"],
+        summary: "create a key, or a new version of an existing name",
+        opts: &[
+            NAME,
+            opt("kty", One, true, "RSA|EC|oct  key type (-HSM suffix accepted)"),
+            opt("size", One, false, "BITS  RSA 2048|3072|4096 (default 2048), oct 128|192|256 (default 256)"),
+            opt("curve", One, false, "P-256|P-256K|P-384|P-521  EC curve (default P-256)"),
+            opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey (default: all the type allows)"),
+            opt("tags", Many, false, "K=V...  at most 15 tags"),
+            opt("enabled", One, false, "true|false  (default true)"),
+            opt("not-before", One, false, "RFC3339  not usable before"),
+            opt("expires", One, false, "RFC3339  not usable from"),
+        ],
+    },
+    Verb {
+        path: &["key", "list"],
+        summary: "list keys (current versions)",
+        opts: &[],
+    },
+    Verb {
+        path: &["key", "list-versions"],
+        summary: "list the versions of a key",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "show"],
+        summary: "show a key's public part and attributes",
+        opts: &[NAME, VERSION],
+    },
+    Verb {
+        path: &["key", "update"],
+        summary: "change a key version's attributes",
+        opts: &[
+            NAME,
+            VERSION,
+            opt("enabled", One, false, "true|false"),
+            opt("not-before", One, false, "RFC3339|none"),
+            opt("expires", One, false, "RFC3339|none"),
+            opt("ops", Many, false, "OP...  the new key_ops"),
+            opt("tags", Many, false, "K=V...  replace every tag (none given: remove all)"),
+        ],
+    },
+    Verb {
+        path: &["key", "rotate"],
+        summary: "make a new current version (same type, size, ops, tags)",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "delete"],
+        summary: "soft-delete a key (every version)",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "list-deleted"],
+        summary: "list soft-deleted keys",
+        opts: &[],
+    },
+    Verb {
+        path: &["key", "recover"],
+        summary: "bring a soft-deleted key back",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "purge"],
+        summary: "erase a soft-deleted key for good",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "backup"],
+        summary: "write every version of a key to a file, sealed under the pool's master key",
+        opts: &[NAME, opt("file", One, true, "FILE  the backup file to create")],
+    },
+    Verb {
+        path: &["key", "restore"],
+        summary: "restore a key backup into the pool it came from",
+        opts: &[opt("file", One, true, "FILE  a file written by key backup")],
+    },
+];
+
+/// A parsed command line.
+pub struct Parsed {
+    /// The verb.
+    pub verb: &'static Verb,
+    values: HashMap<&'static str, Vec<String>>,
+}
+
+/// What the command line asks for.
+pub enum Command {
+    /// Run a verb.
+    Run(Parsed),
+    /// Print this text and succeed (help, version).
+    Print(String),
+}
+
+impl Parsed {
+    /// The value of a one-value option.
+    pub fn one(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// The values of a many-value option, if it was given.
+    pub fn many(&self, name: &str) -> Option<&[String]> {
+        self.values.get(name).map(Vec::as_slice)
+    }
+
+    /// Whether a switch was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    /// A required option's value (the parser has checked it is there).
+    pub fn required(&self, name: &str) -> &str {
+        self.one(name).unwrap_or_default()
+    }
+}
+
+/// Parse the arguments (without the program name).
+pub fn parse(args: &[String]) -> Result<Command, CliError> {
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .collect();
+    if words.is_empty() {
+        return match args.first().map(String::as_str) {
+            None | Some("--help") | Some("-h") => Ok(Command::Print(main_help())),
+            Some("--version") | Some("-V") => Ok(Command::Print(format!(
+                "softmhsm {}",
+                env!("CARGO_PKG_VERSION")
+            ))),
+            Some(other) => Err(CliError::Usage(format!("unknown option '{other}'"))),
+        };
+    }
+    let Some(verb) = VERBS.iter().find(|v| v.path == words.as_slice()) else {
+        let group = words.len() == 1 && VERBS.iter().any(|v| v.path[0] == words[0]);
+        if group && (args.len() == 1 || args[1] == "--help") {
+            return Ok(Command::Print(main_help()));
+        }
+        return Err(CliError::Usage(format!(
+            "unknown command '{}'",
+            words.join(" ")
+        )));
+    };
+    let rest = &args[words.len()..];
+    let mut values: HashMap<&'static str, Vec<String>> = HashMap::new();
+    let mut i = 0;
+    while i < rest.len() {
+        let arg = &rest[i];
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(usage(verb, format!("unexpected argument '{arg}'")));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let Some(o) = GLOBAL.iter().chain(verb.opts).find(|o| o.name == name) else {
+            return Err(usage(verb, format!("unknown option '--{name}'")));
+        };
+        if o.name == "help" {
+            return Ok(Command::Print(verb_help(verb)));
+        }
+        if values.contains_key(o.name) {
+            return Err(usage(verb, format!("--{name} given twice")));
+        }
+        i += 1;
+        let mut vals = Vec::new();
+        match (o.arity, inline) {
+            (Flag, Some(_)) => return Err(usage(verb, format!("--{name} takes no value"))),
+            (Flag, None) => {}
+            (_, Some(v)) => vals.push(v),
+            (One, None) => match rest.get(i) {
+                Some(v) if !v.starts_with("--") => {
+                    vals.push(v.clone());
+                    i += 1;
+                }
+                _ => return Err(usage(verb, format!("--{name} needs a value"))),
+            },
+            (Many, None) => {
+                while let Some(v) = rest.get(i).filter(|v| !v.starts_with("--")) {
+                    vals.push(v.clone());
+                    i += 1;
+                }
+            }
+        }
+        values.insert(o.name, vals);
+    }
+    if let Some(missing) = verb
+        .opts
+        .iter()
+        .find(|o| o.required && !values.contains_key(o.name))
+    {
+        return Err(usage(verb, format!("--{} is required", missing.name)));
+    }
+    Ok(Command::Run(Parsed { verb, values }))
+}
+
+/// A usage error that points at the verb's help.
+fn usage(verb: &Verb, msg: String) -> CliError {
+    CliError::Usage(format!(
+        "{msg} (see softmhsm {} --help)",
+        verb.path.join(" ")
+    ))
+}
+
+/// `softmhsm --help`.
+fn main_help() -> String {
+    let mut s = format!(
+        "softmhsm {}: admin CLI for the softmhsm PKCS#11 token (a local Managed HSM pool)\n\n\
+         Usage: softmhsm <command> [options]\n\nCommands:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for v in VERBS {
+        s.push_str(&format!("  {:<18} {}\n", v.path.join(" "), v.summary));
+    }
+    s.push_str(
+        "\nOutput is JSON unless --output table. Exit codes: 0 success, 1 the operation \
+         failed, 2 bad usage.\nThe token store is the library's: $SOFTMHSM_CONF, \
+         $SOFTMHSM_DIR, $XDG_DATA_HOME/softmhsm or ~/.local/share/softmhsm.\n\
+         Run 'softmhsm <command> --help' for its options.",
+    );
+    s
+}
+
+/// `softmhsm <verb> --help`.
+fn verb_help(verb: &Verb) -> String {
+    let mut s = format!(
+        "softmhsm {}: {}\n\nOptions:\n",
+        verb.path.join(" "),
+        verb.summary
+    );
+    for o in verb.opts.iter().chain(GLOBAL) {
+        let (value, text) = match o.arity {
+            Flag => ("", o.help),
+            _ => o.help.split_once("  ").unwrap_or(("VALUE", o.help)),
+        };
+        let head = format!("--{} {value}", o.name);
+        let req = if o.required { " (required)" } else { "" };
+        s.push_str(&format!("  {head:<28} {text}{req}\n"));
+    }
+    s.pop();
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(s: &str) -> Parsed {
+        match parse(&args(s)) {
+            Ok(Command::Run(p)) => p,
+            _ => panic!("{s} did not parse as a verb"),
+        }
+    }
+
+    #[test]
+    fn options_take_their_values() {
+        let p = run("key create --name k --kty EC --ops sign verify --tags a=1 --pin=1234");
+        assert_eq!(p.verb.path, &["key", "create"]);
+        assert_eq!(p.one("name"), Some("k"));
+        assert_eq!(p.many("ops").unwrap(), &["sign", "verify"]);
+        assert_eq!(p.many("tags").unwrap(), &["a=1"]);
+        assert_eq!(p.one("pin"), Some("1234"));
+    }
+
+    #[test]
+    fn unknown_verbs_and_options_are_usage_errors() {
+        for s in [
+            "key frobnicate",
+            "frobnicate",
+            "key list --bogus",
+            "key show",
+            "key list extra",
+        ] {
+            assert!(matches!(parse(&args(s)), Err(CliError::Usage(_))), "{s}");
+        }
+    }
+
+    #[test]
+    fn every_verb_has_help() {
+        for v in VERBS {
+            let line = format!("{} --help", v.path.join(" "));
+            assert!(
+                matches!(parse(&args(&line)), Ok(Command::Print(_))),
+                "{line}"
+            );
+        }
+    }
+}

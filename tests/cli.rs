@@ -1,0 +1,429 @@
+//! The admin CLI (`softmhsm`), run as a subprocess on each test's own token
+//! directory (the harness sets `SOFTMHSM_DIR` and `SOFTMHSM_KDF_ITERATIONS`),
+//! and checked against the library through the C ABI where both doors meet.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{KeyType, ObjectClass};
+use cryptoki_sys::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+
+/// One CLI run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run the CLI with the fixture user PIN in `$SOFTMHSM_PIN`.
+fn cli(args: &[&str]) -> Run {
+    cli_with(args, Some(USER_PIN))
+}
+
+/// Run the CLI; stdin is not a terminal.
+fn cli_with(args: &[&str], pin: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_softmhsm"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("SOFTMHSM_PIN");
+    if let Some(pin) = pin {
+        cmd.env("SOFTMHSM_PIN", pin);
+    }
+    let out = cmd.output().expect("run softmhsm");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run the CLI, expect success, parse its JSON.
+#[track_caller]
+fn json(args: &[&str]) -> Value {
+    let r = cli(args);
+    assert_eq!(r.code, 0, "softmhsm {args:?} failed: {}", r.stderr);
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("softmhsm {args:?} printed no JSON ({e}): {}", r.stdout))
+}
+
+/// Run the CLI, expect `code` and a one-line error mentioning `what`.
+#[track_caller]
+fn refused(args: &[&str], code: i32, what: &str) {
+    let r = cli(args);
+    assert_eq!(r.code, code, "softmhsm {args:?}: {}", r.stderr);
+    assert_eq!(
+        r.stderr.lines().count(),
+        1,
+        "one-line error: {:?}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(what),
+        "error {:?} should mention {what:?}",
+        r.stderr
+    );
+}
+
+/// `softmhsm init` with the fixture label and PINs (so the C-ABI harness can log in).
+fn init(extra: &[&str]) {
+    let mut args = vec!["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN];
+    args.extend(extra);
+    json(&args);
+}
+
+/// The names `key list` shows.
+fn listed() -> Vec<String> {
+    names(&json(&["key", "list"]), "kid")
+}
+
+/// The names in a JSON array of items, read from each item's kid.
+fn names(v: &Value, field: &str) -> Vec<String> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|i| {
+            let id = i[field]
+                .as_str()
+                .or_else(|| i["key"]["kid"].as_str())
+                .unwrap();
+            id.split('/').nth(4).unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Base64url (no padding) decoding.
+fn b64url(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => panic!("not base64url: {s}"),
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | u32::from(val(*c)) << (18 - 6 * i));
+        out.extend(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+p11_test! {
+    fn init_then_create_every_key_type_and_list_them() {
+        init(&[]);
+        let rsa = json(&["key", "create", "--name", "web", "--kty", "RSA", "--size", "3072"]);
+        assert_eq!(rsa["key"]["kty"], "RSA-HSM");
+        assert_eq!(b64url(rsa["key"]["n"].as_str().unwrap()).len(), 384);
+        let ec = json(&["key", "create", "--name", "chain", "--kty", "EC-HSM", "--curve", "P-256K"]);
+        assert_eq!(ec["key"]["crv"], "P-256K");
+        assert_eq!(ec["key"]["key_ops"], serde_json::json!(["sign", "verify"]));
+        let oct = json(&["key", "create", "--name", "data", "--kty", "oct", "--size", "128", "--ops", "encrypt", "decrypt"]);
+        assert_eq!(oct["key"]["kty"], "oct-HSM");
+        assert!(oct["key"].get("n").is_none() && oct["key"].get("x").is_none(), "no material for oct");
+        assert_eq!(listed(), vec!["chain", "data", "web"]);
+        let table = cli(&["key", "list", "--output", "table"]);
+        assert_eq!(table.code, 0);
+        assert_eq!(table.stdout.lines().count(), 2 + 3, "header, rule, three keys");
+    }
+}
+
+p11_test! {
+    fn show_gives_the_kid_and_the_public_key_pkcs11_reports() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "ec", "--kty", "EC", "--curve", "P-384"]);
+        json(&["key", "create", "--name", "rsa", "--kty", "RSA"]);
+        let ec = json(&["key", "show", "--name", "ec"]);
+        let kid = ec["key"]["kid"].as_str().unwrap();
+        let version = kid.strip_prefix("softmhsm://test/keys/ec/").expect("kid format");
+        assert!(version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit()), "version {version}");
+        let rsa = json(&["key", "show", "--name", "rsa"]);
+
+        let t = Token::reopen_existing();
+        let find_pub = |label: &str| t.find(&[class(ObjectClass::PUBLIC_KEY), common::label(label)])[0];
+        let ec_pub = find_pub("ec");
+        let mut point = vec![4u8];
+        point.extend(b64url(ec["key"]["x"].as_str().unwrap()));
+        point.extend(b64url(ec["key"]["y"].as_str().unwrap()));
+        assert_eq!(point, t.ec_point(ec_pub), "x, y are CKA_EC_POINT");
+        assert_eq!(t.attr(ec_pub, CKA_SOFTMHSM_KID, "kid"), kid.as_bytes());
+        let n = t.attr(find_pub("rsa"), CKA_MODULUS, "CKA_MODULUS");
+        assert_eq!(b64url(rsa["key"]["n"].as_str().unwrap()), n, "n is CKA_MODULUS");
+        assert_eq!(rsa["key"]["e"], "AQAB");
+    }
+}
+
+p11_test! {
+    fn keys_cross_between_the_cli_and_pkcs11() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "from-cli", "--kty", "EC"]);
+        let t = Token::reopen_existing();
+        let k = t.find_private_by_label("from-cli");
+        assert_eq!(k.len(), 1, "the CLI's key is found through PKCS#11");
+        let digest = [9u8; 32];
+        let sig = ok(t.session.sign(&Mechanism::Ecdsa, k[0], &digest), "C_Sign with a CLI-made key");
+        let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("from-cli")])[0];
+        verify_ecdsa_prehash(OID_P256, &t.ec_point(public), &digest, &sig).expect("signature verifies");
+
+        let made = t.aes(32, "from-p11");
+        let shown = json(&["key", "show", "--name", "from-p11"]);
+        assert_eq!(shown["key"]["kid"].as_str().unwrap().as_bytes(), t.attr(made, CKA_SOFTMHSM_KID, "kid"));
+    }
+}
+
+p11_test! {
+    fn rotate_makes_a_second_current_version() {
+        init(&[]);
+        let first = json(&["key", "create", "--name", "k", "--kty", "EC", "--ops", "sign", "--tags", "team=a"]);
+        let second = json(&["key", "rotate", "--name", "k"]);
+        assert_ne!(first["key"]["kid"], second["key"]["kid"]);
+        assert_eq!(second["key"]["key_ops"], serde_json::json!(["sign"]), "ops carried over");
+        assert_eq!(second["tags"]["team"], "a", "tags carried over");
+        let versions = json(&["key", "list-versions", "--name", "k"]);
+        let versions = versions.as_array().unwrap();
+        assert_eq!(versions.len(), 2);
+        let current: Vec<&Value> = versions.iter().filter(|v| v["current"] == true).collect();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0]["kid"], second["key"]["kid"]);
+        let old = first["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap();
+        let shown = json(&["key", "show", "--name", "k", "--version", old]);
+        assert_eq!(shown["key"]["kid"], first["key"]["kid"]);
+    }
+}
+
+p11_test! {
+    fn sixteen_tags_fail_and_write_nothing() {
+        init(&[]);
+        let tags: Vec<String> = (0..16).map(|i| format!("t{i}=v")).collect();
+        let mut args = vec!["key", "create", "--name", "tagged", "--kty", "oct", "--tags"];
+        args.extend(tags.iter().map(String::as_str));
+        refused(&args, 1, "too many tags");
+        assert!(listed().is_empty(), "nothing written");
+        args.truncate(7 + 15);
+        json(&args);
+        assert_eq!(listed(), vec!["tagged"]);
+    }
+}
+
+p11_test! {
+    fn update_changes_attributes_of_the_current_version() {
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "RSA", "--tags", "a=1"]);
+        let k = json(&["key", "update", "--name", "k", "--enabled", "false", "--expires", "2030-01-01T00:00:00Z", "--ops", "verify", "--tags"]);
+        assert_eq!(k["attributes"]["enabled"], false);
+        assert_eq!(k["attributes"]["exp"], 1_893_456_000);
+        assert_eq!(k["key"]["key_ops"], serde_json::json!(["verify"]));
+        assert_eq!(k["tags"], serde_json::json!({}));
+        refused(&["key", "update", "--name", "k", "--ops", "bogus"], 2, "bogus");
+    }
+}
+
+p11_test! {
+    fn delete_hides_and_recover_brings_back() {
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "EC"]);
+        json(&["key", "rotate", "--name", "k"]);
+        let deleted = json(&["key", "delete", "--name", "k"]);
+        let (at, purge) = (deleted["deletedDate"].as_i64().unwrap(), deleted["scheduledPurgeDate"].as_i64().unwrap());
+        assert_eq!(purge - at, 90 * 86_400, "purge after the retention days");
+        assert!(listed().is_empty(), "a deleted key is not listed");
+        refused(&["key", "show", "--name", "k"], 1, "unknown key");
+        assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["k"]);
+        json(&["key", "recover", "--name", "k"]);
+        assert_eq!(listed(), vec!["k"]);
+        assert_eq!(json(&["key", "list-versions", "--name", "k"]).as_array().unwrap().len(), 2, "every version back");
+        assert!(json(&["key", "list-deleted"]).as_array().unwrap().is_empty());
+        refused(&["key", "recover", "--name", "k"], 1, "no deleted key");
+    }
+}
+
+p11_test! {
+    fn purge_erases_and_frees_the_name() {
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        json(&["key", "delete", "--name", "k"]);
+        refused(&["key", "create", "--name", "k", "--kty", "oct"], 1, "deleted key");
+        json(&["key", "purge", "--name", "k"]);
+        assert!(json(&["key", "list-deleted"]).as_array().unwrap().is_empty());
+        refused(&["key", "recover", "--name", "k"], 1, "no deleted key");
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        assert_eq!(json(&["key", "list-versions", "--name", "k"]).as_array().unwrap().len(), 1);
+    }
+}
+
+p11_test! {
+    fn purge_protection_refuses_purge() {
+        init(&["--purge-protection", "--retention-days", "7"]);
+        let k = json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        assert_eq!(k["attributes"]["recoveryLevel"], "Recoverable");
+        assert_eq!(k["attributes"]["recoverableDays"], 7);
+        json(&["key", "delete", "--name", "k"]);
+        refused(&["key", "purge", "--name", "k"], 1, "purge protection");
+        assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["k"]);
+    }
+}
+
+p11_test! {
+    fn pkcs11_destroy_and_cli_recover_meet() {
+        softmhsm_only!("soft-delete is softmhsm's");
+        init(&[]);
+        let t = Token::reopen_existing();
+        let k = t.aes(16, "both");
+        ok(t.session.destroy_object(k), "C_DestroyObject");
+        assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["both"]);
+        json(&["key", "recover", "--name", "both"]);
+        let found = t.find(&[class(ObjectClass::SECRET_KEY), key_type(KeyType::AES), label("both")]);
+        assert_eq!(found.len(), 1, "recovered key is back in C_FindObjects");
+    }
+}
+
+p11_test! {
+    fn wrong_pin_fails_with_one_line() {
+        init(&[]);
+        let r = cli_with(&["key", "list"], Some("9999"));
+        assert_eq!(r.code, 1);
+        assert_eq!(r.stderr.trim_end(), "softmhsm: wrong PIN");
+        let r = cli_with(&["key", "list", "--pin", USER_PIN], None);
+        assert_eq!(r.code, 0, "--pin works: {}", r.stderr);
+    }
+}
+
+p11_test! {
+    fn no_pin_and_no_terminal_is_bad_usage() {
+        init(&[]);
+        let r = cli_with(&["key", "list"], None);
+        assert_eq!(r.code, 2);
+        assert!(r.stderr.contains("no PIN"), "{}", r.stderr);
+    }
+}
+
+p11_test! {
+    fn bad_names_and_unknown_keys_fail() {
+        init(&[]);
+        refused(&["key", "create", "--name", "bad_name", "--kty", "oct"], 1, "bad key name");
+        refused(&["key", "create", "--name", "k", "--kty", "RSA", "--size", "1024"], 1, "bad RSA size");
+        refused(&["key", "create", "--name", "k", "--kty", "EC", "--ops", "encrypt"], 1, "not possible");
+        refused(&["key", "delete", "--name", "nobody"], 1, "unknown key 'nobody'");
+        refused(&["key", "list-versions", "--name", "nobody"], 1, "unknown key");
+    }
+}
+
+p11_test! {
+    fn usage_errors_exit_2_and_help_exits_0() {
+        refused(&["key", "frobnicate"], 2, "unknown command");
+        refused(&["frobnicate"], 2, "unknown command");
+        refused(&["key", "show"], 2, "--name is required");
+        refused(&["key", "list", "--bogus"], 2, "--bogus");
+        refused(&["key", "create", "--name", "k", "--kty", "DSA"], 2, "DSA");
+        for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update", "key backup", "key restore",
+                     "key rotate", "key delete", "key list-deleted", "key recover", "key purge"] {
+            let mut args: Vec<&str> = verb.split(' ').collect();
+            args.push("--help");
+            let r = cli(&args);
+            assert_eq!(r.code, 0, "{verb} --help");
+            assert!(r.stdout.contains("--output"), "{verb} --help lists the options");
+        }
+    }
+}
+
+p11_test! {
+    fn commands_before_init_say_so() {
+        refused(&["key", "list"], 1, "not initialised");
+    }
+}
+
+/// A file path in this test's own directory.
+fn scratch(name: &str) -> String {
+    store_dir().join(name).display().to_string()
+}
+
+p11_test! {
+    fn backup_then_restore_brings_every_version_back() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "EC", "--tags", "a=1"]);
+        let current = json(&["key", "rotate", "--name", "k"]);
+        let file = scratch("k.backup");
+        let b = json(&["key", "backup", "--name", "k", "--file", &file]);
+        assert_eq!(b["versions"], 2);
+        refused(&["key", "backup", "--name", "k", "--file", &file], 1, "cannot create");
+        refused(&["key", "restore", "--file", &file], 1, "already exists");
+        json(&["key", "delete", "--name", "k"]);
+        refused(&["key", "restore", "--file", &file], 1, "already exists");
+        json(&["key", "purge", "--name", "k"]);
+        let restored = json(&["key", "restore", "--file", &file]);
+        assert_eq!(restored["key"]["kid"], current["key"]["kid"], "the current version comes back current");
+        assert_eq!(restored["tags"]["a"], "1");
+        assert_eq!(json(&["key", "list-versions", "--name", "k"]).as_array().unwrap().len(), 2);
+        let t = Token::reopen_existing();
+        let k = t.find_private_by_label("k");
+        ok(t.session.sign(&Mechanism::Ecdsa, k[0], &[3u8; 32]), "C_Sign with a restored key");
+    }
+}
+
+p11_test! {
+    fn a_tampered_backup_is_refused() {
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        let file = scratch("k.backup");
+        json(&["key", "backup", "--name", "k", "--file", &file]);
+        json(&["key", "delete", "--name", "k"]);
+        json(&["key", "purge", "--name", "k"]);
+        let mut blob = std::fs::read(&file).unwrap();
+        let last = blob.len() - 1;
+        blob[last] ^= 1;
+        let bad = scratch("bad.backup");
+        std::fs::write(&bad, &blob).unwrap();
+        refused(&["key", "restore", "--file", &bad], 1, "damaged");
+        assert!(listed().is_empty(), "nothing restored");
+        json(&["key", "restore", "--file", &file]);
+        assert_eq!(listed(), vec!["k"]);
+    }
+}
+
+p11_test! {
+    fn pkcs11_protections_hold_in_the_cli() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        let t = Token::reopen_existing();
+        let mut tpl = Token::aes_template(32, "fixed", true);
+        tpl.extend([cryptoki::object::Attribute::Destroyable(false), cryptoki::object::Attribute::Modifiable(false)]);
+        ok(t.session.generate_key(&Mechanism::AesKeyGen, &tpl), "C_GenerateKey(not destroyable, not modifiable)");
+        refused(&["key", "delete", "--name", "fixed"], 1, "not destroyable");
+        refused(&["key", "update", "--name", "fixed", "--enabled", "false"], 1, "not modifiable");
+        assert_eq!(listed(), vec!["fixed"]);
+    }
+}
+
+p11_test! {
+    fn a_locked_user_pin_is_named() {
+        init(&[]);
+        for _ in 0..10 {
+            assert_eq!(cli_with(&["key", "list"], Some("9999")).code, 1);
+        }
+        let r = cli(&["key", "list"]);
+        assert_eq!(r.code, 1, "even the right PIN is refused once locked");
+        assert_eq!(r.stderr.lines().count(), 1);
+        assert!(r.stderr.contains("locked"), "{}", r.stderr);
+    }
+}
+
+p11_test! {
+    fn bare_invocations_print_help() {
+        for args in [&[][..], &["--help"], &["key"]] {
+            let r = cli(args);
+            assert_eq!(r.code, 0, "{args:?}");
+            assert!(r.stdout.contains("key list-deleted"), "{args:?} lists the verbs");
+        }
+        assert!(cli(&["--version"]).stdout.starts_with("softmhsm "));
+    }
+}
