@@ -27,6 +27,22 @@ use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 
 /// Kill rounds per test.
+
+/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
+/// appends it there (the harness shows a test child's stdout only on failure).
+fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open SOFTMHSM_RELIABILITY_OUT");
+        writeln!(f, "{line}").expect("append figure line");
+    }
+}
+
 const ROUNDS: usize = 24;
 const PIN_A: &str = "pin-alpha-1";
 const PIN_B: &str = "pin-bravo-2";
@@ -218,12 +234,12 @@ p11_test! {
             }
         }
         let unacked = aes + ec - labels.len() - 1;
-        println!(
+        report(&format!(
             "CRASH {ROUNDS} SIGKILLs survived in {:.1}s: {} keys acknowledged, 0 lost; {aes} AES + {ec} EC \
              keys on the token all usable ({unacked} committed but killed before the acknowledgment)",
             killing.as_secs_f64(),
             labels.len()
-        );
+        ));
     }
 }
 
@@ -294,6 +310,6 @@ p11_test! {
         gcm_round_trip(&s, k, "key made before the PIN changes");
         ok(s.logout(), "C_Logout");
         ok(s.login(UserType::So, Some(&pin(SO_PIN))), "C_Login(SO) after the kills");
-        println!("PIN-CRASH {ROUNDS} SIGKILLs during C_SetPIN loops survived; PINs seen working: {seen:?}");
+        report(&format!("PIN-CRASH {ROUNDS} SIGKILLs during C_SetPIN loops survived; PINs seen working: {seen:?}"));
     }
 }

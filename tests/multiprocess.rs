@@ -24,6 +24,21 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki_sys::*;
 
+/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
+/// appends it there (the harness shows a test child's stdout only on failure).
+fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open SOFTMHSM_RELIABILITY_OUT");
+        writeln!(f, "{line}").expect("append figure line");
+    }
+}
+
 const WORKERS: usize = 4;
 /// Keys each worker creates; every third is rotated, every fifth deleted.
 const KEYS_PER_WORKER: usize = 100;
@@ -238,11 +253,11 @@ p11_test! {
             assert!(seen > 0, "worker {n} saw keys of the others");
         }
         assert_eq!(t.find(&[class(ObjectClass::SECRET_KEY)]).len(), live, "no key beyond the acknowledged ones");
-        println!(
+        report(&format!(
             "MULTIPROCESS {WORKERS} processes x {KEYS_PER_WORKER} keys: {versions_total} versions acknowledged, \
              {deleted_total} keys deleted, {live} live, all checked, in {:.1}s",
             elapsed.as_secs_f64()
-        );
+        ));
     }
 }
 
@@ -449,6 +464,6 @@ p11_test! {
         assert!(!lower.contains(&hex(&LOG_KEY[..8])), "the log holds part of the key in hex");
         let dec: Vec<String> = LOG_KEY[..8].iter().map(|b| b.to_string()).collect();
         assert!(!text.contains(&dec.join(", ")) && !text.contains(&dec.join(",")), "the log holds the key as a byte list");
-        println!("LOG checked: {} bytes of trace output", log.len());
+        report(&format!("LOG checked: {} bytes of trace output", log.len()));
     }
 }

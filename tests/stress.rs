@@ -29,6 +29,22 @@ use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 
 /// Worker threads, each on its own session.
+
+/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
+/// appends it there (the harness shows a test child's stdout only on failure).
+fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open SOFTMHSM_RELIABILITY_OUT");
+        writeln!(f, "{line}").expect("append figure line");
+    }
+}
+
 const THREADS: usize = 8;
 /// Threads that share one session.
 const SHARED_THREADS: usize = 2;
@@ -447,7 +463,7 @@ fn stress(token_destroys: bool) {
             "destroyed object {l:?} still found"
         );
     }
-    println!(
+    report(&format!(
         "STRESS (token destroys: {token_destroys}) {THREADS} threads x {n} ops + {SHARED_THREADS} x {SHARED_OPS} on one session in {:.1}s: \
          ecdsa {} rsa {} gcm {} find {} create/destroy {} rotate {} ({} shared versions); \
          shared session: {} signed, {} CKR_OPERATION_ACTIVE",
@@ -461,7 +477,7 @@ fn stress(token_destroys: bool) {
         versions.len(),
         tally.shared_ok.load(Ordering::Relaxed),
         tally.shared_active.load(Ordering::Relaxed),
-    );
+    ));
     drop(shared);
 }
 
