@@ -26,8 +26,6 @@ use cryptoki_sys::*;
 use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 
-/// Kill rounds per test.
-
 /// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
 /// appends it there (the harness shows a test child's stdout only on failure).
 fn report(line: &str) {

@@ -155,13 +155,21 @@ fn worker(n: usize, dir: &Path) {
             handles.push(k);
         }
         if i % 5 == 1 {
-            for k in handles {
-                ok(
-                    s.destroy_object(k),
-                    &format!("worker {n}: C_DestroyObject({l})"),
+            // A Managed HSM key is deleted whole: destroying its current version
+            // soft-deletes every version, whose handles are then invalid.
+            let (current, older) = handles.split_last().expect("one version at least");
+            ok(
+                s.destroy_object(*current),
+                &format!("worker {n}: C_DestroyObject({l})"),
+            );
+            ack(&mut acks, &format!("deleted {l}"));
+            for k in older {
+                assert_rv(
+                    s.destroy_object(*k),
+                    CKR_OBJECT_HANDLE_INVALID,
+                    &format!("worker {n}: C_DestroyObject(older version of deleted {l})"),
                 );
             }
-            ack(&mut acks, &format!("deleted {l}"));
         }
     }
     fs::write(dir.join(format!("ready-{n}")), b"").expect("ready marker");
