@@ -28,8 +28,6 @@ use cryptoki_sys::*;
 use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 
-/// Worker threads, each on its own session.
-
 /// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
 /// appends it there (the harness shows a test child's stdout only on failure).
 fn report(line: &str) {
@@ -488,14 +486,12 @@ p11_test! {
 }
 
 p11_test! {
-    #[ignore = "defect: Slot::destroy reloads the object cache from a row snapshot taken outside the cache lock; a concurrent destroy or new version in between is undone (destroyed keys reappear in C_FindObjects, a new current version vanishes) -- see RELIABILITY.md"]
     fn concurrent_token_destroys_do_not_resurrect_or_hide_keys() {
         stress(true);
     }
 }
 
 p11_test! {
-    #[ignore = "defect: Slot::destroy reloads the object cache from a stale row snapshot -- see RELIABILITY.md"]
     fn destroyed_token_key_is_not_found_while_other_threads_destroy() {
         let t = Token::fresh();
         let (p, slot) = (&t.pkcs11, t.slot);

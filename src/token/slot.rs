@@ -93,6 +93,23 @@ impl Slot {
         f(store)
     }
 
+    /// Run `f` on the store connection and then, still holding the store, on the
+    /// token state. Every change of the cache that follows a store read or write
+    /// goes through here: the store lock orders them as the store did, so a
+    /// snapshot read by one thread can never be applied after another thread's
+    /// later write (the lock order is always store, then state).
+    pub fn with_store_then_state<T, U>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T>,
+        g: impl FnOnce(&mut TokenState, T) -> U,
+    ) -> Result<U> {
+        let mut guard = lock(&self.store);
+        let store = guard.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let t = f(store)?;
+        let mut st = self.state_mut();
+        Ok(g(&mut st, t))
+    }
+
     /// Read access to the token state.
     pub fn state(&self) -> RwLockReadGuard<'_, TokenState> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
@@ -115,23 +132,22 @@ impl Slot {
 
     /// Bring the object cache up to date with other processes' writes.
     pub fn sync(&self) -> Result<()> {
-        let rows = self.with_store(|s| {
-            let changed = s.changed()?;
-            if changed {
-                Ok(Some((s.objects()?, s.token()?)))
-            } else {
-                Ok(None)
-            }
-        })?;
-        let mut st = self.state_mut();
-        if let Some((rows, rec)) = rows {
-            st.label = rec.map(|r| r.label).unwrap_or_default();
-            st.objects.reload(&rows);
-            st.loaded = true;
-        } else if !st.loaded {
-            st.loaded = true;
-        }
-        Ok(())
+        self.with_store_then_state(
+            |s| {
+                if s.changed()? {
+                    Ok(Some((s.objects()?, s.token()?)))
+                } else {
+                    Ok(None)
+                }
+            },
+            |st, rows| {
+                if let Some((rows, rec)) = rows {
+                    st.label = rec.map(|r| r.label).unwrap_or_default();
+                    st.objects.reload(&rows);
+                }
+                st.loaded = true;
+            },
+        )
     }
 
     /// C_InitToken (PKCS#11 3.1 §5.6.3); the caller has checked that no session is open.
@@ -351,43 +367,52 @@ impl Slot {
             }
             Body::Stored { .. } => (None, None, None),
         };
-        let row = self.with_store(|s| {
-            s.insert_object(&NewObject {
-                name: name.clone(),
-                version,
-                attrs: rec.to_json()?,
-                sealed,
-            })
-        })?;
-        let e = Arc::new(Entry::from_row(&row)?);
-        let mut st = self.state_mut();
-        if let Some(name) = &name {
-            let older: Vec<Arc<Entry>> = st
-                .objects
-                .iter()
-                .filter(|o| {
-                    o.current
-                        && o.is_token()
-                        && matches!(&o.rec.body, Body::Key(k) if k.name.eq_ignore_ascii_case(name))
-                })
-                .cloned()
-                .collect();
-            for o in older {
-                st.objects.put(Arc::new(o.with_current(false)));
-            }
-        }
-        st.objects.put(e.clone());
-        Ok(e)
+        let attrs = rec.to_json()?;
+        self.with_store_then_state(
+            |s| {
+                let row = s.insert_object(&NewObject {
+                    name: name.clone(),
+                    version,
+                    attrs,
+                    sealed,
+                })?;
+                Ok(Arc::new(Entry::from_row(&row)?))
+            },
+            |st, e| {
+                if let Some(name) = &name {
+                    let older: Vec<Arc<Entry>> = st
+                        .objects
+                        .iter()
+                        .filter(|o| {
+                            o.current
+                                && o.is_token()
+                                && matches!(&o.rec.body, Body::Key(k) if k.name.eq_ignore_ascii_case(name))
+                        })
+                        .cloned()
+                        .collect();
+                    for o in older {
+                        st.objects.put(Arc::new(o.with_current(false)));
+                    }
+                }
+                st.objects.put(e.clone());
+                e
+            },
+        )
     }
 
     /// Replace an object's record (C_SetAttributeValue).
     pub fn update(&self, e: &Entry, rec: crate::engine::key::Record) -> Result<()> {
+        let fresh = Arc::new(e.with_record(rec));
         if e.is_token() {
-            let json = rec.to_json()?;
-            self.with_store(|s| s.update_attrs(e.id, &json))?;
+            let json = fresh.rec.to_json()?;
+            self.with_store_then_state(
+                |s| s.update_attrs(e.id, &json),
+                |st, ()| put_keeping_current(st, fresh),
+            )
+        } else {
+            self.state_mut().objects.put(fresh);
+            Ok(())
         }
-        self.state_mut().objects.put(Arc::new(e.with_record(rec)));
-        Ok(())
     }
 
     /// C_DestroyObject of one object. A versioned token key is a Managed HSM key:
@@ -402,20 +427,21 @@ impl Slot {
         if let (Body::Key(k), Part::Main, true) =
             (&e.rec.body, part, e.is_token() && self.config.versioning)
         {
-            let rows = self.with_store(|s| {
-                lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
-                    |r| match r {
-                        lifecycle::Refusal::Token(e) => e,
-                        // Another version has CKA_DESTROYABLE=FALSE.
-                        lifecycle::Refusal::Invalid(_) => Error(CKR_ACTION_PROHIBITED),
-                        // Deleted meanwhile by another process.
-                        _ => Error(CKR_OBJECT_HANDLE_INVALID),
-                    },
-                )?;
-                s.objects()
-            })?;
-            self.state_mut().objects.reload(&rows);
-            return Ok(());
+            return self.with_store_then_state(
+                |s| {
+                    lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
+                        |r| match r {
+                            lifecycle::Refusal::Token(e) => e,
+                            // Another version has CKA_DESTROYABLE=FALSE.
+                            lifecycle::Refusal::Invalid(_) => Error(CKR_ACTION_PROHIBITED),
+                            // Deleted meanwhile by another thread or process.
+                            _ => Error(CKR_OBJECT_HANDLE_INVALID),
+                        },
+                    )?;
+                    s.objects()
+                },
+                |st, rows| st.objects.reload(&rows),
+            );
         }
         let other = match part {
             Part::Main => Part::Public,
@@ -432,21 +458,28 @@ impl Slot {
             if part == Part::Public {
                 return self.update(e, rec);
             }
-            if e.is_token() {
-                let json = rec.to_json()?;
-                self.with_store(|s| s.forget_secret(e.id, &json))?;
-            }
             let mut rest = e.with_record(rec);
             rest.forget_material();
-            self.state_mut().objects.put(Arc::new(rest));
+            let rest = Arc::new(rest);
+            if e.is_token() {
+                let json = rest.rec.to_json()?;
+                return self.with_store_then_state(
+                    |s| s.forget_secret(e.id, &json),
+                    |st, ()| put_keeping_current(st, rest),
+                );
+            }
+            self.state_mut().objects.put(rest);
             return Ok(());
         }
         if e.is_token() {
-            self.with_store(|s| s.delete_object(e.id))?;
             // Another version may have become current: take the store's word for it.
-            let rows = self.with_store(|s| s.objects())?;
-            let mut st = self.state_mut();
-            st.objects.reload(&rows);
+            self.with_store_then_state(
+                |s| {
+                    s.delete_object(e.id)?;
+                    s.objects()
+                },
+                |st, rows| st.objects.reload(&rows),
+            )?;
         } else {
             self.state_mut().objects.remove(e.id);
         }
@@ -488,6 +521,17 @@ impl Slot {
         }
         self.add(session, req.token, req.record, Some(material))
     }
+}
+
+/// Put a rewritten entry into the cache keeping the `current` flag the cache
+/// holds now: the entry was read before the write, and a new version may have
+/// been made meanwhile.
+fn put_keeping_current(st: &mut TokenState, e: Arc<Entry>) {
+    let e = match st.objects.get(e.id).map(|o| o.current) {
+        Some(c) if c != e.current => Arc::new(e.with_current(c)),
+        _ => e,
+    };
+    st.objects.put(e);
 }
 
 /// PIN length rule (`CKR_PIN_LEN_RANGE`).
