@@ -40,6 +40,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE objects ADD COLUMN deleted_at INTEGER;
     ALTER TABLE objects ADD COLUMN purge_at INTEGER;
     ALTER TABLE token ADD COLUMN purge_protection INTEGER NOT NULL DEFAULT 0;",
+    // 3: rotation policies (one per key name, JSON after Managed HSM's
+    // KeyRotationPolicy) and the token's attestation key pair (the private key
+    // sealed under the master key like every secret; the public key in clear).
+    "CREATE TABLE policies (
+        name_lc TEXT PRIMARY KEY,
+        policy  TEXT NOT NULL
+    );
+    ALTER TABLE token ADD COLUMN attest_sealed BLOB;
+    ALTER TABLE token ADD COLUMN attest_public BLOB;",
 ];
 
 /// The schema version this build writes.
