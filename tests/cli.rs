@@ -325,7 +325,8 @@ p11_test! {
         refused(&["key", "list", "--bogus"], 2, "--bogus");
         refused(&["key", "create", "--name", "k", "--kty", "DSA"], 2, "DSA");
         for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update", "key backup", "key restore",
-                     "key rotate", "key delete", "key list-deleted", "key recover", "key purge"] {
+                     "key rotate", "key delete", "key list-deleted", "key recover", "key purge",
+                     "key rotation-policy show", "key rotation-policy update", "key rotate-due"] {
             let mut args: Vec<&str> = verb.split(' ').collect();
             args.push("--help");
             let r = cli(&args);
@@ -425,5 +426,107 @@ p11_test! {
             assert!(r.stdout.contains("key list-deleted"), "{args:?} lists the verbs");
         }
         assert!(cli(&["--version"]).stdout.starts_with("softmhsm "));
+    }
+}
+
+/// Seconds since the epoch now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Rotate 7 days before expiry; versions made by rotation expire after 90 days.
+const POLICY: &str = r#"{"lifetimeActions":[{"trigger":{"timeBeforeExpiry":"P7D"},"action":{"type":"Rotate"}}],
+                         "attributes":{"expiryTime":"P90D"}}"#;
+
+p11_test! {
+    fn rotate_due_applies_rotation_policies() {
+        softmhsm_only!("rotation policies are softmhsm's");
+        init(&[]);
+        let now = unix_now();
+        let soon = softmhsm::engine::lifecycle::rfc3339(now + 86_400);
+        let later = softmhsm::engine::lifecycle::rfc3339(now + 30 * 86_400);
+        let web = json(&["key", "create", "--name", "web", "--kty", "EC", "--expires", &soon, "--tags", "t=1"]);
+        json(&["key", "create", "--name", "calm", "--kty", "oct", "--expires", &later]);
+        json(&["key", "create", "--name", "bare", "--kty", "oct", "--expires", &soon]);
+        for name in ["web", "calm"] {
+            json(&["key", "rotation-policy", "update", "--name", name, "--value", POLICY]);
+        }
+        let shown = json(&["key", "rotation-policy", "show", "--name", "web"]);
+        assert_eq!(shown["lifetimeActions"][0]["trigger"]["timeBeforeExpiry"], "P7D");
+        assert_eq!(shown["attributes"]["expiryTime"], "P90D");
+        let none = json(&["key", "rotation-policy", "show", "--name", "bare"]);
+        assert_eq!(none["lifetimeActions"], serde_json::json!([]));
+
+        // Only web is due (expires in 1 day < 7); calm expires in 30 days; bare has no policy.
+        let due = json(&["key", "rotate-due"]);
+        let due = due.as_array().unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(due[0]["name"], "web");
+        assert_eq!(due[0]["action"], "rotated");
+        let current = json(&["key", "show", "--name", "web"]);
+        assert_ne!(current["key"]["kid"], web["key"]["kid"]);
+        assert_eq!(current["tags"]["t"], "1", "tags carried over");
+        let exp = current["attributes"]["exp"].as_i64().expect("the new version expires");
+        assert!((exp - (now + 90 * 86_400)).abs() < 600, "expiryTime P90D applied: {exp}");
+        assert_eq!(json(&["key", "list-versions", "--name", "web"]).as_array().unwrap().len(), 2);
+        assert_eq!(json(&["key", "list-versions", "--name", "bare"]).as_array().unwrap().len(), 1);
+        // Nothing due any more.
+        assert_eq!(json(&["key", "rotate-due"]), serde_json::json!([]));
+    }
+}
+
+p11_test! {
+    fn a_policy_that_breaks_the_rules_is_refused_and_writes_nothing() {
+        softmhsm_only!("rotation policies are softmhsm's");
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        json(&["key", "rotation-policy", "update", "--name", "k", "--value", POLICY]);
+        refused(&["key", "rotation-policy", "update", "--name", "k", "--value", r#"{"attributes":{"expiryTime":"P27D"}}"#], 1, "28 days");
+        refused(&["key", "rotation-policy", "update", "--name", "k", "--value",
+                  r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P1D"},"action":{"type":"Rotate"}}]}"#], 1, "7 days");
+        refused(&["key", "rotation-policy", "update", "--name", "k", "--value", "{not json"], 1, "bad JSON");
+        refused(&["key", "rotation-policy", "update", "--name", "nope", "--value", POLICY], 1, "unknown key 'nope'");
+        let shown = json(&["key", "rotation-policy", "show", "--name", "k"]);
+        assert_eq!(shown["attributes"]["expiryTime"], "P90D", "the refused updates wrote nothing");
+    }
+}
+
+p11_test! {
+    fn the_library_applies_rotation_policies_at_user_login() {
+        softmhsm_only!("rotation policies are softmhsm's");
+        init(&[]);
+        let soon = softmhsm::engine::lifecycle::rfc3339(unix_now() + 86_400);
+        let first = json(&["key", "create", "--name", "lib", "--kty", "EC", "--expires", &soon]);
+        json(&["key", "rotation-policy", "update", "--name", "lib", "--value", POLICY]);
+        // C_Login (in reopen_existing) rotates: the current version found by label is a new one.
+        let t = Token::reopen_existing();
+        let k = t.find_private_by_label("lib");
+        assert_eq!(k.len(), 1);
+        let kid = t.attr(k[0], CKA_SOFTMHSM_KID, "kid");
+        assert_ne!(kid, first["key"]["kid"].as_str().unwrap().as_bytes(), "rotated at login");
+        assert_eq!(String::from_utf8(kid).unwrap(), json(&["key", "show", "--name", "lib"])["key"]["kid"]);
+        // The new version works, and its signature verifies with its own public key.
+        let digest = [3u8; 32];
+        let sig = ok(t.session.sign(&Mechanism::Ecdsa, k[0], &digest), "C_Sign with the rotated version");
+        let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("lib")])[0];
+        verify_ecdsa_prehash(OID_P256, &t.ec_point(public), &digest, &sig).expect("signature verifies");
+        assert_eq!(json(&["key", "list-versions", "--name", "lib"]).as_array().unwrap().len(), 2);
+    }
+}
+
+p11_test! {
+    fn the_101st_version_is_refused_through_pkcs11() {
+        softmhsm_only!("the 100-version cap is the Managed HSM's");
+        init(&[]);
+        let t = Token::reopen_existing();
+        for i in 0..100 {
+            ok(t.try_aes(32, "capped", true), &format!("version {}", i + 1));
+        }
+        assert_rv(t.try_aes(32, "capped", true), CKR_ACTION_PROHIBITED, "the 101st version");
+        assert_eq!(json(&["key", "list-versions", "--name", "capped"]).as_array().unwrap().len(), 100);
+        refused(&["key", "rotate", "--name", "capped"], 1, "100 versions");
     }
 }

@@ -140,6 +140,24 @@ pub const VERBS: &[Verb] = &[
         opts: &[NAME],
     },
     Verb {
+        path: &["key", "rotation-policy", "show"],
+        summary: "show a key's rotation policy (lifetimeActions, expiryTime)",
+        opts: &[NAME],
+    },
+    Verb {
+        path: &["key", "rotation-policy", "update"],
+        summary: "set a key's rotation policy from JSON (the REST API's shape)",
+        opts: &[
+            NAME,
+            opt("value", One, true, "JSON|@FILE  the policy, e.g. {\"lifetimeActions\":[{\"trigger\":{\"timeAfterCreate\":\"P90D\"},\"action\":{\"type\":\"Rotate\"}}],\"attributes\":{\"expiryTime\":\"P1Y\"}}"),
+        ],
+    },
+    Verb {
+        path: &["key", "rotate-due"],
+        summary: "apply every rotation policy now: rotate the keys that are due, report Notify triggers",
+        opts: &[],
+    },
+    Verb {
         path: &["key", "delete"],
         summary: "soft-delete a key (every version)",
         opts: &[NAME],

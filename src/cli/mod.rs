@@ -13,6 +13,7 @@ use crate::crypto::Curve;
 use crate::engine::attributes::now;
 use crate::engine::key::{KeyKind, KeyOps};
 use crate::engine::lifecycle::{self, KeySpec, KeyUpdate, Refusal};
+use crate::engine::rotation;
 use crate::error::Error;
 use crate::store::{MasterKey, PinUser, Store};
 use args::{Command, Parsed};
@@ -201,6 +202,57 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             Ok(bundle(&k, current))
         }
         ["key", "rotate"] => Ok(bundle(&lifecycle::rotate(s, &master, name, now())?, true)),
+        ["key", "rotation-policy", "show"] => {
+            lifecycle::show(s, name, None)?;
+            let json = match rotation::get(s, name)? {
+                Some(policy) => policy.to_json(),
+                None => serde_json::json!({ "lifetimeActions": [], "attributes": {} }),
+            };
+            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            Ok(Shown { json, table })
+        }
+        ["key", "rotation-policy", "update"] => {
+            let value = p.required("value");
+            let text = match value.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?,
+                None => value.to_string(),
+            };
+            let json = rotation::set(s, name, &text)?.to_json();
+            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            Ok(Shown { json, table })
+        }
+        ["key", "rotate-due"] => {
+            let due = rotation::rotate_due(s, &master, now())?;
+            let mut json = Vec::new();
+            let mut table = String::new();
+            let mut failed = Vec::new();
+            for d in &due {
+                let (name, what, version) = match d {
+                    rotation::Due::Rotated(k) => (&k.name, "rotated", k.version.as_str()),
+                    rotation::Due::Notify(k) => (&k.name, "notify", k.version.as_str()),
+                    rotation::Due::Failed(n, why) => {
+                        failed.push(format!("{n}: {why}"));
+                        (n, "failed", "")
+                    }
+                };
+                json.push(serde_json::json!({ "name": name, "action": what, "version": version }));
+                table.push_str(&format!("{what:8} {name} {version}\n"));
+            }
+            if !failed.is_empty() {
+                return Err(CliError::Failed(format!(
+                    "rotation failed for {}",
+                    failed.join("; ")
+                )));
+            }
+            if table.is_empty() {
+                table.push_str("nothing due");
+            }
+            Ok(Shown {
+                json: Value::Array(json),
+                table: table.trim_end().to_string(),
+            })
+        }
         ["key", "delete"] => {
             let d = lifecycle::delete(s, name, now())?;
             Ok(Shown {

@@ -313,7 +313,8 @@ fn generate(kind: KeyKind) -> Outcome<(SecretBytes, Option<crypto::PublicKey>)> 
     })
 }
 
-/// Rotate `name`: a new current version with the same type, size, ops and tags.
+/// Rotate `name`: a new current version with the same type, size, ops and
+/// tags, expiring after its rotation policy's `expiryTime` if it has one.
 pub fn rotate(store: &mut Store, master: &MasterKey, name: &str, now: i64) -> Outcome<KeyRecord> {
     let current = show(store, name, None)?.key;
     let spec = KeySpec {
@@ -322,7 +323,7 @@ pub fn rotate(store: &mut Store, master: &MasterKey, name: &str, now: i64) -> Ou
         tags: current.tags.clone(),
         enabled: true,
         nbf: None,
-        exp: None,
+        exp: crate::engine::rotation::new_version_expiry(store, name, now)?,
     };
     create(store, master, &current.name, &spec, now)
 }

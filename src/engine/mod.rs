@@ -5,6 +5,7 @@ pub mod key;
 pub mod lifecycle;
 pub mod mechanism;
 pub mod policy;
+pub mod rotation;
 #[cfg(test)]
 mod rule_matrix;
 pub mod rules;

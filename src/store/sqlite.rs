@@ -422,8 +422,9 @@ impl Store {
         }
         let n = tx.execute(
             "DELETE FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
-            [name_lc],
+            [&name_lc],
         )?;
+        forget_orphan_policies(&tx)?;
         tx.commit()?;
         Ok(n)
     }
@@ -446,8 +447,55 @@ impl Store {
             "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1",
             [now],
         )?;
+        forget_orphan_policies(&tx)?;
         tx.commit()?;
         Ok(n)
+    }
+
+    /// The rotation policy (JSON) of `name`, if it has one.
+    pub fn rotation_policy(&self, name: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT policy FROM policies WHERE name_lc = ?1")?;
+        Ok(stmt
+            .query_row([name.to_lowercase()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Set (Some) or remove (None) the rotation policy of a live key `name`;
+    /// `CKR_OBJECT_HANDLE_INVALID` if no live key has that name.
+    pub fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()> {
+        let tx = write_tx(&mut self.conn)?;
+        let name_lc = name.to_lowercase();
+        let live: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL)",
+            [&name_lc],
+            |r| r.get(0),
+        )?;
+        if !live {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        match policy {
+            Some(p) => tx.execute(
+                "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
+                 ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
+                params![name_lc, p],
+            )?,
+            None => tx.execute("DELETE FROM policies WHERE name_lc = ?1", [&name_lc])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every rotation policy of a live key: (lower-case name, policy JSON).
+    pub fn rotation_policies(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name_lc, policy FROM policies p WHERE EXISTS
+               (SELECT 1 FROM objects o WHERE o.name_lc = p.name_lc AND o.deleted_at IS NULL)
+             ORDER BY name_lc",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// The current version of every soft-deleted name, with its deletion dates,
@@ -571,6 +619,17 @@ fn now() -> i64 {
 /// Begin a write transaction. IMMEDIATE takes the write lock up front, so a
 /// read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade and
 /// concurrent processes serialise (e.g. count PIN failures correctly).
+/// A purged name's rotation policy goes with it (a soft-deleted key keeps its
+/// policy, to have it again when recovered).
+fn forget_orphan_policies(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "DELETE FROM policies WHERE NOT EXISTS
+           (SELECT 1 FROM objects o WHERE o.name_lc = policies.name_lc)",
+        [],
+    )?;
+    Ok(())
+}
+
 fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }

@@ -7,8 +7,8 @@ use crate::config::TokenConfig;
 use crate::crypto::{self, SecretBytes};
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind};
-use crate::engine::lifecycle;
 use crate::engine::policy::{self, AttrValue, Part};
+use crate::engine::{lifecycle, rotation};
 use crate::error::{Error, Result};
 use crate::store::{MasterKey, NewObject, PinUser, Store, TokenRecord, MAX_PIN_FAILURES};
 use cryptoki_sys::*;
@@ -191,16 +191,67 @@ impl Slot {
                 _ => {}
             }
         }
-        let master = self.with_store(|s| s.unlock(who, pin))?;
+        let master = Arc::new(self.with_store(|s| s.unlock(who, pin))?);
         {
             let mut st = self.state_mut();
-            st.master = Some(Arc::new(master));
+            st.master = Some(master.clone());
             st.login = match who {
                 PinUser::So => LoggedIn::So,
                 PinUser::User => LoggedIn::User,
             };
         }
+        if who == PinUser::User && self.config.versioning {
+            self.apply_rotation_policies(&master);
+        }
         self.sync()
+    }
+
+    /// Rotate the keys whose rotation policy says so (the library's half of
+    /// `softmhsm key rotate-due`: it needs the master key, so it runs at user
+    /// login). Never fails the login: refusals are logged.
+    fn apply_rotation_policies(&self, master: &MasterKey) {
+        let now = crate::engine::attributes::now();
+        let done = self.with_store_then_state(
+            |s| {
+                let due = rotation::rotate_due(s, master, now).map_err(|r| match r {
+                    lifecycle::Refusal::Token(e) => e,
+                    _ => Error(CKR_GENERAL_ERROR),
+                })?;
+                let rotated = due.iter().any(|d| matches!(d, rotation::Due::Rotated(_)));
+                Ok((due, if rotated { Some(s.objects()?) } else { None }))
+            },
+            |st, (due, rows)| {
+                // Our own writes do not move the store's data_version: reload here.
+                if let Some(rows) = rows {
+                    st.objects.reload(&rows);
+                }
+                due
+            },
+        );
+        match done {
+            Ok(due) => {
+                for d in due {
+                    match d {
+                        rotation::Due::Rotated(k) => {
+                            log::info!(
+                                "rotation policy: rotated {} to version {}",
+                                k.name,
+                                k.version
+                            )
+                        }
+                        rotation::Due::Notify(k) => log::warn!(
+                            "rotation policy: key {} version {} expires soon",
+                            k.name,
+                            k.version
+                        ),
+                        rotation::Due::Failed(name, why) => {
+                            log::warn!("rotation policy: rotating {name} failed: {why}")
+                        }
+                    }
+                }
+            }
+            Err(e) => log::warn!("rotation policies not applied: {e:?}"),
+        }
     }
 
     /// C_Logout: forget the master key and every parsed private key.
@@ -370,6 +421,15 @@ impl Slot {
         let attrs = rec.to_json()?;
         self.with_store_then_state(
             |s| {
+                if let Some(name) = &name {
+                    if s.versions_of(name)?.len() >= lifecycle::MAX_VERSIONS {
+                        log::warn!(
+                            "key {name} already has {} versions: no new version",
+                            lifecycle::MAX_VERSIONS
+                        );
+                        return Err(Error(CKR_ACTION_PROHIBITED));
+                    }
+                }
                 let row = s.insert_object(&NewObject {
                     name: name.clone(),
                     version,

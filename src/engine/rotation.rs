@@ -1,0 +1,502 @@
+//! Key rotation policies (Managed HSM's `KeyRotationPolicy`): when a key gets a
+//! new version by itself, and when new versions expire.
+//!
+//! A policy is JSON in the REST API's shape:
+//!
+//! ```json
+//! { "lifetimeActions": [
+//!     { "trigger": { "timeAfterCreate": "P90D" }, "action": { "type": "Rotate" } },
+//!     { "trigger": { "timeBeforeExpiry": "P30D" }, "action": { "type": "Notify" } } ],
+//!   "attributes": { "expiryTime": "P1Y" } }
+//! ```
+//!
+//! The rules are the service's: `expiryTime` at least 28 days; each trigger has
+//! exactly one of `timeAfterCreate`/`timeBeforeExpiry`, at least 7 days, and
+//! shorter than `expiryTime` when that is set; at most one `Rotate` and one
+//! `Notify` action. Durations are ISO 8601 (`P1Y2M10DT2H30M`, `P2W`); a year
+//! counts 365 days and a month 30, as a fixed-length duration must.
+//!
+//! Policies are applied by [`rotate_due`]: the admin CLI's `key rotate-due`, and
+//! the library at each user login (it needs the master key to seal new
+//! versions). `Notify` has no Event Grid to talk to: `rotate_due` reports the
+//! key, and the caller logs it.
+
+use crate::engine::key::KeyRecord;
+use crate::engine::lifecycle::{self, Outcome, Refusal};
+use crate::store::{MasterKey, Store};
+use serde_json::{json, Map, Value};
+
+const DAY: i64 = 86_400;
+/// Shortest `expiryTime`.
+pub const MIN_EXPIRY: i64 = 28 * DAY;
+/// Shortest trigger.
+pub const MIN_TRIGGER: i64 = 7 * DAY;
+
+/// What sets off an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// This long after the current version was created.
+    AfterCreate(Duration),
+    /// This long before the current version expires (never, if it has no `exp`).
+    BeforeExpiry(Duration),
+}
+
+/// What an action does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Make a new version.
+    Rotate,
+    /// Tell someone (reported by [`rotate_due`]).
+    Notify,
+}
+
+/// An ISO 8601 duration: its text as given and its length in seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duration {
+    /// As given (`P90D`).
+    pub text: String,
+    /// Seconds.
+    pub secs: i64,
+}
+
+/// A parsed, checked policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `lifetimeActions`.
+    pub actions: Vec<(Trigger, Action)>,
+    /// `attributes.expiryTime`: new versions made by rotation expire this long after.
+    pub expiry: Option<Duration>,
+}
+
+/// Parse an ISO 8601 duration (`PnYnMnWnDTnHnMnS`, integers) to seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix('P')?;
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, Some(t)),
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    let mut secs: i64 = 0;
+    let mut any = false;
+    let mut add = |part: &str, units: &[(char, i64)]| -> Option<()> {
+        let mut num = String::new();
+        let mut next = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            // Units in order, each at most once.
+            let i = units[next..].iter().position(|(u, _)| *u == c)? + next;
+            let n: i64 = num.parse().ok()?;
+            secs = secs.checked_add(n.checked_mul(units[i].1)?)?;
+            num.clear();
+            next = i + 1;
+            any = true;
+        }
+        num.is_empty().then_some(())
+    };
+    add(
+        date,
+        &[
+            ('Y', 365 * DAY),
+            ('M', 30 * DAY),
+            ('W', 7 * DAY),
+            ('D', DAY),
+        ],
+    )?;
+    if let Some(t) = time {
+        add(t, &[('H', 3600), ('M', 60), ('S', 1)])?;
+    }
+    any.then(|| Duration {
+        text: text.to_string(),
+        secs,
+    })
+}
+
+fn invalid(why: impl Into<String>) -> Refusal {
+    Refusal::Invalid(format!("rotation policy: {}", why.into()))
+}
+
+fn duration_field(v: &Value, field: &str) -> Outcome<Option<Duration>> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_duration(s)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{field} '{s}' is not an ISO 8601 duration"))),
+        Some(_) => Err(invalid(format!("{field} must be a string"))),
+    }
+}
+
+impl Policy {
+    /// Parse and check a policy in the REST API's JSON shape.
+    pub fn parse(text: &str) -> Outcome<Policy> {
+        let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("bad JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(invalid("not a JSON object"));
+        }
+        let expiry = match v.get("attributes") {
+            None | Some(Value::Null) => None,
+            Some(a) if a.is_object() => duration_field(a, "expiryTime")?,
+            Some(_) => return Err(invalid("attributes must be an object")),
+        };
+        if let Some(e) = &expiry {
+            if e.secs < MIN_EXPIRY {
+                return Err(invalid(format!(
+                    "expiryTime {} is shorter than 28 days",
+                    e.text
+                )));
+            }
+        }
+        let list = match v.get("lifetimeActions") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return Err(invalid("lifetimeActions must be an array")),
+        };
+        let mut actions = Vec::new();
+        for a in &list {
+            let trigger = a
+                .get("trigger")
+                .filter(|t| t.is_object())
+                .ok_or_else(|| invalid("each lifetime action needs a trigger object"))?;
+            let trigger = match (
+                duration_field(trigger, "timeAfterCreate")?,
+                duration_field(trigger, "timeBeforeExpiry")?,
+            ) {
+                (Some(d), None) => Trigger::AfterCreate(d),
+                (None, Some(d)) => Trigger::BeforeExpiry(d),
+                _ => {
+                    return Err(invalid(
+                        "a trigger has exactly one of timeAfterCreate and timeBeforeExpiry",
+                    ))
+                }
+            };
+            let d = match &trigger {
+                Trigger::AfterCreate(d) | Trigger::BeforeExpiry(d) => d,
+            };
+            if d.secs < MIN_TRIGGER {
+                return Err(invalid(format!(
+                    "trigger {} is shorter than 7 days",
+                    d.text
+                )));
+            }
+            if let Some(e) = &expiry {
+                if d.secs >= e.secs {
+                    return Err(invalid(format!(
+                        "trigger {} is not shorter than expiryTime {}",
+                        d.text, e.text
+                    )));
+                }
+            }
+            let kind = a
+                .get("action")
+                .and_then(|x| x.get("type"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("each lifetime action needs action.type"))?;
+            let action = if kind.eq_ignore_ascii_case("rotate") {
+                Action::Rotate
+            } else if kind.eq_ignore_ascii_case("notify") {
+                Action::Notify
+            } else {
+                return Err(invalid(format!(
+                    "action type '{kind}': use Rotate or Notify"
+                )));
+            };
+            if actions.iter().any(|(_, x)| *x == action) {
+                return Err(invalid(format!("more than one {kind} action")));
+            }
+            actions.push((trigger, action));
+        }
+        Ok(Policy { actions, expiry })
+    }
+
+    /// The policy as the REST API shows it.
+    pub fn to_json(&self) -> Value {
+        let actions: Vec<Value> = self
+            .actions
+            .iter()
+            .map(|(t, a)| {
+                let trigger = match t {
+                    Trigger::AfterCreate(d) => json!({ "timeAfterCreate": d.text }),
+                    Trigger::BeforeExpiry(d) => json!({ "timeBeforeExpiry": d.text }),
+                };
+                let kind = match a {
+                    Action::Rotate => "Rotate",
+                    Action::Notify => "Notify",
+                };
+                json!({ "trigger": trigger, "action": { "type": kind } })
+            })
+            .collect();
+        let mut attributes = Map::new();
+        if let Some(e) = &self.expiry {
+            attributes.insert("expiryTime".into(), Value::String(e.text.clone()));
+        }
+        json!({ "lifetimeActions": actions, "attributes": attributes })
+    }
+
+    /// Whether `action` is due now for the current version `key`.
+    fn due(&self, key: &KeyRecord, action: Action, now: i64) -> bool {
+        self.actions.iter().any(|(t, a)| {
+            *a == action
+                && match t {
+                    Trigger::AfterCreate(d) => now >= key.created.saturating_add(d.secs),
+                    Trigger::BeforeExpiry(d) => {
+                        key.exp.is_some_and(|exp| now >= exp.saturating_sub(d.secs))
+                    }
+                }
+        })
+    }
+}
+
+/// The policy of `name`, if it has one.
+pub fn get(store: &Store, name: &str) -> Outcome<Option<Policy>> {
+    match store.rotation_policy(name)? {
+        Some(text) => Policy::parse(&text).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Set the policy of a live key `name` from its JSON (checked first; nothing
+/// is written if it is refused). Returns the policy as stored.
+pub fn set(store: &mut Store, name: &str, text: &str) -> Outcome<Policy> {
+    let policy = Policy::parse(text)?;
+    lifecycle::show(store, name, None)?;
+    store.set_rotation_policy(name, Some(&policy.to_json().to_string()))?;
+    Ok(policy)
+}
+
+/// When a version of `name` made by rotation at `now` expires (its policy's
+/// `expiryTime`), if it has such a policy.
+pub fn new_version_expiry(store: &Store, name: &str, now: i64) -> Outcome<Option<i64>> {
+    Ok(get(store, name)?
+        .and_then(|p| p.expiry)
+        .map(|e| now.saturating_add(e.secs)))
+}
+
+/// One thing [`rotate_due`] did or found.
+#[derive(Debug)]
+pub enum Due {
+    /// `name` got this new current version.
+    Rotated(KeyRecord),
+    /// `name`'s `Notify` trigger fired for this current version.
+    Notify(KeyRecord),
+    /// Rotation was due but refused (e.g. 100 versions already).
+    Failed(String, Refusal),
+}
+
+/// Apply every key's policy at `now`: rotate the keys whose `Rotate` trigger
+/// fired, report those whose `Notify` trigger fired. One key's failure does not
+/// stop the others.
+pub fn rotate_due(store: &mut Store, master: &MasterKey, now: i64) -> Outcome<Vec<Due>> {
+    let mut out = Vec::new();
+    for (name, text) in store.rotation_policies()? {
+        let Ok(policy) = Policy::parse(&text) else {
+            continue; // stored only after parsing; a newer build's shape is left alone
+        };
+        let current = lifecycle::show(store, &name, None)?.key;
+        if policy.due(&current, Action::Rotate, now) {
+            match lifecycle::rotate(store, master, &name, now) {
+                Ok(k) => out.push(Due::Rotated(k)),
+                Err(e) => out.push(Due::Failed(current.name.clone(), e)),
+            }
+        } else if policy.due(&current, Action::Notify, now) {
+            out.push(Due::Notify(current));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::key::KeyKind;
+    use crate::engine::lifecycle::KeySpec;
+    use std::collections::BTreeMap;
+
+    /// An initialised store in a temp dir, with its master key and one P-256 key `k` made at `t0`.
+    fn store_with_key(t0: i64) -> (tempfile::TempDir, Store, MasterKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let master = store.init_token("rot", b"so-pin-1", 1000, 7).unwrap();
+        let spec = KeySpec {
+            kind: KeyKind::Ec(crate::crypto::Curve::P256),
+            ops: None,
+            tags: BTreeMap::from([("env".to_string(), "ci".to_string())]),
+            enabled: true,
+            nbf: None,
+            exp: Some(t0 + 60 * DAY),
+        };
+        lifecycle::create(&mut store, &master, "k", &spec, t0).unwrap();
+        (dir, store, master)
+    }
+
+    #[test]
+    fn rotate_trigger_fires_once_at_time_after_create() {
+        let t0 = 1_800_000_000;
+        let (_dir, mut store, master) = store_with_key(t0);
+        set(
+            &mut store,
+            "K",
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P10D"},"action":{"type":"Rotate"}}],
+                "attributes":{"expiryTime":"P30D"}}"#,
+        )
+        .unwrap();
+        let first = lifecycle::show(&store, "k", None).unwrap().key;
+        assert!(rotate_due(&mut store, &master, t0 + 10 * DAY - 1)
+            .unwrap()
+            .is_empty());
+        let due = rotate_due(&mut store, &master, t0 + 10 * DAY).unwrap();
+        let [Due::Rotated(new)] = due.as_slice() else {
+            panic!("expected one rotation, got {due:?}")
+        };
+        assert_ne!(new.version, first.version);
+        assert_eq!(new.kind, first.kind);
+        assert_eq!(new.ops, first.ops);
+        assert_eq!(new.tags, first.tags);
+        assert_eq!(new.created, t0 + 10 * DAY);
+        // expiryTime applies to the new version; the old one keeps its own.
+        assert_eq!(new.exp, Some(t0 + 40 * DAY));
+        let versions = lifecycle::versions(&store, "k").unwrap();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[0].key.exp, Some(t0 + 60 * DAY));
+        assert!(!versions[0].current && versions[1].current);
+        // The new version is young: nothing due until 10 days after it.
+        assert!(rotate_due(&mut store, &master, t0 + 19 * DAY)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            rotate_due(&mut store, &master, t0 + 20 * DAY)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(lifecycle::versions(&store, "k").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn before_expiry_triggers_rotate_and_notify() {
+        let t0 = 1_800_000_000;
+        let (_dir, mut store, master) = store_with_key(t0);
+        set(
+            &mut store,
+            "k",
+            r#"{"lifetimeActions":[{"trigger":{"timeBeforeExpiry":"P7D"},"action":{"type":"Notify"}}]}"#,
+        )
+        .unwrap();
+        // exp = t0 + 60 days; Notify from 7 days before; no rotation ever.
+        assert!(rotate_due(&mut store, &master, t0 + 53 * DAY - 1)
+            .unwrap()
+            .is_empty());
+        let due = rotate_due(&mut store, &master, t0 + 53 * DAY).unwrap();
+        assert!(matches!(due.as_slice(), [Due::Notify(k)] if k.name == "k"));
+        assert_eq!(lifecycle::versions(&store, "k").unwrap().len(), 1);
+        set(
+            &mut store,
+            "k",
+            r#"{"lifetimeActions":[{"trigger":{"timeBeforeExpiry":"P7D"},"action":{"type":"Rotate"}}]}"#,
+        )
+        .unwrap();
+        let due = rotate_due(&mut store, &master, t0 + 53 * DAY).unwrap();
+        // No expiryTime: the new version never expires, so the trigger cannot fire again.
+        assert!(matches!(due.as_slice(), [Due::Rotated(k)] if k.exp.is_none()));
+        assert!(rotate_due(&mut store, &master, t0 + 900 * DAY)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn deleted_keys_are_not_rotated_and_purge_drops_the_policy() {
+        let t0 = 1_800_000_000;
+        let (_dir, mut store, master) = store_with_key(t0);
+        let policy = r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P7D"},"action":{"type":"Rotate"}}]}"#;
+        set(&mut store, "k", policy).unwrap();
+        lifecycle::delete(&mut store, "k", t0).unwrap();
+        assert!(rotate_due(&mut store, &master, t0 + 8 * DAY)
+            .unwrap()
+            .is_empty());
+        // A policy for a deleted (or unknown) key is refused; nothing is written.
+        assert!(matches!(
+            set(&mut store, "k", policy),
+            Err(Refusal::UnknownKey(_))
+        ));
+        // Recovered: the policy is back.
+        lifecycle::recover(&mut store, "k").unwrap();
+        assert!(get(&store, "k").unwrap().is_some());
+        lifecycle::delete(&mut store, "k", t0).unwrap();
+        lifecycle::purge(&mut store, "k", t0).unwrap();
+        assert_eq!(store.rotation_policy("k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_refused_policy_writes_nothing() {
+        let (_dir, mut store, _master) = store_with_key(1_800_000_000);
+        let good = r#"{"attributes":{"expiryTime":"P90D"}}"#;
+        set(&mut store, "k", good).unwrap();
+        assert!(set(&mut store, "k", r#"{"attributes":{"expiryTime":"P1D"}}"#).is_err());
+        assert_eq!(
+            get(&store, "k").unwrap().unwrap().expiry.unwrap().text,
+            "P90D"
+        );
+    }
+
+    #[test]
+    fn durations_follow_iso_8601() {
+        let d = |s: &str| parse_duration(s).map(|d| d.secs);
+        assert_eq!(d("P90D"), Some(90 * DAY));
+        assert_eq!(d("P1Y10D"), Some(375 * DAY));
+        assert_eq!(d("P3M"), Some(90 * DAY));
+        assert_eq!(d("P2W"), Some(14 * DAY));
+        assert_eq!(d("PT48H"), Some(2 * DAY));
+        assert_eq!(d("P1DT2H3M4S"), Some(DAY + 7384));
+        assert_eq!(d("PT1M"), Some(60));
+        for bad in [
+            "",
+            "P",
+            "PT",
+            "90D",
+            "P90",
+            "PD",
+            "P1D2Y",
+            "P1DD",
+            "P1H",
+            "P-1D",
+            "P1.5D",
+            "P1DT",
+            "p90d",
+            "P99999999999999999999D",
+        ] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn policy_rules_are_the_services() {
+        let ok = r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P90D"},"action":{"type":"Rotate"}},
+                     {"trigger":{"timeBeforeExpiry":"P30D","timeAfterCreate":null},"action":{"type":"notify"}}],
+                     "attributes":{"expiryTime":"P1Y"}}"#;
+        let p = Policy::parse(ok).unwrap();
+        assert_eq!(p.actions.len(), 2);
+        assert_eq!(p.expiry.as_ref().unwrap().secs, 365 * DAY);
+        // Round trip through the stored form.
+        assert_eq!(Policy::parse(&p.to_json().to_string()).unwrap(), p);
+        let refused = [
+            r#"{"attributes":{"expiryTime":"P27D"}}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P6D"},"action":{"type":"Rotate"}}]}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D","timeBeforeExpiry":"P30D"},"action":{"type":"Rotate"}}]}"#,
+            r#"{"lifetimeActions":[{"trigger":{},"action":{"type":"Rotate"}}]}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P60D"},"action":{"type":"Rotate"}}],"attributes":{"expiryTime":"P30D"}}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Rotate"}},{"trigger":{"timeAfterCreate":"P40D"},"action":{"type":"Rotate"}}]}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Delete"}}]}"#,
+            r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"}}]}"#,
+            r#"{"lifetimeActions":{}}"#,
+            r#"[]"#,
+            r#"{"#,
+        ];
+        for r in refused {
+            assert!(
+                matches!(Policy::parse(r), Err(Refusal::Invalid(_))),
+                "{r} was accepted"
+            );
+        }
+    }
+}
