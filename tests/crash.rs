@@ -311,3 +311,122 @@ p11_test! {
         report(&format!("PIN-CRASH {ROUNDS} SIGKILLs during C_SetPIN loops survived; PINs seen working: {seen:?}"));
     }
 }
+
+/// Names the rotator gives new versions to.
+const ROTATED: usize = 6;
+
+/// The rotate/delete writer: new versions of a few names (rotation through
+/// PKCS#11: `C_GenerateKey` under an existing label), and keys made then
+/// destroyed (a Managed HSM soft-delete), each step acknowledged after `CKR_OK`.
+fn rotator(round: usize, dir: &Path) {
+    let p = load_initialized();
+    let s = session_logged_in(&p, USER_PIN);
+    let t = Token {
+        session: s,
+        slot: slot_by_label(&p, TOKEN_LABEL),
+        raw: Raw::load(),
+        pkcs11: p,
+    };
+    let mut acks = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("acks"))
+        .expect("ack file");
+    let mut ack = |line: String| {
+        acks.write_all(line.as_bytes()).expect("write ack");
+        acks.sync_all().expect("fsync ack");
+    };
+    for i in 0.. {
+        if i % 3 == 2 {
+            let l = format!("d{round}-{i}");
+            let k = ok(t.try_aes(32, &l, true), "C_GenerateKey (to delete)");
+            ack(format!("created {l}\n"));
+            ok(t.session.destroy_object(k), "C_DestroyObject");
+            ack(format!("deleted {l}\n"));
+        } else {
+            let l = format!("r{}", i % ROTATED);
+            let k = ok(t.try_aes(32, &l, true), "C_GenerateKey (new version)");
+            let v = String::from_utf8(t.attr(k, CKA_SOFTMHSM_VERSION, "version")).expect("hex");
+            ack(format!("version {l} {v}\n"));
+        }
+    }
+}
+
+p11_test! {
+    fn killed_rotations_and_deletions_keep_every_acknowledged_step() {
+        let dir = work_dir("crash-rotate");
+        if let Some(ph) = phase() {
+            let round: usize = ph.strip_prefix("rot-").and_then(|r| r.parse().ok()).expect("rot-N");
+            rotator(round, &dir);
+            return;
+        }
+        let test = test_path(concat!(module_path!(), "::killed_rotations_and_deletions_keep_every_acknowledged_step"));
+        {
+            let t = Token::fresh();
+            let Token { session, pkcs11, .. } = t;
+            drop(session);
+            ok(pkcs11.finalize(), "C_Finalize");
+        }
+        let start = Instant::now();
+        for round in 0..ROUNDS {
+            let ph = format!("rot-{round}");
+            kill_after(spawn_phase(&test, &ph, &dir), random_ms(60, 400), &ph, &dir);
+        }
+        let killing = start.elapsed();
+
+        let p = load_initialized();
+        let s = session_logged_in(&p, USER_PIN);
+        let t = Token { session: s, slot: slot_by_label(&p, TOKEN_LABEL), raw: Raw::load(), pkcs11: p };
+        let text = fs::read_to_string(dir.join("acks")).unwrap_or_default();
+        let mut versions: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let (mut created, mut deleted) = (BTreeSet::new(), BTreeSet::new());
+        for line in text.lines() {
+            match line.split(' ').collect::<Vec<_>>().as_slice() {
+                ["version", l, v] => versions.entry(l.to_string()).or_default().push(v.to_string()),
+                ["created", l] => { created.insert(l.to_string()); }
+                ["deleted", l] => { deleted.insert(l.to_string()); }
+                _ => panic!("bad ack line {line:?}"),
+            }
+        }
+        assert!(!versions.is_empty(), "the writers acknowledged nothing: the kills came too early");
+        let mut acked_versions = 0;
+        for (l, vs) in &versions {
+            // Every acknowledged version is there, once, and works.
+            for v in vs {
+                let found = t.find(&[label(l), vendor(CKA_SOFTMHSM_VERSION, v.as_bytes())]);
+                assert_eq!(found.len(), 1, "acknowledged version {v} of {l} must be found once");
+                gcm_round_trip(&t.session, found[0], &format!("{l}/{v}"));
+                acked_versions += 1;
+            }
+            // Exactly one current version: the last acknowledged one, or one
+            // committed just before a kill.
+            let current = t.find(&[class(ObjectClass::SECRET_KEY), label(l)]);
+            assert_eq!(current.len(), 1, "{l}: exactly one current version, found {current:?}");
+            let cv = String::from_utf8(t.attr(current[0], CKA_SOFTMHSM_VERSION, "version")).unwrap();
+            let last = vs.last().unwrap();
+            if &cv != last {
+                assert!(!vs.contains(&cv), "{l}: current version {cv} is an older acknowledged one, not {last}");
+            }
+        }
+        for l in &created {
+            let found = t.find(&[class(ObjectClass::SECRET_KEY), label(l)]);
+            if deleted.contains(l) {
+                assert!(found.is_empty(), "{l}: deleted with CKR_OK, still found");
+            } else {
+                // Killed between create and delete (or after the delete, before its ack).
+                assert!(found.len() <= 1, "{l}: found {} times", found.len());
+                if let Some(k) = found.first() {
+                    gcm_round_trip(&t.session, *k, l);
+                }
+            }
+        }
+        report(&format!(
+            "CRASH {ROUNDS} SIGKILLs during rotation/deletion survived in {:.1}s: {acked_versions} acknowledged \
+             versions of {} names all found once and usable, one current version each; {} deletions \
+             acknowledged, none found again",
+            killing.as_secs_f64(),
+            versions.len(),
+            deleted.len()
+        ));
+    }
+}
