@@ -197,6 +197,7 @@ check "wrap of a token key is refused (CKR_KEY_UNEXTRACTABLE)" eval \
 
 # --- delete ----------------------------------------------------------------------
 # PKCS#11 objects are independent: deleting the private key must leave the public key
+# (softmhsm soft-deletes the Managed HSM key when its last half is deleted)
 check "delete-object privkey rsa3072" PL --delete-object --type privkey --id 0b
 check "pubkey rsa3072 survives deleting its privkey" eval "PL --list-objects --type pubkey 2>&1 | grep -q 'label: *rsa3072\$'"
 check "delete-object pubkey rsa3072 (after privkey)" PL --delete-object --type pubkey --id 0b

@@ -287,6 +287,26 @@ p11_test! {
 }
 
 p11_test! {
+    fn a_pair_destroyed_half_by_half_is_recovered_whole() {
+        softmhsm_only!("soft-delete is softmhsm's");
+        init(&[]);
+        let t = Token::reopen_existing();
+        let k = t.keypair(Kp::Ec(OID_P256), "pair");
+        ok(t.session.destroy_object(k.private), "C_DestroyObject(private)");
+        assert!(names(&json(&["key", "list-deleted"]), "recoveryId").is_empty(), "one half left: not deleted yet");
+        ok(t.session.destroy_object(k.public), "C_DestroyObject(public)");
+        assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["pair"]);
+        json(&["key", "recover", "--name", "pair"]);
+        let private = t.find_private_by_label("pair");
+        let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("pair")]);
+        assert_eq!((private.len(), public.len()), (1, 1), "both halves are back");
+        let digest = [5u8; 32];
+        let sig = ok(t.session.sign(&Mechanism::Ecdsa, private[0], &digest), "C_Sign with the recovered key");
+        verify_ecdsa_prehash(OID_P256, &t.ec_point(public[0]), &digest, &sig).expect("signature verifies");
+    }
+}
+
+p11_test! {
     fn wrong_pin_fails_with_one_line() {
         init(&[]);
         let r = cli_with(&["key", "list"], Some("9999"));

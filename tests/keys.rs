@@ -451,18 +451,28 @@ p11_test! {
 }
 
 p11_test! {
-    fn destroying_a_token_private_key_soft_deletes_every_version() {
+    fn destroying_both_halves_of_a_token_key_soft_deletes_every_version() {
         softmhsm_only!("SoftHSMv2 has no soft-delete");
         let t = Token::fresh();
         let v1 = t.keypair(Kp::Ec(OID_P256), "gone");
         let v2 = t.keypair(Kp::Ec(OID_P256), "gone");
+        let digest = [7u8; 32];
+        let sig = ok(t.session.sign(&Mechanism::Ecdsa, v2.private, &digest), "C_Sign before");
         ok(t.session.destroy_object(v2.private), "C_DestroyObject(private, current version)");
-        assert!(t.find_private_by_label("gone").is_empty(), "a deleted key is not found");
-        assert!(t.find(&[label("gone")]).is_empty(), "nor is its public key");
-        for (h, what) in [(v2.public, "public half"), (v1.private, "older version"), (v1.public, "older public half")] {
+        // PKCS#11 objects are independent: the public half stays, and verifies.
+        assert!(t.find_private_by_label("gone").is_empty(), "the destroyed private key is not found");
+        assert_eq!(t.find(&[class(ObjectClass::PUBLIC_KEY), label("gone")]), vec![v2.public], "its public key stays");
+        ok(t.session.verify(&Mechanism::Ecdsa, v2.public, &digest, &sig), "C_Verify with the remaining public key");
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, v2.private, &digest), CKR_KEY_HANDLE_INVALID, "C_SignInit with the destroyed half");
+        // The older version is untouched until the key goes whole.
+        ok(t.session.sign(&Mechanism::Ecdsa, v1.private, &digest), "C_Sign with the older version");
+        ok(t.session.destroy_object(v2.public), "C_DestroyObject(public, the last half)");
+        assert!(t.find(&[label("gone")]).is_empty(), "a deleted key is not found");
+        for (h, what) in [(v1.private, "older version"), (v1.public, "older public half")] {
             assert_rv(t.session.get_attributes(h, &[AttributeType::Label]), CKR_OBJECT_HANDLE_INVALID, what);
         }
-        assert_rv(t.session.sign(&Mechanism::Ecdsa, v1.private, &[7u8; 32]), CKR_KEY_HANDLE_INVALID, "C_SignInit with a deleted key");
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, v1.private, &digest), CKR_KEY_HANDLE_INVALID, "C_SignInit with a deleted key");
+        assert_rv(t.try_keypair(Kp::Ec(OID_P256), "gone", true), CKR_ATTRIBUTE_VALUE_INVALID, "the name is held until purge");
     }
 }
 

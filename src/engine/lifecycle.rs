@@ -406,9 +406,21 @@ pub fn deleted(store: &Store) -> Outcome<Vec<DeletedKey>> {
 }
 
 /// Bring a soft-deleted key back with every version.
+/// A key deleted through PKCS#11 had its halves destroyed one by one (hidden,
+/// material kept): it comes back whole.
 pub fn recover(store: &mut Store, name: &str) -> Outcome<KeyVersion> {
     if store.recover_name(name)? == 0 {
         return Err(Refusal::NotDeleted(name.to_string()));
+    }
+    for row in store.versions_of(name)? {
+        let mut rec = Record::from_json(&row.attrs)?;
+        if let Body::Key(k) = &mut rec.body {
+            if (k.private_hidden || k.public_hidden) && row.sealed.is_some() {
+                k.private_hidden = false;
+                k.public_hidden = false;
+                store.update_attrs(row.id, &rec.to_json()?)?;
+            }
+        }
     }
     show(store, name, None)
 }

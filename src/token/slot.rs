@@ -475,18 +475,33 @@ impl Slot {
         }
     }
 
-    /// C_DestroyObject of one object. A versioned token key is a Managed HSM key:
-    /// destroying its private (or secret) half soft-deletes the whole key, every
-    /// version ([`lifecycle::delete`]). Otherwise the two halves of a key pair are
-    /// separate PKCS#11 objects: destroying one leaves the other (the private
-    /// half's material is erased at once); the row goes with the last of them.
+    /// C_DestroyObject of one object. The two halves of a key pair are separate
+    /// PKCS#11 objects: destroying one leaves the other. A versioned token key is
+    /// a Managed HSM key: when its last visible half goes (an AES key has one),
+    /// the whole key, every version, is soft-deleted ([`lifecycle::delete`]);
+    /// until then a destroyed half is only hidden, its material kept sealed, so
+    /// `key recover` brings the key back whole. Elsewhere (session objects,
+    /// tokens with versioning off) a destroyed private half's material is
+    /// erased at once and the row goes with the last half.
     pub fn destroy(&self, e: &Entry, part: Part) -> Result<()> {
         if !e.rec.destroyable {
             return Err(Error(CKR_ACTION_PROHIBITED));
         }
-        if let (Body::Key(k), Part::Main, true) =
-            (&e.rec.body, part, e.is_token() && self.config.versioning)
-        {
+        let other = match part {
+            Part::Main => Part::Public,
+            Part::Public => Part::Main,
+        };
+        if let (Body::Key(k), true) = (&e.rec.body, e.is_token() && self.config.versioning) {
+            if e.has_part(other) {
+                let mut rec = e.rec.clone();
+                if let Body::Key(k) = &mut rec.body {
+                    match part {
+                        Part::Main => k.private_hidden = true,
+                        Part::Public => k.public_hidden = true,
+                    }
+                }
+                return self.update(e, rec);
+            }
             return self.with_store_then_state(
                 |s| {
                     lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
@@ -503,10 +518,6 @@ impl Slot {
                 |st, rows| st.objects.reload(&rows),
             );
         }
-        let other = match part {
-            Part::Main => Part::Public,
-            Part::Public => Part::Main,
-        };
         if matches!(e.rec.body, Body::Key(_)) && e.has_part(other) {
             let mut rec = e.rec.clone();
             if let Body::Key(k) = &mut rec.body {
