@@ -99,7 +99,7 @@ pub const VERBS: &[Verb] = &[
             opt("kty", One, true, "RSA|EC|oct  key type (-HSM suffix accepted)"),
             opt("size", One, false, "BITS  RSA 2048|3072|4096 (default 2048), oct 128|192|256 (default 256)"),
             opt("curve", One, false, "P-256|P-256K|P-384|P-521  EC curve (default P-256)"),
-            opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey (default: all the type allows)"),
+            opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey, or import alone (RSA: a BYOK key-exchange key) (default: all the type allows)"),
             opt("tags", Many, false, "K=V...  at most 15 tags"),
             opt("enabled", One, false, "true|false  (default true)"),
             opt("not-before", One, false, "RFC3339  not usable before"),
