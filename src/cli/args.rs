@@ -27,7 +27,12 @@ pub struct Opt {
     pub help: &'static str,
 }
 
-const fn opt(name: &'static str, arity: Arity, required: bool, help: &'static str) -> Opt {
+pub(super) const fn opt(
+    name: &'static str,
+    arity: Arity,
+    required: bool,
+    help: &'static str,
+) -> Opt {
     Opt {
         name,
         arity,
@@ -71,8 +76,8 @@ pub const GLOBAL: &[Opt] = &[
     opt("help", Flag, false, "show this help"),
 ];
 
-const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
-const VERSION: Opt = opt(
+pub(super) const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
+pub(super) const VERSION: Opt = opt(
     "version",
     One,
     false,
@@ -171,6 +176,12 @@ pub const VERBS: &[Verb] = &[
     },
 ];
 
+/// Every verb: the table above, then the key import/download verbs (kept in
+/// `byok.rs` so each group of verbs lives with its code).
+pub fn all_verbs() -> impl Iterator<Item = &'static Verb> {
+    VERBS.iter().chain(super::byok::VERBS)
+}
+
 /// A parsed command line.
 pub struct Parsed {
     /// The verb.
@@ -228,8 +239,8 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             Some(other) => Err(CliError::Usage(format!("unknown option '{other}'"))),
         };
     }
-    let Some(verb) = VERBS.iter().find(|v| v.path == words.as_slice()) else {
-        let group = words.len() == 1 && VERBS.iter().any(|v| v.path[0] == words[0]);
+    let Some(verb) = all_verbs().find(|v| v.path == words.as_slice()) else {
+        let group = words.len() == 1 && all_verbs().any(|v| v.path[0] == words[0]);
         if group && (args.len() == 1 || args[1] == "--help") {
             return Ok(Command::Print(main_help()));
         }
@@ -306,7 +317,7 @@ fn main_help() -> String {
          Usage: softmhsm <command> [options]\n\nCommands:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for v in VERBS {
+    for v in all_verbs() {
         s.push_str(&format!("  {:<18} {}\n", v.path.join(" "), v.summary));
     }
     s.push_str(
@@ -378,7 +389,7 @@ mod tests {
 
     #[test]
     fn every_verb_has_help() {
-        for v in VERBS {
+        for v in all_verbs() {
             let line = format!("{} --help", v.path.join(" "));
             assert!(
                 matches!(parse(&args(&line)), Ok(Command::Print(_))),
