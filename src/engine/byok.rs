@@ -228,11 +228,13 @@ pub fn import_byok(
     lifecycle::import(store, master, name, &material, spec, now)
 }
 
-/// RSA/EC keys travel as PKCS#8 (a DER SEQUENCE); anything else is AES bytes.
+/// RSA/EC keys travel as PKCS#8, AES keys as 16, 24 or 32 bytes: anything of
+/// an AES length that is not PKCS#8 is AES, the rest is read as PKCS#8 (so a
+/// wrong format is named as such).
 fn guess_target(plain: &[u8]) -> Target {
     match rules::pkcs8_kind(plain) {
         Ok(KeyKind::Ec(_)) => Target::Ec,
-        Err(Error(CKR_WRAPPED_KEY_INVALID)) => Target::Oct,
+        Err(Error(CKR_WRAPPED_KEY_INVALID)) if [16, 24, 32].contains(&plain.len()) => Target::Oct,
         _ => Target::Rsa,
     }
 }
