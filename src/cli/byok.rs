@@ -215,15 +215,19 @@ const RSA_ALG: &[u8] = &[
 const EC_ALG: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 
 /// PKCS#8 `PrivateKeyInfo` { version 0, algorithm, privateKey } (RFC 5208).
+/// Every buffer that holds the key is sized up front (no reallocation leaves
+/// a copy behind) and wiped when dropped.
 fn pkcs8(alg: &[u8], key: &[u8]) -> SecretBytes {
-    let mut body = vec![0x02, 0x01, 0x00];
-    body.extend(tlv(0x30, alg));
-    body.extend(tlv(0x04, key));
+    let mut body = SecretBytes::new(Vec::with_capacity(key.len() + alg.len() + 16));
+    body.extend_from_slice(&[0x02, 0x01, 0x00]);
+    body.extend_from_slice(&tlv(0x30, alg));
+    body.extend_from_slice(&SecretBytes::new(tlv(0x04, key)));
     SecretBytes::new(tlv(0x30, &body))
 }
 
 fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
+    let mut out = Vec::with_capacity(value.len() + 6);
+    out.push(tag);
     let len = value.len();
     if len < 0x80 {
         out.push(len as u8);
