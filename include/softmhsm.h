@@ -33,7 +33,11 @@
 /* IntDate, read-only: attributes.updated */
 #define CKA_SOFTMHSM_UPDATED         (CKA_SOFTMHSM_BASE + 0x08)
 /* CK_BBOOL: key_ops contains "import" (a BYOK key-exchange key; excludes
- * every other operation). */
+ * every other operation, RSA only). Such a key does one thing:
+ * C_UnwrapKey with CKM_RSA_AES_KEY_WRAP (CK_RSA_AES_KEY_WRAP_PARAMS with
+ * ulAESKeyBits 128/192/256 and OAEP SHA-1 or SHA-256, same MGF1, no label);
+ * the wrapped data is RSA-OAEP(AES key) || AES-KWP (RFC 5649) of the target:
+ * PKCS#8 for RSA/EC, the key bytes for AES. No other key may use it. */
 #define CKA_SOFTMHSM_IMPORT          (CKA_SOFTMHSM_BASE + 0x09)
 /* string: the key's tags as a JSON object {"name":"value",...}. */
 #define CKA_SOFTMHSM_TAGS            (CKA_SOFTMHSM_BASE + 0x0A)

@@ -344,7 +344,9 @@ fn rotator(round: usize, dir: &Path) {
             ok(t.session.destroy_object(k), "C_DestroyObject");
             ack(format!("deleted {l}\n"));
         } else {
-            let l = format!("r{}", i % ROTATED);
+            // Names shared by every sixth round: rotated across kills, and
+            // well under the 100-version cap.
+            let l = format!("r{}-{}", round % 6, i % ROTATED);
             let k = ok(t.try_aes(32, &l, true), "C_GenerateKey (new version)");
             let v = String::from_utf8(t.attr(k, CKA_SOFTMHSM_VERSION, "version")).expect("hex");
             ack(format!("version {l} {v}\n"));

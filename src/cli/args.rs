@@ -27,7 +27,12 @@ pub struct Opt {
     pub help: &'static str,
 }
 
-const fn opt(name: &'static str, arity: Arity, required: bool, help: &'static str) -> Opt {
+pub(super) const fn opt(
+    name: &'static str,
+    arity: Arity,
+    required: bool,
+    help: &'static str,
+) -> Opt {
     Opt {
         name,
         arity,
@@ -71,8 +76,8 @@ pub const GLOBAL: &[Opt] = &[
     opt("help", Flag, false, "show this help"),
 ];
 
-const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
-const VERSION: Opt = opt(
+pub(super) const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
+pub(super) const VERSION: Opt = opt(
     "version",
     One,
     false,
@@ -99,7 +104,7 @@ pub const VERBS: &[Verb] = &[
             opt("kty", One, true, "RSA|EC|oct  key type (-HSM suffix accepted)"),
             opt("size", One, false, "BITS  RSA 2048|3072|4096 (default 2048), oct 128|192|256 (default 256)"),
             opt("curve", One, false, "P-256|P-256K|P-384|P-521  EC curve (default P-256)"),
-            opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey (default: all the type allows)"),
+            opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey, or import alone (RSA: a BYOK key-exchange key) (default: all the type allows)"),
             opt("tags", Many, false, "K=V...  at most 15 tags"),
             opt("enabled", One, false, "true|false  (default true)"),
             opt("not-before", One, false, "RFC3339  not usable before"),
@@ -189,6 +194,12 @@ pub const VERBS: &[Verb] = &[
     },
 ];
 
+/// Every verb: the table above, then the key import/download verbs (kept in
+/// `byok.rs` so each group of verbs lives with its code).
+pub fn all_verbs() -> impl Iterator<Item = &'static Verb> {
+    VERBS.iter().chain(super::byok::VERBS)
+}
+
 /// A parsed command line.
 pub struct Parsed {
     /// The verb.
@@ -246,8 +257,8 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             Some(other) => Err(CliError::Usage(format!("unknown option '{other}'"))),
         };
     }
-    let Some(verb) = VERBS.iter().find(|v| v.path == words.as_slice()) else {
-        let group = words.len() == 1 && VERBS.iter().any(|v| v.path[0] == words[0]);
+    let Some(verb) = all_verbs().find(|v| v.path == words.as_slice()) else {
+        let group = words.len() == 1 && all_verbs().any(|v| v.path[0] == words[0]);
         if group && (args.len() == 1 || args[1] == "--help") {
             return Ok(Command::Print(main_help()));
         }
@@ -324,7 +335,7 @@ fn main_help() -> String {
          Usage: softmhsm <command> [options]\n\nCommands:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for v in VERBS {
+    for v in all_verbs() {
         s.push_str(&format!("  {:<18} {}\n", v.path.join(" "), v.summary));
     }
     s.push_str(
@@ -396,7 +407,7 @@ mod tests {
 
     #[test]
     fn every_verb_has_help() {
-        for v in VERBS {
+        for v in all_verbs() {
             let line = format!("{} --help", v.path.join(" "));
             assert!(
                 matches!(parse(&args(&line)), Ok(Command::Print(_))),

@@ -6,6 +6,7 @@
 //! line on standard error.
 
 pub mod args;
+pub mod byok;
 pub mod output;
 
 use crate::config::{self, TokenConfig};
@@ -139,6 +140,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ["key", "update"] => Some(key_update(p)?),
         _ => None,
     };
+    let import_or_download = byok::usage(p)?;
     let token = pick_token(p.one("token"))?;
     let mut store = Store::open(&token.store_path())?;
     if p.verb.path == ["init"] {
@@ -294,6 +296,10 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
             Ok(bundle(&lifecycle::restore(s, &master, &blob)?, true))
         }
+        ["key", "import"] | ["key", "download"] => match import_or_download {
+            Some(req) => byok::run(req, name, p.one("version"), s, &master, &pool),
+            None => Err(CliError::Usage("unknown command".into())),
+        },
         _ => Err(CliError::Usage("unknown command".into())),
     }
 }

@@ -9,7 +9,7 @@
 use crate::crypto::{self, SecretBytes};
 use crate::engine::key::{random_hex_id, unhex, Body, KeyKind, KeyOps, KeyRecord, Record};
 use crate::engine::policy::{self, MAX_TAGS, MAX_TAG_LEN};
-use crate::engine::rules::{possible_ops, AES_BYTES, RSA_BITS};
+use crate::engine::rules::{self, possible_ops, AES_BYTES, RSA_BITS};
 use crate::error::Error;
 use crate::store::{DeletedRow, MasterKey, NewObject, ObjectRow, Store};
 use cryptoki_sys::*;
@@ -169,8 +169,24 @@ fn check_kind(kind: KeyKind) -> Outcome<()> {
     }
 }
 
-/// Check requested ops against what a key of `kind` can do.
+/// Check requested ops against what a key of `kind` can do. `import` makes
+/// a BYOK key-exchange key (KEK): RSA only, and no other op beside it.
 fn check_ops(kind: KeyKind, ops: KeyOps) -> Outcome<()> {
+    if ops.contains(KeyOps::IMPORT) {
+        if ops != KeyOps::IMPORT {
+            return Err(Refusal::Invalid(
+                "'import' excludes every other operation: a key-exchange key (KEK) only imports"
+                    .to_string(),
+            ));
+        }
+        if !matches!(kind, KeyKind::Rsa(_)) {
+            return Err(Refusal::Invalid(
+                "only RSA keys can have the 'import' operation (a BYOK key-exchange key)"
+                    .to_string(),
+            ));
+        }
+        return Ok(());
+    }
     let possible = possible_ops(kind);
     if !possible.contains(ops) {
         let extra = ops.without(possible).names().join(" ");
@@ -224,25 +240,142 @@ pub fn create(
     spec: &KeySpec,
     now: i64,
 ) -> Outcome<KeyRecord> {
+    check_spec(store, name, spec)?;
+    let (material, public) = generate(spec.kind)?;
+    let gen = match spec.kind {
+        KeyKind::Rsa(_) => CKM_RSA_PKCS_KEY_PAIR_GEN,
+        KeyKind::Ec(_) => CKM_EC_KEY_PAIR_GEN,
+        KeyKind::Aes(_) => CKM_AES_KEY_GEN,
+    };
+    store_version(store, master, name, spec, &material, public, Some(gen), now)
+}
+
+/// The attributes `key import` gives an imported key (its type and size come
+/// from the material).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSpec {
+    /// `key_ops`; None = every op the key type can do.
+    pub ops: Option<KeyOps>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// `attributes.enabled` (None = true).
+    pub enabled: Option<bool>,
+    /// `attributes.nbf`.
+    pub nbf: Option<i64>,
+    /// `attributes.exp`.
+    pub exp: Option<i64>,
+}
+
+/// Key material to import.
+pub enum Material {
+    /// An RSA or EC private key, PKCS#8 `PrivateKeyInfo` DER.
+    Pkcs8(SecretBytes),
+    /// AES key bytes (JWK `oct`).
+    Aes(SecretBytes),
+}
+
+/// The type, size and public key of key material, by the Managed HSM rules
+/// (the same rules C_CreateObject and C_UnwrapKey apply: [`rules::pkcs8_kind`]).
+pub fn inspect(material: &Material) -> Outcome<(KeyKind, Option<crypto::PublicKey>)> {
+    let p = crypto::provider();
+    match material {
+        Material::Aes(k) => {
+            let len = u32::try_from(k.len()).unwrap_or(u32::MAX);
+            if !AES_BYTES.contains(&len) {
+                return Err(Refusal::Invalid(format!(
+                    "bad oct key length {} bytes: use 16, 24 or 32",
+                    k.len()
+                )));
+            }
+            Ok((KeyKind::Aes(len * 8), None))
+        }
+        Material::Pkcs8(der) => {
+            let kind = rules::pkcs8_kind(der).map_err(|e| {
+                Refusal::Invalid(match e {
+                    Error(CKR_KEY_SIZE_RANGE) => {
+                        "unsupported RSA key size: use 2048, 3072 or 4096".to_string()
+                    }
+                    Error(CKR_CURVE_NOT_SUPPORTED) => {
+                        "unsupported curve: use P-256, P-256K, P-384 or P-521".to_string()
+                    }
+                    _ => "not an RSA or EC private key (PKCS#8)".to_string(),
+                })
+            })?;
+            let bad = |_| Refusal::Invalid("the private key does not parse".to_string());
+            let public = match kind {
+                KeyKind::Ec(c) => p.ec_private(c, der).map_err(bad)?.public(),
+                _ => p.rsa_private(der).map_err(bad)?.public(),
+            };
+            Ok((kind, Some(public)))
+        }
+    }
+}
+
+/// Import key material as `name` (a new current version if the name exists):
+/// not generated here, so like a `C_CreateObject` import it is not local
+/// (`CKA_LOCAL`, `CKA_ALWAYS_SENSITIVE`, `CKA_NEVER_EXTRACTABLE` FALSE), and
+/// still sensitive and never extractable.
+pub fn import(
+    store: &mut Store,
+    master: &MasterKey,
+    name: &str,
+    material: &Material,
+    spec: &ImportSpec,
+    now: i64,
+) -> Outcome<KeyRecord> {
+    let (kind, public) = inspect(material)?;
+    let spec = KeySpec {
+        kind,
+        ops: spec.ops,
+        tags: spec.tags.clone(),
+        enabled: spec.enabled.unwrap_or(true),
+        nbf: spec.nbf,
+        exp: spec.exp,
+    };
+    check_spec(store, name, &spec)?;
+    let (Material::Pkcs8(bytes) | Material::Aes(bytes)) = material;
+    store_version(store, master, name, &spec, bytes, public, None, now)
+}
+
+/// The checks every new version passes: name, ops, tags, dates, version count.
+fn check_spec(store: &Store, name: &str, spec: &KeySpec) -> Outcome<()> {
     if !crate::engine::key::is_valid_name(name.as_bytes()) {
         return Err(Refusal::BadName(name.to_string()));
     }
     check_kind(spec.kind)?;
-    let ops = spec.ops.unwrap_or_else(|| possible_ops(spec.kind));
-    check_ops(spec.kind, ops)?;
+    check_ops(
+        spec.kind,
+        spec.ops.unwrap_or_else(|| possible_ops(spec.kind)),
+    )?;
     check_tags(&spec.tags)?;
     check_window(spec.nbf, spec.exp)?;
-    let existing = store.versions_of(name)?;
-    if existing.len() >= MAX_VERSIONS {
+    if store.versions_of(name)?.len() >= MAX_VERSIONS {
         return Err(Refusal::TooManyVersions(name.to_string()));
     }
+    Ok(())
+}
+
+/// Seal `material` under `master` with AAD = kid and store it as a new current
+/// version of `name`. `gen` is the generation mechanism of a key made here
+/// (`CKA_LOCAL`); None for imported material.
+#[allow(clippy::too_many_arguments)]
+fn store_version(
+    store: &mut Store,
+    master: &MasterKey,
+    name: &str,
+    spec: &KeySpec,
+    material: &[u8],
+    public: Option<crypto::PublicKey>,
+    gen: Option<CK_MECHANISM_TYPE>,
+    now: i64,
+) -> Outcome<KeyRecord> {
     // Names are unique case-insensitively; a new version keeps the first spelling.
-    let name = existing
+    let name = store
+        .versions_of(name)?
         .first()
         .and_then(|r| r.name.clone())
         .unwrap_or_else(|| name.to_string());
     let label = token_label(store)?;
-    let (material, public) = generate(spec.kind)?;
     let version = random_hex_id()?;
     let key = KeyRecord {
         kind: spec.kind,
@@ -251,25 +384,21 @@ pub fn create(
         public: public
             .as_ref()
             .map(crate::engine::key::StoredPublic::from_public),
-        ops,
+        ops: spec.ops.unwrap_or_else(|| possible_ops(spec.kind)),
         enabled: spec.enabled,
         nbf: spec.nbf,
         exp: spec.exp,
         created: now,
         updated: now,
         tags: spec.tags.clone(),
-        local: true,
-        gen_mechanism: Some(match spec.kind {
-            KeyKind::Rsa(_) => CKM_RSA_PKCS_KEY_PAIR_GEN,
-            KeyKind::Ec(_) => CKM_EC_KEY_PAIR_GEN,
-            KeyKind::Aes(_) => CKM_AES_KEY_GEN,
-        }),
+        local: gen.is_some(),
+        gen_mechanism: gen,
         public_private: false,
         public_label: None,
         public_hidden: false,
         private_hidden: false,
     };
-    let sealed = master.seal(policy::kid(&label, &key).as_bytes(), &material);
+    let sealed = master.seal(policy::kid(&label, &key).as_bytes(), material);
     let rec = Record {
         body: Body::Key(key.clone()),
         label: name.clone().into_bytes(),
@@ -347,6 +476,14 @@ pub fn update(
     };
     if let Some(ops) = change.ops {
         check_ops(k.kind, ops)?;
+        // A KEK stays a KEK and no other key becomes one (as C_SetAttributeValue
+        // refuses key_ops changes on a KEK).
+        if (ops == KeyOps::IMPORT) != (k.ops == KeyOps::IMPORT) {
+            return Err(Refusal::Invalid(
+                "the 'import' operation cannot be added to or removed from an existing key"
+                    .to_string(),
+            ));
+        }
         k.ops = ops;
     }
     if let Some(tags) = &change.tags {
@@ -667,6 +804,15 @@ mod tests {
         assert!(matches!(check_tags(&tags), Err(Refusal::Invalid(_))));
         let tags: BTreeMap<String, String> = tags.into_iter().take(15).collect();
         assert_eq!(check_tags(&tags), Ok(()));
+    }
+
+    #[test]
+    fn import_is_exclusive_and_rsa_only() {
+        let rsa = KeyKind::Rsa(2048);
+        assert_eq!(check_ops(rsa, KeyOps::IMPORT), Ok(()));
+        assert!(check_ops(rsa, KeyOps::IMPORT.with(KeyOps::SIGN)).is_err());
+        assert!(check_ops(KeyKind::Ec(crypto::Curve::P256), KeyOps::IMPORT).is_err());
+        assert!(check_ops(KeyKind::Aes(256), KeyOps::IMPORT).is_err());
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub enum Param {
         /// `ulTagBits`.
         tag_bits: CK_ULONG,
     },
+    /// `CK_RSA_AES_KEY_WRAP_PARAMS` (PKCS#11 3.0 §2.1.21) with its
+    /// `CK_RSA_PKCS_OAEP_PARAMS` (read as [`Param::Oaep`]).
+    RsaAesKeyWrap {
+        /// `ulAESKeyBits`: the ephemeral AES key's size.
+        aes_bits: CK_ULONG,
+        /// `pOAEPParams`.
+        oaep: Box<Param>,
+    },
     /// Any other parameter, as raw bytes.
     Bytes(Vec<u8>),
 }

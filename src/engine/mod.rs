@@ -1,6 +1,7 @@
 //! The Managed HSM engine: the key model, the rules tables, the attribute policy.
 
 pub mod attributes;
+pub mod byok;
 pub mod key;
 pub mod lifecycle;
 pub mod mechanism;

@@ -26,7 +26,7 @@ const KINDS: [KeyKind; 10] = [
 ];
 
 /// Mechanisms: every sign and cipher mechanism offered, and some that are not.
-const MECHS: [CK_MECHANISM_TYPE; 24] = [
+const MECHS: [CK_MECHANISM_TYPE; 25] = [
     CKM_RSA_PKCS,
     CKM_SHA256_RSA_PKCS,
     CKM_SHA384_RSA_PKCS,
@@ -45,6 +45,7 @@ const MECHS: [CK_MECHANISM_TYPE; 24] = [
     CKM_AES_CBC_PAD,
     CKM_AES_KEY_WRAP,
     CKM_AES_KEY_WRAP_KWP,
+    CKM_RSA_AES_KEY_WRAP,
     // Not Managed HSM algorithms: always refused.
     CKM_SHA1_RSA_PKCS,
     CKM_MD5_RSA_PKCS,
@@ -87,6 +88,10 @@ fn mechanism(ty: CK_MECHANISM_TYPE) -> Mechanism {
             tag_bits: 128,
         },
         CKM_AES_CBC | CKM_AES_CBC_PAD => Param::Bytes(vec![0; 16]),
+        CKM_RSA_AES_KEY_WRAP => Param::RsaAesKeyWrap {
+            aes_bits: 256,
+            oaep: Box::new(mechanism(CKM_RSA_PKCS_OAEP).param),
+        },
         _ => Param::None,
     };
     Mechanism { ty, param }
@@ -98,7 +103,9 @@ fn mechanism(ty: CK_MECHANISM_TYPE) -> Mechanism {
 /// en/decrypts with GCM and CBC(-PAD) and wraps with KW, KWP, GCM and CBC-PAD.
 /// An unknown mechanism, or one that does not do the operation, is
 /// `CKR_MECHANISM_INVALID`; a known one on the wrong key type is
-/// `CKR_KEY_TYPE_INCONSISTENT`.
+/// `CKR_KEY_TYPE_INCONSISTENT`. `CKM_RSA_AES_KEY_WRAP` only unwraps, and only
+/// with a key-exchange key (key_ops = import alone), so the ordinary keys of
+/// the matrix are refused it (`CKR_KEY_FUNCTION_NOT_PERMITTED`).
 fn expected(kind: KeyKind, mech: CK_MECHANISM_TYPE, op: KeyOps) -> CK_RV {
     let rsa = matches!(kind, KeyKind::Rsa(_));
     let aes = matches!(kind, KeyKind::Aes(_));
@@ -167,6 +174,11 @@ fn expected(kind: KeyKind, mech: CK_MECHANISM_TYPE, op: KeyOps) -> CK_RV {
                 CKR_MECHANISM_INVALID
             }
         }
+        CKM_RSA_AES_KEY_WRAP => match (op == KeyOps::UNWRAP, rsa) {
+            (false, _) => CKR_MECHANISM_INVALID,
+            (true, true) => CKR_KEY_FUNCTION_NOT_PERMITTED,
+            (true, false) => CKR_KEY_TYPE_INCONSISTENT,
+        },
         _ => CKR_MECHANISM_INVALID,
     }
 }
@@ -245,7 +257,7 @@ fn every_key_type_mechanism_and_operation_gives_the_managed_hsm_answer() {
             }
         }
     }
-    assert_eq!(cases, 10 * 24 * 6);
+    assert_eq!(cases, 10 * 25 * 6);
     assert!(
         wrong.is_empty(),
         "{} of {cases} cases differ:\n{}",
@@ -288,5 +300,78 @@ fn outside_the_date_window_only_decrypt_unwrap_and_verify_remain() {
             "expired {kind:?} 0x{mech:x} {:?}",
             op.names()
         );
+    }
+}
+
+#[test]
+fn a_key_exchange_key_only_imports() {
+    for bits in [2048, 3072, 4096] {
+        let mut kek = key(KeyKind::Rsa(bits));
+        kek.ops = KeyOps::IMPORT;
+        for mech in MECHS {
+            for op in OPS {
+                let got = plan(&kek, mech, op, 0);
+                if mech == CKM_RSA_AES_KEY_WRAP && op == KeyOps::UNWRAP {
+                    assert_eq!(got, Ok(()), "KEK {bits} BYOK unwrap");
+                } else {
+                    let want = match expected(KeyKind::Rsa(bits), mech, op) {
+                        // Every mechanism the RSA key could use is refused: no op but import.
+                        CKR_OK => CKR_KEY_FUNCTION_NOT_PERMITTED,
+                        rv => rv,
+                    };
+                    assert_eq!(
+                        got,
+                        Err(Error(want)),
+                        "KEK {bits} 0x{mech:x} {:?}",
+                        op.names()
+                    );
+                }
+            }
+        }
+        // An expired or disabled KEK imports nothing.
+        let mut late = kek.clone();
+        late.exp = Some(100);
+        assert_eq!(
+            plan(&late, CKM_RSA_AES_KEY_WRAP, KeyOps::UNWRAP, 100),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+        kek.enabled = false;
+        assert_eq!(
+            plan(&kek, CKM_RSA_AES_KEY_WRAP, KeyOps::UNWRAP, 0),
+            Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+        );
+    }
+}
+
+#[test]
+fn rsa_aes_key_wrap_parameters_are_checked() {
+    let mut kek = key(KeyKind::Rsa(2048));
+    kek.ops = KeyOps::IMPORT;
+    let with = |aes_bits, hash, mgf, label: &[u8]| Mechanism {
+        ty: CKM_RSA_AES_KEY_WRAP,
+        param: Param::RsaAesKeyWrap {
+            aes_bits,
+            oaep: Box::new(Param::Oaep {
+                hash,
+                mgf,
+                source: CKZ_DATA_SPECIFIED,
+                label: label.to_vec(),
+            }),
+        },
+    };
+    let plan = |m: &Mechanism| cipher_plan(m, &kek, KeyOps::UNWRAP, 0).map(|_| ());
+    for bits in [128, 192, 256] {
+        assert_eq!(plan(&with(bits, CKM_SHA_1, CKG_MGF1_SHA1, b"")), Ok(()));
+    }
+    assert_eq!(plan(&with(256, CKM_SHA256, CKG_MGF1_SHA256, b"")), Ok(()));
+    for m in [
+        with(512, CKM_SHA_1, CKG_MGF1_SHA1, b""),
+        with(0, CKM_SHA_1, CKG_MGF1_SHA1, b""),
+        with(256, CKM_SHA384, CKG_MGF1_SHA384, b""),
+        with(256, CKM_SHA256, CKG_MGF1_SHA1, b""),
+        with(256, CKM_SHA_1, CKG_MGF1_SHA1, b"label"),
+        Mechanism::new(CKM_RSA_AES_KEY_WRAP),
+    ] {
+        assert_eq!(plan(&m), Err(Error(CKR_MECHANISM_PARAM_INVALID)), "{m:?}");
     }
 }

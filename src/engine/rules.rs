@@ -164,6 +164,8 @@ pub enum CipherScheme {
     AesKw,
     /// `CKM_AES_KEY_WRAP_KWP` (RFC 5649).
     AesKwp,
+    /// `CKM_RSA_AES_KEY_WRAP`: BYOK import under a key-exchange key.
+    RsaAesKw,
 }
 
 const ED: KeyOps = KeyOps(KeyOps::ENCRYPT.0 | KeyOps::DECRYPT.0);
@@ -181,6 +183,8 @@ const CIPHER: &[(CK_MECHANISM_TYPE, CipherScheme, KeyOps)] = &[
     (CKM_AES_CBC_PAD, CipherScheme::AesCbc { pad: true }, EDWU),
     (CKM_AES_KEY_WRAP, CipherScheme::AesKw, WU),
     (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp, WU),
+    // Unwrap only, and only by a key whose sole op is `import` (see cipher_plan).
+    (CKM_RSA_AES_KEY_WRAP, CipherScheme::RsaAesKw, KeyOps::UNWRAP),
 ];
 
 /// A decided encrypt/decrypt/wrap/unwrap operation with its parameters.
@@ -210,6 +214,13 @@ pub enum Cipher {
     AesKw,
     /// RFC 5649 key wrap with padding.
     AesKwp,
+    /// RSA-OAEP of an ephemeral AES key, then RFC 5649 under it (BYOK).
+    RsaAesKw {
+        /// The OAEP hash (MGF1 the same, empty label).
+        oaep: Hash,
+        /// The ephemeral AES key's length in bytes.
+        aes_bytes: usize,
+    },
 }
 
 /// Whether `ty` is a mechanism for `op` at all (`CKR_MECHANISM_INVALID`), the
@@ -235,7 +246,10 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
         .find(|(m, _, ops)| *m == mech.ty && ops.contains(op))
         .map(|(_, s, _)| *s)
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let rsa = matches!(scheme, CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep);
+    let rsa = matches!(
+        scheme,
+        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw
+    );
     match key.kind {
         KeyKind::Rsa(_) if rsa => {}
         KeyKind::Aes(_) if !rsa => {}
@@ -264,8 +278,16 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
             expect_no_param(mech)?;
             Cipher::AesKwp
         }
+        CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
     };
-    check_usable(key, op, now)?;
+    // BYOK: the key-exchange key unwraps through its `import` op, the only op
+    // it has; no other key can import, and a KEK does nothing else.
+    let needs = if scheme == CipherScheme::RsaAesKw {
+        KeyOps::IMPORT
+    } else {
+        op
+    };
+    check_usable(key, needs, now)?;
     Ok(cipher)
 }
 
@@ -291,6 +313,25 @@ fn oaep_param(mech: &Mechanism) -> Result<Hash> {
     } else {
         Err(param_invalid())
     }
+}
+
+/// RSA-AES key wrap: an AES-128, -192 or -256 ephemeral key; OAEP as for
+/// `CKM_RSA_PKCS_OAEP` (SHA-1 or SHA-256, the same MGF1, empty label).
+fn rsa_aes_param(mech: &Mechanism) -> Result<Cipher> {
+    let Param::RsaAesKeyWrap { aes_bits, oaep } = &mech.param else {
+        return Err(param_invalid());
+    };
+    if !matches!(*aes_bits, 128 | 192 | 256) {
+        return Err(param_invalid());
+    }
+    let inner = Mechanism {
+        ty: CKM_RSA_PKCS_OAEP,
+        param: (**oaep).clone(),
+    };
+    Ok(Cipher::RsaAesKw {
+        oaep: oaep_param(&inner)?,
+        aes_bytes: (*aes_bits / 8) as usize,
+    })
 }
 
 /// AES-GCM: a 12-byte IV, any AAD, a tag of 96–128 bits in steps of 8.
@@ -479,6 +520,13 @@ pub const MECHANISMS: &[MechanismRow] = &[
         min: 16,
         max: 32,
         flags: WU_FLAGS,
+    },
+    // BYOK import (unwrap by a key-exchange key only); RSA modulus bits.
+    MechanismRow {
+        mech: CKM_RSA_AES_KEY_WRAP,
+        min: 2048,
+        max: 4096,
+        flags: CKF_UNWRAP,
     },
     MechanismRow {
         mech: CKM_SHA256_RSA_PKCS,

@@ -131,15 +131,18 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
             return Err(invalid());
         }
-        let o = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS);
-        let label = input(o.pSourceData as *const CK_BYTE, o.ulSourceDataLen)
-            .map_err(|_| invalid())?
-            .to_vec();
-        Param::Oaep {
-            hash: o.hashAlg,
-            mgf: o.mgf,
-            source: o.source,
-            label,
+        oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS)?
+    } else if m.mechanism == CKM_RSA_AES_KEY_WRAP {
+        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() {
+            return Err(invalid());
+        }
+        let w = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS);
+        if w.pOAEPParams.is_null() {
+            return Err(invalid());
+        }
+        Param::RsaAesKeyWrap {
+            aes_bits: w.ulAESKeyBits,
+            oaep: Box::new(oaep_param(w.pOAEPParams)?),
         }
     } else if m.mechanism == CKM_AES_GCM {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_GCM_PARAMS>() {
@@ -163,6 +166,21 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     Ok(Mechanism {
         ty: m.mechanism,
         param,
+    })
+}
+
+/// Copy a caller's non-NULL `CK_RSA_PKCS_OAEP_PARAMS`.
+unsafe fn oaep_param(p: *const CK_RSA_PKCS_OAEP_PARAMS) -> Result<Param> {
+    let invalid = || Error(CKR_MECHANISM_PARAM_INVALID);
+    let o = std::ptr::read_unaligned(p);
+    let label = input(o.pSourceData as *const CK_BYTE, o.ulSourceDataLen)
+        .map_err(|_| invalid())?
+        .to_vec();
+    Ok(Param::Oaep {
+        hash: o.hashAlg,
+        mgf: o.mgf,
+        source: o.source,
+        label,
     })
 }
 
