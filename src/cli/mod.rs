@@ -6,6 +6,7 @@
 //! line on standard error.
 
 pub mod args;
+mod attest;
 pub mod output;
 
 use crate::config::{self, TokenConfig};
@@ -143,6 +144,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if p.verb.path == ["init"] {
         return init(p, &token, &mut store);
     }
+    if let Some(shown) = attest::without_pin(p, &token, &mut store)? {
+        return Ok(shown);
+    }
     if !token.versioning {
         return Err(CliError::Failed(
             "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
@@ -242,6 +246,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
             Ok(bundle(&lifecycle::restore(s, &master, &blob)?, true))
         }
+        ["key", "attest"] => attest::key_attest(p, s, &master, name),
         _ => Err(CliError::Usage("unknown command".into())),
     }
 }
@@ -274,6 +279,7 @@ fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, Cli
     let master: MasterKey =
         store.init_token(label, so_pin.as_bytes(), token.kdf_iterations, retention)?;
     store.set_pin(PinUser::User, &master, pin.as_bytes())?;
+    crate::engine::attest::provision(store, &master);
     if p.flag("purge-protection") {
         store.set_purge_protection(true)?;
     }

@@ -1,5 +1,6 @@
 //! The Managed HSM engine: the key model, the rules tables, the attribute policy.
 
+pub mod attest;
 pub mod attributes;
 pub mod key;
 pub mod lifecycle;

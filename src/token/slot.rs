@@ -165,6 +165,7 @@ impl Slot {
                 self.config.kdf_iterations,
                 self.config.retention_days,
             )
+            .map(|master| crate::engine::attest::provision(s, &master))
         })?;
         let mut st = self.state_mut();
         st.login = LoggedIn::Nobody;
