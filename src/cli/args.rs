@@ -187,6 +187,14 @@ pub const VERBS: &[Verb] = &[
             opt("public-key", One, false, "PEM  a PEM file (or text) of the attestation public key (default: the token's)"),
         ],
     },
+    Verb {
+        path: &["audit"],
+        summary: "print the token's audit log (JSON lines, or --output table)",
+        opts: &[
+            opt("since", One, false, "WHEN  RFC 3339 time, or a duration back from now (30s, 15m, 1h, 2d)"),
+            opt("operation", One, false, "NAME  only this operationName (KeyCreate, Login, KeySign, ...)"),
+        ],
+    },
 ];
 
 /// A parsed command line.

@@ -7,6 +7,7 @@
 
 pub mod args;
 mod attest;
+mod audit;
 pub mod output;
 
 use crate::config::{self, TokenConfig};
@@ -81,7 +82,8 @@ pub fn main(args: &[String]) -> u8 {
             println!("{text}");
             Ok(None)
         }
-        Command::Run(p) => run(&p).map(|shown| Some((shown, format(&p)))),
+        Command::Run(p) if p.verb.path == ["audit"] => audit::print(&p).map(|()| None),
+        Command::Run(p) => audit::logged(&p, run).map(|shown| Some((shown, format(&p)))),
     });
     match result {
         Ok(None) => 0,
@@ -153,7 +155,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ));
     }
     let pin = user_pin(p)?;
-    let master = store.unlock(PinUser::User, pin.as_bytes())?;
+    let master = audit::login(&token, || store.unlock(PinUser::User, pin.as_bytes()))?;
     let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
     let pool = Pool {
         label: rec.label,

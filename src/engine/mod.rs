@@ -2,6 +2,7 @@
 
 pub mod attest;
 pub mod attributes;
+pub mod audit;
 pub mod key;
 pub mod lifecycle;
 pub mod mechanism;
