@@ -13,8 +13,10 @@
 //! background thread (PKCS#11 only; started on the first event, stopped at
 //! `C_Finalize`), at `C_Finalize`, and at the end of a CLI command. Each flush
 //! appends whole lines with `O_APPEND`, at most [`FLUSH_BYTES`] per `write`,
-//! so lines of several processes never interleave mid-line. A forked child
-//! drops the buffer it inherited (the parent writes it) and starts its own.
+//! so lines of several processes never interleave mid-line (on a local file
+//! system: `O_APPEND` is not atomic over NFS). A forked child drops the buffer
+//! it inherited (the parent writes it) and starts its own; an application that
+//! exits without `C_Finalize` may lose its last second of lines.
 //!
 //! Nothing secret is recorded: no PIN, no key material. Logging never fails an
 //! operation: an unwritable file is a `log` warning and the batch is dropped.
