@@ -15,7 +15,7 @@
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use sha2::Digest;
@@ -84,7 +84,7 @@ fn main() -> Res<()> {
         ("tour-rsa-3072", 3072),
         ("tour-rsa-4096", 4096),
     ] {
-        let (public, private) = session.generate_key_pair(
+        let made = session.generate_key_pair(
             &Mechanism::RsaPkcsKeyPairGen,
             &[
                 Attribute::Token(true),
@@ -97,7 +97,8 @@ fn main() -> Res<()> {
                 Attribute::Label(name.into()),
                 Attribute::Sign(true),
             ],
-        )?;
+        );
+        let (public, private) = pair_or_current(&session, made, name)?;
         let sig = session.sign(&Mechanism::Sha256RsaPkcs, private, message)?;
         session.verify(&Mechanism::Sha256RsaPkcs, public, message, &sig)?;
         let (n, e) = rsa_public(&session, public)?;
@@ -119,7 +120,7 @@ fn main() -> Res<()> {
         ("tour-p384", OID_P384, "P-384"),
         ("tour-p521", OID_P521, "P-521"),
     ] {
-        let (public, private) = session.generate_key_pair(
+        let made = session.generate_key_pair(
             &Mechanism::EccKeyPairGen,
             &[
                 Attribute::Token(true),
@@ -132,7 +133,8 @@ fn main() -> Res<()> {
                 Attribute::Label(name.into()),
                 Attribute::Sign(true),
             ],
-        )?;
+        );
+        let (public, private) = pair_or_current(&session, made, name)?;
         // CKM_ECDSA signs a digest; the Managed HSM pairs each curve with one hash.
         let digest = match curve {
             "P-384" => sha2::Sha384::digest(message).to_vec(),
@@ -157,14 +159,18 @@ fn main() -> Res<()> {
         ("tour-aes-192", 24),
         ("tour-aes-256", 32),
     ] {
-        let key = session.generate_key(
+        let made = session.generate_key(
             &Mechanism::AesKeyGen,
             &[
                 Attribute::Token(true),
                 Attribute::Label(name.into()),
                 Attribute::ValueLen(len.into()),
             ],
-        )?;
+        );
+        let key = match at_cap(made, name)? {
+            Some(k) => k,
+            None => current(&session, name, ObjectClass::SECRET_KEY)?,
+        };
         let sensitive = session
             .get_attributes(key, &[AttributeType::Value])
             .unwrap_or_default();
@@ -216,6 +222,46 @@ const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 const CKA_SOFTMHSM_VERSION: u64 = 0x8000_0000 | 0x534D_0000 | 0x02;
 const CKA_SOFTMHSM_KID: u64 = 0x8000_0000 | 0x534D_0000 | 0x03;
+
+/// The Managed HSM caps a key at 100 versions: a store the tour has run on
+/// 100 times refuses a 101st (`CKR_ACTION_PROHIBITED`); the tour then goes on
+/// with the current version.
+fn at_cap<T>(made: cryptoki::error::Result<T>, name: &str) -> Res<Option<T>> {
+    match made {
+        Ok(t) => Ok(Some(t)),
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ActionProhibited, _)) => {
+            println!(
+                "   {name}: 100 versions already (the Managed HSM's cap); using the current one"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The current version's object of `class` under `name`.
+fn current(s: &Session, name: &str, class: ObjectClass) -> Res<ObjectHandle> {
+    let found = s.find_objects(&[Attribute::Class(class), Attribute::Label(name.into())])?;
+    found
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{name}: no current version").into())
+}
+
+/// A new key pair, or the current one at the version cap.
+fn pair_or_current(
+    s: &Session,
+    made: cryptoki::error::Result<(ObjectHandle, ObjectHandle)>,
+    name: &str,
+) -> Res<(ObjectHandle, ObjectHandle)> {
+    Ok(match at_cap(made, name)? {
+        Some(pair) => pair,
+        None => (
+            current(s, name, ObjectClass::PUBLIC_KEY)?,
+            current(s, name, ObjectClass::PRIVATE_KEY)?,
+        ),
+    })
+}
 
 fn report(s: &Session, private: ObjectHandle, name: &str, alg: &str, sig_len: usize) -> Res<()> {
     println!(

@@ -534,6 +534,16 @@ p11_test! {
         let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("lib")])[0];
         verify_ecdsa_prehash(OID_P256, &t.ec_point(public), &digest, &sig).expect("signature verifies");
         assert_eq!(json(&["key", "list-versions", "--name", "lib"]).as_array().unwrap().len(), 2);
+        // The audit log names the rotation, made by the library (flushed at C_Finalize).
+        let kid = String::from_utf8(t.attr(k[0], CKA_SOFTMHSM_KID, "kid")).unwrap();
+        let Token { session, pkcs11, .. } = t;
+        drop(session);
+        ok(pkcs11.finalize(), "C_Finalize");
+        let log = std::fs::read_to_string(store_dir().join("audit-softmhsm.jsonl")).expect("audit log");
+        let rotated = log.lines().map(|l| serde_json::from_str::<Value>(l).expect("audit JSON line")).any(|l| {
+            l["operationName"] == "KeyRotate" && l["caller"] == "pkcs11" && l["resultType"] == "Success" && l["kid"] == kid.as_str()
+        });
+        assert!(rotated, "no KeyRotate by pkcs11 for {kid} in the audit log:\n{log}");
     }
 }
 

@@ -54,6 +54,9 @@ const WATCHDOG: Duration = Duration::from_secs(120);
 const AES_VALUE: [u8; 32] = [0x5a; 32];
 /// Label rotated by every thread at once.
 const SHARED_ROTATION: &str = "rot-all";
+/// Versions a test gives one name before it moves to the next (the Managed HSM
+/// caps a key at 100 versions).
+const VERSIONS_PER_NAME: usize = 90;
 
 fn ops_per_thread() -> usize {
     std::env::var("SOFTMHSM_STRESS_OPS")
@@ -84,8 +87,11 @@ struct Tally {
     rotations: AtomicUsize,
     shared_ok: AtomicUsize,
     shared_active: AtomicUsize,
-    /// Versions acknowledged under `SHARED_ROTATION`.
+    /// Versions acknowledged under the `SHARED_ROTATION` names.
     shared_versions: Mutex<Vec<Vec<u8>>>,
+    /// Rotations of the shared names so far (names change every
+    /// `VERSIONS_PER_NAME`, under the 100-version cap).
+    shared_rotations: AtomicUsize,
 }
 
 fn gcm_mech<'a>(iv: &'a mut [u8; 12], aad: &'a [u8]) -> Mechanism<'a> {
@@ -138,7 +144,8 @@ fn aes_session_import(value: &[u8], label: &str) -> Vec<Attribute> {
 fn worker(p: &Pkcs11, fx: &Fixture, tally: &Tally, id: usize, n: usize, token_destroys: bool) {
     let s = ok(p.open_rw_session(fx.slot), "C_OpenSession(RW) in a worker");
     let raw = Raw::load();
-    let own_label = format!("rot-{id}");
+    let mut own_rotations = 0;
+    let mut own_label = format!("rot-{id}-0");
     let mut own_current =
         Token::try_aes_on(&s, &own_label, true).expect("first version of the thread's own key");
     for i in 0..n {
@@ -249,6 +256,8 @@ fn worker(p: &Pkcs11, fx: &Fixture, tally: &Tally, id: usize, n: usize, token_de
             r => {
                 // A new version under an existing name.
                 if r % 2 == 0 {
+                    own_rotations += 1;
+                    own_label = format!("rot-{id}-{}", own_rotations / VERSIONS_PER_NAME);
                     let k = ok(
                         Token::try_aes_on(&s, &own_label, true),
                         &format!("{what}: rotate own key"),
@@ -256,8 +265,10 @@ fn worker(p: &Pkcs11, fx: &Fixture, tally: &Tally, id: usize, n: usize, token_de
                     own_current = k;
                     gcm_round_trip(&s, k, None, &what);
                 } else {
+                    let n = tally.shared_rotations.fetch_add(1, Ordering::Relaxed);
+                    let name = format!("{SHARED_ROTATION}-{}", n / VERSIONS_PER_NAME);
                     let k = ok(
-                        Token::try_aes_on(&s, SHARED_ROTATION, true),
+                        Token::try_aes_on(&s, &name, true),
                         &format!("{what}: rotate shared key"),
                     );
                     let v = raw
@@ -430,12 +441,15 @@ fn stress(token_destroys: bool) {
         "every rotation got a distinct version"
     );
     if !versions.is_empty() {
-        let current = t.find(&[class(ObjectClass::SECRET_KEY), label(SHARED_ROTATION)]);
-        assert_eq!(
-            current.len(),
-            1,
-            "exactly one current version of {SHARED_ROTATION}"
-        );
+        let names = tally
+            .shared_rotations
+            .load(Ordering::Relaxed)
+            .div_ceil(VERSIONS_PER_NAME);
+        for n in 0..names {
+            let name = format!("{SHARED_ROTATION}-{n}");
+            let current = t.find(&[class(ObjectClass::SECRET_KEY), label(&name)]);
+            assert_eq!(current.len(), 1, "exactly one current version of {name}");
+        }
         for v in &versions {
             let found = t.find(&[
                 class(ObjectClass::SECRET_KEY),
@@ -450,8 +464,11 @@ fn stress(token_destroys: bool) {
         }
     }
     for id in 0..THREADS {
-        let own = t.find(&[class(ObjectClass::SECRET_KEY), label(&format!("rot-{id}"))]);
-        assert_eq!(own.len(), 1, "one current version of rot-{id}");
+        let own = t.find(&[
+            class(ObjectClass::SECRET_KEY),
+            label(&format!("rot-{id}-0")),
+        ]);
+        assert_eq!(own.len(), 1, "one current version of rot-{id}-0");
     }
     // Nothing left behind by the create/destroy operations.
     for o in t.find(&[]) {
@@ -499,8 +516,8 @@ p11_test! {
             for id in 0..4 {
                 sc.spawn(move || {
                     let s = ok(p.open_rw_session(slot), "C_OpenSession(RW)");
-                    let own = format!("own-{id}");
                     for i in 0..300 {
+                        let own = format!("own-{id}-{}", i / VERSIONS_PER_NAME);
                         let l = format!("gone-{id}-{i}");
                         let k = ok(Token::try_aes_on(&s, &l, true), "C_GenerateKey(token AES)");
                         ok(s.destroy_object(k), "C_DestroyObject(token AES)");

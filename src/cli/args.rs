@@ -192,6 +192,32 @@ pub const VERBS: &[Verb] = &[
         summary: "restore a key backup into the pool it came from",
         opts: &[opt("file", One, true, "FILE  a file written by key backup")],
     },
+    Verb {
+        path: &["key", "attest"],
+        summary: "a statement of a key version's properties, signed by the token's attestation key",
+        opts: &[NAME, VERSION, opt("file", One, false, "FILE  also write it to this new file")],
+    },
+    Verb {
+        path: &["token", "show"],
+        summary: "the token: label, retention, key counts, attestation public key (no PIN needed)",
+        opts: &[],
+    },
+    Verb {
+        path: &["attest", "verify"],
+        summary: "verify a key attest statement (no PIN needed)",
+        opts: &[
+            opt("file", One, true, "FILE  a statement written by key attest"),
+            opt("public-key", One, false, "PEM  a PEM file (or text) of the attestation public key (default: the token's)"),
+        ],
+    },
+    Verb {
+        path: &["audit"],
+        summary: "print the token's audit log (JSON lines, or --output table)",
+        opts: &[
+            opt("since", One, false, "WHEN  RFC 3339 time, or a duration back from now (30s, 15m, 1h, 2d)"),
+            opt("operation", One, false, "NAME  only this operationName (KeyCreate, Login, KeySign, ...)"),
+        ],
+    },
 ];
 
 /// Every verb: the table above, then the key import/download verbs (kept in

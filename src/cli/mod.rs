@@ -6,6 +6,8 @@
 //! line on standard error.
 
 pub mod args;
+mod attest;
+mod audit;
 pub mod byok;
 pub mod output;
 
@@ -82,7 +84,8 @@ pub fn main(args: &[String]) -> u8 {
             println!("{text}");
             Ok(None)
         }
-        Command::Run(p) => run(&p).map(|shown| Some((shown, format(&p)))),
+        Command::Run(p) if p.verb.path == ["audit"] => audit::print(&p).map(|()| None),
+        Command::Run(p) => audit::logged(&p, run).map(|shown| Some((shown, format(&p)))),
     });
     match result {
         Ok(None) => 0,
@@ -146,13 +149,16 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if p.verb.path == ["init"] {
         return init(p, &token, &mut store);
     }
+    if let Some(shown) = attest::without_pin(p, &token, &mut store)? {
+        return Ok(shown);
+    }
     if !token.versioning {
         return Err(CliError::Failed(
             "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
         ));
     }
     let pin = user_pin(p)?;
-    let master = store.unlock(PinUser::User, pin.as_bytes())?;
+    let master = audit::login(&token, || store.unlock(PinUser::User, pin.as_bytes()))?;
     let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
     let pool = Pool {
         label: rec.label,
@@ -296,6 +302,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
             Ok(bundle(&lifecycle::restore(s, &master, &blob)?, true))
         }
+        ["key", "attest"] => attest::key_attest(p, s, &master, name),
         ["key", "import"] | ["key", "download"] => match import_or_download {
             Some(req) => byok::run(req, name, p.one("version"), s, &master, &pool),
             None => Err(CliError::Usage("unknown command".into())),
@@ -332,6 +339,7 @@ fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, Cli
     let master: MasterKey =
         store.init_token(label, so_pin.as_bytes(), token.kdf_iterations, retention)?;
     store.set_pin(PinUser::User, &master, pin.as_bytes())?;
+    crate::engine::attest::provision(store, &master);
     if p.flag("purge-protection") {
         store.set_purge_protection(true)?;
     }

@@ -1,6 +1,8 @@
 //! The Managed HSM engine: the key model, the rules tables, the attribute policy.
 
+pub mod attest;
 pub mod attributes;
+pub mod audit;
 pub mod byok;
 pub mod key;
 pub mod lifecycle;

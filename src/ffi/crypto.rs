@@ -3,9 +3,9 @@
 
 use super::{entry, input, mechanism, produce};
 use crate::error::Result;
-use crate::token;
 use crate::token::operation::Stage;
 use crate::token::session::Session;
+use crate::token::{self, audit};
 use cryptoki_sys::*;
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.sign_init(&mechanism(mech)?, key)
+        audit::refused(&s, "KeySign", key, || s.sign_init(&mechanism(mech)?, key))
     })
 }
 
@@ -77,7 +77,9 @@ pub unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify_init(&mechanism(mech)?, key)
+        audit::refused(&s, "KeyVerify", key, || {
+            s.verify_init(&mechanism(mech)?, key)
+        })
     })
 }
 
@@ -182,7 +184,9 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.encrypt_init(&mechanism(mech)?, key)
+        audit::refused(&s, "KeyEncrypt", key, || {
+            s.encrypt_init(&mechanism(mech)?, key)
+        })
     })
 }
 
@@ -240,7 +244,9 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.decrypt_init(&mechanism(mech)?, key)
+        audit::refused(&s, "KeyDecrypt", key, || {
+            s.decrypt_init(&mechanism(mech)?, key)
+        })
     })
 }
 

@@ -4,7 +4,7 @@ use super::{entry, input, mechanism, output, put, template};
 use crate::engine::mechanism::expect_no_param;
 use crate::engine::policy::Part;
 use crate::error::{Error, Result};
-use crate::token::{self, objects::handle};
+use crate::token::{self, audit, objects::handle};
 use cryptoki_sys::*;
 
 /// C_GenerateKey, PKCS#11 3.1 §5.14.1: AES keys.
@@ -27,7 +27,7 @@ pub unsafe extern "C" fn C_GenerateKey(
             return Err(Error(CKR_MECHANISM_INVALID));
         }
         expect_no_param(&m)?;
-        let e = s.slot.generate(&s, m.ty, None, &t)?;
+        let e = audit::key_made(&s.slot, "KeyCreate", || s.slot.generate(&s, m.ty, None, &t))?;
         put(key, handle(e.id, Part::Main))
     })
 }
@@ -56,7 +56,9 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
             return Err(Error(CKR_MECHANISM_INVALID));
         }
         expect_no_param(&m)?;
-        let e = s.slot.generate(&s, m.ty, Some(&public), &private)?;
+        let e = audit::key_made(&s.slot, "KeyCreate", || {
+            s.slot.generate(&s, m.ty, Some(&public), &private)
+        })?;
         put(pub_key, handle(e.id, Part::Public))?;
         put(priv_key, handle(e.id, Part::Main))
     })
@@ -77,7 +79,7 @@ pub unsafe extern "C" fn C_WrapKey(
         let s = token::library()?.session(session)?;
         let m = mechanism(mech)?;
         output(out, len)?;
-        s.wrap_key(&m, wrapping, key).map(|_| ())
+        audit::refused(&s, "KeyWrap", wrapping, || s.wrap_key(&m, wrapping, key)).map(|_| ())
     })
 }
 
@@ -101,7 +103,9 @@ pub unsafe extern "C" fn C_UnwrapKey(
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        let e = s.unwrap_key(&m, unwrapping, wrapped, &t)?;
+        let e = audit::key_made(&s.slot, "KeyImport", || {
+            s.unwrap_key(&m, unwrapping, wrapped, &t)
+        })?;
         put(key, handle(e.id, Part::Main))
     })
 }

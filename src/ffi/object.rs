@@ -6,7 +6,7 @@ use crate::engine::attributes::Template;
 use crate::engine::policy::{self, AttrValue};
 use crate::engine::rules;
 use crate::error::{Error, Result};
-use crate::token::{self, objects::handle, slot::LoggedIn};
+use crate::token::{self, audit, objects::handle, slot::LoggedIn};
 use cryptoki_sys::*;
 
 /// C_CreateObject, PKCS#11 3.1 §5.7.1: certificates, data objects, AES, RSA
@@ -33,8 +33,10 @@ pub unsafe extern "C" fn C_CreateObject(
                 (token, rec, None)
             }
             CKO_SECRET_KEY | CKO_PRIVATE_KEY => {
-                let material = import_material(&t)?;
-                let e = s.import_key(&t, material, Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+                let bad = Error(CKR_ATTRIBUTE_VALUE_INVALID);
+                let e = audit::key_made(&s.slot, "KeyImport", || {
+                    s.import_key(&t, import_material(&t)?, bad)
+                })?;
                 return put(object, handle(e.id, policy::Part::Main));
             }
             // Public keys alone are not Managed HSM keys (every key has its private part).
@@ -83,7 +85,7 @@ pub unsafe extern "C" fn C_DestroyObject(
         let s = token::library()?.session(session)?;
         let (e, part) = s.object(object)?;
         s.check_writable(&e, part)?;
-        s.slot.destroy(&e, part)
+        audit::key_changed(&s.slot, "KeyDelete", &e, || s.slot.destroy(&e, part))
     })
 }
 
@@ -163,8 +165,9 @@ pub unsafe extern "C" fn C_SetAttributeValue(
         let t = template(tmpl, count)?;
         let (e, part) = s.object(object)?;
         s.check_writable(&e, part)?;
-        let rec = policy::set_attributes(&e.rec, part, &t)?;
-        s.slot.update(&e, rec)
+        audit::key_changed(&s.slot, "KeyUpdate", &e, || {
+            s.slot.update(&e, policy::set_attributes(&e.rec, part, &t)?)
+        })
     })
 }
 

@@ -3,7 +3,7 @@
 use super::slot::pin_arg;
 use super::{entry, put};
 use crate::error::{Error, Result};
-use crate::token;
+use crate::token::{self, audit};
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
@@ -79,7 +79,7 @@ unsafe fn login(
     let lib = token::library()?;
     let s = lib.session(session)?;
     let pin = pin_arg(pin, pin_len)?;
-    lib.login(&s, user, pin)
+    audit::token_call(&s.slot, "Login", || lib.login(&s, user, pin))
 }
 
 /// C_LoginUser, PKCS#11 3.0 §5.6.9: the token has one user, so a user name adds nothing.
@@ -98,5 +98,8 @@ pub unsafe extern "C" fn C_LoginUser(
 /// C_Logout, PKCS#11 3.1 §5.6.10.
 #[no_mangle]
 pub unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| token::library()?.session(session)?.slot.logout())
+    entry(|| {
+        let s = token::library()?.session(session)?;
+        audit::token_call(&s.slot, "Logout", || s.slot.logout())
+    })
 }

@@ -5,7 +5,7 @@ use super::{entry, input, pad, put, put_list};
 use crate::engine::key::hex;
 use crate::engine::rules::MECHANISMS;
 use crate::error::{Error, Result};
-use crate::token;
+use crate::token::{self, audit};
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
@@ -146,7 +146,7 @@ pub unsafe extern "C" fn C_InitToken(
         if !lib.sessions_of(slot_id).is_empty() {
             return Err(Error(CKR_SESSION_EXISTS));
         }
-        slot.init_token(pin, label)
+        audit::token_call(&slot, "TokenInit", || slot.init_token(pin, label))
     })
 }
 
@@ -163,7 +163,7 @@ pub unsafe extern "C" fn C_InitPIN(
         if !s.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));
         }
-        s.slot.init_pin(pin)
+        audit::token_call(&s.slot, "PinInit", || s.slot.init_pin(pin))
     })
 }
 
@@ -183,7 +183,7 @@ pub unsafe extern "C" fn C_SetPIN(
         if !s.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));
         }
-        s.slot.set_pin(old, new)
+        audit::token_call(&s.slot, "PinChange", || s.slot.set_pin(old, new))
     })
 }
 

@@ -11,7 +11,7 @@ pub mod seal;
 pub mod sqlite;
 
 pub use seal::MasterKey;
-pub use sqlite::Store;
+pub use sqlite::{AttestationRow, Store};
 
 /// Consecutive wrong user PINs after which the user PIN locks (`CKR_PIN_LOCKED`).
 pub const MAX_PIN_FAILURES: u32 = 10;

@@ -746,6 +746,10 @@ fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
     })
 }
 
+#[path = "sqlite_attest.rs"]
+mod attest;
+pub use attest::AttestationRow;
+
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;

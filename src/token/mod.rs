@@ -5,6 +5,7 @@
 //! different pid and must call `C_Initialize` again; the parent's state (its
 //! SQLite connections above all) is never used nor closed by the child.
 
+pub mod audit;
 pub mod objects;
 pub mod operation;
 pub mod session;
@@ -69,7 +70,10 @@ pub fn initialize() -> Result<()> {
 pub fn finalize() -> Result<()> {
     let mut g = global_write();
     match g.take() {
-        Some(lib) if lib.pid == std::process::id() => Ok(()),
+        Some(lib) if lib.pid == std::process::id() => {
+            crate::engine::audit::shutdown();
+            Ok(())
+        }
         Some(lib) => {
             std::mem::forget(lib);
             Err(Error(CKR_CRYPTOKI_NOT_INITIALIZED))

@@ -165,6 +165,7 @@ impl Slot {
                 self.config.kdf_iterations,
                 self.config.retention_days,
             )
+            .map(|master| crate::engine::attest::provision(s, &master))
         })?;
         let mut st = self.state_mut();
         st.login = LoggedIn::Nobody;
@@ -237,7 +238,9 @@ impl Slot {
                                 "rotation policy: rotated {} to version {}",
                                 k.name,
                                 k.version
-                            )
+                            );
+                            let kid = policy::kid(&self.state().label, &k);
+                            super::audit::policy_rotation(self, Some(&kid), None);
                         }
                         rotation::Due::Notify(k) => log::warn!(
                             "rotation policy: key {} version {} expires soon",
@@ -245,7 +248,12 @@ impl Slot {
                             k.version
                         ),
                         rotation::Due::Failed(name, why) => {
-                            log::warn!("rotation policy: rotating {name} failed: {why}")
+                            log::warn!("rotation policy: rotating {name} failed: {why}");
+                            let rv = match why {
+                                lifecycle::Refusal::Token(e) => e,
+                                _ => Error(CKR_ACTION_PROHIBITED),
+                            };
+                            super::audit::policy_rotation(self, None, Some(rv));
                         }
                     }
                 }

@@ -1,0 +1,245 @@
+//! The CLI side of the audit log ([`crate::engine::audit`]): each verb that
+//! manages keys or the token is recorded (caller `cli`), as is each PIN check;
+//! `softmhsm audit` reads the log back.
+
+use super::args::Parsed;
+use super::{output, pick_token, CliError, Shown};
+use crate::config::TokenConfig;
+use crate::engine::audit::{self, Caller, Event, Line};
+use crate::engine::lifecycle::parse_rfc3339;
+use crate::error::Result;
+use crate::store::Store;
+use serde_json::Value;
+use std::time::Instant;
+
+/// The `operationName` of a verb, or None for verbs that only read public
+/// information or the log itself (`token show`, `attest verify`, `audit`).
+fn operation(path: &[&str]) -> Option<&'static str> {
+    Some(match path {
+        ["init"] => "TokenInit",
+        ["key", "create"] => "KeyCreate",
+        ["key", "list"] => "KeyList",
+        ["key", "list-versions"] => "KeyListVersions",
+        ["key", "show"] => "KeyGet",
+        ["key", "update"] => "KeyUpdate",
+        ["key", "rotate"] => "KeyRotate",
+        ["key", "delete"] => "KeyDelete",
+        ["key", "list-deleted"] => "KeyListDeleted",
+        ["key", "recover"] => "KeyRecover",
+        ["key", "purge"] => "KeyPurge",
+        ["key", "backup"] => "KeyBackup",
+        ["key", "restore"] => "KeyRestore",
+        ["key", "attest"] => "KeyAttest",
+        ["key", "import"] => "KeyImport",
+        ["key", "download"] => "KeyGet",
+        ["key", "rotation-policy", "show"] => "KeyRotationPolicyGet",
+        ["key", "rotation-policy", "update"] => "KeyRotationPolicySet",
+        ["key", "rotate-due"] => "KeyRotateDue",
+        _ => return None,
+    })
+}
+
+/// Run a verb with `run` and record it; every buffered line is written before
+/// the command ends.
+pub(super) fn logged(
+    p: &Parsed,
+    run: impl FnOnce(&Parsed) -> std::result::Result<Shown, CliError>,
+) -> std::result::Result<Shown, CliError> {
+    let started = Instant::now();
+    let result = run(p);
+    if let (Some(op), Ok(token)) = (operation(p.verb.path), pick_token(p.one("token"))) {
+        let kid = result
+            .as_ref()
+            .ok()
+            .and_then(|s| kid_in(&s.json))
+            .or_else(|| {
+                let name = p.one("name")?;
+                let label = Store::open(&token.store_path()).ok()?.token().ok()??.label;
+                Some(format!("softmhsm://{label}/keys/{name}"))
+            });
+        let description = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(CliError::Usage(m) | CliError::Failed(m)) => m.clone(),
+        };
+        record(
+            &token,
+            op,
+            result.is_ok(),
+            &description,
+            kid.as_deref(),
+            started,
+        );
+    }
+    audit::flush();
+    result
+}
+
+/// Check the user PIN with `unlock` and record the login.
+pub(super) fn login<T>(token: &TokenConfig, unlock: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let r = unlock();
+    let description = r
+        .as_ref()
+        .err()
+        .map_or("CKR_OK".to_string(), |e| e.to_string());
+    record(token, "Login", r.is_ok(), &description, None, started);
+    r
+}
+
+fn record(
+    token: &TokenConfig,
+    op: &str,
+    ok: bool,
+    description: &str,
+    kid: Option<&str>,
+    t: Instant,
+) {
+    audit::record(
+        &token.store_path(),
+        &Event {
+            operation: op,
+            success: ok,
+            description,
+            kid,
+            duration: t.elapsed(),
+            caller: Caller::Cli,
+        },
+    );
+}
+
+/// The kid a verb's JSON output names.
+fn kid_in(v: &Value) -> Option<String> {
+    [&v["key"]["kid"], &v["kid"], &v["statement"]["kid"]]
+        .into_iter()
+        .find_map(|k| k.as_str().map(str::to_string))
+}
+
+/// `softmhsm audit`: print the token's audit lines (JSON lines, or a table),
+/// optionally since a time and of one operation.
+pub(super) fn print(p: &Parsed) -> std::result::Result<(), CliError> {
+    let table = match p.one("output") {
+        None | Some("json") => false,
+        Some("table") => true,
+        Some(o) => {
+            return Err(CliError::Usage(format!(
+                "unknown output '{o}': use json or table"
+            )))
+        }
+    };
+    let since = p
+        .one("since")
+        .map(|s| {
+            since(s, crate::engine::attributes::now()).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "bad --since '{s}': use RFC 3339 or a duration such as 30s, 15m, 1h, 2d"
+                ))
+            })
+        })
+        .transpose()?;
+    let operation = p.one("operation");
+    let token = pick_token(p.one("token"))?;
+    let path = audit::path_for(&token.store_path());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut rows = Vec::new();
+    for raw in text.lines() {
+        let Ok(line) = serde_json::from_str::<Line>(raw) else {
+            log::warn!("audit: skipping a malformed line in {}", path.display());
+            continue;
+        };
+        if since.is_some_and(|s| parse_rfc3339(&line.time).is_none_or(|t| t < s)) {
+            continue;
+        }
+        if operation.is_some_and(|o| !o.eq_ignore_ascii_case(&line.operation_name)) {
+            continue;
+        }
+        if !table {
+            println!("{raw}");
+        }
+        rows.push(line);
+    }
+    if table {
+        let rows = rows
+            .into_iter()
+            .map(|l| {
+                vec![
+                    l.time,
+                    l.operation_name,
+                    l.result_type,
+                    l.result_description,
+                    l.kid.unwrap_or_default(),
+                    l.caller,
+                    l.pid.to_string(),
+                    l.duration_ms.to_string(),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            output::table(
+                &[
+                    "Time",
+                    "Operation",
+                    "Result",
+                    "Description",
+                    "Kid",
+                    "Caller",
+                    "Pid",
+                    "Ms"
+                ],
+                rows
+            )
+        );
+    }
+    Ok(())
+}
+
+/// `--since`: RFC 3339, or a duration back from `now` (`30s`, `15m`, `1h`, `2d`).
+fn since(s: &str, now: i64) -> Option<i64> {
+    if let Some(t) = parse_rfc3339(s) {
+        return Some(t);
+    }
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()]
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0)?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    Some(now - n.checked_mul(secs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_dates_and_durations() {
+        assert_eq!(since("1h", 10_000), Some(6_400));
+        assert_eq!(since("2d", 200_000), Some(27_200));
+        assert_eq!(since("1970-01-01T00:01:00Z", 5), Some(60));
+        for bad in ["", "h", "1y", "-1h", "soon"] {
+            assert_eq!(since(bad, 10), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn management_verbs_have_operation_names() {
+        assert_eq!(operation(&["key", "rotate"]), Some("KeyRotate"));
+        assert_eq!(operation(&["audit"]), None);
+        assert_eq!(operation(&["token", "show"]), None);
+    }
+}
