@@ -122,6 +122,9 @@ p11_test! {
         let Token { session, pkcs11, .. } = t;
         drop(session);
         ok(pkcs11.finalize(), "C_Finalize");
+        // The audit log (login, PIN change, key creation events) is among the files searched.
+        let audit = std::fs::read_to_string(store_dir().join("audit-softmhsm.jsonl")).expect("the audit log exists");
+        assert!(audit.contains(r#""operationName":"PinChange""#), "the PIN change was audited: {audit}");
         assert_store_lacks(user_pin.as_bytes(), "the user PIN");
         assert_store_lacks(SO_PIN.as_bytes(), "the SO PIN");
     }
