@@ -373,6 +373,18 @@ p11_test! {
         init(&[]);
         json(&["key", "create", "--name", "k", "--kty", "EC", "--tags", "a=1"]);
         let current = json(&["key", "rotate", "--name", "k"]);
+        // A signature made before the backup, and the public key it verifies under.
+        let digest = [6u8; 32];
+        let (before, point) = {
+            let t = Token::reopen_existing();
+            let k = t.find_private_by_label("k");
+            let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("k")])[0];
+            let out = (ok(t.session.sign(&Mechanism::Ecdsa, k[0], &digest), "C_Sign before the backup"), t.ec_point(public));
+            let Token { session, pkcs11, .. } = t;
+            drop(session);
+            ok(pkcs11.finalize(), "C_Finalize");
+            out
+        };
         let file = scratch("k.backup");
         let b = json(&["key", "backup", "--name", "k", "--file", &file]);
         assert_eq!(b["versions"], 2);
@@ -387,7 +399,13 @@ p11_test! {
         assert_eq!(json(&["key", "list-versions", "--name", "k"]).as_array().unwrap().len(), 2);
         let t = Token::reopen_existing();
         let k = t.find_private_by_label("k");
-        ok(t.session.sign(&Mechanism::Ecdsa, k[0], &[3u8; 32]), "C_Sign with a restored key");
+        let public = t.find(&[class(ObjectClass::PUBLIC_KEY), label("k")])[0];
+        assert_eq!(t.ec_point(public), point, "the restored key is the same key");
+        ok(t.session.verify(&Mechanism::Ecdsa, public, &digest, &before), "C_Verify of the pre-backup signature");
+        let after = ok(t.session.sign(&Mechanism::Ecdsa, k[0], &digest), "C_Sign with a restored key");
+        for sig in [&before, &after] {
+            verify_ecdsa_prehash(OID_P256, &point, &digest, sig).expect("verifies under the original public key (p256 crate)");
+        }
     }
 }
 
@@ -558,5 +576,32 @@ p11_test! {
         assert_rv(t.try_aes(32, "capped", true), CKR_ACTION_PROHIBITED, "the 101st version");
         assert_eq!(json(&["key", "list-versions", "--name", "capped"]).as_array().unwrap().len(), 100);
         refused(&["key", "rotate", "--name", "capped"], 1, "100 versions");
+    }
+}
+
+p11_test! {
+    fn a_closed_pipe_ends_the_cli_quietly() {
+        use std::os::unix::process::ExitStatusExt;
+        init(&[]);
+        json(&["key", "create", "--name", "piped", "--kty", "oct"]);
+        // The reader is gone before the CLI writes (it first opens the store and
+        // derives the PIN key): it must not panic ("failed printing to stdout").
+        let mut child = Command::new(env!("CARGO_BIN_EXE_softmhsm"))
+            .args(["key", "list"])
+            .env("SOFTMHSM_PIN", USER_PIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn softmhsm");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "the CLI panicked on a closed pipe: {stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "ends with success or SIGPIPE, not {:?}",
+            out.status
+        );
     }
 }
