@@ -4,7 +4,9 @@
 //! The fork happens inside a `p11_test!` child process. libtest runs the test
 //! body on a thread of its own while its main thread waits on a channel, so
 //! the forked child holds exactly one thread, the forking one; no softmhsm
-//! lock is held at the fork (no other thread of ours runs), and glibc resets
+//! lock is held at the fork (the only other thread of ours, the audit log's
+//! flusher, waits with its lock released; a child that still finds the audit
+//! lock taken gives up auditing after 200 ms rather than hang), and glibc resets
 //! its malloc locks in the child. The child therefore allocates freely, but
 //! it must never return into libtest (whose main thread it no longer has):
 //! it runs under `catch_unwind` and leaves with `_exit`, its verdict in the
