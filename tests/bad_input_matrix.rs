@@ -452,6 +452,7 @@ p11_test! {
             checked += 1;
         }
         assert!(checked >= 65, "matrix covers every 2.40 function but the two that need no library: {checked}");
+        report(&format!("BAD-INPUT before C_Initialize: {checked} cases"));
     }
 }
 
@@ -485,6 +486,7 @@ p11_test! {
         }
         assert_eq!(t.count_all(), before, "refused calls must not change the token's objects");
         assert!(checked >= 150, "{checked} cases");
+        report(&format!("BAD-INPUT invalid/closed/zero session handles: {checked} cases, objects unchanged"));
     }
 }
 
@@ -595,6 +597,7 @@ p11_test! {
         }
         assert_eq!(t.count_all(), before, "refused calls must not change the token's objects");
         assert!(cases.len() + in_op.len() >= 40, "{} cases", cases.len() + in_op.len());
+        report(&format!("BAD-INPUT null pointer arguments: {} cases, objects unchanged", cases.len() + in_op.len()));
     }
 }
 
@@ -622,5 +625,6 @@ p11_test! {
             }
         }
         assert_eq!(t.count_all(), before, "nothing changed");
+        report("BAD-INPUT object handles that do not exist: 24 cases, objects unchanged");
     }
 }

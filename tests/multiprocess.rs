@@ -24,21 +24,6 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki_sys::*;
 
-/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
-/// appends it there (the harness shows a test child's stdout only on failure).
-fn report(line: &str) {
-    println!("{line}");
-    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open SOFTMHSM_RELIABILITY_OUT");
-        writeln!(f, "{line}").expect("append figure line");
-    }
-}
-
 const WORKERS: usize = 4;
 /// Keys each worker creates; every third is rotated, every fifth deleted.
 const KEYS_PER_WORKER: usize = 100;

@@ -28,21 +28,6 @@ use cryptoki_sys::*;
 use rand_core::{OsRng, RngCore};
 use sha2::Digest;
 
-/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
-/// appends it there (the harness shows a test child's stdout only on failure).
-fn report(line: &str) {
-    println!("{line}");
-    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open SOFTMHSM_RELIABILITY_OUT");
-        writeln!(f, "{line}").expect("append figure line");
-    }
-}
-
 const THREADS: usize = 8;
 /// Threads that share one session.
 const SHARED_THREADS: usize = 2;

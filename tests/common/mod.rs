@@ -928,3 +928,18 @@ pub fn sha2_for(digest_len: usize, msg: &[u8]) -> Vec<u8> {
         n => panic!("no SHA-2 digest of {n} bytes"),
     }
 }
+
+/// Prints a figure line and, when `SOFTMHSM_RELIABILITY_OUT` names a file,
+/// appends it there (the harness shows a test child's stdout only on failure).
+pub fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SOFTMHSM_RELIABILITY_OUT") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open SOFTMHSM_RELIABILITY_OUT");
+        writeln!(f, "{line}").expect("append figure line");
+    }
+}
