@@ -546,18 +546,21 @@ pub fn deleted(store: &Store) -> Outcome<Vec<DeletedKey>> {
 /// A key deleted through PKCS#11 had its halves destroyed one by one (hidden,
 /// material kept): it comes back whole.
 pub fn recover(store: &mut Store, name: &str) -> Outcome<KeyVersion> {
-    if store.recover_name(name)? == 0 {
-        return Err(Refusal::NotDeleted(name.to_string()));
-    }
-    for row in store.versions_of(name)? {
-        let mut rec = Record::from_json(&row.attrs)?;
-        if let Body::Key(k) = &mut rec.body {
-            if (k.private_hidden || k.public_hidden) && row.sealed.is_some() {
+    // A half whose material was erased (an older build's private-half destroy)
+    // stays hidden: there is nothing to bring back.
+    let unhide = |attrs: &str, sealed: bool| {
+        let mut rec = Record::from_json(attrs)?;
+        match &mut rec.body {
+            Body::Key(k) if sealed && (k.private_hidden || k.public_hidden) => {
                 k.private_hidden = false;
                 k.public_hidden = false;
-                store.update_attrs(row.id, &rec.to_json()?)?;
+                Ok(Some(rec.to_json()?))
             }
+            _ => Ok(None),
         }
+    };
+    if store.recover_name_rewriting(name, unhide)? == 0 {
+        return Err(Refusal::NotDeleted(name.to_string()));
     }
     show(store, name, None)
 }

@@ -388,11 +388,39 @@ impl Store {
     /// Bring every version of a soft-deleted `name` back, in one transaction.
     /// Returns the number of versions recovered (0: no deleted key has that name).
     pub fn recover_name(&mut self, name: &str) -> Result<usize> {
+        self.recover_name_rewriting(name, |_, _| Ok(None))
+    }
+
+    /// [`Store::recover_name`], rewriting in the same transaction the attribute
+    /// JSON of each recovered version for which `rewrite(attrs, has_sealed_material)`
+    /// returns a new one.
+    pub fn recover_name_rewriting(
+        &mut self,
+        name: &str,
+        rewrite: impl Fn(&str, bool) -> Result<Option<String>>,
+    ) -> Result<usize> {
         let tx = write_tx(&mut self.conn)?;
+        let name_lc = name.to_lowercase();
+        let rows: Vec<(i64, String, bool)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, attrs, sealed IS NOT NULL FROM objects
+                 WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([&name_lc], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for (id, attrs, sealed) in &rows {
+            if let Some(new) = rewrite(attrs, *sealed)? {
+                tx.execute(
+                    "UPDATE objects SET attrs = ?1 WHERE id = ?2",
+                    params![new, id],
+                )?;
+            }
+        }
         let n = tx.execute(
             "UPDATE objects SET deleted_at = NULL, purge_at = NULL
              WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
-            [name.to_lowercase()],
+            [&name_lc],
         )?;
         tx.commit()?;
         Ok(n)
