@@ -250,8 +250,10 @@ fn run_cipher(i: usize, kind: KeyKind, c: &Cipher, op: KeyOps, text: &[u8], chun
             ),
         }
         // Whatever encrypts must decrypt back (RSA encryption is randomised:
-        // decrypt the single-part ciphertext).
-        if encrypt {
+        // decrypt the single-part ciphertext). An RSA private-key operation
+        // costs milliseconds here, a hundred AES inputs: one RSA input in
+        // eight checks it.
+        if encrypt && (!rsa || chunk % 8 == 1) {
             let back = one_shot(dec_key, c, false, s).expect("own ciphertext decrypts");
             assert_eq!(&back[..], text, "decryption of an encryption differs");
         }
