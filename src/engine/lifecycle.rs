@@ -628,19 +628,37 @@ pub fn backup(store: &Store, master: &MasterKey, name: &str) -> Outcome<Vec<u8>>
             .collect(),
     };
     let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
-    let mut blob = BACKUP_MAGIC.to_vec();
-    blob.extend(master.seal(&backup_aad(&label), &json));
-    Ok(blob)
+    Ok(seal_backup(master, &label, &json))
 }
 
-/// `key restore`: bring back every version of a backed-up key. Refused if the
-/// blob is damaged or from another pool, or if the name is taken (live or deleted).
-pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<KeyRecord> {
+/// The blob of a backup's JSON for the pool labelled `label`: the magic, then
+/// the JSON sealed under the master key. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn seal_backup(master: &MasterKey, label: &str, json: &[u8]) -> Vec<u8> {
+    let mut blob = BACKUP_MAGIC.to_vec();
+    blob.extend(master.seal(&backup_aad(label), json));
+    blob
+}
+
+/// A backup blob opened and checked, ready to go into the store.
+#[derive(Debug)]
+pub struct DecodedBackup {
+    /// The key's name.
+    pub name: String,
+    /// One row per version, material still sealed as stored.
+    pub rows: Vec<NewObject>,
+    /// The record of the last version in the blob.
+    pub last: KeyRecord,
+}
+
+/// Open and check a backup blob made by [`backup`] in the pool labelled
+/// `label`, without touching a store: every version must be a key of the
+/// blob's name and its material must open under `master` with its own kid.
+pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<DecodedBackup> {
     let damaged = || Refusal::Invalid("the backup is damaged or not from this pool".to_string());
     let sealed = blob.strip_prefix(BACKUP_MAGIC).ok_or_else(damaged)?;
-    let label = token_label(store)?;
     let json = master
-        .open(&backup_aad(&label), sealed)
+        .open(&backup_aad(label), sealed)
         .map_err(|_| damaged())?;
     let backup: Backup = serde_json::from_slice(&json).map_err(|_| damaged())?;
     let mut rows = Vec::with_capacity(backup.versions.len());
@@ -656,7 +674,7 @@ pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<Ke
                 let s = unhex(h).ok_or_else(damaged)?;
                 // The material must open under this pool's key with its own kid.
                 master
-                    .open(policy::kid(&label, &key).as_bytes(), &s)
+                    .open(policy::kid(label, &key).as_bytes(), &s)
                     .map_err(|_| damaged())?;
                 Some(s)
             }
@@ -671,12 +689,24 @@ pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<Ke
         last = Some(key);
     }
     let last = last.ok_or_else(damaged)?;
-    match store.restore_versions(&rows) {
+    Ok(DecodedBackup {
+        name: backup.name,
+        rows,
+        last,
+    })
+}
+
+/// `key restore`: bring back every version of a backed-up key. Refused if the
+/// blob is damaged or from another pool, or if the name is taken (live or deleted).
+pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<KeyRecord> {
+    let label = token_label(store)?;
+    let b = decode_backup(master, &label, blob)?;
+    match store.restore_versions(&b.rows) {
         Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)) => Err(Refusal::Invalid(format!(
             "a key named '{}' already exists (deleted keys too): delete and purge it first",
-            backup.name
+            b.name
         ))),
-        other => other.map(|_| last).map_err(Refusal::from),
+        other => other.map(|_| b.last).map_err(Refusal::from),
     }
 }
 

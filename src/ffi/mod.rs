@@ -184,6 +184,29 @@ unsafe fn oaep_param(p: *const CK_RSA_PKCS_OAEP_PARAMS) -> Result<Param> {
     })
 }
 
+/// The ABI's input parsers, for the fuzz targets in `fuzz/`: reachable here
+/// without a token. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+    use crate::crypto::SecretBytes;
+
+    /// [`template`]: a caller's `CK_ATTRIBUTE` array copied into a [`Template`].
+    pub unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Template> {
+        super::template(p, count)
+    }
+
+    /// [`mechanism`]: a caller's `CK_MECHANISM` with its parameter parsed.
+    pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+        super::mechanism(p)
+    }
+
+    /// The key material of a `C_CreateObject` import template.
+    pub fn import_material(t: &Template) -> Result<SecretBytes> {
+        object::import_material(t)
+    }
+}
+
 /// Write a value through a caller's pointer (`CKR_ARGUMENTS_BAD` if NULL).
 pub(crate) unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
     if p.is_null() {

@@ -217,7 +217,7 @@ pub unsafe extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV
 /// PKCS#8 built from RSA components / an EC scalar. Sizes and curves are checked
 /// before the provider sees the material (`CKR_KEY_SIZE_RANGE`,
 /// `CKR_CURVE_NOT_SUPPORTED`).
-fn import_material(t: &Template) -> Result<SecretBytes> {
+pub(super) fn import_material(t: &Template) -> Result<SecretBytes> {
     let get = |ty| t.get(ty).ok_or(Error(CKR_TEMPLATE_INCOMPLETE));
     let secret = |ty| t.get(ty).map(|v| SecretBytes::new(v.to_vec()));
     let p = crypto::provider();
