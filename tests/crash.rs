@@ -103,9 +103,8 @@ fn gcm_round_trip(s: &Session, k: ObjectHandle, what: &str) {
     assert_eq!(pt, b"survived", "{what}: AES-GCM round trip");
 }
 
-/// The writer: token keys in a loop (AES, and every fourth an EC pair), each
-/// label acknowledged, fsynced, right after `CKR_OK`.
-fn generator(round: usize, dir: &Path) {
+/// A writer process's logged-in token and its acknowledgment file (appended to).
+fn writer(dir: &Path) -> (Token, fs::File) {
     let p = load_initialized();
     let s = session_logged_in(&p, USER_PIN);
     let t = Token {
@@ -114,11 +113,18 @@ fn generator(round: usize, dir: &Path) {
         raw: Raw::load(),
         pkcs11: p,
     };
-    let mut acks = fs::OpenOptions::new()
+    let acks = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("acks"))
         .expect("ack file");
+    (t, acks)
+}
+
+/// The writer: token keys in a loop (AES, and every fourth an EC pair), each
+/// label acknowledged, fsynced, right after `CKR_OK`.
+fn generator(round: usize, dir: &Path) {
+    let (t, mut acks) = writer(dir);
     for i in 0.. {
         let l = format!("c{round}-{i}");
         let line = if i % 4 == 3 {
@@ -304,19 +310,7 @@ const ROTATED: usize = 6;
 /// PKCS#11: `C_GenerateKey` under an existing label), and keys made then
 /// destroyed (a Managed HSM soft-delete), each step acknowledged after `CKR_OK`.
 fn rotator(round: usize, dir: &Path) {
-    let p = load_initialized();
-    let s = session_logged_in(&p, USER_PIN);
-    let t = Token {
-        session: s,
-        slot: slot_by_label(&p, TOKEN_LABEL),
-        raw: Raw::load(),
-        pkcs11: p,
-    };
-    let mut acks = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("acks"))
-        .expect("ack file");
+    let (t, mut acks) = writer(dir);
     let mut ack = |line: String| {
         acks.write_all(line.as_bytes()).expect("write ack");
         acks.sync_all().expect("fsync ack");
