@@ -5,68 +5,13 @@
 #[macro_use]
 mod common;
 
+use common::cli::*;
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{KeyType, ObjectClass};
 use cryptoki_sys::*;
 use serde_json::Value;
 use std::process::{Command, Stdio};
-
-/// One CLI run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run the CLI with the fixture user PIN in `$SOFTMHSM_PIN`.
-fn cli(args: &[&str]) -> Run {
-    cli_with(args, Some(USER_PIN))
-}
-
-/// Run the CLI; stdin is not a terminal.
-fn cli_with(args: &[&str], pin: Option<&str>) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_softmhsm"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("SOFTMHSM_PIN");
-    if let Some(pin) = pin {
-        cmd.env("SOFTMHSM_PIN", pin);
-    }
-    let out = cmd.output().expect("run softmhsm");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Run the CLI, expect success, parse its JSON.
-#[track_caller]
-fn json(args: &[&str]) -> Value {
-    let r = cli(args);
-    assert_eq!(r.code, 0, "softmhsm {args:?} failed: {}", r.stderr);
-    serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("softmhsm {args:?} printed no JSON ({e}): {}", r.stdout))
-}
-
-/// Run the CLI, expect `code` and a one-line error mentioning `what`.
-#[track_caller]
-fn refused(args: &[&str], code: i32, what: &str) {
-    let r = cli(args);
-    assert_eq!(r.code, code, "softmhsm {args:?}: {}", r.stderr);
-    assert_eq!(
-        r.stderr.lines().count(),
-        1,
-        "one-line error: {:?}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains(what),
-        "error {:?} should mention {what:?}",
-        r.stderr
-    );
-}
 
 /// `softmhsm init` with the fixture label and PINs (so the C-ABI harness can log in).
 fn init(extra: &[&str]) {

@@ -8,61 +8,14 @@ mod common;
 mod byok_support;
 
 use byok_support::*;
+use common::cli::*;
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki_sys::*;
-use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 const MSG: &[u8] = b"signed by a key the CLI imported";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run the CLI with the fixture user PIN; stdin is not a terminal.
-fn cli(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_softmhsm"))
-        .args(args)
-        .stdin(Stdio::null())
-        .env("SOFTMHSM_PIN", USER_PIN)
-        .output()
-        .expect("run softmhsm");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-#[track_caller]
-fn json(args: &[&str]) -> Value {
-    let r = cli(args);
-    assert_eq!(r.code, 0, "softmhsm {args:?} failed: {}", r.stderr);
-    serde_json::from_str(&r.stdout).expect("JSON output")
-}
-
-/// Expect exit `code` and a one-line error mentioning `what`.
-#[track_caller]
-fn refused(args: &[&str], code: i32, what: &str) {
-    let r = cli(args);
-    assert_eq!(r.code, code, "softmhsm {args:?}: {}", r.stderr);
-    assert_eq!(
-        r.stderr.lines().count(),
-        1,
-        "one-line error: {:?}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains(what),
-        "error {:?} should mention {what:?}",
-        r.stderr
-    );
-}
 
 fn init() {
     json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);

@@ -7,6 +7,8 @@
 //! built next to the test binary.
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 
+pub mod cli;
+
 use std::env;
 use std::ffi::OsString;
 use std::fs;
