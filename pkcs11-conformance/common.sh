@@ -60,3 +60,23 @@ fresh_token() {
     export SOFTMHSM_KDF_ITERATIONS=1000
     unset SOFTMHSM_CONF
 }
+
+# engine_cnf FILE INIT: an openssl.cnf that loads the libp11 engine on $MODULE
+# with $PIN. INIT is the engine's `init` flag: 0 for the openssl command (it
+# initialises an engine named with -engine itself), 1 for nginx (which does not
+# ENGINE_init() an engine it finds by id: the config must).
+engine_cnf() {
+    cat > "$1" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
+MODULE_PATH = $MODULE
+PIN = $PIN
+init = $2
+CNF
+}

@@ -26,19 +26,7 @@ PL --keygen --key-type AES:32 --label aes --id 04 >/dev/null 2>&1 || ok=0
 [ $ok = 1 ] && pass "setup: RSA-2048, P-256, P-384, AES-256 keys (pkcs11-tool)" || fail "setup: RSA-2048, P-256, P-384, AES-256 keys (pkcs11-tool)"
 
 # self-signed certificates, signed on the token (P-384 with SHA-384: the curve's digest)
-cat > engine.cnf <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
-MODULE_PATH = $MODULE
-PIN = $PIN
-init = 0
-CNF
+engine_cnf engine.cnf 0
 ok=1
 for e in rsa:01:256 p256:02:256 p384:03:384; do
     IFS=: read -r n id h <<< "$e"

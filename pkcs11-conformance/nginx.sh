@@ -42,20 +42,7 @@ for n in tlsrsa tlsp256; do
     fi
 done
 
-cat > engine.cnf <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
-MODULE_PATH = $MODULE
-PIN = $PIN
-# nginx does not ENGINE_init() an engine it finds by id: the config must
-init = 1
-CNF
+engine_cnf engine.cnf 1
 export OPENSSL_CONF="$WORK/engine.cnf"
 
 # self-signed certificates for the token keys (signed on the token)

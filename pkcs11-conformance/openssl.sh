@@ -44,19 +44,7 @@ else fail "setup: public keys exported"; fi
 head -c 1000 /dev/urandom > msg
 for h in 256 384; do O dgst -sha$h -binary msg > msg.sha$h; done
 
-cat > engine.cnf <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
-MODULE_PATH = $MODULE
-PIN = $PIN
-init = 0
-CNF
+engine_cnf engine.cnf 0
 cat > provider.cnf <<CNF
 openssl_conf = openssl_init
 [openssl_init]
