@@ -323,9 +323,11 @@ fn rotator(round: usize, dir: &Path) {
             ok(t.session.destroy_object(k), "C_DestroyObject");
             ack(format!("deleted {l}\n"));
         } else {
-            // Names shared by every sixth round: rotated across kills, and
-            // well under the 100-version cap.
-            let l = format!("r{}-{}", round % 6, i % ROTATED);
+            // Names shared by every sixth round: rotated across kills. A round
+            // gives a name at most 20 versions before moving on to the next
+            // generation of names, so 4 rounds stay under the 100-version cap
+            // however fast the token is.
+            let l = format!("r{}-{}-g{}", round % 6, i % ROTATED, i / (ROTATED * 20));
             let k = ok(t.try_aes(32, &l, true), "C_GenerateKey (new version)");
             let v = String::from_utf8(t.attr(k, CKA_SOFTMHSM_VERSION, "version")).expect("hex");
             ack(format!("version {l} {v}\n"));

@@ -510,6 +510,12 @@ pub fn update(
 /// `key delete`): hidden from PKCS#11, unusable, its name taken, until it is
 /// recovered or purged (by hand, or at its scheduled purge date).
 pub fn delete(store: &mut Store, name: &str, now: i64) -> Outcome<DeletedKey> {
+    delete_versions(store, name, now)?;
+    deleted_key(store, name)?.ok_or_else(|| Refusal::UnknownKey(name.to_string()))
+}
+
+/// [`delete`], returning the row ids of the versions it soft-deleted.
+pub fn delete_versions(store: &mut Store, name: &str, now: i64) -> Outcome<Vec<i64>> {
     // A PKCS#11 application may have made a version with CKA_DESTROYABLE=FALSE.
     for row in store.versions_of(name)? {
         if !Record::from_json(&row.attrs)?.destroyable {
@@ -518,13 +524,23 @@ pub fn delete(store: &mut Store, name: &str, now: i64) -> Outcome<DeletedKey> {
             )));
         }
     }
-    if store.soft_delete_name(name, now)? == 0 {
+    let ids = store.soft_delete_name(name, now)?;
+    if ids.is_empty() {
         return Err(Refusal::UnknownKey(name.to_string()));
     }
-    deleted(store)?
-        .into_iter()
-        .find(|d| d.key.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| Refusal::UnknownKey(name.to_string()))
+    Ok(ids)
+}
+
+/// The soft-deleted key `name`, if there is one.
+fn deleted_key(store: &Store, name: &str) -> Outcome<Option<DeletedKey>> {
+    let Some(d) = store.deleted_name(name)? else {
+        return Ok(None);
+    };
+    Ok(Some(DeletedKey {
+        key: key_version(&d.row)?.key,
+        deleted_at: d.deleted_at,
+        purge_at: d.purge_at,
+    }))
 }
 
 /// Every soft-deleted key, in name order.
@@ -568,9 +584,7 @@ pub fn recover(store: &mut Store, name: &str) -> Outcome<KeyVersion> {
 /// Erase a soft-deleted key for good; refused under purge protection before
 /// its scheduled purge date.
 pub fn purge(store: &mut Store, name: &str, now: i64) -> Outcome<()> {
-    let purge_at = deleted(store)?
-        .into_iter()
-        .find(|d| d.key.name.eq_ignore_ascii_case(name))
+    let purge_at = deleted_key(store, name)?
         .map(|d| d.purge_at)
         .ok_or_else(|| Refusal::NotDeleted(name.to_string()))?;
     match store.purge_name(name, now) {

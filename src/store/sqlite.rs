@@ -331,9 +331,9 @@ impl Store {
     }
 
     /// Delete a row. If it was the current version of its name, the newest
-    /// remaining version (highest id) of that name becomes current.
-    /// `CKR_OBJECT_HANDLE_INVALID` if it is gone.
-    pub fn delete_object(&mut self, id: i64) -> Result<()> {
+    /// remaining version (highest id) of that name becomes current, and its id
+    /// is returned. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
+    pub fn delete_object(&mut self, id: i64) -> Result<Option<i64>> {
         let tx = write_tx(&mut self.conn)?;
         let found: Option<(Option<String>, bool)> = tx
             .query_row(
@@ -344,15 +344,20 @@ impl Store {
             .optional()?;
         let (name_lc, current) = found.ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
         tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;
+        let mut promoted = None;
         if let (Some(name_lc), true) = (name_lc, current) {
-            tx.execute(
-                "UPDATE objects SET current = 1
-                 WHERE id = (SELECT MAX(id) FROM objects WHERE name_lc = ?1)",
-                [name_lc],
-            )?;
+            promoted = tx
+                .query_row(
+                    "UPDATE objects SET current = 1
+                     WHERE id = (SELECT MAX(id) FROM objects WHERE name_lc = ?1)
+                     RETURNING id",
+                    [name_lc],
+                    |r| r.get(0),
+                )
+                .optional()?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(promoted)
     }
 
     /// The live versions of `name` (case-insensitive), oldest first.
@@ -366,9 +371,9 @@ impl Store {
     }
 
     /// Soft-delete every version of `name` in one transaction: `deleted_at` =
-    /// `now`, `purge_at` = `now` + the token's retention days. Returns the number
-    /// of versions deleted (0: no live key has that name).
-    pub fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<usize> {
+    /// `now`, `purge_at` = `now` + the token's retention days. Returns the row
+    /// ids of the versions deleted (empty: no live key has that name).
+    pub fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>> {
         let tx = write_tx(&mut self.conn)?;
         let days: Option<i64> = tx
             .query_row("SELECT retention_days FROM token WHERE id = 1", [], |r| {
@@ -376,13 +381,19 @@ impl Store {
             })
             .optional()?;
         let days = days.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
-        let n = tx.execute(
-            "UPDATE objects SET deleted_at = ?2, purge_at = ?3
-             WHERE name_lc = ?1 AND deleted_at IS NULL",
-            params![name.to_lowercase(), now, now.saturating_add(days * DAY)],
-        )?;
+        let ids = {
+            let mut stmt = tx.prepare(
+                "UPDATE objects SET deleted_at = ?2, purge_at = ?3
+                 WHERE name_lc = ?1 AND deleted_at IS NULL RETURNING id",
+            )?;
+            let ids = stmt.query_map(
+                params![name.to_lowercase(), now, now.saturating_add(days * DAY)],
+                |r| r.get(0),
+            )?;
+            ids.collect::<rusqlite::Result<Vec<i64>>>()?
+        };
         tx.commit()?;
-        Ok(n)
+        Ok(ids)
     }
 
     /// Bring every version of a soft-deleted `name` back, in one transaction.
@@ -524,6 +535,25 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The current version of the soft-deleted `name` (case-insensitive), with
+    /// its deletion dates; None if no deleted key has that name.
+    pub fn deleted_name(&self, name: &str) -> Result<Option<DeletedRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS}, deleted_at, purge_at FROM objects
+             WHERE name_lc = ?1 AND deleted_at IS NOT NULL AND current = 1"
+        ))?;
+        let row = stmt
+            .query_row([name.to_lowercase()], |r| {
+                Ok(DeletedRow {
+                    row: object_row(r)?,
+                    deleted_at: r.get(6)?,
+                    purge_at: r.get(7)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
     }
 
     /// The current version of every soft-deleted name, with its deletion dates,

@@ -383,11 +383,11 @@ fn deleting_the_current_version_makes_the_previous_current() {
     let v1 = store.insert_object(&key("Key1", "v1")).unwrap();
     let v2 = store.insert_object(&key("key1", "v2")).unwrap();
     let v3 = store.insert_object(&key("KEY1", "v3")).unwrap();
-    store.delete_object(v3.id).unwrap();
+    assert_eq!(store.delete_object(v3.id).unwrap(), Some(v2.id));
     assert_eq!(current_of(&store, "key1"), vec![v2.id]);
-    store.delete_object(v2.id).unwrap();
+    assert_eq!(store.delete_object(v2.id).unwrap(), Some(v1.id));
     assert_eq!(current_of(&store, "key1"), vec![v1.id]);
-    store.delete_object(v1.id).unwrap();
+    assert_eq!(store.delete_object(v1.id).unwrap(), None);
     assert!(store.objects().unwrap().is_empty());
 }
 
@@ -396,7 +396,11 @@ fn deleting_an_old_version_keeps_the_current_one() {
     let (_dir, _path, mut store, _master) = initialised();
     let v1 = store.insert_object(&key("Key1", "v1")).unwrap();
     let v2 = store.insert_object(&key("Key1", "v2")).unwrap();
-    store.delete_object(v1.id).unwrap();
+    assert_eq!(
+        store.delete_object(v1.id).unwrap(),
+        None,
+        "no version was promoted"
+    );
     assert_eq!(current_of(&store, "key1"), vec![v2.id]);
 }
 
@@ -575,7 +579,13 @@ fn soft_delete_hides_every_version_of_a_name() {
     store.insert_object(&key("Gone", "v1")).unwrap();
     store.insert_object(&key("gone", "v2")).unwrap();
     let kept = store.insert_object(&key("kept", "v1")).unwrap();
-    assert_eq!(store.soft_delete_name("GONE", now()).unwrap(), 2);
+    let gone: Vec<i64> = store
+        .versions_of("gone")
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(store.soft_delete_name("GONE", now()).unwrap(), gone);
     assert_eq!(store.objects().unwrap(), vec![kept.clone()]);
     assert!(store.versions_of("gone").unwrap().is_empty());
     assert_eq!(store.object(kept.id).unwrap(), Some(kept));
@@ -584,7 +594,7 @@ fn soft_delete_hides_every_version_of_a_name() {
 #[test]
 fn soft_delete_of_an_unknown_name_deletes_nothing() {
     let (_dir, _path, mut store, _) = initialised();
-    assert_eq!(store.soft_delete_name("nobody", now()).unwrap(), 0);
+    assert_eq!(store.soft_delete_name("nobody", now()).unwrap().len(), 0);
 }
 
 #[test]
@@ -599,6 +609,15 @@ fn deleted_names_list_the_current_version_with_dates() {
     assert_eq!(deleted[0].row, v2);
     assert_eq!(deleted[0].deleted_at, t);
     assert_eq!(deleted[0].purge_at, t + 90 * 86_400);
+    let one = store
+        .deleted_name("K")
+        .unwrap()
+        .expect("deleted_name is case-insensitive");
+    assert_eq!(
+        (one.row, one.deleted_at, one.purge_at),
+        (v2, t, t + 90 * 86_400)
+    );
+    assert!(store.deleted_name("other").unwrap().is_none());
 }
 
 #[test]

@@ -510,20 +510,24 @@ impl Slot {
                 }
                 return self.update(e, rec);
             }
+            // Only the deleted versions leave the cache: a full reload here
+            // made every destroy O(token size).
             return self.with_store_then_state(
                 |s| {
-                    lifecycle::delete(s, &k.name, crate::engine::attributes::now()).map_err(
-                        |r| match r {
+                    lifecycle::delete_versions(s, &k.name, crate::engine::attributes::now())
+                        .map_err(|r| match r {
                             lifecycle::Refusal::Token(e) => e,
                             // Another version has CKA_DESTROYABLE=FALSE.
                             lifecycle::Refusal::Invalid(_) => Error(CKR_ACTION_PROHIBITED),
                             // Deleted meanwhile by another thread or process.
                             _ => Error(CKR_OBJECT_HANDLE_INVALID),
-                        },
-                    )?;
-                    s.objects()
+                        })
                 },
-                |st, rows| st.objects.reload(&rows),
+                |st, ids| {
+                    for id in ids {
+                        st.objects.remove(id);
+                    }
+                },
             );
         }
         if matches!(e.rec.body, Body::Key(_)) && e.has_part(other) {
@@ -553,11 +557,13 @@ impl Slot {
         if e.is_token() {
             // Another version may have become current: take the store's word for it.
             self.with_store_then_state(
-                |s| {
-                    s.delete_object(e.id)?;
-                    s.objects()
+                |s| s.delete_object(e.id),
+                |st, promoted| {
+                    st.objects.remove(e.id);
+                    if let Some(cur) = promoted.and_then(|id| st.objects.get(id).cloned()) {
+                        st.objects.put(Arc::new(cur.with_current(true)));
+                    }
                 },
-                |st, rows| st.objects.reload(&rows),
             )?;
         } else {
             self.state_mut().objects.remove(e.id);
