@@ -177,10 +177,15 @@ p11_test! {
             key_type(KeyType::AES),
             Attribute::Token(true),
             Attribute::Encrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
             Attribute::Label(b"imported".to_vec()),
             Attribute::Value(vec![7u8; 32]),
         ];
-        ok(t.session.create_object(&import), "C_CreateObject(AES)");
+        let imported = ok(t.session.create_object(&import), "C_CreateObject(AES)");
+        // AES-KW en/decryption is the Managed HSM's wrapKey/unwrapKey, audited so.
+        assert_rv(t.session.encrypt_init(&Mechanism::AesKeyWrap, imported), CKR_KEY_FUNCTION_NOT_PERMITTED, "C_EncryptInit(AES-KW)");
+        assert_rv(t.session.decrypt_init(&Mechanism::AesKeyWrap, imported), CKR_KEY_FUNCTION_NOT_PERMITTED, "C_DecryptInit(AES-KW)");
         ok(t.try_aes(32, "scratch", false), "C_GenerateKey(session key)");
         ok(t.session.destroy_object(nosign.private), "C_DestroyObject");
         let Token { session, pkcs11, .. } = t;
@@ -193,13 +198,15 @@ p11_test! {
         for want in [("TokenInit", "Success"), ("Login", "Success"), ("PinInit", "Success"),
                      ("Logout", "Success"), ("Login", "Failure"), ("KeyCreate", "Success"),
                      ("KeySign", "Failure"), ("KeyUpdate", "Success"), ("KeyImport", "Success"),
-                     ("KeyDelete", "Success")] {
+                     ("KeyDelete", "Success"), ("KeyWrap", "Failure"), ("KeyUnwrap", "Failure")] {
             assert!(ops.contains(&(want.0.into(), want.1.into())), "{want:?} missing from {ops:?}");
         }
         let refused = assert_has(&all, "KeySign", "Failure");
         assert_eq!(refused["resultDescription"], "CKR_KEY_FUNCTION_NOT_PERMITTED");
         assert!(refused["kid"].as_str().unwrap().contains("/keys/nosign/"), "{refused}");
         assert_eq!(assert_has(&all, "Login", "Failure")["resultDescription"], "CKR_PIN_INCORRECT");
+        assert!(assert_has(&all, "KeyUnwrap", "Failure")["kid"].as_str().unwrap().contains("/keys/imported/"));
+        assert!(!ops.iter().any(|(op, _)| op == "KeyEncrypt" || op == "KeyDecrypt"), "AES-KW is not KeyEncrypt: {ops:?}");
         assert_eq!(ops.iter().filter(|(op, _)| op == "KeySign").count(), 1, "successful signatures are not recorded");
         assert_eq!(ops.iter().filter(|(op, _)| op == "KeyCreate").count(), 2, "two token pairs; a session key is no pool key");
         for l in &all {

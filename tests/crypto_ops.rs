@@ -271,6 +271,9 @@ isolated_tests!(
     unwrap_aes_key_with_rsa_oaep,
     unwrap_needs_unwrap_permission,
     rfc5649_vector_unwraps_with_kwp,
+    aes_kw_encrypt_is_wrap_key_of_caller_bytes,
+    aes_kwp_encrypt_matches_rfc5649_vectors,
+    aes_kw_encrypt_needs_wrap_and_decrypt_needs_unwrap,
 );
 
 mod body {
@@ -540,7 +543,8 @@ mod body {
         assert!(gcm.encrypt() && gcm.decrypt() && gcm.wrap() && gcm.unwrap());
         assert_eq!((gcm.min_key_size(), gcm.max_key_size()), (16, 32));
         let kw = p11.get_mechanism_info(slot, MechanismType::AES_KEY_WRAP)?;
-        assert!(!kw.encrypt() && kw.wrap() && kw.unwrap());
+        // C_Encrypt/C_Decrypt with AES-KW: the Managed HSM's wrapKey/unwrapKey.
+        assert!(kw.encrypt() && kw.decrypt() && kw.wrap() && kw.unwrap());
         Ok(())
     }
 
@@ -822,6 +826,134 @@ mod body {
         Ok(())
     }
 
+    /// RFC 3394 §4.1 (128-bit KEK, 128-bit key data) through C_Encrypt and
+    /// C_Decrypt: the Managed HSM's wrapKey/unwrapKey of bytes the caller holds.
+    pub fn aes_kw_encrypt_is_wrap_key_of_caller_bytes() -> Res {
+        let s = user_session()?;
+        let kek = aes_key(&s, &hex("000102030405060708090a0b0c0d0e0f"))?;
+        let data = hex("00112233445566778899aabbccddeeff");
+        let wrapped = hex("1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5");
+        assert_eq!(s.encrypt(&Mechanism::AesKeyWrap, kek, &data)?, wrapped);
+        assert_eq!(s.decrypt(&Mechanism::AesKeyWrap, kek, &wrapped)?, data);
+        // RFC 3394 §4.6: 256-bit key data under a 256-bit KEK.
+        let kek256 = aes_key(
+            &s,
+            &hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
+        )?;
+        let data256 = hex("00112233445566778899aabbccddeeff000102030405060708090a0b0c0d0e0f");
+        let wrapped256 =
+            hex("28c9f404c4b810f4cbccb35cfb87f8263f5786e2d80ed326cbc7f0e71a99f43bfb988b9b7a02dd21");
+        assert_eq!(
+            s.encrypt(&Mechanism::AesKeyWrap, kek256, &data256)?,
+            wrapped256
+        );
+        assert_eq!(
+            s.decrypt(&Mechanism::AesKeyWrap, kek256, &wrapped256)?,
+            data256
+        );
+        // Bad input: not a multiple of 8 / shorter than two blocks, a tampered
+        // wrapping (the integrity check fails), a ciphertext of the wrong length.
+        for bad in [&data[..15], &data[..8]] {
+            assert_eq!(
+                rv(s.encrypt(&Mechanism::AesKeyWrap, kek, bad)),
+                RvError::DataLenRange
+            );
+        }
+        let mut tampered = wrapped.clone();
+        tampered[9] ^= 0x80;
+        assert_eq!(
+            rv(s.decrypt(&Mechanism::AesKeyWrap, kek, &tampered)),
+            RvError::EncryptedDataInvalid
+        );
+        assert_eq!(
+            rv(s.decrypt(&Mechanism::AesKeyWrap, kek, &wrapped[..20])),
+            RvError::EncryptedDataLenRange
+        );
+        // An IV parameter is not a Managed HSM option.
+        let c_init = raw::function::<raw::InitFn>("C_EncryptInit");
+        let mut iv = [0xa6u8; 8];
+        let mut mech = cryptoki_sys::CK_MECHANISM {
+            mechanism: cryptoki_sys::CKM_AES_KEY_WRAP,
+            pParameter: iv.as_mut_ptr() as *mut _,
+            ulParameterLen: 8,
+        };
+        let r = unsafe { c_init(s.handle(), &mut mech, kek.handle()) };
+        assert_eq!(r, cryptoki_sys::CKR_MECHANISM_PARAM_INVALID);
+        Ok(())
+    }
+
+    /// C_Encrypt/C_Decrypt with CKM_AES_KEY_WRAP_KWP against both RFC 5649 §6
+    /// vectors (20 and 7 octets under a 192-bit KEK).
+    pub fn aes_kwp_encrypt_matches_rfc5649_vectors() -> Res {
+        let s = user_session()?;
+        let kek = aes_key(&s, &hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"))?;
+        for (data, wrapped) in [
+            (
+                "c37b7e6492584340bed12207808941155068f738",
+                "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a",
+            ),
+            ("466f7250617369", "afbeb0f07dfbf5419200f2ccb50bb24f"),
+        ] {
+            let (data, wrapped) = (hex(data), hex(wrapped));
+            assert_eq!(raw::kwp(&s, kek, true, &data), Ok(wrapped.clone()));
+            assert_eq!(raw::kwp(&s, kek, false, &wrapped), Ok(data));
+            let mut tampered = wrapped;
+            tampered[0] ^= 1;
+            assert_eq!(
+                raw::kwp(&s, kek, false, &tampered),
+                Err(cryptoki_sys::CKR_ENCRYPTED_DATA_INVALID)
+            );
+        }
+        assert_eq!(
+            raw::kwp(&s, kek, true, &[]),
+            Err(cryptoki_sys::CKR_DATA_LEN_RANGE)
+        );
+        Ok(())
+    }
+
+    /// C_Encrypt with AES-KW is wrapKey: it needs CKA_WRAP, not CKA_ENCRYPT;
+    /// C_Decrypt is unwrapKey: it needs CKA_UNWRAP.
+    pub fn aes_kw_encrypt_needs_wrap_and_decrypt_needs_unwrap() -> Res {
+        let s = user_session()?;
+        let key = |wrap: bool, unwrap: bool| {
+            s.create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(AES_KEY.to_vec()),
+                Attribute::Token(true),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Wrap(wrap),
+                Attribute::Unwrap(unwrap),
+            ])
+        };
+        let data = message(32);
+        let wrap_only = key(true, false)?;
+        let wrapped = s.encrypt(&Mechanism::AesKeyWrap, wrap_only, &data)?;
+        let kek = aes_kw::KekAes256::new(aes::cipher::generic_array::GenericArray::from_slice(
+            &AES_KEY,
+        ));
+        assert_eq!(
+            kek.unwrap_vec(&wrapped).map_err(|_| "RustCrypto unwrap")?,
+            data
+        );
+        assert_eq!(
+            rv(s.decrypt_init(&Mechanism::AesKeyWrap, wrap_only)),
+            RvError::KeyFunctionNotPermitted
+        );
+        let unwrap_only = key(false, true)?;
+        assert_eq!(
+            rv(s.encrypt_init(&Mechanism::AesKeyWrap, unwrap_only)),
+            RvError::KeyFunctionNotPermitted
+        );
+        let from_rustcrypto = kek.wrap_vec(&data).map_err(|_| "RustCrypto wrap")?;
+        assert_eq!(
+            s.decrypt(&Mechanism::AesKeyWrap, unwrap_only, &from_rustcrypto)?,
+            data
+        );
+        Ok(())
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
@@ -863,6 +995,45 @@ mod raw {
         *mut CK_BYTE,
         *mut CK_ULONG,
     ) -> CK_RV;
+
+    pub type InitFn =
+        unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV;
+
+    /// C_EncryptInit + C_Encrypt (or the Decrypt pair) with
+    /// CKM_AES_KEY_WRAP_KWP, which `cryptoki` has no variant for.
+    pub fn kwp(
+        s: &cryptoki::session::Session,
+        key: cryptoki::object::ObjectHandle,
+        encrypt: bool,
+        data: &[u8],
+    ) -> Result<Vec<u8>, CK_RV> {
+        let (init, run) = if encrypt {
+            ("C_EncryptInit", "C_Encrypt")
+        } else {
+            ("C_DecryptInit", "C_Decrypt")
+        };
+        let (init, run) = (function::<InitFn>(init), function::<CipherFn>(run));
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_AES_KEY_WRAP_KWP,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let check = |rv: CK_RV| if rv == CKR_OK { Ok(()) } else { Err(rv) };
+        let mut out = vec![0u8; data.len() + 16];
+        let mut len = out.len() as CK_ULONG;
+        unsafe {
+            check(init(s.handle(), &mut mech, key.handle()))?;
+            check(run(
+                s.handle(),
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len,
+            ))?;
+        }
+        out.truncate(len as usize);
+        Ok(out)
+    }
 
     pub type UnwrapFn = unsafe extern "C" fn(
         CK_SESSION_HANDLE,

@@ -100,7 +100,9 @@ fn mechanism(ty: CK_MECHANISM_TYPE) -> Mechanism {
 /// The expected outcome, from DESIGN §3 in words:
 /// RSA signs with RS*/PS*/RSNULL and en/decrypts and wraps with RSA1_5 and
 /// RSA-OAEP; EC only signs, each ECDSA-with-hash only on its curve; AES
-/// en/decrypts with GCM and CBC(-PAD) and wraps with KW, KWP, GCM and CBC-PAD.
+/// en/decrypts with GCM, CBC(-PAD), KW and KWP (KW/KWP en/decryption is the
+/// Managed HSM's wrapKey/unwrapKey of caller bytes) and wraps with KW, KWP, GCM
+/// and CBC-PAD.
 /// An unknown mechanism, or one that does not do the operation, is
 /// `CKR_MECHANISM_INVALID`; a known one on the wrong key type is
 /// `CKR_KEY_TYPE_INCONSISTENT`. `CKM_RSA_AES_KEY_WRAP` only unwraps, and only
@@ -168,10 +170,10 @@ fn expected(kind: KeyKind, mech: CK_MECHANISM_TYPE, op: KeyOps) -> CK_RV {
             }
         }
         CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP => {
-            if wrapping {
-                ok_if(aes)
-            } else {
+            if signing {
                 CKR_MECHANISM_INVALID
+            } else {
+                ok_if(aes)
             }
         }
         CKM_RSA_AES_KEY_WRAP => match (op == KeyOps::UNWRAP, rsa) {
@@ -269,17 +271,37 @@ fn every_key_type_mechanism_and_operation_gives_the_managed_hsm_answer() {
 #[test]
 fn an_op_missing_from_key_ops_is_refused_for_every_valid_combination() {
     // RSA: 3 sizes × (8 sign mechs × 2 + 2 cipher mechs × 4) = 72; EC: 4 curves × 2 ×
-    // (ECDSA + its one hash) = 16; AES: 3 sizes × (GCM, CBC-PAD × 4 + CBC × 2 + KW, KWP × 2) = 42.
-    assert_eq!(allowed().len(), 130, "allowed combinations in the matrix");
+    // (ECDSA + its one hash) = 16; AES: 3 sizes × (GCM, CBC-PAD, KW, KWP × 4 + CBC × 2) = 54.
+    assert_eq!(allowed().len(), 142, "allowed combinations in the matrix");
     for (kind, mech, op) in allowed() {
+        // AES-KW/KWP encryption is the Managed HSM's wrapKey, decryption its unwrapKey.
+        let key_wrap = matches!(mech, CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP);
+        let needed = match op {
+            KeyOps::ENCRYPT if key_wrap => KeyOps::WRAP,
+            KeyOps::DECRYPT if key_wrap => KeyOps::UNWRAP,
+            op => op,
+        };
         let mut k = key(kind);
-        k.ops = k.ops.without(op);
+        k.ops = k.ops.without(needed);
         assert_eq!(
             plan(&k, mech, op, 0),
             Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED)),
-            "{kind:?} 0x{mech:x} {:?} without it in key_ops",
-            op.names()
+            "{kind:?} 0x{mech:x} {:?} without {:?} in key_ops",
+            op.names(),
+            needed.names()
         );
+        if needed != op {
+            let mut k = key(kind);
+            k.ops = k.ops.without(op);
+            assert_eq!(
+                plan(&k, mech, op, 0),
+                Ok(()),
+                "{kind:?} 0x{mech:x} {:?} needs {:?}, not {:?}",
+                op.names(),
+                needed.names(),
+                op.names()
+            );
+        }
     }
 }
 

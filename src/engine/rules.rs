@@ -173,16 +173,18 @@ const WU: KeyOps = KeyOps(KeyOps::WRAP.0 | KeyOps::UNWRAP.0);
 const EDWU: KeyOps = KeyOps(ED.0 | WU.0);
 
 /// The cipher mechanism table: mechanism, scheme, and the operations it serves
-/// (the Managed HSM's AES-KW/KWP are wrapKey/unwrapKey algorithms only; CBC
-/// without padding cannot carry a key of arbitrary length, so it does not wrap).
+/// (CBC without padding cannot carry a key of arbitrary length, so it does not
+/// wrap). AES-KW/KWP also encrypt and decrypt: that is the Managed HSM's
+/// wrapKey/unwrapKey of bytes the caller supplies, and the key op it needs is
+/// wrapKey/unwrapKey (see [`needed_op`]).
 const CIPHER: &[(CK_MECHANISM_TYPE, CipherScheme, KeyOps)] = &[
     (CKM_RSA_PKCS, CipherScheme::RsaPkcs1, EDWU),
     (CKM_RSA_PKCS_OAEP, CipherScheme::RsaOaep, EDWU),
     (CKM_AES_GCM, CipherScheme::AesGcm, EDWU),
     (CKM_AES_CBC, CipherScheme::AesCbc { pad: false }, ED),
     (CKM_AES_CBC_PAD, CipherScheme::AesCbc { pad: true }, EDWU),
-    (CKM_AES_KEY_WRAP, CipherScheme::AesKw, WU),
-    (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp, WU),
+    (CKM_AES_KEY_WRAP, CipherScheme::AesKw, EDWU),
+    (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp, EDWU),
     // Unwrap only, and only by a key whose sole op is `import` (see cipher_plan).
     (CKM_RSA_AES_KEY_WRAP, CipherScheme::RsaAesKw, KeyOps::UNWRAP),
 ];
@@ -280,15 +282,23 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
         }
         CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
     };
-    // BYOK: the key-exchange key unwraps through its `import` op, the only op
-    // it has; no other key can import, and a KEK does nothing else.
-    let needs = if scheme == CipherScheme::RsaAesKw {
-        KeyOps::IMPORT
-    } else {
-        op
-    };
-    check_usable(key, needs, now)?;
+    check_usable(key, needed_op(scheme, op), now)?;
     Ok(cipher)
+}
+
+/// The key op a cipher operation needs. BYOK: the key-exchange key unwraps
+/// through its `import` op, the only op it has; no other key can import, and
+/// a KEK does nothing else. AES-KW/KWP are the Managed HSM's wrapKey/unwrapKey
+/// algorithms: `C_Encrypt` with them is wrapKey of the caller's bytes and needs
+/// `CKA_WRAP`, `C_Decrypt` is unwrapKey and needs `CKA_UNWRAP` (so an expired
+/// key still unwraps and no longer wraps, as the date-time rule says).
+fn needed_op(scheme: CipherScheme, op: KeyOps) -> KeyOps {
+    match scheme {
+        CipherScheme::RsaAesKw => KeyOps::IMPORT,
+        CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::ENCRYPT => KeyOps::WRAP,
+        CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::DECRYPT => KeyOps::UNWRAP,
+        _ => op,
+    }
 }
 
 /// RSA-OAEP: SHA-1/MGF1-SHA-1 or SHA-256/MGF1-SHA-256, empty label only.
@@ -513,13 +523,13 @@ pub const MECHANISMS: &[MechanismRow] = &[
         mech: CKM_AES_KEY_WRAP,
         min: 16,
         max: 32,
-        flags: WU_FLAGS,
+        flags: ED_FLAGS | WU_FLAGS,
     },
     MechanismRow {
         mech: CKM_AES_KEY_WRAP_KWP,
         min: 16,
         max: 32,
-        flags: WU_FLAGS,
+        flags: ED_FLAGS | WU_FLAGS,
     },
     // BYOK import (unwrap by a key-exchange key only); RSA modulus bits.
     MechanismRow {
@@ -811,14 +821,55 @@ mod tests {
     }
 
     #[test]
-    fn key_wrap_mechanisms_do_not_encrypt() {
-        let k = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
-        let kw = Mechanism::new(CKM_AES_KEY_WRAP);
-        assert_eq!(
-            cipher_plan(&kw, &k, KeyOps::ENCRYPT, 0),
-            Err(Error(CKR_MECHANISM_INVALID))
-        );
-        assert_eq!(cipher_plan(&kw, &k, KeyOps::UNWRAP, 0), Ok(Cipher::AesKw));
+    fn key_wrap_encrypts_under_wrap_key_and_decrypts_under_unwrap_key() {
+        for (mech, cipher) in [
+            (CKM_AES_KEY_WRAP, Cipher::AesKw),
+            (CKM_AES_KEY_WRAP_KWP, Cipher::AesKwp),
+        ] {
+            let kw = Mechanism::new(mech);
+            let all = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
+            for op in [
+                KeyOps::ENCRYPT,
+                KeyOps::DECRYPT,
+                KeyOps::WRAP,
+                KeyOps::UNWRAP,
+            ] {
+                assert_eq!(cipher_plan(&kw, &all, op, 0), Ok(cipher.clone()));
+            }
+            // encrypt/decrypt alone do not allow the Managed HSM's wrapKey/unwrapKey.
+            let ed = key(KeyKind::Aes(128), ED);
+            for op in [KeyOps::ENCRYPT, KeyOps::DECRYPT] {
+                assert_eq!(
+                    cipher_plan(&kw, &ed, op, 0),
+                    Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+                );
+            }
+            let wrap_only = key(KeyKind::Aes(128), KeyOps::WRAP);
+            assert!(cipher_plan(&kw, &wrap_only, KeyOps::ENCRYPT, 0).is_ok());
+            assert_eq!(
+                cipher_plan(&kw, &wrap_only, KeyOps::DECRYPT, 0),
+                Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+            );
+            let unwrap_only = key(KeyKind::Aes(128), KeyOps::UNWRAP);
+            assert!(cipher_plan(&kw, &unwrap_only, KeyOps::DECRYPT, 0).is_ok());
+            assert_eq!(
+                cipher_plan(&kw, &unwrap_only, KeyOps::ENCRYPT, 0),
+                Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+            );
+            // After exp: unwrapKey (decrypt) still, wrapKey (encrypt) no more.
+            let mut expired = all.clone();
+            expired.exp = Some(10);
+            assert!(cipher_plan(&kw, &expired, KeyOps::DECRYPT, 10).is_ok());
+            assert_eq!(
+                cipher_plan(&kw, &expired, KeyOps::ENCRYPT, 10),
+                Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED))
+            );
+            let rsa = key(KeyKind::Rsa(2048), possible_ops(KeyKind::Rsa(2048)));
+            assert_eq!(
+                cipher_plan(&kw, &rsa, KeyOps::ENCRYPT, 0),
+                Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+            );
+        }
     }
 
     #[test]

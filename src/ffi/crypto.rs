@@ -175,6 +175,25 @@ pub unsafe extern "C" fn C_DigestFinal(
     })
 }
 
+/// The audit operation of a refused C_EncryptInit/C_DecryptInit: AES-KW/KWP
+/// encryption is the Managed HSM's wrapKey, decryption its unwrapKey.
+///
+/// # Safety
+/// `mech` is null or points to a readable `CK_MECHANISM`.
+unsafe fn cipher_audit_name(mech: *const CK_MECHANISM, encrypt: bool) -> &'static str {
+    let key_wrap = !mech.is_null()
+        && matches!(
+            std::ptr::read_unaligned(mech).mechanism,
+            CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP
+        );
+    match (key_wrap, encrypt) {
+        (true, true) => "KeyWrap",
+        (true, false) => "KeyUnwrap",
+        (false, true) => "KeyEncrypt",
+        (false, false) => "KeyDecrypt",
+    }
+}
+
 /// C_EncryptInit, PKCS#11 3.1 §5.8.1.
 #[no_mangle]
 pub unsafe extern "C" fn C_EncryptInit(
@@ -184,7 +203,7 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeyEncrypt", key, || {
+        audit::refused(&s, cipher_audit_name(mech, true), key, || {
             s.encrypt_init(&mechanism(mech)?, key)
         })
     })
@@ -244,7 +263,7 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeyDecrypt", key, || {
+        audit::refused(&s, cipher_audit_name(mech, false), key, || {
             s.decrypt_init(&mechanism(mech)?, key)
         })
     })

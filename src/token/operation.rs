@@ -406,6 +406,30 @@ impl CipherCtx {
             (CipherKey::Aes(k), Cipher::AesCbc { iv, pad }) => {
                 self.cbc_step(k.as_ref(), iv, *pad, data, stage)
             }
+            // The Managed HSM's wrapKey/unwrapKey of caller-supplied bytes.
+            (CipherKey::Aes(k), Cipher::AesKw | Cipher::AesKwp) => {
+                let kwp = self.cipher == Cipher::AesKwp;
+                let out = if self.encrypt {
+                    SecretBytes::from(if kwp {
+                        k.kwp_wrap(input)?
+                    } else {
+                        k.kw_wrap(input)?
+                    })
+                } else {
+                    let r = if kwp {
+                        k.kwp_unwrap(input)
+                    } else {
+                        k.kw_unwrap(input)
+                    };
+                    // The unwrap primitives speak C_UnwrapKey's codes.
+                    r.map_err(|e| match e {
+                        Error(CKR_WRAPPED_KEY_LEN_RANGE) => Error(CKR_ENCRYPTED_DATA_LEN_RANGE),
+                        Error(CKR_WRAPPED_KEY_INVALID) => Error(CKR_ENCRYPTED_DATA_INVALID),
+                        e => e,
+                    })?
+                };
+                Ok(end(out))
+            }
             _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
         }
     }
