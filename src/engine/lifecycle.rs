@@ -605,6 +605,10 @@ const BACKUP_MAGIC: &[u8] = b"SOFTMHSM-KEY-BACKUP-1\n";
 struct Backup {
     name: String,
     versions: Vec<BackupVersion>,
+    /// The key's rotation policy (REST JSON); absent in backups made before
+    /// policies were backed up, and for keys without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotation_policy: Option<String>,
 }
 
 /// One version in a backup: its record and its material exactly as stored
@@ -640,6 +644,7 @@ pub fn backup(store: &Store, master: &MasterKey, name: &str) -> Outcome<Vec<u8>>
                 sealed: r.sealed.as_deref().map(crate::engine::key::hex),
             })
             .collect(),
+        rotation_policy: store.rotation_policy(name)?,
     };
     let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
     Ok(seal_backup(master, &label, &json))
@@ -663,6 +668,8 @@ pub struct DecodedBackup {
     pub rows: Vec<NewObject>,
     /// The record of the last version in the blob.
     pub last: KeyRecord,
+    /// The key's rotation policy (REST JSON), checked by the policy rules.
+    pub rotation_policy: Option<String>,
 }
 
 /// Open and check a backup blob made by [`backup`] in the pool labelled
@@ -703,10 +710,20 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
         last = Some(key);
     }
     let last = last.ok_or_else(damaged)?;
+    let rotation_policy = match &backup.rotation_policy {
+        Some(p) => Some(
+            crate::engine::rotation::Policy::parse(p)
+                .map_err(|_| damaged())?
+                .to_json()
+                .to_string(),
+        ),
+        None => None,
+    };
     Ok(DecodedBackup {
         name: backup.name,
         rows,
         last,
+        rotation_policy,
     })
 }
 
@@ -715,7 +732,7 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
 pub fn restore(store: &mut Store, master: &MasterKey, blob: &[u8]) -> Outcome<KeyRecord> {
     let label = token_label(store)?;
     let b = decode_backup(master, &label, blob)?;
-    match store.restore_versions(&b.rows) {
+    match store.restore_versions(&b.rows, b.rotation_policy.as_deref()) {
         Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)) => Err(Refusal::Invalid(format!(
             "a key named '{}' already exists (deleted keys too): delete and purge it first",
             b.name

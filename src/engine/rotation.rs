@@ -428,6 +428,56 @@ mod tests {
     }
 
     #[test]
+    fn backup_carries_the_policy_and_restore_brings_it_back() {
+        let t0 = 1_800_000_000;
+        let (_dir, mut store, master) = store_with_key(t0);
+        let policy = r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Rotate"}}],"attributes":{"expiryTime":"P90D"}}"#;
+        let set_policy = set(&mut store, "k", policy).unwrap();
+        let blob = lifecycle::backup(&store, &master, "k").unwrap();
+        lifecycle::delete(&mut store, "k", t0).unwrap();
+        lifecycle::purge(&mut store, "k", t0).unwrap();
+        assert_eq!(store.rotation_policy("k").unwrap(), None);
+        lifecycle::restore(&mut store, &master, &blob).unwrap();
+        assert_eq!(get(&store, "k").unwrap(), Some(set_policy));
+        // And it acts: the restored key rotates when the trigger is due.
+        let due = rotate_due(&mut store, &master, t0 + 31 * DAY).unwrap();
+        assert!(matches!(due.as_slice(), [Due::Rotated(_)]), "{due:?}");
+    }
+
+    #[test]
+    fn a_backup_without_a_policy_restores_without_one_and_a_bad_one_is_damage() {
+        let t0 = 1_800_000_000;
+        let (_dir, mut store, master) = store_with_key(t0);
+        let blob = lifecycle::backup(&store, &master, "k").unwrap();
+        let label = lifecycle::token_label(&store).unwrap();
+        let decoded = lifecycle::decode_backup(&master, &label, &blob).unwrap();
+        assert_eq!(decoded.rotation_policy, None);
+        // The same backup with a policy the service would refuse (expiry < 28 days).
+        let json = master
+            .open(
+                format!("softmhsm key backup v1 {label}").as_bytes(),
+                &blob[b"SOFTMHSM-KEY-BACKUP-1\n".len()..],
+            )
+            .unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["rotation_policy"] = r#"{"attributes":{"expiryTime":"P1D"}}"#.into();
+        let bad = lifecycle::seal_backup(&master, &label, v.to_string().as_bytes());
+        assert!(matches!(
+            lifecycle::decode_backup(&master, &label, &bad),
+            Err(Refusal::Invalid(_))
+        ));
+        lifecycle::delete(&mut store, "k", t0).unwrap();
+        lifecycle::purge(&mut store, "k", t0).unwrap();
+        assert!(lifecycle::restore(&mut store, &master, &bad).is_err());
+        assert!(
+            store.versions_of("k").unwrap().is_empty(),
+            "a refused restore writes nothing"
+        );
+        lifecycle::restore(&mut store, &master, &blob).unwrap();
+        assert_eq!(store.rotation_policy("k").unwrap(), None);
+    }
+
+    #[test]
     fn a_refused_policy_writes_nothing() {
         let (_dir, mut store, _master) = store_with_key(1_800_000_000);
         let good = r#"{"attributes":{"expiryTime":"P90D"}}"#;

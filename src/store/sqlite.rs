@@ -573,11 +573,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Restore every version of one name in one transaction, oldest first; the
-    /// last becomes current. Refused (`CKR_ATTRIBUTE_VALUE_INVALID`) if any key,
-    /// live or soft-deleted, already has that name, as the Managed HSM's restore
-    /// is (409 Conflict). Every row must carry the same name.
-    pub fn restore_versions(&mut self, rows: &[NewObject]) -> Result<Vec<ObjectRow>> {
+    /// Restore every version of one name, and its rotation policy if it had
+    /// one, in one transaction, oldest first; the last becomes current. Refused
+    /// (`CKR_ATTRIBUTE_VALUE_INVALID`) if any key, live or soft-deleted, already
+    /// has that name, as the Managed HSM's restore is (409 Conflict). Every row
+    /// must carry the same name.
+    pub fn restore_versions(
+        &mut self,
+        rows: &[NewObject],
+        policy: Option<&str>,
+    ) -> Result<Vec<ObjectRow>> {
         let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
             Some(n) => n.to_lowercase(),
             None => return Err(Error(CKR_ARGUMENTS_BAD)),
@@ -620,6 +625,14 @@ impl Store {
                 attrs: new.attrs.clone(),
                 sealed: new.sealed.clone(),
             });
+        }
+        if let Some(p) = policy {
+            // A purged key's policy went with it, so the name has none left.
+            tx.execute(
+                "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
+                 ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
+                params![name_lc, p],
+            )?;
         }
         tx.commit()?;
         Ok(out)

@@ -717,17 +717,19 @@ fn attributes_of_a_deleted_row_cannot_be_rewritten() {
 fn restore_versions_makes_the_last_current_and_refuses_a_taken_name() {
     let (_dir, _path, mut store, _) = initialised();
     let rows = store
-        .restore_versions(&[key("k", "v1"), key("k", "v2")])
+        .restore_versions(&[key("k", "v1"), key("k", "v2")], None)
         .unwrap();
     assert_eq!(store.versions_of("k").unwrap(), rows);
     assert_eq!(current_of(&store, "k"), vec![rows[1].id]);
     assert_eq!(
-        store.restore_versions(&[key("K", "v3")]).unwrap_err(),
+        store.restore_versions(&[key("K", "v3")], None).unwrap_err(),
         Error(CKR_ATTRIBUTE_VALUE_INVALID)
     );
     store.soft_delete_name("k", now()).unwrap();
     assert_eq!(
-        store.restore_versions(&[key("k", "v3")]).unwrap_err(),
+        store
+            .restore_versions(&[key("k", "v3")], Some("{}"))
+            .unwrap_err(),
         Error(CKR_ATTRIBUTE_VALUE_INVALID),
         "a deleted key's name is taken too"
     );
