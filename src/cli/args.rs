@@ -284,12 +284,19 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         };
     }
     let Some(verb) = all_verbs().find(|v| v.path == words.as_slice()) else {
-        let group = words.len() == 1 && all_verbs().any(|v| v.path[0] == words[0]);
-        if group && (args.len() == 1 || args[1] == "--help") {
-            return Ok(Command::Print(main_help()));
+        // A group ("key", "key rotation-policy") alone or with --help lists its verbs.
+        let group: Vec<&Verb> = all_verbs()
+            .filter(|v| v.path.len() > words.len() && v.path[..words.len()] == words[..])
+            .collect();
+        let asks_help = matches!(
+            args.get(words.len()).map(String::as_str),
+            None | Some("--help") | Some("-h")
+        );
+        if !group.is_empty() && asks_help {
+            return Ok(Command::Print(group_help(&words, &group)));
         }
         return Err(CliError::Usage(format!(
-            "unknown command '{}'",
+            "unknown command '{}' (see softmhsm --help)",
             words.join(" ")
         )));
     };
@@ -361,9 +368,7 @@ fn main_help() -> String {
          Usage: softmhsm <command> [options]\n\nCommands:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for v in all_verbs() {
-        s.push_str(&format!("  {:<18} {}\n", v.path.join(" "), v.summary));
-    }
+    s.push_str(&verb_table(&all_verbs().collect::<Vec<_>>()));
     s.push_str(
         "\nOutput is JSON unless --output table. Exit codes: 0 success, 1 the operation \
          failed, 2 bad usage.\nThe token store is the library's: $SOFTMHSM_CONF, \
@@ -371,6 +376,29 @@ fn main_help() -> String {
          Run 'softmhsm <command> --help' for its options.",
     );
     s
+}
+
+/// One aligned line per verb: its words, then its summary.
+fn verb_table(verbs: &[&Verb]) -> String {
+    let width = verbs
+        .iter()
+        .map(|v| v.path.join(" ").len())
+        .max()
+        .unwrap_or(0);
+    verbs
+        .iter()
+        .map(|v| format!("  {:<width$}  {}\n", v.path.join(" "), v.summary))
+        .collect()
+}
+
+/// `softmhsm <group> --help`, e.g. `softmhsm key rotation-policy --help`.
+fn group_help(words: &[&str], verbs: &[&Verb]) -> String {
+    format!(
+        "Usage: softmhsm {} <command> [options]\n\nCommands:\n{}\n\
+         Run 'softmhsm <command> --help' for its options.",
+        words.join(" "),
+        verb_table(verbs)
+    )
 }
 
 /// `softmhsm <verb> --help`.
@@ -429,6 +457,61 @@ mod tests {
         ] {
             assert!(matches!(parse(&args(s)), Err(CliError::Usage(_))), "{s}");
         }
+    }
+
+    #[test]
+    fn a_group_lists_its_verbs() {
+        for s in [
+            "key rotation-policy",
+            "key rotation-policy --help",
+            "key rotation-policy -h",
+        ] {
+            let Ok(Command::Print(text)) = parse(&args(s)) else {
+                panic!("{s}: expected the group's help");
+            };
+            assert!(text.contains("key rotation-policy show"), "{text}");
+            assert!(text.contains("key rotation-policy update"), "{text}");
+            assert!(
+                !text.contains("key create"),
+                "only the group's verbs: {text}"
+            );
+        }
+        let Ok(Command::Print(key)) = parse(&args("key --help")) else {
+            panic!("key --help");
+        };
+        assert!(key.contains("key create") && key.contains("key rotation-policy show"));
+        assert!(!key.contains("token show"), "{key}");
+        assert!(matches!(
+            parse(&args("key rotation-policy frobnicate")),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&args("key rotation-policy --output table")),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn main_help_aligns_every_summary() {
+        let Ok(Command::Print(text)) = parse(&args("--help")) else {
+            panic!("--help");
+        };
+        let columns: Vec<usize> = all_verbs()
+            .map(|v| {
+                let line = text
+                    .lines()
+                    .find(|l| {
+                        l.trim_start()
+                            .starts_with(&format!("{} ", v.path.join(" ")))
+                    })
+                    .unwrap_or_else(|| panic!("{:?} missing", v.path));
+                line.find(v.summary).expect("summary on its line")
+            })
+            .collect();
+        assert!(
+            columns.windows(2).all(|w| w[0] == w[1]),
+            "{columns:?}\n{text}"
+        );
     }
 
     #[test]
