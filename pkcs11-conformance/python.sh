@@ -139,6 +139,17 @@ def aes_import_kat():
     e = Cipher(algorithms.AES(raw), modes.CBC(iv)).encryptor()
     assert ct == e.update(data[:992]) + e.finalize()
 check("imported AES-256 CBC encrypt matches cryptography", aes_import_kat)
+def aes_kw_is_wrapkey():
+    # The Managed HSM's wrapKey/unwrapKey of the caller's bytes (a DEK):
+    # C_Encrypt/C_Decrypt with CKM_AES_KEY_WRAP, against cryptography's RFC 3394.
+    from cryptography.hazmat.primitives import keywrap
+    raw, dek = os.urandom(32), os.urandom(32)
+    k = session.create_object({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+                               Attribute.VALUE: raw, Attribute.TOKEN: True, Attribute.LABEL: "pykek",
+                               Attribute.WRAP: True, Attribute.UNWRAP: True})
+    assert k.encrypt(dek, mechanism=Mechanism.AES_KEY_WRAP) == keywrap.aes_key_wrap(raw, dek)
+    assert k.decrypt(keywrap.aes_key_wrap(raw, dek), mechanism=Mechanism.AES_KEY_WRAP) == dek
+check("AES-KW encrypt/decrypt (wrapKey/unwrapKey of a DEK) matches cryptography", aes_kw_is_wrapkey)
 def oaep():
     pub, priv = keys["rsa2048"]
     ct = rsa_pub(pub).encrypt(b"secret", padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None))
