@@ -533,29 +533,25 @@ pub fn delete_versions(store: &mut Store, name: &str, now: i64) -> Outcome<Vec<i
 
 /// The soft-deleted key `name`, if there is one.
 fn deleted_key(store: &Store, name: &str) -> Outcome<Option<DeletedKey>> {
-    let Some(d) = store.deleted_name(name)? else {
-        return Ok(None);
-    };
-    Ok(Some(DeletedKey {
+    store
+        .deleted_name(name)?
+        .as_ref()
+        .map(deleted_of)
+        .transpose()
+}
+
+/// A soft-deleted store row as the deleted key it stands for.
+fn deleted_of(d: &DeletedRow) -> Outcome<DeletedKey> {
+    Ok(DeletedKey {
         key: key_version(&d.row)?.key,
         deleted_at: d.deleted_at,
         purge_at: d.purge_at,
-    }))
+    })
 }
 
 /// Every soft-deleted key, in name order.
 pub fn deleted(store: &Store) -> Outcome<Vec<DeletedKey>> {
-    store
-        .deleted_names()?
-        .iter()
-        .map(|d: &DeletedRow| {
-            Ok(DeletedKey {
-                key: key_version(&d.row)?.key,
-                deleted_at: d.deleted_at,
-                purge_at: d.purge_at,
-            })
-        })
-        .collect()
+    store.deleted_names()?.iter().map(deleted_of).collect()
 }
 
 /// Bring a soft-deleted key back with every version.
