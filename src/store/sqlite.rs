@@ -515,13 +515,11 @@ impl Store {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         match policy {
-            Some(p) => tx.execute(
-                "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
-                 ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
-                params![name_lc, p],
-            )?,
-            None => tx.execute("DELETE FROM policies WHERE name_lc = ?1", [&name_lc])?,
-        };
+            Some(p) => put_policy(&tx, &name_lc, p)?,
+            None => {
+                tx.execute("DELETE FROM policies WHERE name_lc = ?1", [&name_lc])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -628,11 +626,7 @@ impl Store {
         }
         if let Some(p) = policy {
             // A purged key's policy went with it, so the name has none left.
-            tx.execute(
-                "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
-                 ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
-                params![name_lc, p],
-            )?;
+            put_policy(&tx, &name_lc, p)?;
         }
         tx.commit()?;
         Ok(out)
@@ -697,6 +691,16 @@ fn forget_orphan_policies(tx: &Transaction<'_>) -> Result<()> {
         "DELETE FROM policies WHERE NOT EXISTS
            (SELECT 1 FROM objects o WHERE o.name_lc = policies.name_lc)",
         [],
+    )?;
+    Ok(())
+}
+
+/// Set the rotation policy of the (lower-case) name, replacing any it had.
+fn put_policy(tx: &Transaction<'_>, name_lc: &str, policy: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
+         ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
+        params![name_lc, policy],
     )?;
     Ok(())
 }
