@@ -7,40 +7,25 @@
 mod common;
 
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
+use common::cli::{assert_refused, cli, cli_env, json, Run};
 use common::*;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::DecodePublicKey;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-/// One CLI run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use std::process::Command;
 
 /// Run the CLI (fixture user PIN in `$SOFTMHSM_PIN`), optionally on another token dir.
 fn cli_in(dir: Option<&Path>, args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_softmhsm"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("SOFTMHSM_PIN", USER_PIN);
-    if let Some(dir) = dir {
-        cmd.env("SOFTMHSM_DIR", dir);
+    match dir {
+        Some(d) => cli_env(
+            args,
+            Some(USER_PIN),
+            &[("SOFTMHSM_DIR", d.to_str().expect("UTF-8 token dir"))],
+        ),
+        None => cli(args),
     }
-    let out = cmd.output().expect("run softmhsm");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn cli(args: &[&str]) -> Run {
-    cli_in(None, args)
 }
 
 #[track_caller]
@@ -48,11 +33,6 @@ fn json_in(dir: Option<&Path>, args: &[&str]) -> Value {
     let r = cli_in(dir, args);
     assert_eq!(r.code, 0, "softmhsm {args:?} failed: {}", r.stderr);
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", r.stdout))
-}
-
-#[track_caller]
-fn json(args: &[&str]) -> Value {
-    json_in(None, args)
 }
 
 fn init_in(dir: Option<&Path>) {
@@ -111,22 +91,6 @@ fn verify(file: &str, extra: &[&str]) -> Run {
     let mut args = vec!["attest", "verify", "--file", file];
     args.extend(extra);
     cli(&args)
-}
-
-#[track_caller]
-fn assert_rejected(r: &Run, what: &str) {
-    assert_eq!(r.code, 1, "a forged statement must fail: {}", r.stderr);
-    assert_eq!(
-        r.stderr.lines().count(),
-        1,
-        "one-line error: {:?}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains(what),
-        "{:?} should say {what:?}",
-        r.stderr
-    );
 }
 
 p11_test! {
@@ -210,23 +174,23 @@ p11_test! {
 
         let mut changed = doc.clone();
         changed["statement"]["extractable"] = Value::Bool(true);
-        assert_rejected(&verify(&write("changed.json", &changed), &[]), "modified");
+        assert_refused(&verify(&write("changed.json", &changed), &[]), 1, "modified");
 
         let mut tagged = doc.clone();
         tagged["statement"]["tags"]["owner"] = "mallory".into();
-        assert_rejected(&verify(&write("tagged.json", &tagged), &[]), "modified");
+        assert_refused(&verify(&write("tagged.json", &tagged), &[]), 1, "modified");
 
         let mut swapped = doc.clone();
         swapped["signature"] = other["signature"].clone();
-        assert_rejected(&verify(&write("swapped.json", &swapped), &[]), "modified");
+        assert_refused(&verify(&write("swapped.json", &swapped), &[]), 1, "modified");
 
         let mut garbled = doc.clone();
         garbled["signature"] = "AAAA".into();
-        assert_rejected(&verify(&write("garbled.json", &garbled), &[]), "64 bytes");
+        assert_refused(&verify(&write("garbled.json", &garbled), &[]), 1, "64 bytes");
 
         let mut hs = doc.clone();
         hs["alg"] = "HS256".into();
-        assert_rejected(&verify(&write("hs.json", &hs), &[]), "unsupported alg");
+        assert_refused(&verify(&write("hs.json", &hs), &[]), 1, "unsupported alg");
 
         // Reordered and re-indented, the statement still verifies (canonical form).
         std::fs::write(scratch("compact.json"), serde_json::to_string(&doc).unwrap()).unwrap();
@@ -244,7 +208,7 @@ p11_test! {
         let file = scratch("other.json");
         json_in(Some(&other_dir), &["key", "attest", "--name", "k", "--file", &file]);
         // Same label, same key name: only the attestation key tells them apart.
-        assert_rejected(&verify(&file, &[]), "another attestation key");
+        assert_refused(&verify(&file, &[]), 1, "another attestation key");
         let pem = json_in(Some(&other_dir), &["token", "show"])["attestationKey"]
             .as_str()
             .unwrap()
@@ -256,7 +220,7 @@ p11_test! {
         json(&["key", "create", "--name", "k", "--kty", "EC"]);
         let mine = scratch("mine.json");
         json(&["key", "attest", "--name", "k", "--file", &mine]);
-        assert_rejected(&verify(&mine, &["--public-key", &scratch("other.pem")]), "another attestation key");
+        assert_refused(&verify(&mine, &["--public-key", &scratch("other.pem")]), 1, "another attestation key");
     }
 }
 

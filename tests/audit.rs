@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+use common::cli::cli_env;
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -57,17 +58,8 @@ fn assert_has(lines: &[Value], op: &str, result: &str) -> Value {
 
 /// Run the CLI with `pin` in `$SOFTMHSM_PIN`; returns (exit code, stdout, stderr).
 fn cli_pin(pin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_softmhsm"));
-    cmd.args(args).stdin(Stdio::null()).env("SOFTMHSM_PIN", pin);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run softmhsm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = cli_env(args, Some(pin), env);
+    (r.code, r.stdout, r.stderr)
 }
 
 #[track_caller]

@@ -19,12 +19,21 @@ pub fn cli(args: &[&str]) -> Run {
 
 /// Run the CLI; stdin is not a terminal.
 pub fn cli_with(args: &[&str], pin: Option<&str>) -> Run {
+    cli_env(args, pin, &[])
+}
+
+/// [`cli_with`] with extra environment variables (another `SOFTMHSM_DIR`,
+/// `SOFTMHSM_AUDIT`, …).
+pub fn cli_env(args: &[&str], pin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_softmhsm"));
     cmd.args(args)
         .stdin(Stdio::null())
         .env_remove("SOFTMHSM_PIN");
     if let Some(pin) = pin {
         cmd.env("SOFTMHSM_PIN", pin);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = cmd.output().expect("run softmhsm");
     Run {
@@ -46,8 +55,13 @@ pub fn json(args: &[&str]) -> Value {
 /// Run the CLI, expect `code` and a one-line error mentioning `what`.
 #[track_caller]
 pub fn refused(args: &[&str], code: i32, what: &str) {
-    let r = cli(args);
-    assert_eq!(r.code, code, "softmhsm {args:?}: {}", r.stderr);
+    assert_refused(&cli(args), code, what);
+}
+
+/// A run that ended with `code` and a one-line error mentioning `what`.
+#[track_caller]
+pub fn assert_refused(r: &Run, code: i32, what: &str) {
+    assert_eq!(r.code, code, "exit code: {}", r.stderr);
     assert_eq!(
         r.stderr.lines().count(),
         1,
