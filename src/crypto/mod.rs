@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 pub mod aws_lc;
 pub mod router;
 pub mod rustcrypto;
+pub mod seal;
 pub mod spki;
 
 /// Bytes of key material or plaintext; wiped from memory on drop.

@@ -48,7 +48,7 @@ fn generate(master: &MasterKey) -> Result<(AttestationRow, SecretBytes)> {
     let pkcs8 = p.generate_ec(Curve::P256)?;
     let public = p.ec_private(Curve::P256, &pkcs8)?.public();
     let row = AttestationRow {
-        sealed: master.seal(AAD, &pkcs8),
+        sealed: master.seal(AAD, &pkcs8)?,
         public: crypto::spki::spki_der(&public),
     };
     Ok((row, pkcs8))

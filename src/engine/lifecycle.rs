@@ -398,7 +398,7 @@ fn store_version(
         public_hidden: false,
         private_hidden: false,
     };
-    let sealed = master.seal(policy::kid(&label, &key).as_bytes(), material);
+    let sealed = master.seal(policy::kid(&label, &key).as_bytes(), material)?;
     let rec = Record {
         body: Body::Key(key.clone()),
         label: name.clone().into_bytes(),
@@ -643,16 +643,16 @@ pub fn backup(store: &Store, master: &MasterKey, name: &str) -> Outcome<Vec<u8>>
         rotation_policy: store.rotation_policy(name)?,
     };
     let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
-    Ok(seal_backup(master, &label, &json))
+    Ok(seal_backup(master, &label, &json)?)
 }
 
 /// The blob of a backup's JSON for the pool labelled `label`: the magic, then
 /// the JSON sealed under the master key. Public for the fuzz targets.
 #[doc(hidden)]
-pub fn seal_backup(master: &MasterKey, label: &str, json: &[u8]) -> Vec<u8> {
+pub fn seal_backup(master: &MasterKey, label: &str, json: &[u8]) -> Result<Vec<u8>, Error> {
     let mut blob = BACKUP_MAGIC.to_vec();
-    blob.extend(master.seal(&backup_aad(label), json));
-    blob
+    blob.extend(master.seal(&backup_aad(label), json)?);
+    Ok(blob)
 }
 
 /// A backup blob opened and checked, ready to go into the store.

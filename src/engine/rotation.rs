@@ -461,7 +461,7 @@ mod tests {
             .unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         v["rotation_policy"] = r#"{"attributes":{"expiryTime":"P1D"}}"#.into();
-        let bad = lifecycle::seal_backup(&master, &label, v.to_string().as_bytes());
+        let bad = lifecycle::seal_backup(&master, &label, v.to_string().as_bytes()).unwrap();
         assert!(matches!(
             lifecycle::decode_backup(&master, &label, &bad),
             Err(Refusal::Invalid(_))

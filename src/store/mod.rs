@@ -7,10 +7,9 @@
 //! reads other processes' writes by asking [`Store::changed`].
 
 pub mod schema;
-pub mod seal;
 pub mod sqlite;
 
-pub use seal::MasterKey;
+pub use crate::crypto::seal::{self, MasterKey};
 pub use sqlite::{AttestationRow, Store};
 
 /// Consecutive wrong user PINs after which the user PIN locks (`CKR_PIN_LOCKED`).

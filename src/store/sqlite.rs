@@ -1,9 +1,9 @@
 //! The SQLite-backed store: one file per token, WAL, transactions for every write.
 
-use super::seal::{fill_random, SALT_LEN};
 use super::{
     schema, DeletedRow, MasterKey, NewObject, ObjectRow, PinUser, TokenRecord, MAX_PIN_FAILURES,
 };
+use crate::crypto::seal::{fill_random, SALT_LEN};
 use crate::error::{Error, Result};
 use cryptoki_sys::{
     CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID,
@@ -143,7 +143,7 @@ impl Store {
         }
         let master = MasterKey::generate()?;
         let salt = new_salt()?;
-        let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD);
+        let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD)?;
         let created = now();
         let tx = write_tx(&mut self.conn)?;
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
@@ -224,7 +224,7 @@ impl Store {
             })
             .optional()?;
         let iterations = iterations.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
-        let wrapped = master.wrap_under_pin(pin, &salt, iterations, who.wrap_aad());
+        let wrapped = master.wrap_under_pin(pin, &salt, iterations, who.wrap_aad())?;
         let (salt_col, wrapped_col, failures_col) = who.columns();
         let sql = format!(
             "UPDATE token SET {salt_col} = ?1, {wrapped_col} = ?2, {failures_col} = 0 WHERE id = 1"

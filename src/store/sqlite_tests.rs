@@ -30,7 +30,7 @@ fn initialised() -> (TempDir, PathBuf, Store, MasterKey) {
 
 /// Whether two master keys are the same key: one opens what the other sealed.
 fn same_key(a: &MasterKey, b: &MasterKey) -> bool {
-    b.open(b"kid", &a.seal(b"kid", b"probe")).is_ok()
+    b.open(b"kid", &a.seal(b"kid", b"probe").unwrap()).is_ok()
 }
 
 fn user_failures(store: &Store) -> u32 {
@@ -501,7 +501,7 @@ fn sealed_blob_from_the_store_opens_only_under_its_kid() {
     let (_dir, _path, mut store, master) = initialised();
     let kid = b"softmhsm://t/keys/k/v1";
     let mut new = key("k", "v1");
-    new.sealed = Some(master.seal(kid, b"secret"));
+    new.sealed = Some(master.seal(kid, b"secret").unwrap());
     let row = store.insert_object(&new).unwrap();
     let sealed = store.object(row.id).unwrap().unwrap().sealed.unwrap();
     let user = store.unlock(PinUser::User, USER_PIN).unwrap();
@@ -517,7 +517,7 @@ fn no_secret_pin_or_master_key_on_disk() {
     fill_random(&mut secret).unwrap();
     let kid = b"softmhsm://t/keys/k/v1";
     let mut new = key("k", "v1");
-    let sealed = master.seal(kid, &secret);
+    let sealed = master.seal(kid, &secret).unwrap();
     new.sealed = Some(sealed.clone());
     store.insert_object(&new).unwrap();
     // Also change a PIN and fail a login, so every write path has run.

@@ -414,7 +414,7 @@ impl Slot {
                 let sealed = match &secret {
                     Some(s) => {
                         let master = master.as_ref().ok_or(Error(CKR_USER_NOT_LOGGED_IN))?;
-                        Some(master.seal(policy::kid(&label, k).as_bytes(), s))
+                        Some(master.seal(policy::kid(&label, k).as_bytes(), s)?)
                     }
                     None => None,
                 };

@@ -19,7 +19,7 @@ const NONCE_LEN: usize = 12;
 /// Bytes in a GCM tag.
 const TAG_LEN: usize = 16;
 /// Bytes in a PIN salt.
-pub(super) const SALT_LEN: usize = 16;
+pub const SALT_LEN: usize = 16;
 
 /// The token's 256-bit master key; wiped from memory on drop.
 pub struct MasterKey(Zeroizing<[u8; KEY_LEN]>);
@@ -43,11 +43,11 @@ impl MasterKey {
     /// record (the kid), so a sealed blob cannot be moved to another record.
     /// Output: 12-byte random nonce || ciphertext || 16-byte tag.
     ///
-    /// Infallible by signature: should the OS RNG fail, the nonce is derived from
-    /// the key, a process-wide counter, the time and the input instead (still
-    /// unique per call). GCM's only other failure is a plaintext over 64 GiB,
-    /// which yields an empty blob that [`MasterKey::open`] rejects.
-    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    /// Should the OS RNG fail, the nonce is derived from the key, a
+    /// process-wide counter, the time and the input instead (still unique per
+    /// call). GCM's only other failure is a plaintext over 64 GiB:
+    /// `CKR_DEVICE_ERROR`, and nothing is returned that a caller could store.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         if fill_random(&mut nonce).is_err() {
             nonce = self.fallback_nonce(aad, plaintext);
@@ -63,13 +63,13 @@ impl MasterKey {
         ) {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
-                out
+                Ok(out)
             }
             Err(_) => {
                 // Wipe the copied plaintext before giving up.
                 zeroize::Zeroize::zeroize(&mut out);
                 log::error!("seal: plaintext too long for AES-GCM");
-                Vec::new()
+                Err(Error(CKR_DEVICE_ERROR))
             }
         }
     }
@@ -93,19 +93,19 @@ impl MasterKey {
 
     /// Wrap this key under a key derived from `pin` (PBKDF2-HMAC-SHA-256 with
     /// `salt` and `iterations`); `aad` names the purpose (SO or user).
-    pub(super) fn wrap_under_pin(
+    pub(crate) fn wrap_under_pin(
         &self,
         pin: &[u8],
         salt: &[u8],
         iterations: u32,
         aad: &[u8],
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>> {
         kek(pin, salt, iterations).seal(aad, &self.0[..])
     }
 
     /// Unwrap a master key made by [`MasterKey::wrap_under_pin`]. A GCM tag
     /// failure means a wrong PIN: `CKR_PIN_INCORRECT`.
-    pub(super) fn unwrap_under_pin(
+    pub(crate) fn unwrap_under_pin(
         wrapped: &[u8],
         pin: &[u8],
         salt: &[u8],
@@ -126,7 +126,7 @@ impl MasterKey {
 
     /// The raw key bytes, for tests that check they never reach the disk.
     #[cfg(test)]
-    pub(super) fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.0[..]
     }
 
@@ -180,7 +180,7 @@ fn kek(pin: &[u8], salt: &[u8], iterations: u32) -> MasterKey {
 }
 
 /// Fill `buf` from the OS RNG; failure is `CKR_DEVICE_ERROR` (the token's RNG failed).
-pub(super) fn fill_random(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     getrandom::getrandom(buf).map_err(|e| {
         log::error!("OS random number generator failed: {e}");
         Error(CKR_DEVICE_ERROR)
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn seal_then_open_returns_plaintext() {
         let key = MasterKey::generate().unwrap();
-        let blob = key.seal(b"kid-1", SECRET);
+        let blob = key.seal(b"kid-1", SECRET).unwrap();
         assert_eq!(blob.len(), NONCE_LEN + SECRET.len() + TAG_LEN);
         assert_eq!(&key.open(b"kid-1", &blob).unwrap()[..], SECRET);
     }
@@ -204,13 +204,16 @@ mod tests {
     #[test]
     fn seal_uses_a_fresh_nonce_each_time() {
         let key = MasterKey::generate().unwrap();
-        assert_ne!(key.seal(b"kid", SECRET), key.seal(b"kid", SECRET));
+        assert_ne!(
+            key.seal(b"kid", SECRET).unwrap(),
+            key.seal(b"kid", SECRET).unwrap()
+        );
     }
 
     #[test]
     fn open_with_other_aad_is_device_error() {
         let key = MasterKey::generate().unwrap();
-        let blob = key.seal(b"kid-1", SECRET);
+        let blob = key.seal(b"kid-1", SECRET).unwrap();
         assert_eq!(
             key.open(b"kid-2", &blob).unwrap_err(),
             Error(CKR_DEVICE_ERROR)
@@ -220,7 +223,7 @@ mod tests {
     #[test]
     fn open_of_flipped_byte_is_device_error() {
         let key = MasterKey::generate().unwrap();
-        let blob = key.seal(b"kid", SECRET);
+        let blob = key.seal(b"kid", SECRET).unwrap();
         for i in [0, NONCE_LEN, blob.len() - 1] {
             let mut bad = blob.clone();
             bad[i] ^= 0x01;
@@ -230,7 +233,7 @@ mod tests {
 
     #[test]
     fn open_under_other_key_is_device_error() {
-        let blob = MasterKey::generate().unwrap().seal(b"kid", SECRET);
+        let blob = MasterKey::generate().unwrap().seal(b"kid", SECRET).unwrap();
         let other = MasterKey::generate().unwrap();
         assert_eq!(
             other.open(b"kid", &blob).unwrap_err(),
@@ -260,7 +263,9 @@ mod tests {
     fn pin_wrap_round_trips_and_wrong_pin_is_pin_incorrect() {
         let key = MasterKey::generate().unwrap();
         let salt = [7u8; SALT_LEN];
-        let wrapped = key.wrap_under_pin(b"1234", &salt, 1000, b"purpose");
+        let wrapped = key
+            .wrap_under_pin(b"1234", &salt, 1000, b"purpose")
+            .unwrap();
         let back = MasterKey::unwrap_under_pin(&wrapped, b"1234", &salt, 1000, b"purpose").unwrap();
         assert_eq!(&back.0[..], &key.0[..]);
         let wrong = MasterKey::unwrap_under_pin(&wrapped, b"1235", &salt, 1000, b"purpose");
