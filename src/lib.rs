@@ -8,5 +8,6 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod logging;
+pub mod pool;
 pub mod store;
 pub mod token;

@@ -281,7 +281,7 @@ impl Module {
         for i in from..count {
             generate_aes(session, &fill_label(i), false)?;
             self.filled = i + 1;
-            if self.filled % 1000 == 0 {
+            if self.filled.is_multiple_of(1000) {
                 eprintln!("  {}: {} fill keys", self.spec.name, self.filled);
             }
         }

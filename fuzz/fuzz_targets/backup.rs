@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use softmhsm::engine::key::Record;
-use softmhsm::engine::lifecycle::{decode_backup, seal_backup};
+use softmhsm::pool::lifecycle::{decode_backup, seal_backup};
 use softmhsm::store::MasterKey;
 use std::sync::OnceLock;
 

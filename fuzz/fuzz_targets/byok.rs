@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use softmhsm::crypto::{self, Hash, PublicKey, RsaPrivateKey};
-use softmhsm::engine::byok::{parse_byok, unwrap_rsa_aes};
+use softmhsm::pool::byok::{parse_byok, unwrap_rsa_aes};
 use softmhsm::engine::rules;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -13,7 +13,7 @@ use softmhsm::engine::attributes::{bool_bytes, ulong_bytes};
 use softmhsm::engine::key::Record;
 use softmhsm::engine::policy::{self, Part};
 use softmhsm::store::ObjectRow;
-use softmhsm::token::objects::{Entry, Objects};
+use softmhsm::pool::objects::{Entry, Objects};
 use softmhsm_fuzz::{template, Input, ATTRIBUTE_TYPES};
 
 fuzz_target!(|data: &[u8]| {

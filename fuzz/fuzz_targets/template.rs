@@ -15,7 +15,7 @@ use softmhsm::engine::key::KeyKind;
 use softmhsm::engine::policy::{self, Part, View};
 use softmhsm::engine::rules;
 use softmhsm::ffi::fuzzing;
-use softmhsm::token::objects::Entry;
+use softmhsm::pool::objects::Entry;
 use softmhsm_fuzz::{fixtures, stored_records, Input, ATTRIBUTE_TYPES, EC_PARAMS, ULONGS};
 
 /// Most attributes in one template (the ABI accepts up to 4096).

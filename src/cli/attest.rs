@@ -4,10 +4,10 @@
 use super::args::Parsed;
 use super::{output, write_new_file, CliError, Shown};
 use crate::config::TokenConfig;
-use crate::engine::attest;
-use crate::engine::lifecycle::{self, rfc3339};
 use crate::error::Error;
-use crate::store::{MasterKey, Store};
+use crate::pool::attest;
+use crate::pool::lifecycle::{self, rfc3339};
+use crate::pool::{MasterKey, Store};
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 pub fn without_pin(
     p: &Parsed,
     token: &TokenConfig,
-    store: &mut Store,
+    store: &mut dyn Store,
 ) -> Result<Option<Shown>, CliError> {
     match p.verb.path {
         ["token", "show"] => token_show(token, store).map(Some),
@@ -27,7 +27,7 @@ pub fn without_pin(
 
 /// `token show`: label, creation, recovery settings, key counts and the
 /// attestation public key (PEM).
-fn token_show(token: &TokenConfig, store: &Store) -> Result<Shown, CliError> {
+fn token_show(token: &TokenConfig, store: &dyn Store) -> Result<Shown, CliError> {
     let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
     let keys = lifecycle::list(store)?.len();
     let versions = store.objects()?.iter().filter(|r| r.name.is_some()).count();
@@ -76,7 +76,7 @@ fn token_show(token: &TokenConfig, store: &Store) -> Result<Shown, CliError> {
 /// also written to a new file.
 pub fn key_attest(
     p: &Parsed,
-    store: &mut Store,
+    store: &mut dyn Store,
     master: &MasterKey,
     name: &str,
 ) -> Result<Shown, CliError> {
@@ -101,7 +101,7 @@ pub fn key_attest(
 
 /// `attest verify`: check a `key attest` document with the token's
 /// attestation key, or the one given with `--public-key`.
-fn verify(p: &Parsed, store: &Store) -> Result<Shown, CliError> {
+fn verify(p: &Parsed, store: &dyn Store) -> Result<Shown, CliError> {
     let file = p.required("file");
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;

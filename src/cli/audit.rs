@@ -5,10 +5,9 @@
 use super::args::Parsed;
 use super::{output, pick_token, CliError, Shown};
 use crate::config::TokenConfig;
-use crate::engine::audit::{self, Caller, Event, Line};
 use crate::engine::lifecycle::parse_rfc3339;
 use crate::error::Result;
-use crate::store::Store;
+use crate::pool::audit::{self, Caller, Event, Line};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -54,7 +53,11 @@ pub(super) fn logged(
             .and_then(|s| kid_in(&s.json))
             .or_else(|| {
                 let name = p.one("name")?;
-                let label = Store::open(&token.store_path()).ok()?.token().ok()??.label;
+                let label = crate::pool::Pool::open_or_fail(&token)
+                    .ok()?
+                    .record()
+                    .ok()??
+                    .label;
                 Some(format!("softmhsm://{label}/keys/{name}"))
             });
         let description = match &result {

@@ -9,9 +9,9 @@ use super::output::Pool;
 use super::{boolean, date, ops, tags, write_new_file, CliError, Shown};
 use crate::crypto::{spki, SecretBytes};
 use crate::engine::attributes::now;
-use crate::engine::byok::{self, Target};
-use crate::engine::lifecycle::{self, ImportSpec, Material};
-use crate::store::{MasterKey, Store};
+use crate::pool::byok::{self, Target};
+use crate::pool::lifecycle::{self, ImportSpec, Material};
+use crate::pool::{MasterKey, Store};
 
 /// The verbs of this file (after the main table in `args.rs`).
 pub const VERBS: &[Verb] = &[
@@ -99,7 +99,7 @@ pub(super) fn run(
     req: Request,
     name: &str,
     version: Option<&str>,
-    store: &mut Store,
+    store: &mut dyn Store,
     master: &MasterKey,
     pool: &Pool,
 ) -> Result<Shown, CliError> {
@@ -123,7 +123,7 @@ pub(super) fn run(
 
 /// `key download`: the public key of one version as SPKI PEM.
 fn download(
-    store: &Store,
+    store: &dyn Store,
     pool: &Pool,
     name: &str,
     version: Option<&str>,

@@ -15,10 +15,10 @@ use crate::config::{self, TokenConfig};
 use crate::crypto::Curve;
 use crate::engine::attributes::now;
 use crate::engine::key::{KeyKind, KeyOps};
-use crate::engine::lifecycle::{self, KeySpec, KeyUpdate, Refusal};
-use crate::engine::rotation;
 use crate::error::Error;
-use crate::store::{MasterKey, PinUser, Store};
+use crate::pool::lifecycle::{self, KeySpec, KeyUpdate, Refusal};
+use crate::pool::rotation;
+use crate::pool::{self as pools, MasterKey, PinUser};
 use args::{Command, Parsed};
 use cryptoki_sys::*;
 use output::Pool;
@@ -145,11 +145,11 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     };
     let import_or_download = byok::usage(p)?;
     let token = pick_token(p.one("token"))?;
-    let mut store = Store::open(&token.store_path())?;
+    let service = pools::Pool::open_or_fail(&token)?;
     if p.verb.path == ["init"] {
-        return init(p, &token, &mut store);
+        return init(p, &token, &service);
     }
-    if let Some(shown) = attest::without_pin(p, &token, &mut store)? {
+    if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
     }
     if !token.versioning {
@@ -158,15 +158,31 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ));
     }
     let pin = user_pin(p)?;
-    let master = audit::login(&token, || store.unlock(PinUser::User, pin.as_bytes()))?;
-    let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
+    let master = audit::login(&token, || service.unlock(PinUser::User, pin.as_bytes()))?;
+    let rec = service.initialized()?;
     let pool = Pool {
         label: rec.label,
         retention_days: rec.retention_days,
         purge_protection: rec.purge_protection,
     };
     let name = p.one("name").unwrap_or_default();
-    let s = &mut store;
+    // Every verb is one call into the pool service, which lends its store for
+    // the verb's lifecycle steps and keeps its snapshot coherent after them.
+    service.write(|s| verb(p, s, &master, &pool, name, spec, change, import_or_download))
+}
+
+/// The key verbs, on a store the pool lends.
+#[allow(clippy::too_many_arguments)]
+fn verb(
+    p: &Parsed,
+    s: &mut dyn pools::Store,
+    master: &MasterKey,
+    pool: &Pool,
+    name: &str,
+    spec: Option<KeySpec>,
+    change: Option<KeyUpdate>,
+    import_or_download: Option<byok::Request>,
+) -> Result<Shown, CliError> {
     let bundle = |k: &crate::engine::key::KeyRecord, current: bool| Shown {
         json: pool.bundle(k),
         table: pool.version_table(&[lifecycle::KeyVersion {
@@ -178,7 +194,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ["key", "create"] => {
             let spec = spec.ok_or_else(|| CliError::Usage("no key spec".into()))?;
             Ok(bundle(
-                &lifecycle::create(s, &master, name, &spec, now())?,
+                &lifecycle::create(s, master, name, &spec, now())?,
                 true,
             ))
         }
@@ -209,7 +225,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             let current = lifecycle::show(s, name, None)?.key.version == k.version;
             Ok(bundle(&k, current))
         }
-        ["key", "rotate"] => Ok(bundle(&lifecycle::rotate(s, &master, name, now())?, true)),
+        ["key", "rotate"] => Ok(bundle(&lifecycle::rotate(s, master, name, now())?, true)),
         ["key", "rotation-policy", "show"] => {
             lifecycle::show(s, name, None)?;
             let json = match rotation::get(s, name)? {
@@ -231,7 +247,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             Ok(Shown { json, table })
         }
         ["key", "rotate-due"] => {
-            let due = rotation::rotate_due(s, &master, now())?;
+            let due = rotation::rotate_due(s, master, now())?;
             let mut json = Vec::new();
             let mut table = String::new();
             let mut failed = Vec::new();
@@ -288,7 +304,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         }
         ["key", "backup"] => {
             let file = p.required("file");
-            let blob = lifecycle::backup(s, &master, name)?;
+            let blob = lifecycle::backup(s, master, name)?;
             write_new_file(file, &blob)?;
             let versions = lifecycle::versions(s, name)?.len();
             Ok(Shown {
@@ -300,11 +316,11 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             let file = p.required("file");
             let blob = std::fs::read(file)
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
-            Ok(bundle(&lifecycle::restore(s, &master, &blob)?, true))
+            Ok(bundle(&lifecycle::restore(s, master, &blob)?, true))
         }
-        ["key", "attest"] => attest::key_attest(p, s, &master, name),
+        ["key", "attest"] => attest::key_attest(p, s, master, name),
         ["key", "import"] | ["key", "download"] => match import_or_download {
-            Some(req) => byok::run(req, name, p.one("version"), s, &master, &pool),
+            Some(req) => byok::run(req, name, p.one("version"), s, master, pool),
             None => Err(CliError::Usage("unknown command".into())),
         },
         _ => Err(CliError::Usage("unknown command".into())),
@@ -313,7 +329,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
 
 /// `softmhsm init`: initialise the token (re-initialising needs the current SO
 /// PIN, as `C_InitToken` does), set the user PIN, optionally turn on purge protection.
-fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, CliError> {
+fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown, CliError> {
     let label = p.required("label");
     if label.is_empty() || label.len() > 32 {
         return Err(CliError::Failed(format!(
@@ -323,7 +339,7 @@ fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, Cli
     let so_pin = p.required("so-pin");
     let pin = user_pin(p)?;
     for pin in [so_pin, pin.as_str()] {
-        crate::token::slot::check_pin_len(pin.as_bytes())?;
+        crate::engine::rules::check_pin_len(pin.as_bytes())?;
     }
     let retention = match p.one("retention-days") {
         Some(d) => d
@@ -333,17 +349,20 @@ fn init(p: &Parsed, token: &TokenConfig, store: &mut Store) -> Result<Shown, Cli
             .ok_or_else(|| CliError::Usage(format!("bad --retention-days '{d}': 7-90")))?,
         None => token.retention_days,
     };
-    if store.token()?.is_some() {
-        store.unlock(PinUser::So, so_pin.as_bytes())?;
+    if service.record()?.is_some() {
+        service.unlock(PinUser::So, so_pin.as_bytes())?;
     }
-    let master: MasterKey =
-        store.init_token(label, so_pin.as_bytes(), token.kdf_iterations, retention)?;
-    store.set_pin(PinUser::User, &master, pin.as_bytes())?;
-    crate::engine::attest::provision(store, &master);
-    if p.flag("purge-protection") {
-        store.set_purge_protection(true)?;
-    }
-    let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
+    service.write(|s| {
+        let master: MasterKey =
+            s.init_token(label, so_pin.as_bytes(), token.kdf_iterations, retention)?;
+        s.set_pin(PinUser::User, &master, pin.as_bytes())?;
+        pools::attest::provision(s, &master);
+        if p.flag("purge-protection") {
+            s.set_purge_protection(true)?;
+        }
+        Ok::<_, CliError>(())
+    })?;
+    let rec = service.initialized()?;
     let json = serde_json::json!({
         "label": rec.label,
         "path": token.store_path(),
@@ -390,7 +409,7 @@ fn pick_token(label: Option<&str>) -> Result<TokenConfig, CliError> {
             .ok_or_else(|| CliError::Failed("no token configured".into()));
     };
     for t in cfg.tokens {
-        let rec = Store::open(&t.store_path())?.token()?;
+        let rec = pools::Pool::open_or_fail(&t)?.record()?;
         if rec.is_some_and(|r| r.label == label) {
             return Ok(t);
         }

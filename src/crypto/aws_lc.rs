@@ -607,7 +607,7 @@ impl AesKey for LcAes {
                 .less_safe_encrypt(&mut out, context)
                 .map_err(because(CKR_DATA_LEN_RANGE))?;
         } else {
-            if plaintext.len() % 16 != 0 {
+            if !plaintext.len().is_multiple_of(16) {
                 return Err(fail(CKR_DATA_LEN_RANGE));
             }
             self.cbc_enc
@@ -618,7 +618,7 @@ impl AesKey for LcAes {
     }
 
     fn cbc_decrypt(&self, iv: &[u8; 16], ciphertext: &[u8], pad: bool) -> Result<SecretBytes> {
-        if ciphertext.len() % 16 != 0 || (pad && ciphertext.is_empty()) {
+        if !ciphertext.len().is_multiple_of(16) || (pad && ciphertext.is_empty()) {
             return Err(fail(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
         let context = DecryptionContext::Iv128(FixedLength::from(iv));
@@ -639,7 +639,7 @@ impl AesKey for LcAes {
     }
 
     fn kw_wrap(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() < 16 || plaintext.len() % 8 != 0 {
+        if plaintext.len() < 16 || !plaintext.len().is_multiple_of(8) {
             return Err(fail(CKR_DATA_LEN_RANGE));
         }
         let Some(kek) = self.kek()? else {
@@ -655,7 +655,7 @@ impl AesKey for LcAes {
     }
 
     fn kw_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
-        if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
             return Err(fail(CKR_WRAPPED_KEY_LEN_RANGE));
         }
         let Some(kek) = self.kek()? else {
@@ -687,7 +687,7 @@ impl AesKey for LcAes {
     }
 
     fn kwp_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
-        if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+        if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
             return Err(fail(CKR_WRAPPED_KEY_LEN_RANGE));
         }
         let Some(kek) = self.kek()? else {

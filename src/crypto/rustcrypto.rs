@@ -624,7 +624,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
         if pad {
             Ok(enc.encrypt_padded_vec_mut::<Pkcs7>(plaintext))
         } else {
-            if plaintext.len() % 16 != 0 {
+            if !plaintext.len().is_multiple_of(16) {
                 return Err(fail(CKR_DATA_LEN_RANGE));
             }
             Ok(enc.encrypt_padded_vec_mut::<NoPadding>(plaintext))
@@ -632,7 +632,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
     }
 
     fn cbc_decrypt(&self, iv: &[u8; 16], ciphertext: &[u8], pad: bool) -> Result<SecretBytes> {
-        if ciphertext.len() % 16 != 0 || (pad && ciphertext.is_empty()) {
+        if !ciphertext.len().is_multiple_of(16) || (pad && ciphertext.is_empty()) {
             return Err(fail(CKR_ENCRYPTED_DATA_LEN_RANGE));
         }
         let dec = cbc::Decryptor::<C>::inner_iv_init(self.cipher.clone(), iv.into());
@@ -651,7 +651,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
     }
 
     fn kw_wrap(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() < 16 || plaintext.len() % 8 != 0 {
+        if plaintext.len() < 16 || !plaintext.len().is_multiple_of(8) {
             return Err(fail(CKR_DATA_LEN_RANGE));
         }
         self.kek
@@ -660,7 +660,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
     }
 
     fn kw_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
-        if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
             return Err(fail(CKR_WRAPPED_KEY_LEN_RANGE));
         }
         let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
@@ -680,7 +680,7 @@ impl<C: AesCipher> AesKey for RcAes<C> {
     }
 
     fn kwp_unwrap(&self, wrapped: &[u8]) -> Result<SecretBytes> {
-        if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+        if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
             return Err(fail(CKR_WRAPPED_KEY_LEN_RANGE));
         }
         let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);

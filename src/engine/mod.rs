@@ -1,9 +1,8 @@
-//! The Managed HSM engine: the key model, the rules tables, the attribute policy.
+//! The Managed HSM engine: the key model, the rules tables, the attribute
+//! policy, the lifecycle and rotation-policy rules. Pure: no store, no I/O,
+//! no threads, no clock it was not handed (DESIGN §1).
 
-pub mod attest;
 pub mod attributes;
-pub mod audit;
-pub mod byok;
 pub mod key;
 pub mod lifecycle;
 pub mod mechanism;

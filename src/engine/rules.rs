@@ -648,6 +648,18 @@ pub fn curve_from_params(params: &[u8]) -> Result<Curve> {
     })
 }
 
+/// Shortest and longest PIN accepted.
+pub const PIN_LEN: std::ops::RangeInclusive<usize> = 4..=255;
+
+/// PIN length rule (`CKR_PIN_LEN_RANGE`).
+pub fn check_pin_len(pin: &[u8]) -> crate::error::Result<()> {
+    if PIN_LEN.contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(crate::error::Error(CKR_PIN_LEN_RANGE))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,8 +68,8 @@ pub unsafe extern "C" fn C_GetTokenInfo(slot_id: CK_SLOT_ID, info: *mut CK_TOKEN
         i.ulSessionCount = sessions.len() as CK_ULONG;
         i.ulMaxRwSessionCount = CK_EFFECTIVELY_INFINITE;
         i.ulRwSessionCount = sessions.iter().filter(|s| s.rw).count() as CK_ULONG;
-        i.ulMaxPinLen = *token::slot::PIN_LEN.end() as CK_ULONG;
-        i.ulMinPinLen = *token::slot::PIN_LEN.start() as CK_ULONG;
+        i.ulMaxPinLen = *crate::engine::rules::PIN_LEN.end() as CK_ULONG;
+        i.ulMinPinLen = *crate::engine::rules::PIN_LEN.start() as CK_ULONG;
         i.ulTotalPublicMemory = CK_UNAVAILABLE_INFORMATION;
         i.ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
         i.ulTotalPrivateMemory = CK_UNAVAILABLE_INFORMATION;

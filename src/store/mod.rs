@@ -1,16 +1,24 @@
-//! The token's persistent store (DESIGN §4): one SQLite file per token, WAL,
-//! versioned schema, every secret sealed under the pool's master key.
+//! A pool's persistent store (DESIGN §4): the [`Store`] trait, the seam between
+//! the pool service and a database, and its SQLite implementation (one file per
+//! token, WAL, versioned schema), every secret sealed under the pool's master key.
 //!
 //! The store knows rows, not PKCS#11: object attributes are an opaque JSON text
 //! that the engine owns; secret material arrives already sealed (see [`seal`]).
-//! A `Store` is one connection; the token keeps one per process behind a mutex and
-//! reads other processes' writes by asking [`Store::changed`].
+//! A `Store` is one connection; the pool keeps one per process behind a mutex.
+//! Every committed change of an object row is numbered in a change log (the
+//! *change sequence*), so a process catches up with other processes' writes in
+//! O(changes): [`Store::changes_since`], with [`ChangeSignal`] as the cheap probe
+//! that says whether there is anything to catch up with.
 
 pub mod schema;
 pub mod sqlite;
 
 pub use crate::crypto::seal::{self, MasterKey};
-pub use sqlite::{AttestationRow, Store};
+pub use sqlite::{check_pin, AttestationRow, SqliteStore};
+
+use crate::error::Result;
+use std::path::Path;
+use std::sync::Arc;
 
 /// Consecutive wrong user PINs after which the user PIN locks (`CKR_PIN_LOCKED`).
 pub const MAX_PIN_FAILURES: u32 = 10;
@@ -75,7 +83,7 @@ pub struct DeletedRow {
 }
 
 /// A row to insert; see [`Store::insert_object`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewObject {
     /// Versioned name (keys), or None for certificates and data objects.
     pub name: Option<String>,
@@ -85,4 +93,142 @@ pub struct NewObject {
     pub attrs: String,
     /// Sealed secret material.
     pub sealed: Option<Vec<u8>>,
+    /// Refuse (`CKR_ACTION_PROHIBITED`) when the name already has this many
+    /// live versions: checked inside the write transaction, so processes
+    /// racing at the cap cannot both pass it.
+    pub max_versions: Option<usize>,
+    /// Insert only while this version is the name's current one (a rotation
+    /// decided on what it read): `CKR_FUNCTION_REJECTED` if another writer
+    /// made a newer version meanwhile.
+    pub replaces: Option<String>,
+}
+
+/// One PIN's stored state, read to check a PIN outside any lock.
+#[derive(Clone)]
+pub struct PinSlot {
+    /// PBKDF2 salt (None: no PIN set).
+    pub salt: Option<Vec<u8>>,
+    /// The master key wrapped under the PIN-derived key.
+    pub wrapped: Option<Vec<u8>>,
+    /// Consecutive failed logins.
+    pub failures: u32,
+    /// PBKDF2 iterations.
+    pub kdf_iterations: u32,
+}
+
+/// What changed since a change sequence number.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// The rows touched since then: `touched` names every row id written,
+    /// `rows` the live ones among them as they are now (a touched id without a
+    /// live row was deleted or soft-deleted).
+    Since {
+        /// The sequence number the caller is now up to date with.
+        seq: i64,
+        /// Every row id written since.
+        touched: Vec<i64>,
+        /// The live rows among them.
+        rows: Vec<ObjectRow>,
+    },
+    /// The log no longer reaches back that far, or the token was
+    /// re-initialised: every live row.
+    Reload {
+        /// The sequence number the caller is now up to date with.
+        seq: i64,
+        /// Every live row.
+        rows: Vec<ObjectRow>,
+    },
+}
+
+/// The cheap probe of a store's change sequence, read without the store's
+/// connection on the hot path (before every `*Init`).
+pub trait ChangeSignal: Send + Sync {
+    /// The highest change sequence number any process has announced.
+    fn latest(&self) -> i64;
+}
+
+/// The store interface: one connection to a pool's database. Every write is
+/// one transaction; rule checks that depend on stored state run inside it.
+pub trait Store: Send {
+    /// The token record, or None if the token was never initialised.
+    fn token(&self) -> Result<Option<TokenRecord>>;
+    /// Initialise (or re-initialise) the token in one transaction; returns the new master key.
+    fn init_token(
+        &mut self,
+        label: &str,
+        so_pin: &[u8],
+        kdf_iterations: u32,
+        retention_days: u32,
+    ) -> Result<MasterKey>;
+    /// `who`'s stored PIN state (`CKR_TOKEN_NOT_RECOGNIZED` before init).
+    fn pin_slot(&self, who: PinUser) -> Result<PinSlot>;
+    /// Count one failed login of `who`.
+    fn count_pin_failure(&mut self, who: PinUser) -> Result<()>;
+    /// Check `pin` and unwrap the master key, counting the result, as one
+    /// serialised transaction (used once a failure is on record).
+    fn unlock(&mut self, who: PinUser, pin: &[u8]) -> Result<MasterKey>;
+    /// Wrap `master` under a new PIN for `who` and reset its counter.
+    fn set_pin(&mut self, who: PinUser, master: &MasterKey, pin: &[u8]) -> Result<()>;
+    /// A second, independent connection to the same database.
+    fn reopen(&self) -> Result<Box<dyn Store>>;
+    /// The probe of this store's change sequence.
+    fn signal(&self) -> Arc<dyn ChangeSignal>;
+    /// The current change sequence number, read from the database itself.
+    fn change_seq(&self) -> Result<i64>;
+    /// What changed after change sequence number `seq` (-1: everything).
+    fn changes_since(&self, seq: i64) -> Result<Changes>;
+    /// Every live object row.
+    fn objects(&self) -> Result<Vec<ObjectRow>>;
+    /// One live object row by id.
+    fn object(&self, id: i64) -> Result<Option<ObjectRow>>;
+    /// Insert a row; with a name it becomes the current version.
+    fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow>;
+    /// Replace a row's attribute JSON.
+    fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()>;
+    /// Replace a row's attribute JSON and drop its sealed material.
+    fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()>;
+    /// Delete a row; returns the id of a version promoted to current.
+    fn delete_object(&mut self, id: i64) -> Result<Option<i64>>;
+    /// The live versions of `name`, oldest first.
+    fn versions_of(&self, name: &str) -> Result<Vec<ObjectRow>>;
+    /// Soft-delete every version of `name`; returns the ids deleted.
+    fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>>;
+    /// Recover a soft-deleted `name`, rewriting each version's attributes
+    /// where `rewrite(attrs, has_sealed)` says so; returns the versions recovered.
+    fn recover_name_rewriting(
+        &mut self,
+        name: &str,
+        rewrite: &dyn Fn(&str, bool) -> Result<Option<String>>,
+    ) -> Result<usize>;
+    /// Purge a soft-deleted `name`; returns the versions purged.
+    fn purge_name(&mut self, name: &str, now: i64) -> Result<usize>;
+    /// Purge every deleted key past its purge date.
+    fn purge_expired(&mut self, now: i64) -> Result<usize>;
+    /// The rotation policy of `name`.
+    fn rotation_policy(&self, name: &str) -> Result<Option<String>>;
+    /// Set or remove the rotation policy of a live key.
+    fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()>;
+    /// Every rotation policy of a live key: (lower-case name, JSON).
+    fn rotation_policies(&self) -> Result<Vec<(String, String)>>;
+    /// The current version of a soft-deleted `name`, with its dates.
+    fn deleted_name(&self, name: &str) -> Result<Option<DeletedRow>>;
+    /// Every soft-deleted key's current version.
+    fn deleted_names(&self) -> Result<Vec<DeletedRow>>;
+    /// Restore every version of one name (and its policy) in one transaction.
+    fn restore_versions(
+        &mut self,
+        rows: &[NewObject],
+        policy: Option<&str>,
+    ) -> Result<Vec<ObjectRow>>;
+    /// Turn purge protection on (never off).
+    fn set_purge_protection(&mut self, on: bool) -> Result<()>;
+    /// The token's attestation key, if it has one.
+    fn attestation_key(&self) -> Result<Option<AttestationRow>>;
+    /// Store an attestation key unless the token has one; true if stored.
+    fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool>;
+}
+
+/// Open the store at `path` (SQLite, created 0700/0600 if missing).
+pub fn open(path: &Path) -> Result<Box<dyn Store>> {
+    Ok(Box::new(SqliteStore::open(path)?))
 }

@@ -49,6 +49,22 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE token ADD COLUMN attest_sealed BLOB;
     ALTER TABLE token ADD COLUMN attest_public BLOB;",
+    // 4: the change log. Every committed write of an object row is numbered
+    // (by triggers, so no write path can forget it), and object id 0 stands
+    // for the token row being made anew (initialisation): a process catches
+    // up with other processes' writes in O(changes).
+    "CREATE TABLE changes (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        object_id INTEGER NOT NULL
+    );
+    CREATE TRIGGER objects_insert_logged AFTER INSERT ON objects
+        BEGIN INSERT INTO changes (object_id) VALUES (NEW.id); END;
+    CREATE TRIGGER objects_update_logged AFTER UPDATE ON objects
+        BEGIN INSERT INTO changes (object_id) VALUES (NEW.id); END;
+    CREATE TRIGGER objects_delete_logged AFTER DELETE ON objects
+        BEGIN INSERT INTO changes (object_id) VALUES (OLD.id); END;
+    CREATE TRIGGER token_insert_logged AFTER INSERT ON token
+        BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
 ];
 
 /// The schema version this build writes.

@@ -1,20 +1,22 @@
 //! The SQLite-backed store: one file per token, WAL, transactions for every write.
 
 use super::{
-    schema, DeletedRow, MasterKey, NewObject, ObjectRow, PinUser, TokenRecord, MAX_PIN_FAILURES,
+    schema, ChangeSignal, Changes, DeletedRow, MasterKey, NewObject, ObjectRow, PinSlot, PinUser,
+    Store, TokenRecord, MAX_PIN_FAILURES,
 };
 use crate::crypto::seal::{fill_random, SALT_LEN};
 use crate::error::{Error, Result};
 use cryptoki_sys::{
-    CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID,
+    CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
     CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_TOKEN_NOT_RECOGNIZED,
     CKR_USER_PIN_NOT_INITIALIZED,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a connection waits for another process's write lock before giving up
@@ -34,19 +36,93 @@ const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
 /// Seconds in a day of soft-delete retention.
 const DAY: i64 = 86_400;
 
+/// Change-log entries kept behind the newest; a process that fell further
+/// behind reloads every row once (see [`Changes::Reload`]).
+const CHANGE_LOG_KEEP: i64 = 100_000;
+
 /// One connection to a token's store file.
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
-    /// `PRAGMA data_version` at the last [`Store::changed`]; None before the first call.
-    data_version: Option<i64>,
+    path: PathBuf,
+    signal: Arc<FileSignal>,
 }
 
-/// One PIN's columns of the token row.
-struct PinSlot {
-    salt: Option<Vec<u8>>,
-    wrapped: Option<Vec<u8>>,
-    failures: u32,
-    kdf_iterations: u32,
+/// The change signal of an SQLite store: a small file beside it (`<db>-seq`)
+/// holding the highest change sequence number any process has committed, as
+/// 8 little-endian bytes. Readers `pread` it (one syscall, no lock, a few
+/// hundred ns); writers raise it under an exclusive file lock after each
+/// commit. A writer killed between its commit and its signal delays the news
+/// until the next writer's signal or the pool's periodic check of the
+/// database itself ([`crate::pool::STALENESS_BOUND`]).
+struct FileSignal {
+    file: Option<File>,
+}
+
+impl FileSignal {
+    /// Open (creating, mode 0600) the signal file of the store at `db`. Without
+    /// one (a read-only directory), every probe says "maybe": always check.
+    fn open(db: &Path) -> FileSignal {
+        let path = sidecar(db, "-seq");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .or_else(|_| OpenOptions::new().read(true).open(&path));
+        match file {
+            Ok(f) => FileSignal { file: Some(f) },
+            Err(e) => {
+                log::warn!(
+                    "store: no change signal at {} ({e}): every call checks the database",
+                    path.display()
+                );
+                FileSignal { file: None }
+            }
+        }
+    }
+
+    /// Raise the announced sequence number to `seq` (never lower it).
+    fn announce(&self, seq: i64) {
+        let Some(f) = &self.file else { return };
+        let raise = || -> std::io::Result<()> {
+            f.lock()?;
+            let cur = read_seq(f);
+            if seq > cur {
+                f.write_all_at(&seq.to_le_bytes(), 0)?;
+            }
+            f.unlock()
+        };
+        if let Err(e) = raise() {
+            log::debug!("store: change signal not raised: {e}");
+        }
+    }
+}
+
+impl ChangeSignal for FileSignal {
+    fn latest(&self) -> i64 {
+        match &self.file {
+            Some(f) => read_seq(f),
+            None => i64::MAX,
+        }
+    }
+}
+
+/// The sequence number in a signal file (0 when empty or short).
+fn read_seq(f: &File) -> i64 {
+    let mut b = [0u8; 8];
+    match f.read_at(&mut b, 0) {
+        Ok(8) => i64::from_le_bytes(b),
+        _ => 0,
+    }
+}
+
+/// `path` with `suffix` appended (`softmhsm.db` → `softmhsm.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut side = PathBuf::from(path.as_os_str());
+    side.as_mut_os_string().push(suffix);
+    side
 }
 
 impl PinUser {
@@ -68,12 +144,30 @@ impl PinUser {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if missing: directory mode 0700, file mode 0600) the store at
     /// `path`, enable WAL and a busy timeout, and migrate the schema forward.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         create_private_file(path)?;
-        let mut conn = Connection::open(path)?;
+        let mut conn = Self::connect(path)?;
+        schema::migrate(&mut conn)?;
+        let signal = Arc::new(FileSignal::open(path));
+        match_sidecar_modes(path);
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            signal,
+        };
+        // As the Managed HSM does on its own schedule: deleted keys past their
+        // scheduled purge date are gone, whoever opens the pool first.
+        store.purge_expired(now())?;
+        store.trim_change_log()?;
+        Ok(store)
+    }
+
+    /// A connection to an existing store file with this store's settings.
+    fn connect(path: &Path) -> Result<Connection> {
+        let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -87,20 +181,144 @@ impl Store {
         // Old wrapped master keys (before a PIN change or re-init) must not
         // linger in free pages, where the old PIN would still open them.
         conn.pragma_update(None, "secure_delete", true)?;
-        schema::migrate(&mut conn)?;
-        match_sidecar_modes(path);
-        let mut store = Store {
-            conn,
-            data_version: None,
+        Ok(conn)
+    }
+
+    /// Tell other processes that this connection committed (see [`FileSignal`]).
+    fn announce(&self) {
+        match self.change_seq() {
+            Ok(seq) => self.signal.announce(seq),
+            Err(e) => log::debug!("store: change sequence unreadable after a commit: {e:?}"),
+        }
+    }
+
+    /// Drop change-log entries far behind the newest, so the log stays bounded.
+    fn trim_change_log(&mut self) -> Result<()> {
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT MIN(seq), MAX(seq) FROM changes", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        if let (Some(oldest), Some(newest)) = (oldest, newest) {
+            if newest - oldest > 2 * CHANGE_LOG_KEEP {
+                let tx = write_tx(&mut self.conn)?;
+                tx.execute(
+                    "DELETE FROM changes WHERE seq <= ?1",
+                    [newest - CHANGE_LOG_KEEP],
+                )?;
+                tx.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one row-rewriting statement (`?1` = attrs, `?2` = id) in a transaction.
+    fn rewrite(&mut self, id: i64, attrs: &str, sql: &str) -> Result<()> {
+        let tx = write_tx(&mut self.conn)?;
+        if tx.execute(sql, params![attrs, id])? == 0 {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Fold the WAL back into the database and truncate it, so superseded
+    /// wrapped master keys do not stay in the `-wal` file. Best effort: a
+    /// checkpoint blocked by readers only delays the scrub to a later checkpoint.
+    fn scrub_wal(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            log::debug!("store: WAL checkpoint after a key change failed: {e}");
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn pin_slot(&self, who: PinUser) -> Result<PinSlot> {
+        read_pin_slot(&self.conn, who)
+    }
+
+    fn count_pin_failure(&mut self, who: PinUser) -> Result<()> {
+        let (_, _, failures) = who.columns();
+        let tx = write_tx(&mut self.conn)?;
+        let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
+        tx.execute(&sql, [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reopen(&self) -> Result<Box<dyn Store>> {
+        Ok(Box::new(SqliteStore {
+            conn: Self::connect(&self.path)?,
+            path: self.path.clone(),
+            signal: self.signal.clone(),
+        }))
+    }
+
+    fn signal(&self) -> Arc<dyn ChangeSignal> {
+        self.signal.clone()
+    }
+
+    fn change_seq(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn changes_since(&self, seq: i64) -> Result<Changes> {
+        // One read transaction: the rows and the sequence number agree.
+        let tx = self.conn.unchecked_transaction()?;
+        let now = self.change_seq()?;
+        let oldest: Option<i64> = tx.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))?;
+        // Object id 0 is the token row: a re-initialisation.
+        let remade: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM changes WHERE seq > ?1 AND object_id = 0)",
+            [seq],
+            |r| r.get(0),
+        )?;
+        let gap = now > seq && oldest.is_none_or(|o| o > seq + 1);
+        if seq < 0 || remade || gap {
+            let rows = self.objects()?;
+            return Ok(Changes::Reload { seq: now, rows });
+        }
+        let touched = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT DISTINCT object_id FROM changes WHERE seq > ?1 AND object_id <> 0",
+            )?;
+            let ids = stmt.query_map([seq], |r| r.get(0))?;
+            ids.collect::<rusqlite::Result<Vec<i64>>>()?
         };
-        // As the Managed HSM does on its own schedule: deleted keys past their
-        // scheduled purge date are gone, whoever opens the pool first.
-        store.purge_expired(now())?;
-        Ok(store)
+        let rows = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL AND id IN
+                   (SELECT object_id FROM changes WHERE seq > ?1)"
+            ))?;
+            let rows = stmt.query_map([seq], object_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        Ok(Changes::Since {
+            seq: now,
+            touched,
+            rows,
+        })
+    }
+
+    fn attestation_key(&self) -> Result<Option<super::AttestationRow>> {
+        attest::attestation_key(&self.conn)
+    }
+
+    fn set_attestation_key(&mut self, key: &super::AttestationRow) -> Result<bool> {
+        let stored = attest::set_attestation_key(&mut self.conn, key)?;
+        self.announce();
+        Ok(stored)
     }
 
     /// The token record, or None if the token was never initialised.
-    pub fn token(&self) -> Result<Option<TokenRecord>> {
+    fn token(&self) -> Result<Option<TokenRecord>> {
         let record = self
             .conn
             .query_row(
@@ -131,7 +349,7 @@ impl Store {
     /// The caller has already checked the old SO PIN on a re-initialisation.
     /// `kdf_iterations` must be at least 1 and `retention_days` within 7–90,
     /// else `CKR_ARGUMENTS_BAD`.
-    pub fn init_token(
+    fn init_token(
         &mut self,
         label: &str,
         so_pin: &[u8],
@@ -165,6 +383,7 @@ impl Store {
             ],
         )?;
         tx.commit()?;
+        self.announce();
         self.scrub_wal();
         Ok(master)
     }
@@ -181,7 +400,7 @@ impl Store {
     /// failure is on record, checks run under `BEGIN IMMEDIATE` (read, verify,
     /// count in one transaction), so a guesser gains at most one extra guess per
     /// process racing from a zero counter.
-    pub fn unlock(&mut self, who: PinUser, pin: &[u8]) -> Result<MasterKey> {
+    fn unlock(&mut self, who: PinUser, pin: &[u8]) -> Result<MasterKey> {
         let slot = read_pin_slot(&self.conn, who)?;
         check_pin_usable(who, &slot)?;
         if slot.failures == 0 {
@@ -192,6 +411,7 @@ impl Store {
                     let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
                     tx.execute(&sql, [])?;
                     tx.commit()?;
+                    self.announce();
                     Err(Error(CKR_PIN_INCORRECT))
                 }
                 other => other,
@@ -211,11 +431,12 @@ impl Store {
         };
         tx.execute(&sql, [])?;
         tx.commit()?;
+        self.announce();
         result
     }
 
     /// Wrap `master` under a new PIN for `who` (C_InitPIN, C_SetPIN) and reset its counter.
-    pub fn set_pin(&mut self, who: PinUser, master: &MasterKey, pin: &[u8]) -> Result<()> {
+    fn set_pin(&mut self, who: PinUser, master: &MasterKey, pin: &[u8]) -> Result<()> {
         let salt = new_salt()?;
         let tx = write_tx(&mut self.conn)?;
         let iterations: Option<u32> = tx
@@ -231,25 +452,13 @@ impl Store {
         );
         tx.execute(&sql, params![&salt[..], wrapped])?;
         tx.commit()?;
+        self.announce();
         self.scrub_wal();
         Ok(())
     }
 
-    /// True if another connection (another process, or the CLI) has committed since
-    /// this connection last asked (first call: true). This connection's own writes do
-    /// not count: the token updates its cache itself, so a key generation does not
-    /// trigger a reload of every row. Cheap: one `PRAGMA data_version`.
-    pub fn changed(&mut self) -> Result<bool> {
-        let now: i64 = self
-            .conn
-            .pragma_query_value(None, "data_version", |r| r.get(0))?;
-        let changed = self.data_version != Some(now);
-        self.data_version = Some(now);
-        Ok(changed)
-    }
-
     /// Every live object row (soft-deleted keys are not objects any more).
-    pub fn objects(&self) -> Result<Vec<ObjectRow>> {
+    fn objects(&self) -> Result<Vec<ObjectRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL ORDER BY id"
         ))?;
@@ -258,7 +467,7 @@ impl Store {
     }
 
     /// One live object row by id, or None.
-    pub fn object(&self, id: i64) -> Result<Option<ObjectRow>> {
+    fn object(&self, id: i64) -> Result<Option<ObjectRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1 AND deleted_at IS NULL"
         ))?;
@@ -270,13 +479,38 @@ impl Store {
     /// current. Returns the stored row (with its id). A name whose key is
     /// soft-deleted is taken until it is purged or recovered:
     /// `CKR_ATTRIBUTE_VALUE_INVALID` (the Managed HSM answers 409 Conflict).
-    pub fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow> {
+    fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow> {
         let name_lc = new.name.as_deref().map(str::to_lowercase);
         let tx = write_tx(&mut self.conn)?;
         if let Some(name_lc) = &name_lc {
             if name_is_deleted(&tx, name_lc)? {
                 log::debug!("store: name {name_lc} belongs to a deleted key");
                 return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+            }
+            if let Some(cap) = new.max_versions {
+                let n: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL",
+                    [name_lc],
+                    |r| r.get(0),
+                )?;
+                if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
+                    log::warn!("key {name_lc} already has {n} versions: no new version");
+                    return Err(Error(CKR_ACTION_PROHIBITED));
+                }
+            }
+            if let Some(expected) = &new.replaces {
+                let current: Option<String> = tx
+                    .query_row(
+                        "SELECT version FROM objects
+                         WHERE name_lc = ?1 AND current = 1 AND deleted_at IS NULL",
+                        [name_lc],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                if current.as_deref() != Some(expected.as_str()) {
+                    return Err(Error(CKR_FUNCTION_REJECTED));
+                }
             }
             tx.execute(
                 "UPDATE objects SET current = 0 WHERE name_lc = ?1 AND current = 1",
@@ -290,6 +524,7 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
+        self.announce();
         Ok(ObjectRow {
             id,
             name: new.name.clone(),
@@ -301,7 +536,7 @@ impl Store {
     }
 
     /// Replace a row's attribute JSON. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
-    pub fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
+    fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
         self.rewrite(
             id,
             attrs,
@@ -312,7 +547,7 @@ impl Store {
     /// Replace a row's attribute JSON and drop its sealed material in one
     /// transaction (the private half of a key pair was destroyed; its public
     /// half lives on). `CKR_OBJECT_HANDLE_INVALID` if it is gone.
-    pub fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()> {
+    fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()> {
         self.rewrite(
             id,
             attrs,
@@ -320,20 +555,10 @@ impl Store {
         )
     }
 
-    /// Run one row-rewriting statement (`?1` = attrs, `?2` = id) in a transaction.
-    fn rewrite(&mut self, id: i64, attrs: &str, sql: &str) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
-        if tx.execute(sql, params![attrs, id])? == 0 {
-            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Delete a row. If it was the current version of its name, the newest
     /// remaining version (highest id) of that name becomes current, and its id
     /// is returned. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
-    pub fn delete_object(&mut self, id: i64) -> Result<Option<i64>> {
+    fn delete_object(&mut self, id: i64) -> Result<Option<i64>> {
         let tx = write_tx(&mut self.conn)?;
         let found: Option<(Option<String>, bool)> = tx
             .query_row(
@@ -357,11 +582,12 @@ impl Store {
                 .optional()?;
         }
         tx.commit()?;
+        self.announce();
         Ok(promoted)
     }
 
     /// The live versions of `name` (case-insensitive), oldest first.
-    pub fn versions_of(&self, name: &str) -> Result<Vec<ObjectRow>> {
+    fn versions_of(&self, name: &str) -> Result<Vec<ObjectRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects
              WHERE name_lc = ?1 AND deleted_at IS NULL ORDER BY id"
@@ -373,7 +599,7 @@ impl Store {
     /// Soft-delete every version of `name` in one transaction: `deleted_at` =
     /// `now`, `purge_at` = `now` + the token's retention days. Returns the row
     /// ids of the versions deleted (empty: no live key has that name).
-    pub fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>> {
+    fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>> {
         let tx = write_tx(&mut self.conn)?;
         let days: Option<i64> = tx
             .query_row("SELECT retention_days FROM token WHERE id = 1", [], |r| {
@@ -393,22 +619,18 @@ impl Store {
             ids.collect::<rusqlite::Result<Vec<i64>>>()?
         };
         tx.commit()?;
+        self.announce();
         Ok(ids)
     }
 
-    /// Bring every version of a soft-deleted `name` back, in one transaction.
-    /// Returns the number of versions recovered (0: no deleted key has that name).
-    pub fn recover_name(&mut self, name: &str) -> Result<usize> {
-        self.recover_name_rewriting(name, |_, _| Ok(None))
-    }
-
-    /// [`Store::recover_name`], rewriting in the same transaction the attribute
-    /// JSON of each recovered version for which `rewrite(attrs, has_sealed_material)`
-    /// returns a new one.
-    pub fn recover_name_rewriting(
+    /// Bring every version of a soft-deleted `name` back, in one transaction,
+    /// rewriting the attribute JSON of each recovered version for which
+    /// `rewrite(attrs, has_sealed_material)` returns a new one. Returns the
+    /// number of versions recovered (0: no deleted key has that name).
+    fn recover_name_rewriting(
         &mut self,
         name: &str,
-        rewrite: impl Fn(&str, bool) -> Result<Option<String>>,
+        rewrite: &dyn Fn(&str, bool) -> Result<Option<String>>,
     ) -> Result<usize> {
         let tx = write_tx(&mut self.conn)?;
         let name_lc = name.to_lowercase();
@@ -434,6 +656,7 @@ impl Store {
             [&name_lc],
         )?;
         tx.commit()?;
+        self.announce();
         Ok(n)
     }
 
@@ -441,7 +664,7 @@ impl Store {
     /// Under purge protection a key cannot be purged before its scheduled purge
     /// date (`CKR_ACTION_PROHIBITED`). Returns the number of versions purged
     /// (0: no deleted key has that name).
-    pub fn purge_name(&mut self, name: &str, now: i64) -> Result<usize> {
+    fn purge_name(&mut self, name: &str, now: i64) -> Result<usize> {
         let tx = write_tx(&mut self.conn)?;
         let name_lc = name.to_lowercase();
         let protected: bool = tx
@@ -465,13 +688,14 @@ impl Store {
         )?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
+        self.announce();
         Ok(n)
     }
 
     /// Purge every deleted key whose scheduled purge date is at or before `now`
     /// (purge protection only forbids purging *before* that date). Returns the
     /// number of rows purged.
-    pub fn purge_expired(&mut self, now: i64) -> Result<usize> {
+    fn purge_expired(&mut self, now: i64) -> Result<usize> {
         let due: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1)",
             [now],
@@ -488,11 +712,12 @@ impl Store {
         )?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
+        self.announce();
         Ok(n)
     }
 
     /// The rotation policy (JSON) of `name`, if it has one.
-    pub fn rotation_policy(&self, name: &str) -> Result<Option<String>> {
+    fn rotation_policy(&self, name: &str) -> Result<Option<String>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT policy FROM policies WHERE name_lc = ?1")?;
@@ -503,7 +728,7 @@ impl Store {
 
     /// Set (Some) or remove (None) the rotation policy of a live key `name`;
     /// `CKR_OBJECT_HANDLE_INVALID` if no live key has that name.
-    pub fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()> {
+    fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()> {
         let tx = write_tx(&mut self.conn)?;
         let name_lc = name.to_lowercase();
         let live: bool = tx.query_row(
@@ -521,11 +746,12 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.announce();
         Ok(())
     }
 
     /// Every rotation policy of a live key: (lower-case name, policy JSON).
-    pub fn rotation_policies(&self) -> Result<Vec<(String, String)>> {
+    fn rotation_policies(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name_lc, policy FROM policies p WHERE EXISTS
                (SELECT 1 FROM objects o WHERE o.name_lc = p.name_lc AND o.deleted_at IS NULL)
@@ -537,7 +763,7 @@ impl Store {
 
     /// The current version of the soft-deleted `name` (case-insensitive), with
     /// its deletion dates; None if no deleted key has that name.
-    pub fn deleted_name(&self, name: &str) -> Result<Option<DeletedRow>> {
+    fn deleted_name(&self, name: &str) -> Result<Option<DeletedRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS}, deleted_at, purge_at FROM objects
              WHERE name_lc = ?1 AND deleted_at IS NOT NULL AND current = 1"
@@ -556,7 +782,7 @@ impl Store {
 
     /// The current version of every soft-deleted name, with its deletion dates,
     /// in name order.
-    pub fn deleted_names(&self) -> Result<Vec<DeletedRow>> {
+    fn deleted_names(&self) -> Result<Vec<DeletedRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS}, deleted_at, purge_at FROM objects
              WHERE deleted_at IS NOT NULL AND current = 1 ORDER BY name_lc"
@@ -576,7 +802,7 @@ impl Store {
     /// (`CKR_ATTRIBUTE_VALUE_INVALID`) if any key, live or soft-deleted, already
     /// has that name, as the Managed HSM's restore is (409 Conflict). Every row
     /// must carry the same name.
-    pub fn restore_versions(
+    fn restore_versions(
         &mut self,
         rows: &[NewObject],
         policy: Option<&str>,
@@ -629,12 +855,13 @@ impl Store {
             put_policy(&tx, &name_lc, p)?;
         }
         tx.commit()?;
+        self.announce();
         Ok(out)
     }
 
     /// Turn purge protection on or off. Like the Managed HSM's, it can be turned
     /// on but never off again (`CKR_ACTION_PROHIBITED`).
-    pub fn set_purge_protection(&mut self, on: bool) -> Result<()> {
+    fn set_purge_protection(&mut self, on: bool) -> Result<()> {
         let tx = write_tx(&mut self.conn)?;
         let was: Option<bool> = tx
             .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
@@ -648,19 +875,8 @@ impl Store {
         }
         tx.execute("UPDATE token SET purge_protection = ?1 WHERE id = 1", [on])?;
         tx.commit()?;
+        self.announce();
         Ok(())
-    }
-
-    /// Fold the WAL back into the database and truncate it, so superseded
-    /// wrapped master keys do not stay in the `-wal` file. Best effort: a
-    /// checkpoint blocked by readers only delays the scrub to a later checkpoint.
-    fn scrub_wal(&self) {
-        if let Err(e) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
-            log::debug!("store: WAL checkpoint after a key change failed: {e}");
-        }
     }
 }
 
@@ -744,9 +960,8 @@ fn match_sidecar_modes(path: &Path) {
         return;
     };
     let mode = meta.permissions().mode() & 0o777;
-    for suffix in ["-wal", "-shm"] {
-        let mut side = PathBuf::from(path.as_os_str());
-        side.as_mut_os_string().push(suffix);
+    for suffix in ["-wal", "-shm", "-seq"] {
+        let side = sidecar(path, suffix);
         if let Ok(m) = std::fs::metadata(&side) {
             if m.permissions().mode() & 0o777 != mode {
                 if let Err(e) = std::fs::set_permissions(&side, Permissions::from_mode(mode)) {
@@ -797,6 +1012,14 @@ fn check_pin_usable(who: PinUser, slot: &PinSlot) -> Result<()> {
         return Err(Error(CKR_PIN_LOCKED));
     }
     Ok(())
+}
+
+/// Check `pin` against `who`'s stored PIN state and unwrap the master key
+/// (the slow PBKDF2 step; run it without holding any lock others need).
+/// Counts nothing: the caller records a failure.
+pub fn check_pin(who: PinUser, slot: &PinSlot, pin: &[u8]) -> Result<MasterKey> {
+    check_pin_usable(who, slot)?;
+    unwrap_slot(who, slot, pin)
 }
 
 /// Unwrap the master key from `slot` with `pin` (the slow PBKDF2 step).

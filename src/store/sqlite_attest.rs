@@ -2,10 +2,10 @@
 //! `attest_sealed`, `attest_public`): the private key sealed under the master
 //! key like every secret, the public key (SPKI DER) in the clear.
 
-use super::{write_tx, Store};
+use super::write_tx;
 use crate::error::{Error, Result};
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// The sealed private key and the public SPKI DER of a token's attestation key.
 pub struct AttestationRow {
@@ -15,40 +15,37 @@ pub struct AttestationRow {
     pub public: Vec<u8>,
 }
 
-impl Store {
-    /// The token's attestation key, or None if it has none yet (a token
-    /// initialised before attestation existed). `CKR_TOKEN_NOT_RECOGNIZED`
-    /// before initialisation.
-    pub fn attestation_key(&self) -> Result<Option<AttestationRow>> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT attest_sealed, attest_public FROM token WHERE id = 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<Vec<u8>>>(0)?,
-                        r.get::<_, Option<Vec<u8>>>(1)?,
-                    ))
-                },
-            )
-            .optional()?;
-        match row.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))? {
-            (Some(sealed), Some(public)) => Ok(Some(AttestationRow { sealed, public })),
-            _ => Ok(None),
-        }
+/// The token's attestation key, or None if it has none yet (a token
+/// initialised before attestation existed). `CKR_TOKEN_NOT_RECOGNIZED`
+/// before initialisation.
+pub(super) fn attestation_key(conn: &Connection) -> Result<Option<AttestationRow>> {
+    let row = conn
+        .query_row(
+            "SELECT attest_sealed, attest_public FROM token WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, Option<Vec<u8>>>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                ))
+            },
+        )
+        .optional()?;
+    match row.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))? {
+        (Some(sealed), Some(public)) => Ok(Some(AttestationRow { sealed, public })),
+        _ => Ok(None),
     }
+}
 
-    /// Store an attestation key unless the token already has one (another
-    /// process may have made it meanwhile); true if this one was stored.
-    pub fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool> {
-        let tx = write_tx(&mut self.conn)?;
-        let n = tx.execute(
-            "UPDATE token SET attest_sealed = ?1, attest_public = ?2
+/// Store an attestation key unless the token already has one (another
+/// process may have made it meanwhile); true if this one was stored.
+pub(super) fn set_attestation_key(conn: &mut Connection, key: &AttestationRow) -> Result<bool> {
+    let tx = write_tx(conn)?;
+    let n = tx.execute(
+        "UPDATE token SET attest_sealed = ?1, attest_public = ?2
              WHERE id = 1 AND (attest_sealed IS NULL OR attest_public IS NULL)",
-            params![key.sealed, key.public],
-        )?;
-        tx.commit()?;
-        Ok(n == 1)
-    }
+        params![key.sealed, key.public],
+    )?;
+    tx.commit()?;
+    Ok(n == 1)
 }

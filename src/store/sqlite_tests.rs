@@ -11,15 +11,15 @@ const USER_PIN: &[u8] = b"user-pin-2718";
 const ITERATIONS: u32 = 1000;
 
 /// A fresh, uninitialised store in a not-yet-existing subdirectory of a temp dir.
-fn fresh() -> (TempDir, PathBuf, Store) {
+fn fresh() -> (TempDir, PathBuf, Box<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool").join("token.db");
-    let store = Store::open(&path).unwrap();
+    let store = crate::store::open(&path).unwrap();
     (dir, path, store)
 }
 
 /// A store initialised with `SO_PIN` and with `USER_PIN` set.
-fn initialised() -> (TempDir, PathBuf, Store, MasterKey) {
+fn initialised() -> (TempDir, PathBuf, Box<dyn Store>, MasterKey) {
     let (dir, path, mut store) = fresh();
     let master = store
         .init_token("test token", SO_PIN, ITERATIONS, 90)
@@ -33,7 +33,7 @@ fn same_key(a: &MasterKey, b: &MasterKey) -> bool {
     b.open(b"kid", &a.seal(b"kid", b"probe").unwrap()).is_ok()
 }
 
-fn user_failures(store: &Store) -> u32 {
+fn user_failures(store: &dyn Store) -> u32 {
     store.token().unwrap().unwrap().user_failures
 }
 
@@ -43,10 +43,11 @@ fn key(name: &str, version: &str) -> NewObject {
         version: Some(version.to_string()),
         attrs: format!(r#"{{"v":"{version}"}}"#),
         sealed: Some(vec![1, 2, 3]),
+        ..Default::default()
     }
 }
 
-fn current_of(store: &Store, name_lc: &str) -> Vec<i64> {
+fn current_of(store: &dyn Store, name_lc: &str) -> Vec<i64> {
     store
         .objects()
         .unwrap()
@@ -133,7 +134,7 @@ fn user_unlock_without_user_pin_is_user_pin_not_initialized() {
     store.init_token("t", SO_PIN, ITERATIONS, 90).unwrap();
     let err = store.unlock(PinUser::User, USER_PIN).unwrap_err();
     assert_eq!(err, Error(CKR_USER_PIN_NOT_INITIALIZED));
-    assert_eq!(user_failures(&store), 0);
+    assert_eq!(user_failures(&*store), 0);
 }
 
 #[test]
@@ -142,7 +143,7 @@ fn wrong_pin_is_pin_incorrect_and_counted() {
     for expected in 1..=3 {
         let err = store.unlock(PinUser::User, b"wrong").unwrap_err();
         assert_eq!(err, Error(CKR_PIN_INCORRECT));
-        assert_eq!(user_failures(&store), expected);
+        assert_eq!(user_failures(&*store), expected);
     }
 }
 
@@ -161,7 +162,7 @@ fn right_pin_resets_the_counter() {
     store.unlock(PinUser::User, b"wrong").unwrap_err();
     store.unlock(PinUser::User, b"wrong").unwrap_err();
     store.unlock(PinUser::User, USER_PIN).unwrap();
-    assert_eq!(user_failures(&store), 0);
+    assert_eq!(user_failures(&*store), 0);
 }
 
 #[test]
@@ -176,7 +177,7 @@ fn ten_failures_lock_the_user_pin_even_against_the_right_pin() {
     let err = store.unlock(PinUser::User, b"wrong").unwrap_err();
     assert_eq!(err, Error(CKR_PIN_LOCKED));
     // A locked PIN is not evaluated, so not counted further.
-    assert_eq!(user_failures(&store), MAX_PIN_FAILURES);
+    assert_eq!(user_failures(&*store), MAX_PIN_FAILURES);
 }
 
 #[test]
@@ -188,7 +189,7 @@ fn set_pin_resets_the_counter_and_unlocks() {
     store
         .set_pin(PinUser::User, &master, b"new-user-pin")
         .unwrap();
-    assert_eq!(user_failures(&store), 0);
+    assert_eq!(user_failures(&*store), 0);
     let err = store.unlock(PinUser::User, USER_PIN).unwrap_err();
     assert_eq!(err, Error(CKR_PIN_INCORRECT));
     let user = store.unlock(PinUser::User, b"new-user-pin").unwrap();
@@ -224,7 +225,7 @@ fn so_pin_never_locks_but_failures_are_counted() {
         store.token().unwrap().unwrap().so_failures,
         MAX_PIN_FAILURES + 2
     );
-    assert_eq!(user_failures(&store), 0);
+    assert_eq!(user_failures(&*store), 0);
     let so = store.unlock(PinUser::So, SO_PIN).unwrap();
     assert!(same_key(&master, &so));
     assert_eq!(store.token().unwrap().unwrap().so_failures, 0);
@@ -236,21 +237,21 @@ fn failures_persist_across_reopen() {
     store.unlock(PinUser::User, b"wrong").unwrap_err();
     store.unlock(PinUser::User, b"wrong").unwrap_err();
     drop(store);
-    let mut store = Store::open(&path).unwrap();
-    assert_eq!(user_failures(&store), 2);
+    let mut store = crate::store::open(&path).unwrap();
+    assert_eq!(user_failures(&*store), 2);
     store.unlock(PinUser::User, b"wrong").unwrap_err();
-    assert_eq!(user_failures(&store), 3);
+    assert_eq!(user_failures(&*store), 3);
 }
 
 #[test]
 fn failures_are_shared_by_two_stores_on_one_file() {
     let (_dir, path, mut a, _master) = initialised();
-    let mut b = Store::open(&path).unwrap();
+    let mut b = crate::store::open(&path).unwrap();
     for _ in 0..5 {
         a.unlock(PinUser::User, b"wrong").unwrap_err();
         b.unlock(PinUser::User, b"wrong").unwrap_err();
     }
-    assert_eq!(user_failures(&a), MAX_PIN_FAILURES);
+    assert_eq!(user_failures(&*a), MAX_PIN_FAILURES);
     assert_eq!(
         a.unlock(PinUser::User, USER_PIN).unwrap_err(),
         Error(CKR_PIN_LOCKED)
@@ -269,7 +270,7 @@ fn concurrent_wrong_pins_are_all_counted() {
         .map(|_| {
             let path = path.clone();
             std::thread::spawn(move || {
-                let mut store = Store::open(&path).unwrap();
+                let mut store = crate::store::open(&path).unwrap();
                 for _ in 0..2 {
                     let err = store.unlock(PinUser::User, b"wrong").unwrap_err();
                     assert_eq!(err, Error(CKR_PIN_INCORRECT));
@@ -280,7 +281,7 @@ fn concurrent_wrong_pins_are_all_counted() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(user_failures(&Store::open(&path).unwrap()), 8);
+    assert_eq!(user_failures(&*crate::store::open(&path).unwrap()), 8);
 }
 
 #[test]
@@ -332,6 +333,7 @@ fn unnamed_objects_are_all_current() {
         version: None,
         attrs: "{}".into(),
         sealed: None,
+        ..Default::default()
     };
     store.insert_object(&cert).unwrap();
     store.insert_object(&cert).unwrap();
@@ -372,8 +374,8 @@ fn names_differing_in_case_are_versions_and_only_the_last_is_current() {
     store.insert_object(&key("key1", "v2")).unwrap();
     let last = store.insert_object(&key("KEY1", "v3")).unwrap();
     store.insert_object(&key("other", "v1")).unwrap();
-    assert_eq!(current_of(&store, "key1"), vec![last.id]);
-    assert_eq!(current_of(&store, "other").len(), 1);
+    assert_eq!(current_of(&*store, "key1"), vec![last.id]);
+    assert_eq!(current_of(&*store, "other").len(), 1);
     assert_eq!(store.objects().unwrap().len(), 4);
 }
 
@@ -384,9 +386,9 @@ fn deleting_the_current_version_makes_the_previous_current() {
     let v2 = store.insert_object(&key("key1", "v2")).unwrap();
     let v3 = store.insert_object(&key("KEY1", "v3")).unwrap();
     assert_eq!(store.delete_object(v3.id).unwrap(), Some(v2.id));
-    assert_eq!(current_of(&store, "key1"), vec![v2.id]);
+    assert_eq!(current_of(&*store, "key1"), vec![v2.id]);
     assert_eq!(store.delete_object(v2.id).unwrap(), Some(v1.id));
-    assert_eq!(current_of(&store, "key1"), vec![v1.id]);
+    assert_eq!(current_of(&*store, "key1"), vec![v1.id]);
     assert_eq!(store.delete_object(v1.id).unwrap(), None);
     assert!(store.objects().unwrap().is_empty());
 }
@@ -401,7 +403,7 @@ fn deleting_an_old_version_keeps_the_current_one() {
         None,
         "no version was promoted"
     );
-    assert_eq!(current_of(&store, "key1"), vec![v2.id]);
+    assert_eq!(current_of(&*store, "key1"), vec![v2.id]);
 }
 
 #[test]
@@ -421,42 +423,110 @@ fn objects_survive_reopen() {
     let (_dir, path, mut store, _master) = initialised();
     let row = store.insert_object(&key("Key1", "v1")).unwrap();
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = crate::store::open(&path).unwrap();
     assert_eq!(store.object(row.id).unwrap(), Some(row));
 }
 
-// ---- change detection ----
+// ---- the change log ----
 
 #[test]
-fn changed_is_true_first_then_false_after_own_reads() {
+fn changes_since_names_every_row_a_write_touched() {
     let (_dir, _path, mut store, _master) = initialised();
-    assert!(store.changed().unwrap());
-    assert!(!store.changed().unwrap());
-    store.objects().unwrap();
-    store.token().unwrap();
-    assert!(!store.changed().unwrap());
+    let before = store.change_seq().unwrap();
+    let v1 = store.insert_object(&key("k", "v1")).unwrap();
+    let v2 = store.insert_object(&key("k", "v2")).unwrap();
+    let Changes::Since { seq, touched, rows } = store.changes_since(before).unwrap() else {
+        panic!("a short log is read as changes, not a reload");
+    };
+    assert_eq!(seq, store.change_seq().unwrap());
+    assert!(touched.contains(&v1.id) && touched.contains(&v2.id));
+    // v1 stopped being current: its row is among the changes, as it is now.
+    let old = rows.iter().find(|r| r.id == v1.id).unwrap();
+    assert!(!old.current);
+    assert_eq!(
+        store.changes_since(seq).unwrap(),
+        Changes::Since {
+            seq,
+            touched: vec![],
+            rows: vec![]
+        }
+    );
 }
 
 #[test]
-fn changed_ignores_own_writes() {
+fn soft_deleted_row_is_touched_without_a_live_row() {
     let (_dir, _path, mut store, _master) = initialised();
-    store.changed().unwrap();
+    let v1 = store.insert_object(&key("k", "v1")).unwrap();
+    let before = store.change_seq().unwrap();
+    store.soft_delete_name("k", 1).unwrap();
+    let Changes::Since { touched, rows, .. } = store.changes_since(before).unwrap() else {
+        panic!("expected changes");
+    };
+    assert_eq!(touched, vec![v1.id]);
+    assert!(rows.is_empty());
+}
+
+#[test]
+fn another_connections_commit_is_signalled_and_logged() {
+    let (_dir, path, a, _master) = initialised();
+    let mut b = crate::store::open(&path).unwrap();
+    let signal = a.signal();
+    let before = a.change_seq().unwrap();
+    assert_eq!(signal.latest(), before);
+    let row = b.insert_object(&key("k", "v1")).unwrap();
+    assert!(signal.latest() > before, "the commit is announced");
+    let Changes::Since { rows, .. } = a.changes_since(before).unwrap() else {
+        panic!("expected changes");
+    };
+    assert_eq!(rows, vec![row]);
+}
+
+#[test]
+fn reinitialisation_is_a_reload() {
+    let (_dir, _path, mut store, _master) = initialised();
     store.insert_object(&key("k", "v1")).unwrap();
-    assert!(!store.changed().unwrap());
+    let before = store.change_seq().unwrap();
+    store.init_token("again", SO_PIN, ITERATIONS, 90).unwrap();
+    assert!(matches!(
+        store.changes_since(before).unwrap(),
+        Changes::Reload { rows, .. } if rows.is_empty()
+    ));
 }
 
 #[test]
-fn changed_sees_another_connections_commit() {
-    let (_dir, path, mut a, _master) = initialised();
-    let mut b = Store::open(&path).unwrap();
-    a.changed().unwrap();
-    assert!(!a.changed().unwrap());
-    b.insert_object(&key("k", "v1")).unwrap();
-    assert!(a.changed().unwrap());
-    assert!(!a.changed().unwrap());
-    // A failed login is a write too: other processes must see the new counter.
-    b.unlock(PinUser::User, b"wrong").unwrap_err();
-    assert!(a.changed().unwrap());
+fn version_cap_is_checked_inside_the_write_transaction() {
+    let (_dir, _path, mut store, _master) = initialised();
+    let capped = |v: &str| NewObject {
+        max_versions: Some(2),
+        ..key("k", v)
+    };
+    store.insert_object(&capped("v1")).unwrap();
+    store.insert_object(&capped("v2")).unwrap();
+    assert_eq!(
+        store.insert_object(&capped("v3")).unwrap_err(),
+        Error(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(store.versions_of("k").unwrap().len(), 2);
+}
+
+#[test]
+fn insert_replacing_a_version_that_is_no_longer_current_is_rejected() {
+    let (_dir, _path, mut store, _master) = initialised();
+    store.insert_object(&key("k", "v1")).unwrap();
+    store.insert_object(&key("k", "v2")).unwrap();
+    let late = NewObject {
+        replaces: Some("v1".into()),
+        ..key("k", "v3")
+    };
+    assert_eq!(
+        store.insert_object(&late).unwrap_err(),
+        Error(CKR_FUNCTION_REJECTED)
+    );
+    let ok = NewObject {
+        replaces: Some("v2".into()),
+        ..key("k", "v3")
+    };
+    store.insert_object(&ok).unwrap();
 }
 
 // ---- on disk ----
@@ -477,7 +547,7 @@ fn fresh_store_is_private_on_disk() {
 fn existing_directory_keeps_its_mode() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), Permissions::from_mode(0o750)).unwrap();
-    Store::open(&dir.path().join("token.db")).unwrap();
+    crate::store::open(&dir.path().join("token.db")).unwrap();
     assert_eq!(mode(dir.path()), 0o750);
     assert_eq!(mode(&dir.path().join("token.db")), 0o600);
 }
@@ -626,14 +696,20 @@ fn recover_brings_every_version_back() {
     let v1 = store.insert_object(&key("k", "v1")).unwrap();
     let v2 = store.insert_object(&key("k", "v2")).unwrap();
     store.soft_delete_name("k", now()).unwrap();
-    assert_eq!(store.recover_name("K").unwrap(), 2);
+    assert_eq!(
+        store.recover_name_rewriting("K", &|_, _| Ok(None)).unwrap(),
+        2
+    );
     let v1 = ObjectRow {
         current: false,
         ..v1
     };
     assert_eq!(store.versions_of("k").unwrap(), vec![v1, v2]);
     assert!(store.deleted_names().unwrap().is_empty());
-    assert_eq!(store.recover_name("k").unwrap(), 0);
+    assert_eq!(
+        store.recover_name_rewriting("k", &|_, _| Ok(None)).unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -692,7 +768,7 @@ fn keys_past_their_purge_date_are_purged_at_open() {
     store.soft_delete_name("old", now() - 91 * 86_400).unwrap();
     store.soft_delete_name("new", now()).unwrap();
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = crate::store::open(&path).unwrap();
     let names: Vec<String> = store
         .deleted_names()
         .unwrap()
@@ -720,7 +796,7 @@ fn restore_versions_makes_the_last_current_and_refuses_a_taken_name() {
         .restore_versions(&[key("k", "v1"), key("k", "v2")], None)
         .unwrap();
     assert_eq!(store.versions_of("k").unwrap(), rows);
-    assert_eq!(current_of(&store, "k"), vec![rows[1].id]);
+    assert_eq!(current_of(&*store, "k"), vec![rows[1].id]);
     assert_eq!(
         store.restore_versions(&[key("K", "v3")], None).unwrap_err(),
         Error(CKR_ATTRIBUTE_VALUE_INVALID)

@@ -1,14 +1,14 @@
-//! The PKCS#11 side of the audit log ([`crate::engine::audit`]): one-line
+//! The PKCS#11 side of the audit log ([`crate::pool::audit`]): one-line
 //! hooks the entry points wrap around their call, recording management
 //! operations, logins, and refused crypto operations.
 
 use super::objects::Entry;
 use super::session::Session;
 use super::slot::Slot;
-use crate::engine::audit::{self, Caller, Event};
 use crate::engine::key::Body;
 use crate::engine::policy;
 use crate::error::Result;
+use crate::pool::audit::{self, Caller, Event};
 use cryptoki_sys::CK_OBJECT_HANDLE;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +38,7 @@ fn record(
 /// The kid of a token key (session objects and certificates have none).
 fn kid(slot: &Slot, e: &Entry) -> Option<String> {
     match &e.rec.body {
-        Body::Key(k) if e.is_token() => Some(policy::kid(&slot.state().label, k)),
+        Body::Key(k) if e.is_token() => Some(policy::kid(&slot.pool.label(), k)),
         _ => None,
     }
 }

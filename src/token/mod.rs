@@ -6,10 +6,12 @@
 //! SQLite connections above all) is never used nor closed by the child.
 
 pub mod audit;
-pub mod objects;
 pub mod operation;
 pub mod session;
 pub mod slot;
+
+/// The pool's object snapshot entries, as the token's sessions use them.
+pub use crate::pool::objects;
 
 use crate::config;
 use crate::error::{Error, Result};
@@ -71,7 +73,7 @@ pub fn finalize() -> Result<()> {
     let mut g = global_write();
     match g.take() {
         Some(lib) if lib.pid == std::process::id() => {
-            crate::engine::audit::shutdown();
+            crate::pool::audit::shutdown();
             Ok(())
         }
         Some(lib) => {
@@ -152,7 +154,7 @@ impl Library {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&h)
             .ok_or(Error(CKR_SESSION_HANDLE_INVALID))?;
-        s.slot.state_mut().objects.drop_session_objects(h);
+        s.slot.pool.drop_session_objects(h);
         if self.sessions_of(s.slot.id).is_empty() {
             s.slot.logout_quietly();
         }
@@ -172,15 +174,15 @@ impl Library {
     /// C_Login with the session-state rules of PKCS#11 3.1 §5.6.6.
     pub fn login(&self, session: &Session, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
         let who = match user {
-            CKU_SO => crate::store::PinUser::So,
-            CKU_USER => crate::store::PinUser::User,
+            CKU_SO => crate::pool::PinUser::So,
+            CKU_USER => crate::pool::PinUser::User,
             CKU_CONTEXT_SPECIFIC => return Err(Error(CKR_OPERATION_NOT_INITIALIZED)),
             _ => return Err(Error(CKR_USER_TYPE_INVALID)),
         };
         // Read the login state first: never hold the token lock while taking the
         // session table's (C_OpenSession takes them in the other order).
         let nobody = session.slot.state().login == slot::LoggedIn::Nobody;
-        if who == crate::store::PinUser::So
+        if who == crate::pool::PinUser::So
             && nobody
             && self.sessions_of(session.slot.id).iter().any(|s| !s.rw)
         {

@@ -528,7 +528,7 @@ pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<
         (CipherKey::Aes(k), Cipher::AesKw) => k.kw_unwrap(wrapped),
         (CipherKey::Aes(k), Cipher::AesKwp) => k.kwp_unwrap(wrapped),
         (CipherKey::RsaPrivate(k), Cipher::RsaAesKw { oaep, aes_bytes }) => {
-            crate::engine::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped)
+            crate::pool::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped)
         }
         _ => {
             let ctx = CipherCtx::new(key.clone(), cipher.clone(), false);

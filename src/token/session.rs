@@ -210,7 +210,7 @@ impl Session {
         }
         let plan = rules::sign_plan(mech, k, KeyOps::SIGN, now())?;
         let master = self.slot.state().master.clone();
-        let label = self.slot.state().label.clone();
+        let label = self.slot.pool.label();
         let signer = Signer::from_key(e.private_key(master.as_deref(), &label)?)?;
         ops.sign = Some(SignCtx::new(signer, plan));
         Ok(())
@@ -394,7 +394,7 @@ impl Session {
             }
             _ => {
                 let master = self.slot.state().master.clone();
-                let label = self.slot.state().label.clone();
+                let label = self.slot.pool.label();
                 match e.private_key(master.as_deref(), &label)? {
                     ParsedKey::Rsa(r) => CipherKey::RsaPrivate(r),
                     ParsedKey::Aes(a) => CipherKey::Aes(a),

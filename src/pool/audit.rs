@@ -424,7 +424,7 @@ mod tests {
         let line = format!("{}\n", "z".repeat(1000));
         let data = line.repeat(100);
         let cut = chunk_end(data.as_bytes());
-        assert!(cut <= FLUSH_BYTES && cut % line.len() == 0);
+        assert!(cut <= FLUSH_BYTES && cut.is_multiple_of(line.len()));
         assert_eq!(chunk_end(b"short\n"), 6);
     }
 }

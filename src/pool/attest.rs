@@ -36,7 +36,7 @@ const P256_SPKI_PREFIX: &[u8] = &[
 /// Make a new attestation key and store it (`C_InitToken`, `softmhsm init`).
 /// Never fails the initialisation: a failure is logged and the key is made
 /// later, on the first `key attest`.
-pub fn provision(store: &mut Store, master: &MasterKey) {
+pub fn provision(store: &mut dyn Store, master: &MasterKey) {
     if let Err(e) = generate(master).and_then(|(row, _)| store.set_attestation_key(&row)) {
         log::warn!("attestation: no key made at initialisation ({e}); made on first use");
     }
@@ -56,7 +56,7 @@ fn generate(master: &MasterKey) -> Result<(AttestationRow, SecretBytes)> {
 
 /// The attestation private key (PKCS#8) and public SPKI DER; made and stored now
 /// if the token has none (tokens initialised before attestation existed).
-fn signing_key(store: &mut Store, master: &MasterKey) -> Result<(SecretBytes, Vec<u8>)> {
+fn signing_key(store: &mut dyn Store, master: &MasterKey) -> Result<(SecretBytes, Vec<u8>)> {
     if let Some(row) = store.attestation_key()? {
         return Ok((master.open(AAD, &row.sealed)?, row.public));
     }
@@ -70,7 +70,7 @@ fn signing_key(store: &mut Store, master: &MasterKey) -> Result<(SecretBytes, Ve
 }
 
 /// The token's attestation public key (SPKI DER), if it has one.
-pub fn public_key(store: &Store) -> Result<Option<Vec<u8>>> {
+pub fn public_key(store: &dyn Store) -> Result<Option<Vec<u8>>> {
     Ok(store.attestation_key()?.map(|r| r.public))
 }
 
@@ -118,8 +118,8 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
 
 /// Attest key version `k`: the signed document
 /// `{"statement", "alg", "signature", "attestation_key"}`.
-pub fn attest(store: &mut Store, master: &MasterKey, k: &KeyRecord, now: i64) -> Result<Value> {
-    let token = crate::engine::lifecycle::token_label(store).map_err(|r| match r {
+pub fn attest(store: &mut dyn Store, master: &MasterKey, k: &KeyRecord, now: i64) -> Result<Value> {
+    let token = crate::pool::lifecycle::token_label(store).map_err(|r| match r {
         crate::engine::lifecycle::Refusal::Token(e) => e,
         _ => Error(CKR_DEVICE_ERROR),
     })?;
@@ -328,9 +328,9 @@ mod tests {
         }
     }
 
-    fn store() -> (tempfile::TempDir, Store, MasterKey) {
+    fn store() -> (tempfile::TempDir, crate::store::SqliteStore, MasterKey) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut s = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let master = s.init_token("demo", b"12345678", 1, 7).unwrap();
         (dir, s, master)
     }

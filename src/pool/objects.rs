@@ -151,10 +151,11 @@ impl Entry {
     }
 
     /// Whether `part` matches every attribute of a find template. Without
-    /// `CKA_SOFTMHSM_VERSION` in the template only current versions match.
+    /// `CKA_ID` or `CKA_SOFTMHSM_VERSION` in the template only current
+    /// versions match (with one, the version that carries it).
     pub fn matches(&self, part: Part, t: &Template, token_label: &str) -> bool {
         use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
-        if t.get(CKA_SOFTMHSM_VERSION).is_none() && !self.current {
+        if t.get(CKA_SOFTMHSM_VERSION).is_none() && t.get(CKA_ID).is_none() && !self.current {
             return false;
         }
         let view = self.view(part, token_label);
@@ -278,26 +279,46 @@ impl Objects {
         Some(old)
     }
 
+    /// The entry a store row makes, reusing this cache's entry (and its parsed
+    /// keys) when the row's record and material did not change. None: the
+    /// row does not parse (logged by `Record::from_json`).
+    fn refreshed(&self, row: &ObjectRow) -> Option<Arc<Entry>> {
+        let fresh = Entry::from_row(row).ok()?;
+        Some(match self.entries.get(&row.id) {
+            Some(old) if old.rec == fresh.rec && old.sealed == fresh.sealed => {
+                if old.current == fresh.current {
+                    old.clone()
+                } else {
+                    Arc::new(old.with_current(fresh.current))
+                }
+            }
+            _ => Arc::new(fresh),
+        })
+    }
+
+    /// Apply the rows changed in the store: every id in `touched` takes its
+    /// row from `rows`, or leaves the cache when it has none (deleted or
+    /// soft-deleted). O(changes).
+    pub fn apply(&mut self, touched: &[i64], rows: &[ObjectRow]) {
+        let live: HashMap<i64, &ObjectRow> = rows.iter().map(|r| (r.id, r)).collect();
+        for id in touched {
+            match live.get(id).and_then(|row| self.refreshed(row)) {
+                Some(e) => self.put(e),
+                None => {
+                    self.remove(*id);
+                }
+            }
+        }
+    }
+
     /// Replace every token object with the store's rows, keeping the parsed keys
     /// of rows that did not change, and keeping session objects.
     pub fn reload(&mut self, rows: &[ObjectRow]) {
         let mut keep: HashMap<i64, Arc<Entry>> = HashMap::new();
         for row in rows {
-            let fresh = match Entry::from_row(row) {
-                Ok(e) => e,
-                Err(_) => continue, // logged by Record::from_json; the rest stays usable
-            };
-            let e = match self.entries.get(&row.id) {
-                Some(old) if old.rec == fresh.rec && old.sealed == fresh.sealed => {
-                    if old.current == fresh.current {
-                        old.clone()
-                    } else {
-                        Arc::new(old.with_current(fresh.current))
-                    }
-                }
-                _ => Arc::new(fresh),
-            };
-            keep.insert(row.id, e);
+            if let Some(e) = self.refreshed(row) {
+                keep.insert(row.id, e);
+            }
         }
         let sessions: Vec<Arc<Entry>> = self
             .entries

@@ -12,9 +12,9 @@
 
 use crate::crypto::{self, Hash, RsaPrivateKey, SecretBytes};
 use crate::engine::key::{KeyKind, KeyOps, Record};
-use crate::engine::lifecycle::{self, token_label, ImportSpec, Material, Outcome, Refusal};
 use crate::engine::{policy, rules};
 use crate::error::{Error, Result};
+use crate::pool::lifecycle::{self, token_label, ImportSpec, Material, Outcome, Refusal};
 use crate::store::{MasterKey, Store};
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use cryptoki_sys::*;
@@ -145,7 +145,7 @@ pub fn unwrap_rsa_aes(
     let k = kek.size();
     // RFC 5649: at least 16 bytes, a multiple of 8.
     let tail = wrapped.len().saturating_sub(k);
-    if wrapped.len() < k + 16 || tail % 8 != 0 {
+    if wrapped.len() < k + 16 || !tail.is_multiple_of(8) {
         return Err(Error(CKR_WRAPPED_KEY_LEN_RANGE));
     }
     let (head, tail) = wrapped.split_at(k);
@@ -173,7 +173,7 @@ pub enum Target {
 /// store the key inside as `name` (a new current version if the name exists),
 /// not local, as any import. Nothing is written unless every step succeeds.
 pub fn import_byok(
-    store: &mut Store,
+    store: &mut dyn Store,
     master: &MasterKey,
     name: &str,
     json: &[u8],
@@ -242,7 +242,7 @@ fn guess_target(plain: &[u8]) -> Target {
 /// The KEK a kid names (`softmhsm://<token>/keys/<name>[/<version>]`, in this
 /// pool) and its private key.
 fn kek_material(
-    store: &Store,
+    store: &dyn Store,
     master: &MasterKey,
     kid: &str,
 ) -> Outcome<(crate::engine::key::KeyRecord, SecretBytes)> {
