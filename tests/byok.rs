@@ -260,7 +260,7 @@ p11_test! {
 p11_test! {
     fn rsa_aes_key_wrap_imports_openssl_made_keys_that_openssl_verifies() {
         softmhsm_only!("key-exchange keys are a Managed HSM rule");
-        if !have_openssl() {
+        if !tool("openssl") {
             return;
         }
         let t = Token::fresh();

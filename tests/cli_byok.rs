@@ -134,7 +134,7 @@ p11_test! {
 
 p11_test! {
     fn download_writes_spki_pem_that_openssl_reads() {
-        if !have_openssl() {
+        if !tool("openssl") {
             return;
         }
         init();
@@ -167,7 +167,7 @@ p11_test! {
 
 p11_test! {
     fn pem_import_gives_keys_that_sign_as_the_originals() {
-        if !have_openssl() {
+        if !tool("openssl") {
             return;
         }
         init();
@@ -207,7 +207,7 @@ p11_test! {
 
 p11_test! {
     fn byok_import_gives_keys_that_sign_and_encrypt_as_the_originals() {
-        if !have_openssl() {
+        if !tool("openssl") {
             return;
         }
         init();
@@ -245,7 +245,7 @@ p11_test! {
 
 p11_test! {
     fn bad_byok_blobs_are_refused_and_write_nothing() {
-        if !have_openssl() {
+        if !tool("openssl") {
             return;
         }
         init();

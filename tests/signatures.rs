@@ -128,6 +128,9 @@ p11_test! {
 
 p11_test! {
     fn openssl_verifies_signatures_from_the_public_key_info() {
+        if !tool("openssl") {
+            return;
+        }
         let t = Token::fresh();
         let dir = tempfile::tempdir().expect("temp dir");
         let msg_path = dir.path().join("msg");
@@ -154,14 +157,8 @@ p11_test! {
                 .arg(&sig_path)
                 .arg(&msg_path)
                 .output();
-            match out {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    println!("SKIP: the openssl command is not installed");
-                    return;
-                }
-                Err(e) => panic!("running openssl: {e}"),
-                Ok(o) => assert!(o.status.success(), "openssl rejected the {name} signature: {}", String::from_utf8_lossy(&o.stderr)),
-            }
+            let o = out.unwrap_or_else(|e| panic!("running openssl: {e}"));
+            assert!(o.status.success(), "openssl rejected the {name} signature: {}", String::from_utf8_lossy(&o.stderr));
         }
     }
 }

@@ -6,17 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether the `openssl` command can be run; prints why a test skips if not.
-pub fn have_openssl() -> bool {
-    match Command::new("openssl").arg("version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            println!("SKIPPED: the openssl command is not installed (apt-get install openssl)");
-            false
-        }
-    }
-}
-
 /// Run `openssl args…` in `dir`; panics with its stderr if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")

@@ -93,6 +93,42 @@ macro_rules! softmhsm_only {
     };
 }
 
+/// Set (to anything but `0` or empty) in CI: a missing external tool fails
+/// the test instead of skipping it.
+pub const REQUIRE_TOOLS_ENV: &str = "SOFTMHSM_REQUIRE_TOOLS";
+
+/// The Debian package that provides each external command a test may run.
+const TOOL_PACKAGES: &[(&str, &str)] = &[("openssl", "openssl")];
+
+/// Whether the external command `name` is on `$PATH`. When it is not, prints a
+/// `SKIPPED` line and returns false, so the test can return early; but under
+/// `SOFTMHSM_REQUIRE_TOOLS=1` (which `.ci/run` sets) panics instead, naming the
+/// tool and its package, so CI never passes a check it did not make.
+pub fn tool(name: &str) -> bool {
+    let on_path = env::var_os("PATH").is_some_and(|path| {
+        env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if on_path {
+        return true;
+    }
+    let package = TOOL_PACKAGES
+        .iter()
+        .find(|(t, _)| *t == name)
+        .map_or(name, |(_, p)| p);
+    let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "the `{name}` command is not installed, and {REQUIRE_TOOLS_ENV} is set: install it \
+         (apt-get install {package}) or unset {REQUIRE_TOOLS_ENV} to skip the checks that need it"
+    );
+    println!("SKIPPED: the {name} command is not installed (apt-get install {package})");
+    false
+}
+
 /// True when running as the child process that executes a test body.
 pub fn is_child() -> bool {
     env::var_os(CHILD_ENV).is_some()
