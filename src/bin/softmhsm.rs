@@ -2,7 +2,8 @@
 
 // The binary is its own crate root: the library's rule holds here too, with
 // the one signal call below as the only exception (DESIGN §1).
-#![deny(unsafe_code)]
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::process::ExitCode;
 
