@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::token::operation::OutBuf;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use zeroize::Zeroizing;
 
 /// Largest single attribute value or data buffer read from a caller (256 MiB):
 /// anything larger is a corrupt length, not data.
@@ -133,8 +134,12 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result
     for a in raw {
         // SAFETY: the caller guarantees `pValue` holds `ulValueLen` bytes;
         // `input` refuses NULL with a non-zero length and oversized lengths.
-        let value = unsafe { input(a.pValue as *const CK_BYTE, a.ulValueLen) }?.to_vec();
-        attrs.push(Attr { ty: a.type_, value });
+        let value = unsafe { input(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
+        // Wiped on drop from the first copy on: the value may be key material.
+        attrs.push(Attr {
+            ty: a.type_,
+            value: Zeroizing::new(value.to_vec()),
+        });
     }
     Ok(Template(attrs))
 }
