@@ -207,7 +207,7 @@ pub fn template(attrs: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Template {
             .iter()
             .map(|(ty, value)| Attr {
                 ty: *ty,
-                value: value.clone(),
+                value: value.clone().into(),
             })
             .collect(),
     )

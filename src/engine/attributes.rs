@@ -3,6 +3,8 @@
 
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
+use std::fmt;
+use zeroize::Zeroizing;
 
 /// The softmhsm vendor attributes (`include/softmhsm.h`).
 pub mod vendor {
@@ -34,13 +36,25 @@ pub mod vendor {
     pub const CKA_SOFTMHSM_RECOVERY_LEVEL: CK_ATTRIBUTE_TYPE = BASE + 0x0C;
 }
 
-/// One attribute of a caller's template, copied out of caller memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One attribute of a caller's template, copied out of caller memory. A value
+/// may be key material (`CKA_VALUE`, `CKA_PRIVATE_EXPONENT`, …) on its way to
+/// being sealed, so it is wiped when dropped and never printed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Attr {
     /// `CKA_*`.
     pub ty: CK_ATTRIBUTE_TYPE,
-    /// The value bytes exactly as given.
-    pub value: Vec<u8>,
+    /// The value bytes exactly as given, wiped on drop.
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+/// The type and the length only: templates reach debug logs and panic messages.
+impl fmt::Debug for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attr")
+            .field("ty", &format_args!("{:#x}", self.ty))
+            .field("len", &self.value.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A caller's template.
@@ -176,6 +190,46 @@ mod tests {
             decode_date(b"20261301"),
             Err(Error(CKR_ATTRIBUTE_VALUE_INVALID))
         );
+    }
+
+    /// A template holding a secret key's value, as `C_CreateObject` receives it.
+    fn secret_template() -> Template {
+        Template(vec![
+            Attr {
+                ty: CKA_CLASS,
+                value: ulong_bytes(CKO_SECRET_KEY).into(),
+            },
+            Attr {
+                ty: CKA_VALUE,
+                value: vec![0xA5; 32].into(),
+            },
+        ])
+    }
+
+    #[test]
+    fn template_debug_never_shows_values() {
+        let shown = format!("{:?}", secret_template());
+        assert!(shown.contains("ty: 0x11"), "{shown}");
+        assert!(shown.contains("len: 32"), "{shown}");
+        assert!(!shown.contains("165"), "value bytes printed: {shown}");
+        assert!(
+            !shown.to_lowercase().contains("a5"),
+            "value bytes printed: {shown}"
+        );
+        let pretty = format!("{:#?}", secret_template());
+        assert!(!pretty.contains("165"), "value bytes printed: {pretty}");
+    }
+
+    #[test]
+    fn template_values_are_wiped_on_drop() {
+        // Compile-time: the field's type wipes its buffer when dropped. Reading
+        // freed memory to watch it happen would be undefined behaviour.
+        fn wiped_on_drop(_: &impl zeroize::ZeroizeOnDrop) {}
+        let t = secret_template();
+        for a in &t.0 {
+            wiped_on_drop(&a.value);
+        }
+        assert_eq!(t.get(CKA_VALUE), Some(&[0xA5; 32][..]));
     }
 
     #[test]

@@ -577,10 +577,11 @@ pub fn import_request(
         }
     }
     gen.0.retain(|a| !MATERIAL_ATTRS.contains(&a.ty));
-    gen.0.extend(
-        size.into_iter()
-            .map(|(ty, value)| super::attributes::Attr { ty, value }),
-    );
+    gen.0
+        .extend(size.into_iter().map(|(ty, value)| super::attributes::Attr {
+            ty,
+            value: value.into(),
+        }));
     let mut req = key_request(mechanism, None, &gen)?;
     if let Body::Key(k) = &mut req.record.body {
         k.local = false;
@@ -771,10 +772,10 @@ pub fn set_attributes(rec: &Record, part: Part, t: &Template) -> Result<Record> 
                     }));
                 }
                 match a.ty {
-                    CKA_LABEL => new.label = a.value.clone(),
-                    CKA_ID => new.id = a.value.clone(),
+                    CKA_LABEL => new.label = a.value.to_vec(),
+                    CKA_ID => new.id = a.value.to_vec(),
                     ty => {
-                        attrs.insert(ty, a.value.clone());
+                        attrs.insert(ty, a.value.to_vec());
                     }
                 }
             }
@@ -801,7 +802,7 @@ pub fn stored_object(t: &Template) -> Result<(bool, Record)> {
         if !allowed.contains(&a.ty) {
             return Err(Error(CKR_ATTRIBUTE_TYPE_INVALID));
         }
-        attrs.insert(a.ty, a.value.clone());
+        attrs.insert(a.ty, a.value.to_vec());
     }
     if t.get(CKA_UNIQUE_ID).is_some() {
         return Err(Error(CKR_ATTRIBUTE_READ_ONLY));

@@ -22,7 +22,10 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeySign", key, || s.sign_init(&mechanism(mech)?, key))
+        audit::refused(&s, "KeySign", key, || {
+            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+            s.sign_init(&unsafe { mechanism(mech) }?, key)
+        })
     })
 }
 
@@ -37,8 +40,10 @@ pub unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(sig, sig_len, |out| s.sign(data, out))
+        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
+        let data = unsafe { input(data, len) }?;
+        // SAFETY: by PKCS#11, `sig` holds `*sig_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(sig, sig_len, |out| s.sign(data, out)) }
     })
 }
 
@@ -51,7 +56,8 @@ pub unsafe extern "C" fn C_SignUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.sign_update(input(part, len)?)
+        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
+        s.sign_update(unsafe { input(part, len) }?)
     })
 }
 
@@ -64,7 +70,8 @@ pub unsafe extern "C" fn C_SignFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(sig, sig_len, |out| s.sign_final(out))
+        // SAFETY: by PKCS#11, `sig` holds `*sig_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(sig, sig_len, |out| s.sign_final(out)) }
     })
 }
 
@@ -78,7 +85,8 @@ pub unsafe extern "C" fn C_VerifyInit(
     entry(|| {
         let s = session(h)?;
         audit::refused(&s, "KeyVerify", key, || {
-            s.verify_init(&mechanism(mech)?, key)
+            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+            s.verify_init(&unsafe { mechanism(mech) }?, key)
         })
     })
 }
@@ -94,7 +102,10 @@ pub unsafe extern "C" fn C_Verify(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify(input(data, len)?, input(sig, sig_len)?)
+        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
+        let data = unsafe { input(data, len) }?;
+        // SAFETY: by PKCS#11, `sig` holds `sig_len` bytes; `input` checks NULL and the length.
+        s.verify(data, unsafe { input(sig, sig_len) }?)
     })
 }
 
@@ -107,7 +118,8 @@ pub unsafe extern "C" fn C_VerifyUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify_update(input(part, len)?)
+        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
+        s.verify_update(unsafe { input(part, len) }?)
     })
 }
 
@@ -120,7 +132,8 @@ pub unsafe extern "C" fn C_VerifyFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify_final(input(sig, sig_len)?)
+        // SAFETY: by PKCS#11, `sig` holds `sig_len` bytes; `input` checks NULL and the length.
+        s.verify_final(unsafe { input(sig, sig_len) }?)
     })
 }
 
@@ -129,7 +142,8 @@ pub unsafe extern "C" fn C_VerifyFinal(
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.digest_init(&mechanism(mech)?)
+        // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+        s.digest_init(&unsafe { mechanism(mech) }?)
     })
 }
 
@@ -144,8 +158,10 @@ pub unsafe extern "C" fn C_Digest(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.digest(data, o))
+        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
+        let data = unsafe { input(data, len) }?;
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.digest(data, o)) }
     })
 }
 
@@ -158,7 +174,8 @@ pub unsafe extern "C" fn C_DigestUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.digest_update(input(part, len)?)
+        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
+        s.digest_update(unsafe { input(part, len) }?)
     })
 }
 
@@ -171,7 +188,8 @@ pub unsafe extern "C" fn C_DigestFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.digest_final(o))
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.digest_final(o)) }
     })
 }
 
@@ -181,9 +199,10 @@ pub unsafe extern "C" fn C_DigestFinal(
 /// # Safety
 /// `mech` is null or points to a readable `CK_MECHANISM`.
 unsafe fn cipher_audit_name(mech: *const CK_MECHANISM, encrypt: bool) -> &'static str {
+    // SAFETY: `mech` is not NULL (checked first); the caller guarantees it readable.
     let key_wrap = !mech.is_null()
         && matches!(
-            std::ptr::read_unaligned(mech).mechanism,
+            unsafe { std::ptr::read_unaligned(mech) }.mechanism,
             CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP
         );
     match (key_wrap, encrypt) {
@@ -203,8 +222,10 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(mech, true), key, || {
-            s.encrypt_init(&mechanism(mech)?, key)
+        // SAFETY: by PKCS#11, `mech` is NULL or a CK_MECHANISM; the name checks NULL.
+        audit::refused(&s, unsafe { cipher_audit_name(mech, true) }, key, || {
+            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+            s.encrypt_init(&unsafe { mechanism(mech) }?, key)
         })
     })
 }
@@ -220,8 +241,10 @@ pub unsafe extern "C" fn C_Encrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.encrypt(data, o, Stage::Single))
+        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
+        let data = unsafe { input(data, len) }?;
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.encrypt(data, o, Stage::Single)) }
     })
 }
 
@@ -236,8 +259,10 @@ pub unsafe extern "C" fn C_EncryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let part = input(part, len)?;
-        produce(out, out_len, |o| s.encrypt(part, o, Stage::Update))
+        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
+        let part = unsafe { input(part, len) }?;
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.encrypt(part, o, Stage::Update)) }
     })
 }
 
@@ -250,7 +275,8 @@ pub unsafe extern "C" fn C_EncryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final))
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final)) }
     })
 }
 
@@ -263,8 +289,10 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(mech, false), key, || {
-            s.decrypt_init(&mechanism(mech)?, key)
+        // SAFETY: by PKCS#11, `mech` is NULL or a CK_MECHANISM; the name checks NULL.
+        audit::refused(&s, unsafe { cipher_audit_name(mech, false) }, key, || {
+            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+            s.decrypt_init(&unsafe { mechanism(mech) }?, key)
         })
     })
 }
@@ -280,8 +308,10 @@ pub unsafe extern "C" fn C_Decrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.decrypt(data, o, Stage::Single))
+        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
+        let data = unsafe { input(data, len) }?;
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.decrypt(data, o, Stage::Single)) }
     })
 }
 
@@ -296,8 +326,10 @@ pub unsafe extern "C" fn C_DecryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let part = input(part, len)?;
-        produce(out, out_len, |o| s.decrypt(part, o, Stage::Update))
+        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
+        let part = unsafe { input(part, len) }?;
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.decrypt(part, o, Stage::Update)) }
     })
 }
 
@@ -310,6 +342,7 @@ pub unsafe extern "C" fn C_DecryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final))
+        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
+        unsafe { produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final)) }
     })
 }

@@ -12,7 +12,9 @@ use std::ffi::c_void;
 pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
     entry(|| {
         if !init_args.is_null() {
-            check_init_args(&*(init_args as *const CK_C_INITIALIZE_ARGS))?;
+            // SAFETY: not NULL (checked above); a non-NULL `pInitArgs` points to a
+            // `CK_C_INITIALIZE_ARGS` (§5.4.1).
+            check_init_args(unsafe { &*(init_args as *const CK_C_INITIALIZE_ARGS) })?;
         }
         token::initialize()
     })
@@ -56,12 +58,16 @@ pub unsafe extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
 pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     entry(|| {
         token::library()?;
-        let mut i: CK_INFO = std::mem::zeroed();
-        i.cryptokiVersion = CK_VERSION { major: 3, minor: 0 };
+        let mut i = CK_INFO {
+            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
+            libraryVersion: library_version(),
+            ..Default::default()
+        };
         pad(&mut i.manufacturerID, "softmhsm");
         pad(&mut i.libraryDescription, "softmhsm Managed HSM token");
-        i.libraryVersion = library_version();
-        put(info, i)
+        // SAFETY: a non-NULL `pInfo` points to a writable `CK_INFO` (§5.4.3);
+        // `put` checks NULL.
+        unsafe { put(info, i) }
     })
 }
 
@@ -78,7 +84,9 @@ pub fn library_version() -> CK_VERSION {
 /// C_GetFunctionList, PKCS#11 2.40 §5.4.4.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
-    entry(|| put(list, super::interface::function_list_2_40()))
+    // SAFETY: a non-NULL `ppFunctionList` points to a writable pointer (§5.4.4);
+    // `put` checks NULL.
+    entry(|| unsafe { put(list, super::interface::function_list_2_40()) })
 }
 
 /// C_GetFunctionStatus: a legacy function that "should simply return"
@@ -117,7 +125,9 @@ pub unsafe extern "C" fn C_GenerateRandom(
         if out.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        crypto::provider().random(std::slice::from_raw_parts_mut(out, n))
+        // SAFETY: `out` is not NULL (checked above); the caller guarantees `len`
+        // writable bytes behind it (§5.15.2).
+        crypto::provider().random(unsafe { std::slice::from_raw_parts_mut(out, n) })
     })
 }
 
@@ -131,7 +141,9 @@ pub unsafe extern "C" fn C_SeedRandom(
 ) -> CK_RV {
     entry(|| {
         token::library()?.session(session)?;
-        input(seed, len)?;
+        // SAFETY: the caller guarantees `pSeed` holds `ulSeedLen` bytes (§5.15.1);
+        // `input` refuses NULL with a non-zero length.
+        unsafe { input(seed, len) }?;
         Err(Error(CKR_RANDOM_SEED_NOT_SUPPORTED))
     })
 }

@@ -341,8 +341,10 @@ static INTERFACES: std::sync::LazyLock<Interfaces> =
     std::sync::LazyLock::new(|| Interfaces(OFFERED.iter().map(interface).collect()));
 
 struct Interfaces(Vec<CK_INTERFACE>);
-// SAFETY: the pointers inside point at immutable statics.
+// SAFETY: the pointers inside point at immutable statics (the name and the
+// function tables), which no thread ever writes.
 unsafe impl Sync for Interfaces {}
+// SAFETY: as for `Sync`: the pointees are immutable statics.
 unsafe impl Send for Interfaces {}
 
 /// C_GetInterfaceList, PKCS#11 3.0 §5.4.5.
@@ -351,7 +353,10 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     list: *mut CK_INTERFACE,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| put_list(list, count, &INTERFACES.0))
+    // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
+    // non-NULL `pInterfacesList` holds `*pulCount` entries (§5.4.5); `put_list`
+    // checks NULL and the room.
+    entry(|| unsafe { put_list(list, count, &INTERFACES.0) })
 }
 
 /// C_GetInterface, PKCS#11 3.0 §5.4.6: a NULL name and version give the default.
@@ -366,16 +371,23 @@ pub unsafe extern "C" fn C_GetInterface(
         if out.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
+        // SAFETY: `pInterfaceName` is not NULL (checked first) and, by §5.4.6,
+        // a NUL-terminated string.
         let name_ok = name.is_null()
-            || std::ffi::CStr::from_ptr(name as *const std::ffi::c_char).to_bytes() == &NAME[..7];
-        let wanted = (!version.is_null()).then(|| *version);
+            || unsafe { std::ffi::CStr::from_ptr(name as *const std::ffi::c_char) }.to_bytes()
+                == &NAME[..7];
+        // SAFETY: `pVersion` is not NULL (checked first) and, by §5.4.6, points
+        // to a readable `CK_VERSION`.
+        let wanted = (!version.is_null()).then(|| unsafe { *version });
         let found = INTERFACES.0.iter().zip(OFFERED.iter()).find(|(i, o)| {
             name_ok
                 && wanted.is_none_or(|v| v.major == o.version.major && v.minor == o.version.minor)
                 && i.flags & flags == flags
         });
         match found {
-            Some((i, _)) => put(out, i as *const CK_INTERFACE as *mut CK_INTERFACE),
+            // SAFETY: `ppInterface` is not NULL (checked above) and, by §5.4.6,
+            // writable.
+            Some((i, _)) => unsafe { put(out, i as *const CK_INTERFACE as *mut CK_INTERFACE) },
             None => Err(Error(CKR_ARGUMENTS_BAD)),
         }
     })

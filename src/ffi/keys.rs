@@ -18,8 +18,12 @@ pub unsafe extern "C" fn C_GenerateKey(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let m = mechanism(mech)?;
-        let t = template(tmpl, count)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.14); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.14);
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
@@ -28,7 +32,8 @@ pub unsafe extern "C" fn C_GenerateKey(
         }
         expect_no_param(&m)?;
         let e = audit::key_made(&s.slot, "KeyCreate", || s.slot.generate(&s, m.ty, None, &t))?;
-        put(key, handle(e.id, Part::Main))
+        // SAFETY: `phKey` is not NULL (checked above) and, by §5.14.1, writable.
+        unsafe { put(key, handle(e.id, Part::Main)) }
     })
 }
 
@@ -46,9 +51,14 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let m = mechanism(mech)?;
-        let public = template(pub_tmpl, pub_count)?;
-        let private = template(priv_tmpl, priv_count)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.14); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pPublicKeyTemplate` holds `ulPublicKeyAttributeCount`
+        // attributes (§5.14.2); `template` checks NULL and every value's length.
+        let public = unsafe { template(pub_tmpl, pub_count) }?;
+        // SAFETY: likewise for the private key template.
+        let private = unsafe { template(priv_tmpl, priv_count) }?;
         if pub_key.is_null() || priv_key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
@@ -59,8 +69,10 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
         let e = audit::key_made(&s.slot, "KeyCreate", || {
             s.slot.generate(&s, m.ty, Some(&public), &private)
         })?;
-        put(pub_key, handle(e.id, Part::Public))?;
-        put(priv_key, handle(e.id, Part::Main))
+        // SAFETY: `phPublicKey` is not NULL (checked above) and, by §5.14.2, writable.
+        unsafe { put(pub_key, handle(e.id, Part::Public)) }?;
+        // SAFETY: `phPrivateKey` is not NULL (checked above) and, by §5.14.2, writable.
+        unsafe { put(priv_key, handle(e.id, Part::Main)) }
     })
 }
 
@@ -77,8 +89,13 @@ pub unsafe extern "C" fn C_WrapKey(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let m = mechanism(mech)?;
-        output(out, len)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.14); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pulWrappedKeyLen` is a readable `CK_ULONG` and a
+        // non-NULL `pWrappedKey` holds that many bytes (§5.14.3); `output`
+        // checks NULL.
+        unsafe { output(out, len) }?;
         audit::refused(&s, "KeyWrap", wrapping, || s.wrap_key(&m, wrapping, key)).map(|_| ())
     })
 }
@@ -97,16 +114,23 @@ pub unsafe extern "C" fn C_UnwrapKey(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let m = mechanism(mech)?;
-        let wrapped = input(wrapped, len)?;
-        let t = template(tmpl, count)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.14); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pWrappedKey` holds `ulWrappedKeyLen` bytes
+        // (§5.14.4); `input` checks NULL and the length.
+        let wrapped = unsafe { input(wrapped, len) }?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.14);
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
         let e = audit::key_made(&s.slot, "KeyImport", || {
             s.unwrap_key(&m, unwrapping, wrapped, &t)
         })?;
-        put(key, handle(e.id, Part::Main))
+        // SAFETY: `phKey` is not NULL (checked above) and, by §5.14.4, writable.
+        unsafe { put(key, handle(e.id, Part::Main)) }
     })
 }
 
@@ -122,8 +146,12 @@ pub unsafe extern "C" fn C_DeriveKey(
 ) -> CK_RV {
     entry(|| {
         token::library()?.session(session)?;
-        mechanism(mech)?;
-        template(tmpl, count)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.14); `mechanism` checks NULL and the parameter length.
+        unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.14);
+        // `template` checks NULL and every value's length.
+        unsafe { template(tmpl, count) }?;
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }

@@ -1,6 +1,12 @@
 //! The C ABI (DESIGN §5): every `C_*` entry point catches panics, turns raw
 //! pointers into checked Rust values, calls one safe function, and returns its
 //! `CK_RV`. `unsafe` lives here and nowhere else in the library.
+//!
+//! Every `unsafe` block says why it is sound: what the caller vouches for under
+//! the PKCS#11 contract (a non-NULL pointer points to what the function's
+//! declaration says, with the length given beside it) and which NULL or length
+//! check comes before it. The helpers below state their contract under
+//! `# Safety`; the entry points' contract is the PKCS#11 specification.
 
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
@@ -19,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::token::operation::OutBuf;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use zeroize::Zeroizing;
 
 /// Largest single attribute value or data buffer read from a caller (256 MiB):
 /// anything larger is a corrupt length, not data.
@@ -41,6 +48,9 @@ pub(crate) fn entry(f: impl FnOnce() -> Result<()>) -> CK_RV {
 }
 
 /// A caller's input buffer; NULL is allowed only with length 0.
+///
+/// # Safety
+/// `p` is NULL or points to `len` bytes that stay readable, and unchanged, for `'a`.
 pub(crate) unsafe fn input<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     let len = usize::try_from(len).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
     if len == 0 {
@@ -49,10 +59,16 @@ pub(crate) unsafe fn input<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [
     if p.is_null() || len > MAX_INPUT {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
-    Ok(std::slice::from_raw_parts(p, len))
+    // SAFETY: `p` is not NULL and `len` is at most MAX_INPUT (checked just above);
+    // the caller guarantees `len` readable bytes behind `p` for `'a`.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
 /// A caller's output buffer with its in/out length: NULL buffer = length query.
+///
+/// # Safety
+/// `len` is NULL or points to a readable `CK_ULONG`; `p` is NULL or points to
+/// `*len` bytes that stay writable, and are touched by nothing else, for `'a`.
 pub(crate) unsafe fn output<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<OutBuf<'a>> {
     if len.is_null() {
         return Err(Error(CKR_ARGUMENTS_BAD));
@@ -60,27 +76,37 @@ pub(crate) unsafe fn output<'a>(p: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<O
     if p.is_null() {
         return Ok(None);
     }
-    let n = usize::try_from(*len).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
-    Ok(Some(std::slice::from_raw_parts_mut(p, n)))
+    // SAFETY: `len` is not NULL (checked above); the caller guarantees it readable.
+    let n = usize::try_from(unsafe { *len }).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+    // SAFETY: `p` is not NULL (checked above); the caller guarantees `*len` = `n`
+    // writable bytes behind it for `'a`.
+    Ok(Some(unsafe { std::slice::from_raw_parts_mut(p, n) }))
 }
 
 /// Run a producing call under the output-length convention: on success or a
 /// length query write the length to `*len`; on `CKR_BUFFER_TOO_SMALL` write the
 /// length needed (asked with a length query, which changes nothing).
+///
+/// # Safety
+/// As for [`output`], and `len`, when not NULL, is also writable.
 pub(crate) unsafe fn produce(
     p: *mut CK_BYTE,
     len: *mut CK_ULONG,
     mut f: impl FnMut(OutBuf<'_>) -> Result<usize>,
 ) -> Result<()> {
-    let out = output(p, len)?;
+    // SAFETY: this function's contract is `output`'s.
+    let out = unsafe { output(p, len) }?;
     match f(out) {
         Ok(n) => {
-            *len = n as CK_ULONG;
+            // SAFETY: `output` succeeded, so `len` is not NULL; the caller
+            // guarantees it writable. `f` has consumed the output slice.
+            unsafe { *len = n as CK_ULONG };
             Ok(())
         }
         Err(Error(CKR_BUFFER_TOO_SMALL)) => {
             if let Ok(n) = f(None) {
-                *len = n as CK_ULONG;
+                // SAFETY: as above: `len` is not NULL, and writable by contract.
+                unsafe { *len = n as CK_ULONG };
             }
             Err(Error(CKR_BUFFER_TOO_SMALL))
         }
@@ -89,6 +115,10 @@ pub(crate) unsafe fn produce(
 }
 
 /// Copy a caller's template into Rust values.
+///
+/// # Safety
+/// `p` is NULL or points to `count` readable `CK_ATTRIBUTE`s, each of whose
+/// `pValue` is NULL or points to `ulValueLen` readable bytes.
 pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Template> {
     let count = usize::try_from(count).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
     if count == 0 {
@@ -97,21 +127,36 @@ pub(crate) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result
     if p.is_null() || count > 4096 {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
-    let raw = std::slice::from_raw_parts(p, count);
+    // SAFETY: `p` is not NULL and `count` is at most 4096 (checked just above);
+    // the caller guarantees `count` attributes behind it.
+    let raw = unsafe { std::slice::from_raw_parts(p, count) };
     let mut attrs = Vec::with_capacity(count);
     for a in raw {
-        let value = input(a.pValue as *const CK_BYTE, a.ulValueLen)?.to_vec();
-        attrs.push(Attr { ty: a.type_, value });
+        // SAFETY: the caller guarantees `pValue` holds `ulValueLen` bytes;
+        // `input` refuses NULL with a non-zero length and oversized lengths.
+        let value = unsafe { input(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
+        // Wiped on drop from the first copy on: the value may be key material.
+        attrs.push(Attr {
+            ty: a.type_,
+            value: Zeroizing::new(value.to_vec()),
+        });
     }
     Ok(Template(attrs))
 }
 
 /// Copy a caller's `CK_MECHANISM`, parsing the parameters the token understands.
+///
+/// # Safety
+/// `p` is NULL or points to a readable `CK_MECHANISM` whose `pParameter` is NULL
+/// or points to `ulParameterLen` readable bytes, laid out as the parameter
+/// structure of its mechanism (whose own pointers follow the same rule).
 pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     if p.is_null() {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
-    let m = &*p;
+    // SAFETY: `p` is not NULL (checked above); the caller guarantees a readable
+    // `CK_MECHANISM` behind it, aligned as C lays it out.
+    let m = unsafe { &*p };
     let invalid = || Error(CKR_MECHANISM_PARAM_INVALID);
     let len = usize::try_from(m.ulParameterLen).map_err(|_| invalid())?;
     if m.pParameter.is_null() && len != 0 {
@@ -121,7 +166,11 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
             return Err(invalid());
         }
-        let pss = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
+        // SAFETY: `pParameter` is not NULL and declared as long as the structure
+        // (checked above); the caller guarantees those bytes readable. The read
+        // needs no alignment.
+        let pss =
+            unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
         Param::Pss {
             hash: pss.hashAlg,
             mgf: pss.mgf,
@@ -131,28 +180,47 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
             return Err(invalid());
         }
-        oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS)?
+        // SAFETY: `pParameter` is not NULL and declared as long as the structure
+        // (checked above); the caller guarantees it readable, with `pSourceData`
+        // holding `ulSourceDataLen` bytes.
+        unsafe { oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) }?
     } else if m.mechanism == CKM_RSA_AES_KEY_WRAP {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() {
             return Err(invalid());
         }
-        let w = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS);
+        // SAFETY: `pParameter` is not NULL and declared as long as the structure
+        // (checked above); the caller guarantees those bytes readable. The read
+        // needs no alignment.
+        let w =
+            unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS) };
         if w.pOAEPParams.is_null() {
             return Err(invalid());
         }
         Param::RsaAesKeyWrap {
             aes_bits: w.ulAESKeyBits,
-            oaep: Box::new(oaep_param(w.pOAEPParams)?),
+            // SAFETY: `pOAEPParams` is not NULL (checked above); the caller
+            // guarantees it points to a readable `CK_RSA_PKCS_OAEP_PARAMS`.
+            oaep: Box::new(unsafe { oaep_param(w.pOAEPParams) }?),
         }
     } else if m.mechanism == CKM_AES_GCM {
         if m.pParameter.is_null() || len != std::mem::size_of::<CK_GCM_PARAMS>() {
             return Err(invalid());
         }
-        let g = std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS);
+        // SAFETY: `pParameter` is not NULL and declared as long as the structure
+        // (checked above); the caller guarantees those bytes readable. The read
+        // needs no alignment.
+        let g = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
         // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
         Param::Gcm {
-            iv: input(g.pIv, g.ulIvLen).map_err(|_| invalid())?.to_vec(),
-            aad: input(g.pAAD, g.ulAADLen).map_err(|_| invalid())?.to_vec(),
+            // SAFETY: the caller guarantees `pIv` holds `ulIvLen` bytes; `input`
+            // refuses NULL with a non-zero length.
+            iv: unsafe { input(g.pIv, g.ulIvLen) }
+                .map_err(|_| invalid())?
+                .to_vec(),
+            // SAFETY: as for `pIv`: `pAAD` holds `ulAADLen` bytes, checked by `input`.
+            aad: unsafe { input(g.pAAD, g.ulAADLen) }
+                .map_err(|_| invalid())?
+                .to_vec(),
             tag_bits: g.ulTagBits,
         }
     } else if len == 0 {
@@ -161,7 +229,9 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
         if len > MAX_INPUT {
             return Err(invalid());
         }
-        Param::Bytes(std::slice::from_raw_parts(m.pParameter as *const u8, len).to_vec())
+        // SAFETY: `len` is not 0, so `pParameter` is not NULL (checked above), and
+        // at most MAX_INPUT; the caller guarantees `len` readable bytes behind it.
+        Param::Bytes(unsafe { std::slice::from_raw_parts(m.pParameter as *const u8, len) }.to_vec())
     };
     Ok(Mechanism {
         ty: m.mechanism,
@@ -170,10 +240,18 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
 }
 
 /// Copy a caller's non-NULL `CK_RSA_PKCS_OAEP_PARAMS`.
+///
+/// # Safety
+/// `p` is not NULL and points to a readable `CK_RSA_PKCS_OAEP_PARAMS` (alignment
+/// not needed) whose `pSourceData` is NULL or holds `ulSourceDataLen` bytes.
 unsafe fn oaep_param(p: *const CK_RSA_PKCS_OAEP_PARAMS) -> Result<Param> {
     let invalid = || Error(CKR_MECHANISM_PARAM_INVALID);
-    let o = std::ptr::read_unaligned(p);
-    let label = input(o.pSourceData as *const CK_BYTE, o.ulSourceDataLen)
+    // SAFETY: the caller guarantees `p` non-NULL and readable; the read needs no
+    // alignment.
+    let o = unsafe { std::ptr::read_unaligned(p) };
+    // SAFETY: the caller guarantees `pSourceData` holds `ulSourceDataLen` bytes;
+    // `input` refuses NULL with a non-zero length.
+    let label = unsafe { input(o.pSourceData as *const CK_BYTE, o.ulSourceDataLen) }
         .map_err(|_| invalid())?
         .to_vec();
     Ok(Param::Oaep {
@@ -192,13 +270,21 @@ pub mod fuzzing {
     use crate::crypto::SecretBytes;
 
     /// [`template`]: a caller's `CK_ATTRIBUTE` array copied into a [`Template`].
+    ///
+    /// # Safety
+    /// As for [`template`](super::template).
     pub unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Template> {
-        super::template(p, count)
+        // SAFETY: this function's contract is `super::template`'s.
+        unsafe { super::template(p, count) }
     }
 
     /// [`mechanism`]: a caller's `CK_MECHANISM` with its parameter parsed.
+    ///
+    /// # Safety
+    /// As for [`mechanism`](super::mechanism).
     pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
-        super::mechanism(p)
+        // SAFETY: this function's contract is `super::mechanism`'s.
+        unsafe { super::mechanism(p) }
     }
 
     /// The key material of a `C_CreateObject` import template.
@@ -208,11 +294,15 @@ pub mod fuzzing {
 }
 
 /// Write a value through a caller's pointer (`CKR_ARGUMENTS_BAD` if NULL).
+///
+/// # Safety
+/// `p` is NULL or valid, and aligned, for a write of one `T`.
 pub(crate) unsafe fn put<T>(p: *mut T, v: T) -> Result<()> {
     if p.is_null() {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
-    p.write(v);
+    // SAFETY: `p` is not NULL (checked above); the caller guarantees it writable.
+    unsafe { p.write(v) };
     Ok(())
 }
 
@@ -224,7 +314,12 @@ pub(crate) fn pad(dst: &mut [u8], s: &str) {
     dst[..n].copy_from_slice(&b[..n]);
 }
 
-/// Write a list under the PKCS#11 convention (NULL list = count query).
+/// Write a list under the PKCS#11 convention (NULL list = count query). In
+/// every case `*count` ends up holding the length of the whole list.
+///
+/// # Safety
+/// `count` is NULL or points to a readable, writable `CK_ULONG`; `list` is NULL
+/// or points to `*count` writable `T`s.
 pub(crate) unsafe fn put_list<T: Copy>(
     list: *mut T,
     count: *mut CK_ULONG,
@@ -233,15 +328,18 @@ pub(crate) unsafe fn put_list<T: Copy>(
     if count.is_null() {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
+    // SAFETY: `count` is not NULL (checked above); the caller guarantees it
+    // readable and writable.
+    let room = unsafe { count.replace(items.len() as CK_ULONG) };
     if list.is_null() {
-        *count = items.len() as CK_ULONG;
         return Ok(());
     }
-    if (*count as usize) < items.len() {
-        *count = items.len() as CK_ULONG;
+    if room < items.len() as CK_ULONG {
         return Err(Error(CKR_BUFFER_TOO_SMALL));
     }
-    std::ptr::copy_nonoverlapping(items.as_ptr(), list, items.len());
-    *count = items.len() as CK_ULONG;
+    // SAFETY: `list` is not NULL and has room for `room` >= `items.len()` values
+    // (checked above, guaranteed by the caller); `items` is our own memory, so
+    // the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), list, items.len()) };
     Ok(())
 }

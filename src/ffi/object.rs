@@ -20,7 +20,9 @@ pub unsafe extern "C" fn C_CreateObject(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let t = template(tmpl, count)?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
         if object.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
@@ -37,7 +39,9 @@ pub unsafe extern "C" fn C_CreateObject(
                 let e = audit::key_made(&s.slot, "KeyImport", || {
                     s.import_key(&t, import_material(&t)?, bad)
                 })?;
-                return put(object, handle(e.id, policy::Part::Main));
+                // SAFETY: `phObject` is not NULL (checked above) and, by
+                // §5.7.1, writable.
+                return unsafe { put(object, handle(e.id, policy::Part::Main)) };
             }
             // Public keys alone are not Managed HSM keys (every key has its private part).
             CKO_PUBLIC_KEY => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
@@ -51,7 +55,8 @@ pub unsafe extern "C" fn C_CreateObject(
             return Err(Error(CKR_USER_NOT_LOGGED_IN));
         }
         let e = s.slot.add(&s, token, rec, secret)?;
-        put(object, handle(e.id, policy::Part::Main))
+        // SAFETY: `phObject` is not NULL (checked above) and, by §5.7.1, writable.
+        unsafe { put(object, handle(e.id, policy::Part::Main)) }
     })
 }
 
@@ -66,7 +71,9 @@ pub unsafe extern "C" fn C_CopyObject(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        template(tmpl, count)?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
+        // `template` checks NULL and every value's length.
+        unsafe { template(tmpl, count) }?;
         if new.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
@@ -100,7 +107,9 @@ pub unsafe extern "C" fn C_GetObjectSize(
         let s = token::library()?.session(session)?;
         let (e, _) = s.object(object)?;
         let n = e.rec.to_json()?.len() + e.sealed.as_ref().map_or(0, Vec::len);
-        put(size, n as CK_ULONG)
+        // SAFETY: a non-NULL `pulSize` points to a writable `CK_ULONG` (§5.7.4);
+        // `put` checks NULL.
+        unsafe { put(size, n as CK_ULONG) }
     })
 }
 
@@ -123,7 +132,9 @@ pub unsafe extern "C" fn C_GetAttributeValue(
         if tmpl.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        let attrs = std::slice::from_raw_parts_mut(tmpl, n);
+        // SAFETY: `pTemplate` is not NULL and `n` is not 0 (checked above); by
+        // §5.7.5 it holds `ulCount` attributes whose lengths the call updates.
+        let attrs = unsafe { std::slice::from_raw_parts_mut(tmpl, n) };
         let mut result: Result<()> = Ok(());
         for a in attrs {
             match s.slot.attribute(&e, part, a.type_) {
@@ -139,7 +150,12 @@ pub unsafe extern "C" fn C_GetAttributeValue(
                     if a.pValue.is_null() {
                         a.ulValueLen = v.len() as CK_ULONG;
                     } else if (a.ulValueLen as usize) >= v.len() {
-                        std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len());
+                        // SAFETY: `pValue` is not NULL and the caller declared
+                        // `ulValueLen` >= `v.len()` writable bytes behind it
+                        // (both checked above); `v` is our own memory.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len())
+                        };
                         a.ulValueLen = v.len() as CK_ULONG;
                     } else {
                         a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -162,7 +178,9 @@ pub unsafe extern "C" fn C_SetAttributeValue(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let t = template(tmpl, count)?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
         let (e, part) = s.object(object)?;
         s.check_writable(&e, part)?;
         audit::key_changed(&s.slot, "KeyUpdate", &e, || {
@@ -180,7 +198,9 @@ pub unsafe extern "C" fn C_FindObjectsInit(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let t = template(tmpl, count)?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
         s.find_init(&t)
     })
 }
@@ -201,9 +221,14 @@ pub unsafe extern "C" fn C_FindObjects(
         let max = usize::try_from(max).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
         let found = s.find_next(max)?;
         if !found.is_empty() {
-            std::ptr::copy_nonoverlapping(found.as_ptr(), out, found.len());
+            // SAFETY: `found` is not empty, so `max` > 0 and `phObject` is not
+            // NULL (checked above); by §5.7.8 it has room for `ulMaxObjectCount`
+            // handles, and `find_next` gives at most `max`.
+            unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), out, found.len()) };
         }
-        put(count, found.len() as CK_ULONG)
+        // SAFETY: `pulObjectCount` is not NULL (checked above) and, by §5.7.8,
+        // writable.
+        unsafe { put(count, found.len() as CK_ULONG) }
     })
 }
 

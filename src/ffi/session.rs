@@ -22,7 +22,8 @@ pub unsafe extern "C" fn C_OpenSession(
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
         let h = lib.open_session(slot_id, flags)?;
-        put(session, h)
+        // SAFETY: `phSession` is not NULL (checked above) and, by §5.6.1, writable.
+        unsafe { put(session, h) }
     })
 }
 
@@ -47,15 +48,15 @@ pub unsafe extern "C" fn C_GetSessionInfo(
     entry(|| {
         let s = token::library()?.session(session)?;
         let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
-        put(
-            info,
-            CK_SESSION_INFO {
-                slotID: s.slot.id,
-                state: s.state(),
-                flags,
-                ulDeviceError: 0,
-            },
-        )
+        let i = CK_SESSION_INFO {
+            slotID: s.slot.id,
+            state: s.state(),
+            flags,
+            ulDeviceError: 0,
+        };
+        // SAFETY: a non-NULL `pInfo` points to a writable `CK_SESSION_INFO`
+        // (§5.6.4); `put` checks NULL.
+        unsafe { put(info, i) }
     })
 }
 
@@ -67,9 +68,14 @@ pub unsafe extern "C" fn C_Login(
     pin: *mut CK_UTF8CHAR,
     pin_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| login(session, user, pin, pin_len))
+    // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.8), as `login` needs.
+    entry(|| unsafe { login(session, user, pin, pin_len) })
 }
 
+/// C_Login and C_LoginUser.
+///
+/// # Safety
+/// `pin` is NULL or points to `pin_len` readable bytes.
 unsafe fn login(
     session: CK_SESSION_HANDLE,
     user: CK_USER_TYPE,
@@ -78,7 +84,8 @@ unsafe fn login(
 ) -> Result<()> {
     let lib = token::library()?;
     let s = lib.session(session)?;
-    let pin = pin_arg(pin, pin_len)?;
+    // SAFETY: this function's contract is `pin_arg`'s.
+    let pin = unsafe { pin_arg(pin, pin_len) }?;
     audit::token_call(&s.slot, "Login", || lib.login(&s, user, pin))
 }
 
@@ -92,7 +99,8 @@ pub unsafe extern "C" fn C_LoginUser(
     _name: *mut CK_UTF8CHAR,
     _name_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| login(session, user, pin, pin_len))
+    // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.9), as `login` needs.
+    entry(|| unsafe { login(session, user, pin, pin_len) })
 }
 
 /// C_Logout, PKCS#11 3.1 §5.6.10.

@@ -19,7 +19,10 @@ pub unsafe extern "C" fn C_GetSlotList(
     entry(|| {
         let lib = token::library()?;
         let ids: Vec<CK_SLOT_ID> = lib.slots.iter().map(|s| s.id).collect();
-        put_list(list, count, &ids)
+        // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
+        // non-NULL `pSlotList` holds `*pulCount` slot ids (§5.5.1); `put_list`
+        // checks NULL and the room.
+        unsafe { put_list(list, count, &ids) }
     })
 }
 
@@ -28,16 +31,21 @@ pub unsafe extern "C" fn C_GetSlotList(
 pub unsafe extern "C" fn C_GetSlotInfo(slot_id: CK_SLOT_ID, info: *mut CK_SLOT_INFO) -> CK_RV {
     entry(|| {
         let slot = token::library()?.slot(slot_id)?;
-        let mut i: CK_SLOT_INFO = std::mem::zeroed();
+        let mut i = CK_SLOT_INFO {
+            slotDescription: [0; 64],
+            manufacturerID: [0; 32],
+            flags: CKF_TOKEN_PRESENT,
+            hardwareVersion: CK_VERSION { major: 0, minor: 0 },
+            firmwareVersion: library_version(),
+        };
         pad(
             &mut i.slotDescription,
             &format!("softmhsm slot {} ({})", slot.id, slot.config.dir.display()),
         );
         pad(&mut i.manufacturerID, "softmhsm");
-        i.flags = CKF_TOKEN_PRESENT;
-        i.hardwareVersion = CK_VERSION { major: 0, minor: 0 };
-        i.firmwareVersion = library_version();
-        put(info, i)
+        // SAFETY: a non-NULL `pInfo` points to a writable `CK_SLOT_INFO` (§5.5.2);
+        // `put` checks NULL.
+        unsafe { put(info, i) }
     })
 }
 
@@ -51,7 +59,7 @@ pub unsafe extern "C" fn C_GetTokenInfo(slot_id: CK_SLOT_ID, info: *mut CK_TOKEN
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
         let rec = slot.record()?;
-        let mut i: CK_TOKEN_INFO = std::mem::zeroed();
+        let mut i = CK_TOKEN_INFO::default();
         pad(
             &mut i.label,
             rec.as_ref().map(|r| r.label.as_str()).unwrap_or(""),
@@ -78,7 +86,9 @@ pub unsafe extern "C" fn C_GetTokenInfo(slot_id: CK_SLOT_ID, info: *mut CK_TOKEN
         i.firmwareVersion = library_version();
         // The token has a clock: utcTime is meaningful (CKF_CLOCK_ON_TOKEN not claimed).
         pad(&mut i.utcTime, "");
-        put(info, i)
+        // SAFETY: `pInfo` is not NULL (checked above) and, by §5.5.3, points to a
+        // writable `CK_TOKEN_INFO`.
+        unsafe { put(info, i) }
     })
 }
 
@@ -98,7 +108,10 @@ pub unsafe extern "C" fn C_GetMechanismList(
     entry(|| {
         token::library()?.slot(slot_id)?;
         let mechs: Vec<CK_MECHANISM_TYPE> = MECHANISMS.iter().map(|m| m.mech).collect();
-        put_list(list, count, &mechs)
+        // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
+        // non-NULL `pMechanismList` holds `*pulCount` entries (§5.5.4);
+        // `put_list` checks NULL and the room.
+        unsafe { put_list(list, count, &mechs) }
     })
 }
 
@@ -115,14 +128,14 @@ pub unsafe extern "C" fn C_GetMechanismInfo(
             .iter()
             .find(|m| m.mech == mech)
             .ok_or(Error(CKR_MECHANISM_INVALID))?;
-        put(
-            info,
-            CK_MECHANISM_INFO {
-                ulMinKeySize: row.min,
-                ulMaxKeySize: row.max,
-                flags: row.flags,
-            },
-        )
+        let i = CK_MECHANISM_INFO {
+            ulMinKeySize: row.min,
+            ulMaxKeySize: row.max,
+            flags: row.flags,
+        };
+        // SAFETY: a non-NULL `pInfo` points to a writable `CK_MECHANISM_INFO`
+        // (§5.5.5); `put` checks NULL.
+        unsafe { put(info, i) }
     })
 }
 
@@ -140,8 +153,12 @@ pub unsafe extern "C" fn C_InitToken(
         if pin.is_null() || label.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        let pin = input(pin, pin_len)?;
-        let label = std::slice::from_raw_parts(label, 32);
+        // SAFETY: `pPin` is not NULL (checked above) and holds `ulPinLen` bytes
+        // (§5.5.6); `input` checks the length.
+        let pin = unsafe { input(pin, pin_len) }?;
+        // SAFETY: `pLabel` is not NULL (checked above) and, by §5.5.6, points to
+        // the 32-byte blank-padded label.
+        let label = unsafe { std::slice::from_raw_parts(label, 32) };
         let label = std::str::from_utf8(label).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
         if !lib.sessions_of(slot_id).is_empty() {
             return Err(Error(CKR_SESSION_EXISTS));
@@ -159,7 +176,9 @@ pub unsafe extern "C" fn C_InitPIN(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let pin = pin_arg(pin, pin_len)?;
+        // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.5.7); `pin_arg`
+        // checks NULL and the length.
+        let pin = unsafe { pin_arg(pin, pin_len) }?;
         if !s.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));
         }
@@ -178,8 +197,11 @@ pub unsafe extern "C" fn C_SetPIN(
 ) -> CK_RV {
     entry(|| {
         let s = token::library()?.session(session)?;
-        let old = pin_arg(old, old_len)?;
-        let new = pin_arg(new, new_len)?;
+        // SAFETY: a non-NULL `pOldPin` holds `ulOldLen` bytes (§5.5.8); `pin_arg`
+        // checks NULL and the length.
+        let old = unsafe { pin_arg(old, old_len) }?;
+        // SAFETY: likewise `pNewPin` holds `ulNewLen` bytes.
+        let new = unsafe { pin_arg(new, new_len) }?;
         if !s.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));
         }
@@ -188,11 +210,15 @@ pub unsafe extern "C" fn C_SetPIN(
 }
 
 /// A PIN argument: softmhsm has no protected authentication path, so NULL is bad.
+///
+/// # Safety
+/// As for [`input`]: `p` is NULL or points to `len` bytes readable for `'a`.
 pub(crate) unsafe fn pin_arg<'a>(p: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<&'a [u8]> {
     if p.is_null() {
         return Err(Error(CKR_ARGUMENTS_BAD));
     }
-    input(p, len)
+    // SAFETY: this function's contract is `input`'s.
+    unsafe { input(p, len) }
 }
 
 /// C_WaitForSlotEvent, PKCS#11 3.1 §5.5.9: slots never change while initialised.

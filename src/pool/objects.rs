@@ -160,7 +160,7 @@ impl Entry {
         }
         let view = self.view(part, token_label);
         t.0.iter()
-            .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.clone()))
+            .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.to_vec()))
     }
 
     /// The parsed private/secret key, opened with `master` and parsed on first use.
