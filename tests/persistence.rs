@@ -162,3 +162,46 @@ p11_test! {
         assert_store_lacks(&known, "the imported AES key");
     }
 }
+
+p11_test! {
+    fn a_label_ending_in_a_tab_keeps_every_key_usable_after_restart() {
+        // The token label is the kid's authority, the AAD of every sealed key:
+        // it has one spelling (the store row's), whatever blanks end it.
+        softmhsm_only!("the kid and its AAD are softmhsm's");
+        let p = load_initialized();
+        let slot = uninitialized_slot(&p);
+        ok(p.init_token(slot, &pin(SO_PIN), "tabbed\t"), "C_InitToken(label ending in a tab)");
+        {
+            let so = ok(p.open_rw_session(slot), "C_OpenSession(RW)");
+            ok(so.login(cryptoki::session::UserType::So, Some(&pin(SO_PIN))), "C_Login(SO)");
+            ok(so.init_pin(&pin(USER_PIN)), "C_InitPIN");
+        }
+        let point = {
+            let s = ok(p.open_rw_session(slot), "C_OpenSession(RW)");
+            ok(s.login(cryptoki::session::UserType::User, Some(&pin(USER_PIN))), "C_Login(USER)");
+            let (public, _) = ok(
+                s.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &Token::pub_template(Kp::Ec(OID_P256), "k", true),
+                    &Token::priv_template("k", true),
+                ),
+                "C_GenerateKeyPair",
+            );
+            let point = ok(s.get_attributes(public, &[cryptoki::object::AttributeType::EcPoint]), "CKA_EC_POINT");
+            let Attribute::EcPoint(point) = &point[0] else { panic!("CKA_EC_POINT") };
+            der_octet_string(point).unwrap().to_vec()
+        };
+        ok(p.finalize(), "C_Finalize");
+        let p = load_initialized();
+        let s = ok(p.open_rw_session(slot), "C_OpenSession(RW) after restart");
+        ok(s.login(cryptoki::session::UserType::User, Some(&pin(USER_PIN))), "C_Login(USER)");
+        let found = ok(
+            s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), label("k")]),
+            "C_FindObjects",
+        );
+        assert_eq!(found.len(), 1);
+        let digest = sha2::Sha256::digest(b"tabbed");
+        let sig = ok(s.sign(&Mechanism::Ecdsa, found[0], &digest), "C_Sign after restart (was CKR_DEVICE_ERROR)");
+        verify_ecdsa_prehash(OID_P256, &point, &digest, &sig).expect("the same key signs");
+    }
+}

@@ -184,14 +184,6 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// Tell other processes that this connection committed (see [`FileSignal`]).
-    fn announce(&self) {
-        match self.change_seq() {
-            Ok(seq) => self.signal.announce(seq),
-            Err(e) => log::debug!("store: change sequence unreadable after a commit: {e:?}"),
-        }
-    }
-
     /// Drop change-log entries far behind the newest, so the log stays bounded.
     fn trim_change_log(&mut self) -> Result<()> {
         let (oldest, newest): (Option<i64>, Option<i64>) =
@@ -201,7 +193,7 @@ impl SqliteStore {
                 })?;
         if let (Some(oldest), Some(newest)) = (oldest, newest) {
             if newest - oldest > 2 * CHANGE_LOG_KEEP {
-                let tx = write_tx(&mut self.conn)?;
+                let tx = write_tx(&mut self.conn, &self.signal)?;
                 tx.execute(
                     "DELETE FROM changes WHERE seq <= ?1",
                     [newest - CHANGE_LOG_KEEP],
@@ -214,7 +206,7 @@ impl SqliteStore {
 
     /// Run one row-rewriting statement (`?1` = attrs, `?2` = id) in a transaction.
     fn rewrite(&mut self, id: i64, attrs: &str, sql: &str) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         if tx.execute(sql, params![attrs, id])? == 0 {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
@@ -242,7 +234,7 @@ impl Store for SqliteStore {
 
     fn count_pin_failure(&mut self, who: PinUser) -> Result<()> {
         let (_, _, failures) = who.columns();
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
         tx.execute(&sql, [])?;
         tx.commit()?;
@@ -262,11 +254,7 @@ impl Store for SqliteStore {
     }
 
     fn change_seq(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
-            [],
-            |r| r.get(0),
-        )?)
+        change_seq(&self.conn)
     }
 
     fn changes_since(&self, seq: i64) -> Result<Changes> {
@@ -312,9 +300,7 @@ impl Store for SqliteStore {
     }
 
     fn set_attestation_key(&mut self, key: &super::AttestationRow) -> Result<bool> {
-        let stored = attest::set_attestation_key(&mut self.conn, key)?;
-        self.announce();
-        Ok(stored)
+        attest::set_attestation_key(write_tx(&mut self.conn, &self.signal)?, key)
     }
 
     /// The token record, or None if the token was never initialised.
@@ -363,7 +349,7 @@ impl Store for SqliteStore {
         let salt = new_salt()?;
         let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD)?;
         let created = now();
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
         tx.execute("DELETE FROM objects", [])?;
@@ -383,7 +369,6 @@ impl Store for SqliteStore {
             ],
         )?;
         tx.commit()?;
-        self.announce();
         self.scrub_wal();
         Ok(master)
     }
@@ -407,17 +392,16 @@ impl Store for SqliteStore {
             return match unwrap_slot(who, &slot, pin) {
                 Err(Error(CKR_PIN_INCORRECT)) => {
                     let (_, _, failures) = who.columns();
-                    let tx = write_tx(&mut self.conn)?;
+                    let tx = write_tx(&mut self.conn, &self.signal)?;
                     let sql = format!("UPDATE token SET {failures} = {failures} + 1 WHERE id = 1");
                     tx.execute(&sql, [])?;
                     tx.commit()?;
-                    self.announce();
                     Err(Error(CKR_PIN_INCORRECT))
                 }
                 other => other,
             };
         }
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let slot = read_pin_slot(&tx, who)?;
         check_pin_usable(who, &slot)?;
         let result = unwrap_slot(who, &slot, pin);
@@ -431,14 +415,13 @@ impl Store for SqliteStore {
         };
         tx.execute(&sql, [])?;
         tx.commit()?;
-        self.announce();
         result
     }
 
     /// Wrap `master` under a new PIN for `who` (C_InitPIN, C_SetPIN) and reset its counter.
     fn set_pin(&mut self, who: PinUser, master: &MasterKey, pin: &[u8]) -> Result<()> {
         let salt = new_salt()?;
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let iterations: Option<u32> = tx
             .query_row("SELECT kdf_iterations FROM token WHERE id = 1", [], |r| {
                 r.get(0)
@@ -452,7 +435,6 @@ impl Store for SqliteStore {
         );
         tx.execute(&sql, params![&salt[..], wrapped])?;
         tx.commit()?;
-        self.announce();
         self.scrub_wal();
         Ok(())
     }
@@ -481,7 +463,7 @@ impl Store for SqliteStore {
     /// `CKR_ATTRIBUTE_VALUE_INVALID` (the Managed HSM answers 409 Conflict).
     fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow> {
         let name_lc = new.name.as_deref().map(str::to_lowercase);
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         if let Some(name_lc) = &name_lc {
             if name_is_deleted(&tx, name_lc)? {
                 log::debug!("store: name {name_lc} belongs to a deleted key");
@@ -524,7 +506,6 @@ impl Store for SqliteStore {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        self.announce();
         Ok(ObjectRow {
             id,
             name: new.name.clone(),
@@ -559,7 +540,7 @@ impl Store for SqliteStore {
     /// remaining version (highest id) of that name becomes current, and its id
     /// is returned. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
     fn delete_object(&mut self, id: i64) -> Result<Option<i64>> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let found: Option<(Option<String>, bool)> = tx
             .query_row(
                 "SELECT name_lc, current FROM objects WHERE id = ?1",
@@ -582,7 +563,6 @@ impl Store for SqliteStore {
                 .optional()?;
         }
         tx.commit()?;
-        self.announce();
         Ok(promoted)
     }
 
@@ -600,7 +580,7 @@ impl Store for SqliteStore {
     /// `now`, `purge_at` = `now` + the token's retention days. Returns the row
     /// ids of the versions deleted (empty: no live key has that name).
     fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let days: Option<i64> = tx
             .query_row("SELECT retention_days FROM token WHERE id = 1", [], |r| {
                 r.get(0)
@@ -619,7 +599,6 @@ impl Store for SqliteStore {
             ids.collect::<rusqlite::Result<Vec<i64>>>()?
         };
         tx.commit()?;
-        self.announce();
         Ok(ids)
     }
 
@@ -632,7 +611,7 @@ impl Store for SqliteStore {
         name: &str,
         rewrite: &dyn Fn(&str, bool) -> Result<Option<String>>,
     ) -> Result<usize> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let name_lc = name.to_lowercase();
         let rows: Vec<(i64, String, bool)> = {
             let mut stmt = tx.prepare(
@@ -656,7 +635,6 @@ impl Store for SqliteStore {
             [&name_lc],
         )?;
         tx.commit()?;
-        self.announce();
         Ok(n)
     }
 
@@ -665,7 +643,7 @@ impl Store for SqliteStore {
     /// date (`CKR_ACTION_PROHIBITED`). Returns the number of versions purged
     /// (0: no deleted key has that name).
     fn purge_name(&mut self, name: &str, now: i64) -> Result<usize> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let name_lc = name.to_lowercase();
         let protected: bool = tx
             .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
@@ -688,7 +666,6 @@ impl Store for SqliteStore {
         )?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
-        self.announce();
         Ok(n)
     }
 
@@ -705,14 +682,13 @@ impl Store for SqliteStore {
             // Opening a pool must not take the write lock when there is nothing to do.
             return Ok(0);
         }
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let n = tx.execute(
             "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1",
             [now],
         )?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
-        self.announce();
         Ok(n)
     }
 
@@ -729,7 +705,7 @@ impl Store for SqliteStore {
     /// Set (Some) or remove (None) the rotation policy of a live key `name`;
     /// `CKR_OBJECT_HANDLE_INVALID` if no live key has that name.
     fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let name_lc = name.to_lowercase();
         let live: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL)",
@@ -746,7 +722,6 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
-        self.announce();
         Ok(())
     }
 
@@ -817,7 +792,7 @@ impl Store for SqliteStore {
         {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let taken: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)",
             [&name_lc],
@@ -855,14 +830,13 @@ impl Store for SqliteStore {
             put_policy(&tx, &name_lc, p)?;
         }
         tx.commit()?;
-        self.announce();
         Ok(out)
     }
 
     /// Turn purge protection on or off. Like the Managed HSM's, it can be turned
     /// on but never off again (`CKR_ACTION_PROHIBITED`).
     fn set_purge_protection(&mut self, on: bool) -> Result<()> {
-        let tx = write_tx(&mut self.conn)?;
+        let tx = write_tx(&mut self.conn, &self.signal)?;
         let was: Option<bool> = tx
             .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
                 r.get(0)
@@ -875,7 +849,6 @@ impl Store for SqliteStore {
         }
         tx.execute("UPDATE token SET purge_protection = ?1 WHERE id = 1", [on])?;
         tx.commit()?;
-        self.announce();
         Ok(())
     }
 }
@@ -897,9 +870,6 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Begin a write transaction. IMMEDIATE takes the write lock up front, so a
-/// read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade and
-/// concurrent processes serialise (e.g. count PIN failures correctly).
 /// A purged name's rotation policy goes with it (a soft-deleted key keeps its
 /// policy, to have it again when recovered).
 fn forget_orphan_policies(tx: &Transaction<'_>) -> Result<()> {
@@ -921,8 +891,47 @@ fn put_policy(tx: &Transaction<'_>, name_lc: &str, policy: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+/// A write transaction whose commit tells other processes (see [`FileSignal`]):
+/// every write path commits through here, so none can forget the signal.
+struct WriteTx<'a> {
+    tx: Transaction<'a>,
+    signal: &'a FileSignal,
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = Transaction<'a>;
+    fn deref(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    /// Commit, then announce the change sequence this transaction reached.
+    fn commit(self) -> Result<()> {
+        let seq = change_seq(&self.tx)?;
+        self.tx.commit()?;
+        self.signal.announce(seq);
+        Ok(())
+    }
+}
+
+/// Begin a write transaction. IMMEDIATE takes the write lock up front, so a
+/// read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade and
+/// concurrent processes serialise (e.g. count PIN failures correctly).
+fn write_tx<'a>(conn: &'a mut Connection, signal: &'a FileSignal) -> Result<WriteTx<'a>> {
+    Ok(WriteTx {
+        tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+        signal,
+    })
+}
+
+/// The highest change sequence number the log has handed out (0: none yet).
+fn change_seq(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Create `path`'s directory (0700) and the file itself (0600) if missing, before

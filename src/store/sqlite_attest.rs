@@ -2,7 +2,7 @@
 //! `attest_sealed`, `attest_public`): the private key sealed under the master
 //! key like every secret, the public key (SPKI DER) in the clear.
 
-use super::write_tx;
+use super::WriteTx;
 use crate::error::{Error, Result};
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -39,8 +39,7 @@ pub(super) fn attestation_key(conn: &Connection) -> Result<Option<AttestationRow
 
 /// Store an attestation key unless the token already has one (another
 /// process may have made it meanwhile); true if this one was stored.
-pub(super) fn set_attestation_key(conn: &mut Connection, key: &AttestationRow) -> Result<bool> {
-    let tx = write_tx(conn)?;
+pub(super) fn set_attestation_key(tx: WriteTx<'_>, key: &AttestationRow) -> Result<bool> {
     let n = tx.execute(
         "UPDATE token SET attest_sealed = ?1, attest_public = ?2
              WHERE id = 1 AND (attest_sealed IS NULL OR attest_public IS NULL)",
