@@ -168,6 +168,9 @@ impl SqliteStore {
     /// A connection to an existing store file with this store's settings.
     fn connect(path: &Path) -> Result<Connection> {
         let conn = Connection::open(path)?;
+        // Every hot statement is prepared once per connection: re-parsing SQL
+        // was a third of a key generation's time.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -186,18 +189,15 @@ impl SqliteStore {
 
     /// Drop change-log entries far behind the newest, so the log stays bounded.
     fn trim_change_log(&mut self) -> Result<()> {
-        let (oldest, newest): (Option<i64>, Option<i64>) =
-            self.conn
-                .query_row("SELECT MIN(seq), MAX(seq) FROM changes", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+        let (oldest, newest): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached("SELECT MIN(seq), MAX(seq) FROM changes")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let (Some(oldest), Some(newest)) = (oldest, newest) {
             if newest - oldest > 2 * CHANGE_LOG_KEEP {
                 let tx = write_tx(&mut self.conn, &self.signal)?;
-                tx.execute(
-                    "DELETE FROM changes WHERE seq <= ?1",
-                    [newest - CHANGE_LOG_KEEP],
-                )?;
+                tx.prepare_cached("DELETE FROM changes WHERE seq <= ?1")?
+                    .execute([newest - CHANGE_LOG_KEEP])?;
                 tx.commit()?;
             }
         }
@@ -261,13 +261,15 @@ impl Store for SqliteStore {
         // One read transaction: the rows and the sequence number agree.
         let tx = self.conn.unchecked_transaction()?;
         let now = self.change_seq()?;
-        let oldest: Option<i64> = tx.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))?;
+        let oldest: Option<i64> = tx
+            .prepare_cached("SELECT MIN(seq) FROM changes")?
+            .query_row([], |r| r.get(0))?;
         // Object id 0 is the token row: a re-initialisation.
-        let remade: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM changes WHERE seq > ?1 AND object_id = 0)",
-            [seq],
-            |r| r.get(0),
-        )?;
+        let remade: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM changes WHERE seq > ?1 AND object_id = 0)",
+            )?
+            .query_row([seq], |r| r.get(0))?;
         let gap = now > seq && oldest.is_none_or(|o| o > seq + 1);
         if seq < 0 || remade || gap {
             let rows = self.objects()?;
@@ -307,24 +309,23 @@ impl Store for SqliteStore {
     fn token(&self) -> Result<Option<TokenRecord>> {
         let record = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT label, created, kdf_iterations, user_wrapped IS NOT NULL,
                         user_failures, so_failures, retention_days, purge_protection
                  FROM token WHERE id = 1",
-                [],
-                |r| {
-                    Ok(TokenRecord {
-                        label: r.get(0)?,
-                        created: r.get(1)?,
-                        kdf_iterations: r.get(2)?,
-                        user_pin_initialized: r.get(3)?,
-                        user_failures: r.get(4)?,
-                        so_failures: r.get(5)?,
-                        retention_days: r.get(6)?,
-                        purge_protection: r.get(7)?,
-                    })
-                },
-            )
+            )?
+            .query_row([], |r| {
+                Ok(TokenRecord {
+                    label: r.get(0)?,
+                    created: r.get(1)?,
+                    kdf_iterations: r.get(2)?,
+                    user_pin_initialized: r.get(3)?,
+                    user_failures: r.get(4)?,
+                    so_failures: r.get(5)?,
+                    retention_days: r.get(6)?,
+                    purge_protection: r.get(7)?,
+                })
+            })
             .optional()?;
         Ok(record)
     }
@@ -352,22 +353,22 @@ impl Store for SqliteStore {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
-        tx.execute("DELETE FROM objects", [])?;
-        tx.execute("DELETE FROM token", [])?;
-        tx.execute(
+        tx.prepare_cached("DELETE FROM objects")?.execute([])?;
+        tx.prepare_cached("DELETE FROM token")?.execute([])?;
+        tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
                                 so_salt, so_wrapped, user_salt, user_wrapped,
                                 so_failures, user_failures)
              VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, 0, 0)",
-            params![
-                label.trim_end_matches(' '),
-                created,
-                kdf_iterations,
-                retention_days,
-                &salt[..],
-                wrapped
-            ],
-        )?;
+        )?
+        .execute(params![
+            label.trim_end_matches(' '),
+            created,
+            kdf_iterations,
+            retention_days,
+            &salt[..],
+            wrapped
+        ])?;
         tx.commit()?;
         self.scrub_wal();
         Ok(master)
@@ -423,9 +424,8 @@ impl Store for SqliteStore {
         let salt = new_salt()?;
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let iterations: Option<u32> = tx
-            .query_row("SELECT kdf_iterations FROM token WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT kdf_iterations FROM token WHERE id = 1")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         let iterations = iterations.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
         let wrapped = master.wrap_under_pin(pin, &salt, iterations, who.wrap_aad())?;
@@ -470,11 +470,11 @@ impl Store for SqliteStore {
                 return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
             }
             if let Some(cap) = new.max_versions {
-                let n: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL",
-                    [name_lc],
-                    |r| r.get(0),
-                )?;
+                let n: i64 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL",
+                    )?
+                    .query_row([name_lc], |r| r.get(0))?;
                 if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
                     log::warn!("key {name_lc} already has {n} versions: no new version");
                     return Err(Error(CKR_ACTION_PROHIBITED));
@@ -482,28 +482,31 @@ impl Store for SqliteStore {
             }
             if let Some(expected) = &new.replaces {
                 let current: Option<String> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT version FROM objects
                          WHERE name_lc = ?1 AND current = 1 AND deleted_at IS NULL",
-                        [name_lc],
-                        |r| r.get(0),
-                    )
+                    )?
+                    .query_row([name_lc], |r| r.get(0))
                     .optional()?
                     .flatten();
                 if current.as_deref() != Some(expected.as_str()) {
                     return Err(Error(CKR_FUNCTION_REJECTED));
                 }
             }
-            tx.execute(
-                "UPDATE objects SET current = 0 WHERE name_lc = ?1 AND current = 1",
-                [name_lc],
-            )?;
+            tx.prepare_cached("UPDATE objects SET current = 0 WHERE name_lc = ?1 AND current = 1")?
+                .execute([name_lc])?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
              VALUES (?1, ?2, ?3, 1, ?4, ?5)",
-            params![new.name, name_lc, new.version, new.attrs, new.sealed],
-        )?;
+        )?
+        .execute(params![
+            new.name,
+            name_lc,
+            new.version,
+            new.attrs,
+            new.sealed
+        ])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
         Ok(ObjectRow {
@@ -542,24 +545,21 @@ impl Store for SqliteStore {
     fn delete_object(&mut self, id: i64) -> Result<Option<i64>> {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let found: Option<(Option<String>, bool)> = tx
-            .query_row(
-                "SELECT name_lc, current FROM objects WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT name_lc, current FROM objects WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let (name_lc, current) = found.ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
-        tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;
+        tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?
+            .execute([id])?;
         let mut promoted = None;
         if let (Some(name_lc), true) = (name_lc, current) {
             promoted = tx
-                .query_row(
+                .prepare_cached(
                     "UPDATE objects SET current = 1
                      WHERE id = (SELECT MAX(id) FROM objects WHERE name_lc = ?1)
                      RETURNING id",
-                    [name_lc],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row([name_lc], |r| r.get(0))
                 .optional()?;
         }
         tx.commit()?;
@@ -582,9 +582,8 @@ impl Store for SqliteStore {
     fn soft_delete_name(&mut self, name: &str, now: i64) -> Result<Vec<i64>> {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let days: Option<i64> = tx
-            .query_row("SELECT retention_days FROM token WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT retention_days FROM token WHERE id = 1")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         let days = days.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
         let ids = {
@@ -623,17 +622,16 @@ impl Store for SqliteStore {
         };
         for (id, attrs, sealed) in &rows {
             if let Some(new) = rewrite(attrs, *sealed)? {
-                tx.execute(
-                    "UPDATE objects SET attrs = ?1 WHERE id = ?2",
-                    params![new, id],
-                )?;
+                tx.prepare_cached("UPDATE objects SET attrs = ?1 WHERE id = ?2")?
+                    .execute(params![new, id])?;
             }
         }
-        let n = tx.execute(
-            "UPDATE objects SET deleted_at = NULL, purge_at = NULL
+        let n = tx
+            .prepare_cached(
+                "UPDATE objects SET deleted_at = NULL, purge_at = NULL
              WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
-            [&name_lc],
-        )?;
+            )?
+            .execute([&name_lc])?;
         tx.commit()?;
         Ok(n)
     }
@@ -646,24 +644,22 @@ impl Store for SqliteStore {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let name_lc = name.to_lowercase();
         let protected: bool = tx
-            .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT purge_protection FROM token WHERE id = 1")?
+            .query_row([], |r| r.get(0))
             .optional()?
             .unwrap_or(false);
-        let early: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects
+        let early: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM objects
                             WHERE name_lc = ?1 AND deleted_at IS NOT NULL AND purge_at > ?2)",
-            params![name_lc, now],
-            |r| r.get(0),
-        )?;
+            )?
+            .query_row(params![name_lc, now], |r| r.get(0))?;
         if protected && early {
             return Err(Error(CKR_ACTION_PROHIBITED));
         }
-        let n = tx.execute(
-            "DELETE FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL",
-            [&name_lc],
-        )?;
+        let n = tx
+            .prepare_cached("DELETE FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL")?
+            .execute([&name_lc])?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
         Ok(n)
@@ -673,8 +669,7 @@ impl Store for SqliteStore {
     /// (purge protection only forbids purging *before* that date). Returns the
     /// number of rows purged.
     fn purge_expired(&mut self, now: i64) -> Result<usize> {
-        let due: bool = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1)",
+        let due: bool = self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1)")?.query_row(
             [now],
             |r| r.get(0),
         )?;
@@ -683,10 +678,9 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         let tx = write_tx(&mut self.conn, &self.signal)?;
-        let n = tx.execute(
-            "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1",
-            [now],
-        )?;
+        let n = tx
+            .prepare_cached("DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= ?1")?
+            .execute([now])?;
         forget_orphan_policies(&tx)?;
         tx.commit()?;
         Ok(n)
@@ -707,18 +701,19 @@ impl Store for SqliteStore {
     fn set_rotation_policy(&mut self, name: &str, policy: Option<&str>) -> Result<()> {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let name_lc = name.to_lowercase();
-        let live: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL)",
-            [&name_lc],
-            |r| r.get(0),
-        )?;
+        let live: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NULL)",
+            )?
+            .query_row([&name_lc], |r| r.get(0))?;
         if !live {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         match policy {
             Some(p) => put_policy(&tx, &name_lc, p)?,
             None => {
-                tx.execute("DELETE FROM policies WHERE name_lc = ?1", [&name_lc])?;
+                tx.prepare_cached("DELETE FROM policies WHERE name_lc = ?1")?
+                    .execute([&name_lc])?;
             }
         }
         tx.commit()?;
@@ -793,29 +788,27 @@ impl Store for SqliteStore {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
         let tx = write_tx(&mut self.conn, &self.signal)?;
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)",
-            [&name_lc],
-            |r| r.get(0),
-        )?;
+        let taken: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)")?
+            .query_row([&name_lc], |r| r.get(0))?;
         if taken {
             return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
         }
         let mut out = Vec::with_capacity(rows.len());
         for (i, new) in rows.iter().enumerate() {
             let current = i + 1 == rows.len();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    new.name,
-                    name_lc,
-                    new.version,
-                    current,
-                    new.attrs,
-                    new.sealed
-                ],
-            )?;
+            )?
+            .execute(params![
+                new.name,
+                name_lc,
+                new.version,
+                current,
+                new.attrs,
+                new.sealed
+            ])?;
             out.push(ObjectRow {
                 id: tx.last_insert_rowid(),
                 name: new.name.clone(),
@@ -838,16 +831,16 @@ impl Store for SqliteStore {
     fn set_purge_protection(&mut self, on: bool) -> Result<()> {
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let was: Option<bool> = tx
-            .query_row("SELECT purge_protection FROM token WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT purge_protection FROM token WHERE id = 1")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         match was {
             None => return Err(Error(CKR_TOKEN_NOT_RECOGNIZED)),
             Some(true) if !on => return Err(Error(CKR_ACTION_PROHIBITED)),
             _ => {}
         }
-        tx.execute("UPDATE token SET purge_protection = ?1 WHERE id = 1", [on])?;
+        tx.prepare_cached("UPDATE token SET purge_protection = ?1 WHERE id = 1")?
+            .execute([on])?;
         tx.commit()?;
         Ok(())
     }
@@ -855,11 +848,11 @@ impl Store for SqliteStore {
 
 /// Whether a soft-deleted key holds `name_lc`.
 fn name_is_deleted(conn: &Connection, name_lc: &str) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL)",
-        [name_lc],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1 AND deleted_at IS NOT NULL)",
+        )?
+        .query_row([name_lc], |r| r.get(0))?)
 }
 
 /// Seconds since the Unix epoch.
@@ -873,21 +866,21 @@ fn now() -> i64 {
 /// A purged name's rotation policy goes with it (a soft-deleted key keeps its
 /// policy, to have it again when recovered).
 fn forget_orphan_policies(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "DELETE FROM policies WHERE NOT EXISTS
            (SELECT 1 FROM objects o WHERE o.name_lc = policies.name_lc)",
-        [],
-    )?;
+    )?
+    .execute([])?;
     Ok(())
 }
 
 /// Set the rotation policy of the (lower-case) name, replacing any it had.
 fn put_policy(tx: &Transaction<'_>, name_lc: &str, policy: &str) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO policies (name_lc, policy) VALUES (?1, ?2)
          ON CONFLICT (name_lc) DO UPDATE SET policy = excluded.policy",
-        params![name_lc, policy],
-    )?;
+    )?
+    .execute(params![name_lc, policy])?;
     Ok(())
 }
 
@@ -927,11 +920,11 @@ fn write_tx<'a>(conn: &'a mut Connection, signal: &'a FileSignal) -> Result<Writ
 
 /// The highest change sequence number the log has handed out (0: none yet).
 fn change_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+        )?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Create `path`'s directory (0700) and the file itself (0600) if missing, before

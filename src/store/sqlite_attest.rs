@@ -20,16 +20,13 @@ pub struct AttestationRow {
 /// before initialisation.
 pub(super) fn attestation_key(conn: &Connection) -> Result<Option<AttestationRow>> {
     let row = conn
-        .query_row(
-            "SELECT attest_sealed, attest_public FROM token WHERE id = 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, Option<Vec<u8>>>(0)?,
-                    r.get::<_, Option<Vec<u8>>>(1)?,
-                ))
-            },
-        )
+        .prepare_cached("SELECT attest_sealed, attest_public FROM token WHERE id = 1")?
+        .query_row([], |r| {
+            Ok((
+                r.get::<_, Option<Vec<u8>>>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+            ))
+        })
         .optional()?;
     match row.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))? {
         (Some(sealed), Some(public)) => Ok(Some(AttestationRow { sealed, public })),
@@ -40,11 +37,12 @@ pub(super) fn attestation_key(conn: &Connection) -> Result<Option<AttestationRow
 /// Store an attestation key unless the token already has one (another
 /// process may have made it meanwhile); true if this one was stored.
 pub(super) fn set_attestation_key(tx: WriteTx<'_>, key: &AttestationRow) -> Result<bool> {
-    let n = tx.execute(
-        "UPDATE token SET attest_sealed = ?1, attest_public = ?2
+    let n = tx
+        .prepare_cached(
+            "UPDATE token SET attest_sealed = ?1, attest_public = ?2
              WHERE id = 1 AND (attest_sealed IS NULL OR attest_public IS NULL)",
-        params![key.sealed, key.public],
-    )?;
+        )?
+        .execute(params![key.sealed, key.public])?;
     tx.commit()?;
     Ok(n == 1)
 }
