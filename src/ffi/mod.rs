@@ -7,6 +7,8 @@
 //! declaration says, with the length given beside it) and which NULL or length
 //! check comes before it. The helpers below state their contract under
 //! `# Safety`; the entry points' contract is the PKCS#11 specification.
+//! [`shm`], the store's shared-memory change counter, is the one other
+//! foreign interface (mmap).
 
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
@@ -16,6 +18,7 @@ mod interface;
 mod keys;
 mod object;
 mod session;
+pub mod shm;
 mod slot;
 mod unsupported;
 

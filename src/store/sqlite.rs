@@ -6,15 +6,16 @@ use super::{
 };
 use crate::crypto::seal::{fill_random, SALT_LEN};
 use crate::error::{Error, Result};
+use crate::ffi::shm::SharedCounter;
 use cryptoki_sys::{
     CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
     CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_TOKEN_NOT_RECOGNIZED,
     CKR_USER_PIN_NOT_INITIALIZED,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,73 +49,59 @@ pub struct SqliteStore {
 }
 
 /// The change signal of an SQLite store: a small file beside it (`<db>-seq`)
-/// holding the highest change sequence number any process has committed, as
-/// 8 little-endian bytes. Readers `pread` it (one syscall, no lock, a few
-/// hundred ns); writers raise it under an exclusive file lock after each
-/// commit. A writer killed between its commit and its signal delays the news
-/// until the next writer's signal or the pool's periodic check of the
-/// database itself ([`crate::pool::STALENESS_BOUND`]).
+/// mapped shared by every process, holding the highest change sequence number
+/// any process has committed. Readers load it (one atomic load, no system
+/// call: it runs before every `C_*Init`); writers raise it after each commit.
+/// A writer killed between its commit and its signal delays the news until
+/// the next writer's signal or the pool's periodic check of the database
+/// itself ([`crate::pool::STALENESS_BOUND`]).
 struct FileSignal {
-    file: Option<File>,
+    counter: Option<SharedCounter>,
 }
 
 impl FileSignal {
-    /// Open (creating, mode 0600) the signal file of the store at `db`. Without
-    /// one (a read-only directory), every probe says "maybe": always check.
+    /// Open (creating, mode 0600) and map the signal file of the store at
+    /// `db`. Without one (a read-only directory), every probe says "maybe":
+    /// always check the database.
     fn open(db: &Path) -> FileSignal {
         let path = sidecar(db, "-seq");
-        let file = OpenOptions::new()
+        let mapped = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .or_else(|_| OpenOptions::new().read(true).open(&path));
-        match file {
-            Ok(f) => FileSignal { file: Some(f) },
+            .and_then(|f| SharedCounter::map(&f, true))
+            .or_else(|_| {
+                let f = OpenOptions::new().read(true).open(&path)?;
+                SharedCounter::map(&f, false)
+            });
+        match mapped {
+            Ok(counter) => FileSignal {
+                counter: Some(counter),
+            },
             Err(e) => {
                 log::warn!(
                     "store: no change signal at {} ({e}): every call checks the database",
                     path.display()
                 );
-                FileSignal { file: None }
+                FileSignal { counter: None }
             }
         }
     }
 
     /// Raise the announced sequence number to `seq` (never lower it).
     fn announce(&self, seq: i64) {
-        let Some(f) = &self.file else { return };
-        let raise = || -> std::io::Result<()> {
-            f.lock()?;
-            let cur = read_seq(f);
-            if seq > cur {
-                f.write_all_at(&seq.to_le_bytes(), 0)?;
-            }
-            f.unlock()
-        };
-        if let Err(e) = raise() {
-            log::debug!("store: change signal not raised: {e}");
+        if let Some(c) = &self.counter {
+            c.raise(seq);
         }
     }
 }
 
 impl ChangeSignal for FileSignal {
     fn latest(&self) -> i64 {
-        match &self.file {
-            Some(f) => read_seq(f),
-            None => i64::MAX,
-        }
-    }
-}
-
-/// The sequence number in a signal file (0 when empty or short).
-fn read_seq(f: &File) -> i64 {
-    let mut b = [0u8; 8];
-    match f.read_at(&mut b, 0) {
-        Ok(8) => i64::from_le_bytes(b),
-        _ => 0,
+        self.counter.as_ref().map_or(i64::MAX, SharedCounter::load)
     }
 }
 
