@@ -4,7 +4,7 @@
 use super::{entry, input, mechanism, produce};
 use crate::error::Result;
 use crate::token::operation::Stage;
-use crate::token::session::Session;
+use crate::token::session::{Family, Session};
 use crate::token::{self, audit};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -37,8 +37,10 @@ pub unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(sig, sig_len, |out| s.sign(data, out))
+        s.operation_call(Family::Sign, || {
+            let data = input(data, len)?;
+            produce(sig, sig_len, |out| s.sign(data, out))
+        })
     })
 }
 
@@ -51,7 +53,7 @@ pub unsafe extern "C" fn C_SignUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.sign_update(input(part, len)?)
+        s.operation_call(Family::Sign, || s.sign_update(input(part, len)?))
     })
 }
 
@@ -64,7 +66,9 @@ pub unsafe extern "C" fn C_SignFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(sig, sig_len, |out| s.sign_final(out))
+        s.operation_call(Family::Sign, || {
+            produce(sig, sig_len, |out| s.sign_final(out))
+        })
     })
 }
 
@@ -94,7 +98,9 @@ pub unsafe extern "C" fn C_Verify(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify(input(data, len)?, input(sig, sig_len)?)
+        s.operation_call(Family::Verify, || {
+            s.verify(input(data, len)?, input(sig, sig_len)?)
+        })
     })
 }
 
@@ -107,7 +113,7 @@ pub unsafe extern "C" fn C_VerifyUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify_update(input(part, len)?)
+        s.operation_call(Family::Verify, || s.verify_update(input(part, len)?))
     })
 }
 
@@ -120,7 +126,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.verify_final(input(sig, sig_len)?)
+        s.operation_call(Family::Verify, || s.verify_final(input(sig, sig_len)?))
     })
 }
 
@@ -144,8 +150,10 @@ pub unsafe extern "C" fn C_Digest(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.digest(data, o))
+        s.operation_call(Family::Digest, || {
+            let data = input(data, len)?;
+            produce(out, out_len, |o| s.digest(data, o))
+        })
     })
 }
 
@@ -158,7 +166,7 @@ pub unsafe extern "C" fn C_DigestUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        s.digest_update(input(part, len)?)
+        s.operation_call(Family::Digest, || s.digest_update(input(part, len)?))
     })
 }
 
@@ -171,7 +179,9 @@ pub unsafe extern "C" fn C_DigestFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.digest_final(o))
+        s.operation_call(Family::Digest, || {
+            produce(out, out_len, |o| s.digest_final(o))
+        })
     })
 }
 
@@ -220,8 +230,10 @@ pub unsafe extern "C" fn C_Encrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.encrypt(data, o, Stage::Single))
+        s.operation_call(Family::Encrypt, || {
+            let data = input(data, len)?;
+            produce(out, out_len, |o| s.encrypt(data, o, Stage::Single))
+        })
     })
 }
 
@@ -236,8 +248,10 @@ pub unsafe extern "C" fn C_EncryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let part = input(part, len)?;
-        produce(out, out_len, |o| s.encrypt(part, o, Stage::Update))
+        s.operation_call(Family::Encrypt, || {
+            let part = input(part, len)?;
+            produce(out, out_len, |o| s.encrypt(part, o, Stage::Update))
+        })
     })
 }
 
@@ -250,7 +264,9 @@ pub unsafe extern "C" fn C_EncryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final))
+        s.operation_call(Family::Encrypt, || {
+            produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final))
+        })
     })
 }
 
@@ -280,8 +296,10 @@ pub unsafe extern "C" fn C_Decrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let data = input(data, len)?;
-        produce(out, out_len, |o| s.decrypt(data, o, Stage::Single))
+        s.operation_call(Family::Decrypt, || {
+            let data = input(data, len)?;
+            produce(out, out_len, |o| s.decrypt(data, o, Stage::Single))
+        })
     })
 }
 
@@ -296,8 +314,10 @@ pub unsafe extern "C" fn C_DecryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        let part = input(part, len)?;
-        produce(out, out_len, |o| s.decrypt(part, o, Stage::Update))
+        s.operation_call(Family::Decrypt, || {
+            let part = input(part, len)?;
+            produce(out, out_len, |o| s.decrypt(part, o, Stage::Update))
+        })
     })
 }
 
@@ -310,6 +330,8 @@ pub unsafe extern "C" fn C_DecryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final))
+        s.operation_call(Family::Decrypt, || {
+            produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final))
+        })
     })
 }
