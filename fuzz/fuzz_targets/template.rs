@@ -142,6 +142,13 @@ fn check_template(t: &Template, split: usize) {
     if let Ok(material) = fuzzing::import_material(t) {
         import(t, &material);
     }
+    // C_CreateObject of a session public key: an accepted one is public-only.
+    if let Ok(req) = policy::public_key_request(t) {
+        assert!(!req.token, "a public-only key is a session key");
+        let e = Entry::session(1, 1, req.record, None);
+        assert!(!e.has_part(Part::Main) && e.has_part(Part::Public));
+        let _ = e.public_key();
+    }
     // C_GenerateKey / C_GenerateKeyPair: the first `split` attributes are the public template.
     let public = Template(t.0[..split].to_vec());
     let private = Template(t.0[split..].to_vec());

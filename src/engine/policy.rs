@@ -596,6 +596,87 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..]
 }
 
+/// The operations a public key alone can do (its half of `key_ops`).
+pub const PUBLIC_OPS: KeyOps = KeyOps(KeyOps::VERIFY.0 | KeyOps::ENCRYPT.0 | KeyOps::WRAP.0);
+
+/// Read the `C_CreateObject` template of a public key (`CKO_PUBLIC_KEY`):
+/// RSA from `CKA_MODULUS` + `CKA_PUBLIC_EXPONENT`, EC from `CKA_EC_PARAMS` +
+/// `CKA_EC_POINT` (raw or DER OCTET STRING). Sizes, curves and the exponent
+/// follow the Managed HSM rules, as for generated and imported keys. The
+/// record is a key whose private half does not exist; it can verify, encrypt
+/// and wrap (the ops the template does not deny).
+///
+/// Only session keys (`CKA_TOKEN=FALSE`): a Managed HSM key always has its
+/// private part — the service has no public-only keys — so a token public key
+/// is `CKR_ATTRIBUTE_VALUE_INVALID`, the code PKCS#11 3.0 §5.7 gives for "an
+/// invalid value was specified for a particular attribute" (here `CKA_TOKEN`),
+/// as for `CKA_EXTRACTABLE=TRUE`, another capability no Managed HSM key has.
+pub fn public_key_request(t: &Template) -> Result<KeyRequest> {
+    if t.get_ulong(CKA_CLASS)? != Some(CKO_PUBLIC_KEY) {
+        return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+    }
+    if t.get_bool(CKA_TOKEN)? == Some(true) {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    let get = |ty| t.get(ty).ok_or(Error(CKR_TEMPLATE_INCOMPLETE));
+    let (mechanism, size, public) = match t.get_ulong(CKA_KEY_TYPE)? {
+        Some(CKK_RSA) => {
+            let n = strip_zeros(get(CKA_MODULUS)?).to_vec();
+            let e = get(CKA_PUBLIC_EXPONENT)?.to_vec();
+            let public = crate::crypto::PublicKey::Rsa { n, e: e.clone() };
+            let bits = public.bits() as CK_ULONG;
+            (
+                CKM_RSA_PKCS_KEY_PAIR_GEN,
+                vec![
+                    (CKA_MODULUS_BITS, ulong_bytes(bits)),
+                    (CKA_PUBLIC_EXPONENT, e),
+                ],
+                public,
+            )
+        }
+        Some(CKK_EC) => {
+            let params = get(CKA_EC_PARAMS)?;
+            let curve = rules::curve_from_params(params)?;
+            let point = spki::ec_point_from_attr(get(CKA_EC_POINT)?, curve)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            (
+                CKM_EC_KEY_PAIR_GEN,
+                vec![(CKA_EC_PARAMS, params.to_vec())],
+                crate::crypto::PublicKey::Ec { curve, point },
+            )
+        }
+        Some(_) => return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)),
+        None => return Err(Error(CKR_TEMPLATE_INCOMPLETE)),
+    };
+    // The generation rules check the size, curve and exponent; the template
+    // of the missing private half carries only what the record reads from it.
+    let mut public_t = t.clone();
+    public_t.0.retain(|a| !MATERIAL_ATTRS.contains(&a.ty));
+    public_t.0.extend(
+        size.into_iter()
+            .map(|(ty, value)| super::attributes::Attr { ty, value }),
+    );
+    let mut main = Template::default();
+    main.0.extend(
+        t.0.iter()
+            .filter(|a| matches!(a.ty, CKA_TOKEN | CKA_MODIFIABLE | CKA_DESTROYABLE))
+            .cloned(),
+    );
+    let mut req = key_request(mechanism, Some(&public_t), &main)?;
+    if let Body::Key(k) = &mut req.record.body {
+        if k.ops.contains(KeyOps::IMPORT) {
+            // A key-exchange key is the private half of a pair.
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        k.ops = KeyOps(k.ops.0 & PUBLIC_OPS.0);
+        k.local = false;
+        k.gen_mechanism = None;
+        k.private_hidden = true;
+    }
+    set_public(&mut req.record, &public);
+    Ok(req)
+}
+
 /// The template attributes that map to key_ops.
 const OP_ATTRS: &[(CK_ATTRIBUTE_TYPE, KeyOps)] = &[
     (CKA_SIGN, KeyOps::SIGN),

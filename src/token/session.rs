@@ -533,6 +533,34 @@ impl Session {
         self.import_key(t, material, Error(CKR_WRAPPED_KEY_INVALID))
     }
 
+    /// C_CreateObject of a session public key (see
+    /// [`policy::public_key_request`]): the key is parsed by the provider
+    /// before it is stored, so a point off its curve or a malformed modulus is
+    /// `CKR_ATTRIBUTE_VALUE_INVALID` here, not at first use.
+    pub fn import_public(&self, t: &Template) -> Result<Arc<Entry>> {
+        let req = policy::public_key_request(t)?;
+        let Body::Key(k) = &req.record.body else {
+            return Err(Error(CKR_GENERAL_ERROR));
+        };
+        let public = k
+            .public
+            .as_ref()
+            .ok_or(Error(CKR_GENERAL_ERROR))?
+            .to_public(k.kind)?;
+        let p = crypto::provider();
+        let parsed = match &public {
+            crypto::PublicKey::Rsa { n, e } => p.rsa_public(n, e).map(|_| ()),
+            crypto::PublicKey::Ec { curve, point } => p.ec_public(*curve, point).map(|_| ()),
+        };
+        parsed.map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        if policy::is_private(&req.record, Part::Public)
+            && self.slot.state().login != LoggedIn::User
+        {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        self.slot.add(self, false, req.record, None)
+    }
+
     /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key
     /// bytes or PKCS#8 RSA/EC, validated by parsing it (`bad` is the code for
     /// material that does not parse), sized by the Managed HSM rules.
