@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use softmhsm::crypto;
 use softmhsm::engine::attributes::{date_bytes, ulong_bytes, Template};
 use softmhsm::engine::key::KeyKind;
-use softmhsm::engine::policy::{self, Part, View};
+use softmhsm::engine::policy::{self, Part, Recovery, View};
 use softmhsm::engine::rules;
 use softmhsm::ffi::fuzzing;
 use softmhsm::token::objects::Entry;
@@ -176,14 +176,15 @@ fn check_template(t: &Template, split: usize) {
                     token: false,
                     current: true,
                     token_label: "fuzz",
+                    recovery: Recovery::default(),
                 };
                 for ty in t.types() {
                     let _ = policy::get_attribute(&v, ty);
                 }
                 let _ = new.to_json().expect("an accepted record serialises");
             }
-            let _ = e.matches(part, t, "fuzz");
-            let v = e.view(part, "fuzz");
+            let _ = e.matches(part, t, "fuzz", Recovery::default());
+            let v = e.view(part, "fuzz", Recovery::default());
             for ty in t.types() {
                 let _ = policy::get_attribute(&v, ty);
             }

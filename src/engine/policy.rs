@@ -181,6 +181,8 @@ pub struct View<'a> {
     pub current: bool,
     /// The token label (for the kid).
     pub token_label: &'a str,
+    /// The token's deletion settings (for the recovery level).
+    pub recovery: Recovery,
 }
 
 /// C_GetAttributeValue for one attribute (PKCS#11 3.1 §5.7.5 rules are applied by the caller).
@@ -315,17 +317,45 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
         CKA_SOFTMHSM_UPDATED => secs(Some(k.updated)),
         CKA_SOFTMHSM_TAGS => Value(serde_json::to_vec(&k.tags).unwrap_or_default()),
         CKA_SOFTMHSM_CURRENT => Value(bool_bytes(v.current)),
-        CKA_SOFTMHSM_RECOVERY_LEVEL => Value(recovery_level(v.token).as_bytes().to_vec()),
+        CKA_SOFTMHSM_RECOVERY_LEVEL => {
+            Value(recovery_level(v.token, v.recovery).as_bytes().to_vec())
+        }
         _ => Invalid,
     }
 }
 
-/// The Managed HSM `recoveryLevel` of a key.
-pub fn recovery_level(token: bool) -> &'static str {
-    if token {
-        "Recoverable"
-    } else {
-        "Purgeable"
+/// A pool's deletion settings: together they decide its keys' `recoveryLevel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Purge protection (once on, never off).
+    pub purge_protection: bool,
+    /// Soft-delete retention in days (7–90).
+    pub retention_days: u32,
+}
+
+impl Default for Recovery {
+    /// The Managed HSM's defaults: 90 days, no purge protection.
+    fn default() -> Recovery {
+        Recovery {
+            purge_protection: false,
+            retention_days: 90,
+        }
+    }
+}
+
+/// The Managed HSM `recoveryLevel` of a key (its `DeletionRecoveryLevel`),
+/// the one answer for `CKA_SOFTMHSM_RECOVERY_LEVEL` and the CLI's JSON.
+/// Token keys are always soft-deleted: `Recoverable` when purge protection
+/// forbids a purge, `+Purgeable` when it does not; `Customized` when the
+/// retention is shorter than the default 90 days. Session keys are gone when
+/// destroyed: `Purgeable`.
+pub fn recovery_level(token: bool, r: Recovery) -> &'static str {
+    match (token, r.purge_protection, r.retention_days < 90) {
+        (false, _, _) => "Purgeable",
+        (true, true, false) => "Recoverable",
+        (true, true, true) => "CustomizedRecoverable",
+        (true, false, false) => "Recoverable+Purgeable",
+        (true, false, true) => "CustomizedRecoverable+Purgeable",
     }
 }
 
@@ -940,5 +970,28 @@ pub fn is_private(rec: &Record, part: Part) -> bool {
 pub fn set_public(rec: &mut Record, public: &crate::crypto::PublicKey) {
     if let Body::Key(k) = &mut rec.body {
         k.public = Some(StoredPublic::from_public(public));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Azure's DeletionRecoveryLevel values, written from its documentation.
+    #[test]
+    fn recovery_level_follows_purge_protection_and_retention() {
+        let r = |purge_protection, retention_days| Recovery {
+            purge_protection,
+            retention_days,
+        };
+        assert_eq!(recovery_level(true, r(false, 90)), "Recoverable+Purgeable");
+        assert_eq!(
+            recovery_level(true, r(false, 7)),
+            "CustomizedRecoverable+Purgeable"
+        );
+        assert_eq!(recovery_level(true, r(true, 90)), "Recoverable");
+        assert_eq!(recovery_level(true, r(true, 89)), "CustomizedRecoverable");
+        assert_eq!(recovery_level(false, r(true, 90)), "Purgeable");
+        assert_eq!(recovery_level(false, r(false, 7)), "Purgeable");
     }
 }

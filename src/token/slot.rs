@@ -7,7 +7,7 @@ use crate::config::TokenConfig;
 use crate::crypto::{self, SecretBytes};
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind};
-use crate::engine::policy::{self, AttrValue, Part};
+use crate::engine::policy::{self, AttrValue, Part, Recovery};
 use crate::engine::{lifecycle, rotation};
 use crate::error::{Error, Result};
 use crate::store::{MasterKey, NewObject, PinUser, Store, TokenRecord, MAX_PIN_FAILURES};
@@ -16,6 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 /// Shortest and longest PIN accepted.
 pub const PIN_LEN: std::ops::RangeInclusive<usize> = 4..=255;
+
+/// The deletion settings of a token record (its keys' recovery level).
+pub fn recovery(rec: &TokenRecord) -> Recovery {
+    Recovery {
+        purge_protection: rec.purge_protection,
+        retention_days: rec.retention_days,
+    }
+}
 
 /// Who is logged in to the token (PKCS#11 login is per application, per token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +46,8 @@ pub struct TokenState {
     pub label: String,
     /// The object cache.
     pub objects: Objects,
+    /// The token's deletion settings, read with the label.
+    pub recovery: Recovery,
     /// Whether the cache has been filled from the store at least once.
     loaded: bool,
 }
@@ -81,6 +91,7 @@ impl Slot {
                 master: None,
                 label: String::new(),
                 objects: Objects::default(),
+                recovery: Recovery::default(),
                 loaded: false,
             }),
         }
@@ -142,6 +153,7 @@ impl Slot {
             },
             |st, rows| {
                 if let Some((rows, rec)) = rows {
+                    st.recovery = rec.as_ref().map(recovery).unwrap_or_default();
                     st.label = rec.map(|r| r.label).unwrap_or_default();
                     st.objects.reload(&rows);
                 }
@@ -172,6 +184,8 @@ impl Slot {
         st.master = None;
         st.objects.clear();
         st.label = label.trim_end().to_string();
+        // Our own writes do not move the store's change counter for this connection.
+        st.recovery = self.record()?.as_ref().map(recovery).unwrap_or_default();
         st.loaded = false;
         drop(st);
         self.sync()
@@ -353,7 +367,10 @@ impl Slot {
         let mut out = Vec::new();
         let mut consider = |e: &Arc<Entry>| {
             for part in [Part::Main, Part::Public] {
-                if e.has_part(part) && self.visible(&st, e, part) && e.matches(part, t, &label) {
+                if e.has_part(part)
+                    && self.visible(&st, e, part)
+                    && e.matches(part, t, &label, st.recovery)
+                {
                     out.push(handle(e.id, part));
                 }
             }
@@ -370,7 +387,7 @@ impl Slot {
     /// C_GetAttributeValue for one attribute of an object.
     pub fn attribute(&self, e: &Entry, part: Part, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
         let st = self.state();
-        policy::get_attribute(&e.view(part, &st.label), ty)
+        policy::get_attribute(&e.view(part, &st.label, st.recovery), ty)
     }
 
     /// Store a new object (token: in the store first, then the cache) and return its entry.
