@@ -397,6 +397,7 @@ fn store_version(
         public_label: None,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms: None,
     };
     let sealed = master.seal(policy::kid(&label, &key).as_bytes(), material);
     let rec = Record {

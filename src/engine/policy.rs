@@ -60,6 +60,7 @@ const KEY_ATTRS: &[(CK_ATTRIBUTE_TYPE, u8, Access)] = &[
     (CKA_DERIVE, KEYS, AtCreate),
     (CKA_LOCAL, KEYS, ReadOnly),
     (CKA_KEY_GEN_MECHANISM, KEYS, ReadOnly),
+    (CKA_ALLOWED_MECHANISMS, KEYS, AtCreate),
     (CKA_SUBJECT, PRIV | PUB, AtCreate),
     (CKA_PUBLIC_KEY_INFO, PRIV | PUB, ReadOnly),
     (CKA_SENSITIVE, PRIV | SECRET, Modifiable),
@@ -249,6 +250,16 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
         })),
         CKA_TOKEN => Value(bool_bytes(v.token)),
         CKA_PRIVATE => Value(bool_bytes(bit != PUB || k.public_private)),
+        CKA_ALLOWED_MECHANISMS => {
+            // Each object lists what its own half does: the public half
+            // verifies, encrypts and wraps; the private half the rest.
+            let ops = match bit {
+                PUB => KeyOps(k.ops.0 & PUBLIC_OPS.0),
+                PRIV => k.ops.without(PUBLIC_OPS),
+                _ => k.ops,
+            };
+            Value(mechanism_bytes(&allowed_mechanisms(k, ops)))
+        }
         CKA_LABEL => Value(match (&k.public_label, bit) {
             (Some(l), PUB) => l.clone(),
             _ => rec.label.clone(),
@@ -455,6 +466,9 @@ pub fn key_request(
         possible.without(denied)
     };
 
+    let templates: Vec<&Template> = parts.iter().map(|(t, _)| *t).collect();
+    let allowed_mechanisms = narrowed_mechanisms(&templates, kind, ops)?;
+
     let main = private;
     let token = main.get_bool(CKA_TOKEN)?.unwrap_or(false);
     let label = main
@@ -502,6 +516,7 @@ pub fn key_request(
         public_label,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms,
     };
     for (t, _) in &parts {
         apply_lifecycle(&mut key, t)?;
@@ -624,6 +639,66 @@ pub fn import_request(
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..]
+}
+
+/// The mechanisms `k` may be used with for any of `ops`: what its type and
+/// `key_ops` allow, narrowed by its creation template's `CKA_ALLOWED_MECHANISMS`.
+pub fn allowed_mechanisms(k: &KeyRecord, ops: KeyOps) -> Vec<CK_MECHANISM_TYPE> {
+    let mut list = rules::usable_mechanisms(k.kind, ops);
+    if let Some(narrowed) = &k.allowed_mechanisms {
+        list.retain(|m| narrowed.contains(m));
+    }
+    list
+}
+
+/// A `CK_MECHANISM_TYPE_ARRAY` attribute value (native-endian `CK_ULONG`s).
+fn mechanism_bytes(list: &[CK_MECHANISM_TYPE]) -> Vec<u8> {
+    list.iter().flat_map(|m| m.to_ne_bytes()).collect()
+}
+
+/// Read a `CK_MECHANISM_TYPE_ARRAY` attribute value.
+fn decode_mechanisms(v: &[u8]) -> Result<Vec<CK_MECHANISM_TYPE>> {
+    const N: usize = std::mem::size_of::<CK_MECHANISM_TYPE>();
+    if v.len() % N != 0 {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    Ok(v.chunks_exact(N)
+        .map(|c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            CK_MECHANISM_TYPE::from_ne_bytes(b)
+        })
+        .collect())
+}
+
+/// The `CKA_ALLOWED_MECHANISMS` of a key's creation templates: a subset of
+/// what a key of `kind` with `ops` can use (anything else is
+/// `CKR_ATTRIBUTE_VALUE_INVALID`); both halves of a pair must agree
+/// (`CKR_TEMPLATE_INCONSISTENT`). None, or an empty list, narrows nothing.
+fn narrowed_mechanisms(
+    templates: &[&Template],
+    kind: KeyKind,
+    ops: KeyOps,
+) -> Result<Option<Vec<CK_MECHANISM_TYPE>>> {
+    let mut given: Option<Vec<CK_MECHANISM_TYPE>> = None;
+    for t in templates {
+        let Some(v) = t.get(CKA_ALLOWED_MECHANISMS) else {
+            continue;
+        };
+        let list = decode_mechanisms(v)?;
+        if given.as_ref().is_some_and(|g| *g != list) {
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        given = Some(list);
+    }
+    let Some(list) = given.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let usable = rules::usable_mechanisms(kind, ops);
+    if list.iter().any(|m| !usable.contains(m)) {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    Ok(Some(list))
 }
 
 /// The operations a public key alone can do (its half of `key_ops`).

@@ -204,6 +204,7 @@ fn key(kind: KeyKind) -> KeyRecord {
         public_label: None,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms: None,
     }
 }
 

@@ -104,6 +104,7 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         .find(|(m, _)| *m == mech.ty)
         .map(|(_, s)| *s)
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    check_allowed(key, mech.ty)?;
     let mut pss_hash = None;
     match (scheme, key.kind) {
         (SignScheme::RsaPkcs1Raw | SignScheme::RsaPkcs1(_), KeyKind::Rsa(_)) => {
@@ -166,6 +167,16 @@ pub enum CipherScheme {
     AesKwp,
     /// `CKM_RSA_AES_KEY_WRAP`: BYOK import under a key-exchange key.
     RsaAesKw,
+}
+
+impl CipherScheme {
+    /// Whether the scheme takes an RSA key (else an AES key).
+    fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw
+        )
+    }
 }
 
 const ED: KeyOps = KeyOps(KeyOps::ENCRYPT.0 | KeyOps::DECRYPT.0);
@@ -248,10 +259,8 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
         .find(|(m, _, ops)| *m == mech.ty && ops.contains(op))
         .map(|(_, s, _)| *s)
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let rsa = matches!(
-        scheme,
-        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw
-    );
+    check_allowed(key, mech.ty)?;
+    let rsa = scheme.is_rsa();
     match key.kind {
         KeyKind::Rsa(_) if rsa => {}
         KeyKind::Aes(_) if !rsa => {}
@@ -437,6 +446,56 @@ pub fn check_usable(key: &KeyRecord, op: KeyOps, now: i64) -> Result<()> {
         return Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
     Ok(())
+}
+
+/// The mechanisms a key of `kind` can use for any of `ops`, in table order:
+/// the value of `CKA_ALLOWED_MECHANISMS` before a template narrows it. Key
+/// generation mechanisms are not in it (they make a key, they do not use one).
+pub fn usable_mechanisms(kind: KeyKind, ops: KeyOps) -> Vec<CK_MECHANISM_TYPE> {
+    let mut out: Vec<CK_MECHANISM_TYPE> = Vec::new();
+    let signs = ops.contains(KeyOps::SIGN) || ops.contains(KeyOps::VERIFY);
+    for (m, scheme) in SIGN {
+        let fits = match (*scheme, kind) {
+            // ES256/ES256K/ES384/ES512 each pair one curve with one hash.
+            (SignScheme::Ecdsa(h), KeyKind::Ec(c)) => h.is_none_or(|h| h == c.hash()),
+            (SignScheme::Ecdsa(_), _) => false,
+            (_, k) => matches!(k, KeyKind::Rsa(_)),
+        };
+        if signs && fits {
+            out.push(*m);
+        }
+    }
+    let cipher_ops = [
+        KeyOps::ENCRYPT,
+        KeyOps::DECRYPT,
+        KeyOps::WRAP,
+        KeyOps::UNWRAP,
+    ];
+    for (m, scheme, serves) in CIPHER {
+        let fits = match kind {
+            KeyKind::Rsa(_) => scheme.is_rsa(),
+            KeyKind::Aes(_) => !scheme.is_rsa(),
+            KeyKind::Ec(_) => false,
+        };
+        let used = cipher_ops
+            .iter()
+            .any(|op| serves.contains(*op) && ops.contains(needed_op(*scheme, *op)));
+        if fits && used && !out.contains(m) {
+            out.push(*m);
+        }
+    }
+    out
+}
+
+/// A key whose creation template narrowed `CKA_ALLOWED_MECHANISMS` refuses
+/// the other mechanisms with `CKR_MECHANISM_INVALID` (PKCS#11 3.0 §4.9: the
+/// list of mechanisms allowed to be used with the key; SoftHSMv2 and kryoptic
+/// answer the same code at `*Init`).
+fn check_allowed(key: &KeyRecord, ty: CK_MECHANISM_TYPE) -> Result<()> {
+    match &key.allowed_mechanisms {
+        Some(list) if !list.contains(&ty) => Err(Error(CKR_MECHANISM_INVALID)),
+        _ => Ok(()),
+    }
 }
 
 /// The ops a key of `kind` can have at all.
@@ -673,6 +732,7 @@ mod tests {
             public_label: None,
             public_hidden: false,
             private_hidden: false,
+            allowed_mechanisms: None,
         }
     }
 
