@@ -291,7 +291,7 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
         }
         CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
     };
-    check_usable(key, needed_op(scheme, op), now)?;
+    check_usable(key, needed_op(scheme, op, key.ops), now)?;
     Ok(cipher)
 }
 
@@ -301,13 +301,41 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
 /// algorithms: `C_Encrypt` with them is wrapKey of the caller's bytes and needs
 /// `CKA_WRAP`, `C_Decrypt` is unwrapKey and needs `CKA_UNWRAP` (so an expired
 /// key still unwraps and no longer wraps, as the date-time rule says).
-fn needed_op(scheme: CipherScheme, op: KeyOps) -> KeyOps {
+///
+/// RSA1_5, RSA-OAEP and RSA-OAEP-256 are both the Managed HSM's encrypt and
+/// its wrapKey (of bytes the caller supplies, such as a DEK): `C_Encrypt` on a
+/// key with the encrypt op is encrypt; on a key with wrapKey but not encrypt it
+/// is wrapKey, and `C_Decrypt` likewise decrypt or unwrapKey.
+fn needed_op(scheme: CipherScheme, op: KeyOps, key_ops: KeyOps) -> KeyOps {
+    let rsa_wrap = |plain: KeyOps, wrap: KeyOps| {
+        if !key_ops.contains(plain) && key_ops.contains(wrap) {
+            wrap
+        } else {
+            plain
+        }
+    };
     match scheme {
         CipherScheme::RsaAesKw => KeyOps::IMPORT,
         CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::ENCRYPT => KeyOps::WRAP,
         CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::DECRYPT => KeyOps::UNWRAP,
+        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep if op == KeyOps::ENCRYPT => {
+            rsa_wrap(KeyOps::ENCRYPT, KeyOps::WRAP)
+        }
+        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep if op == KeyOps::DECRYPT => {
+            rsa_wrap(KeyOps::DECRYPT, KeyOps::UNWRAP)
+        }
         _ => op,
     }
+}
+
+/// The Managed HSM operation a `C_EncryptInit`/`C_DecryptInit` (`op` ENCRYPT
+/// or DECRYPT) with mechanism `ty` on a key with `key_ops` is: encrypt/decrypt,
+/// or wrapKey/unwrapKey (see [`needed_op`]); it names the operation in the audit log.
+pub fn cipher_operation(ty: CK_MECHANISM_TYPE, key_ops: KeyOps, op: KeyOps) -> KeyOps {
+    CIPHER
+        .iter()
+        .find(|(m, _, serves)| *m == ty && serves.contains(op))
+        .map_or(op, |(_, scheme, _)| needed_op(*scheme, op, key_ops))
 }
 
 /// RSA-OAEP: SHA-1/MGF1-SHA-1 or SHA-256/MGF1-SHA-256, empty label only.
@@ -479,7 +507,7 @@ pub fn usable_mechanisms(kind: KeyKind, ops: KeyOps) -> Vec<CK_MECHANISM_TYPE> {
         };
         let used = cipher_ops
             .iter()
-            .any(|op| serves.contains(*op) && ops.contains(needed_op(*scheme, *op)));
+            .any(|op| serves.contains(*op) && ops.contains(needed_op(*scheme, *op, ops)));
         if fits && used && !out.contains(m) {
             out.push(*m);
         }

@@ -2,6 +2,7 @@
 //! (§5.11–5.12) and the dual-function calls (§5.13).
 
 use super::{entry, input, mechanism, produce};
+use crate::engine::key::KeyOps;
 use crate::error::Result;
 use crate::token::operation::Stage;
 use crate::token::session::{Family, Session};
@@ -185,23 +186,30 @@ pub unsafe extern "C" fn C_DigestFinal(
     })
 }
 
-/// The audit operation of a refused C_EncryptInit/C_DecryptInit: AES-KW/KWP
-/// encryption is the Managed HSM's wrapKey, decryption its unwrapKey.
+/// The audit operation of a refused C_EncryptInit/C_DecryptInit: encryption
+/// or the Managed HSM's wrapKey, decryption or its unwrapKey, as the session
+/// decides from the mechanism and the key.
 ///
 /// # Safety
 /// `mech` is null or points to a readable `CK_MECHANISM`.
-unsafe fn cipher_audit_name(mech: *const CK_MECHANISM, encrypt: bool) -> &'static str {
-    let key_wrap = !mech.is_null()
-        && matches!(
-            std::ptr::read_unaligned(mech).mechanism,
-            CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP
-        );
-    match (key_wrap, encrypt) {
-        (true, true) => "KeyWrap",
-        (true, false) => "KeyUnwrap",
-        (false, true) => "KeyEncrypt",
-        (false, false) => "KeyDecrypt",
-    }
+unsafe fn cipher_audit_name(
+    s: &Session,
+    mech: *const CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    encrypt: bool,
+) -> &'static str {
+    let op = if encrypt {
+        KeyOps::ENCRYPT
+    } else {
+        KeyOps::DECRYPT
+    };
+    // A NULL mechanism is no mechanism the tables know: the call's own name.
+    let ty = if mech.is_null() {
+        CK_UNAVAILABLE_INFORMATION
+    } else {
+        std::ptr::read_unaligned(mech).mechanism
+    };
+    s.cipher_audit_name(ty, key, op)
 }
 
 /// C_EncryptInit, PKCS#11 3.1 §5.8.1.
@@ -213,7 +221,7 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(mech, true), key, || {
+        audit::refused(&s, cipher_audit_name(&s, mech, key, true), key, || {
             s.encrypt_init(&mechanism(mech)?, key)
         })
     })
@@ -279,7 +287,7 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(mech, false), key, || {
+        audit::refused(&s, cipher_audit_name(&s, mech, key, false), key, || {
             s.decrypt_init(&mechanism(mech)?, key)
         })
     })

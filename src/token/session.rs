@@ -428,6 +428,29 @@ impl Session {
         Ok((cipher, key))
     }
 
+    /// The Managed HSM operation (and audit name) of a `C_EncryptInit` or
+    /// `C_DecryptInit` (`op`) with mechanism `ty` on `key`: AES-KW, and RSA on
+    /// a key with wrapKey/unwrapKey but not encrypt/decrypt, are
+    /// "KeyWrap"/"KeyUnwrap"; an unknown handle keeps the call's own name.
+    pub fn cipher_audit_name(
+        &self,
+        ty: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> &'static str {
+        let key_ops = match self.key(key).map(|(e, _)| e) {
+            Ok(e) => e.rec.key().map(|k| k.ops).unwrap_or_default(),
+            Err(_) => KeyOps::default(),
+        };
+        let op = rules::cipher_operation(ty, key_ops, op);
+        match op {
+            KeyOps::WRAP => "KeyWrap",
+            KeyOps::UNWRAP => "KeyUnwrap",
+            KeyOps::DECRYPT => "KeyDecrypt",
+            _ => "KeyEncrypt",
+        }
+    }
+
     /// C_EncryptInit (PKCS#11 3.1 §5.8.1).
     pub fn encrypt_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
         let mut ops = self.ops();
