@@ -197,6 +197,10 @@ p11_test! {
         assert_eq!(refused("KeyWrap"), 1, "C_EncryptInit on a wrap-only key is wrapKey: {text}");
         assert_eq!(refused("KeyUnwrap"), 1, "C_DecryptInit on an unwrap-only key is unwrapKey: {text}");
         assert_eq!(refused("KeyEncrypt") + refused("KeyDecrypt"), 0, "no KeyEncrypt/KeyDecrypt: {text}");
+        // The mechanism registry names the Managed HSM algorithm in the log.
+        for l in lines.iter().filter(|l| l["operationName"] == "KeyWrap" || l["operationName"] == "KeyUnwrap") {
+            assert_eq!(l["algorithm"], "RSA-OAEP-256", "{l}");
+        }
     }
 }
 

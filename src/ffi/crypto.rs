@@ -23,7 +23,11 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeySign", key, || s.sign_init(&mechanism(mech)?, key))
+        let m = mechanism(mech);
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::SIGN);
+        audit::refused(&s, "KeySign", key, jwa, || {
+            s.sign_init(m.as_ref().map_err(|e| *e)?, key)
+        })
     })
 }
 
@@ -82,8 +86,10 @@ pub unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeyVerify", key, || {
-            s.verify_init(&mechanism(mech)?, key)
+        let m = mechanism(mech);
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::VERIFY);
+        audit::refused(&s, "KeyVerify", key, jwa, || {
+            s.verify_init(m.as_ref().map_err(|e| *e)?, key)
         })
     })
 }
@@ -221,8 +227,10 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(&s, mech, key, true), key, || {
-            s.encrypt_init(&mechanism(mech)?, key)
+        let m = mechanism(mech);
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::ENCRYPT);
+        audit::refused(&s, cipher_audit_name(&s, mech, key, true), key, jwa, || {
+            s.encrypt_init(m.as_ref().map_err(|e| *e)?, key)
         })
     })
 }
@@ -287,9 +295,15 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, cipher_audit_name(&s, mech, key, false), key, || {
-            s.decrypt_init(&mechanism(mech)?, key)
-        })
+        let m = mechanism(mech);
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::DECRYPT);
+        audit::refused(
+            &s,
+            cipher_audit_name(&s, mech, key, false),
+            key,
+            jwa,
+            || s.decrypt_init(m.as_ref().map_err(|e| *e)?, key),
+        )
     })
 }
 

@@ -14,7 +14,7 @@ mod slot;
 mod unsupported;
 
 use crate::engine::attributes::{Attr, Template};
-use crate::engine::mechanism::{Mechanism, Param};
+use crate::engine::mechanism::{lookup, Mechanism, Param, ParamKind};
 use crate::error::{Error, Result};
 use crate::token::operation::OutBuf;
 use cryptoki_sys::*;
@@ -117,51 +117,58 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     if m.pParameter.is_null() && len != 0 {
         return Err(invalid());
     }
-    let param = if Mechanism::takes_pss_params(m.mechanism) {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
-            return Err(invalid());
+    // The registry row says which structure pParameter points to; a mechanism
+    // the token does not know keeps its bytes (its plan refuses it anyway).
+    let kind = lookup(m.mechanism).map_or(ParamKind::None, |d| d.param);
+    let sized = |size: usize| {
+        if m.pParameter.is_null() || len != size {
+            Err(invalid())
+        } else {
+            Ok(())
         }
-        let pss = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
-        Param::Pss {
-            hash: pss.hashAlg,
-            mgf: pss.mgf,
-            salt_len: pss.sLen,
+    };
+    let param = match kind {
+        ParamKind::Pss => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())?;
+            let pss = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
+            Param::Pss {
+                hash: pss.hashAlg,
+                mgf: pss.mgf,
+                salt_len: pss.sLen,
+            }
         }
-    } else if m.mechanism == CKM_RSA_PKCS_OAEP {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
-            return Err(invalid());
+        ParamKind::Oaep => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>())?;
+            oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS)?
         }
-        oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS)?
-    } else if m.mechanism == CKM_RSA_AES_KEY_WRAP {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() {
-            return Err(invalid());
+        ParamKind::RsaAesKeyWrap => {
+            sized(std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>())?;
+            let w = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS);
+            if w.pOAEPParams.is_null() {
+                return Err(invalid());
+            }
+            Param::RsaAesKeyWrap {
+                aes_bits: w.ulAESKeyBits,
+                oaep: Box::new(oaep_param(w.pOAEPParams)?),
+            }
         }
-        let w = std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS);
-        if w.pOAEPParams.is_null() {
-            return Err(invalid());
+        ParamKind::Gcm => {
+            sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
+            let g = std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS);
+            // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
+            Param::Gcm {
+                iv: input(g.pIv, g.ulIvLen).map_err(|_| invalid())?.to_vec(),
+                aad: input(g.pAAD, g.ulAADLen).map_err(|_| invalid())?.to_vec(),
+                tag_bits: g.ulTagBits,
+            }
         }
-        Param::RsaAesKeyWrap {
-            aes_bits: w.ulAESKeyBits,
-            oaep: Box::new(oaep_param(w.pOAEPParams)?),
+        ParamKind::None | ParamKind::Iv if len == 0 => Param::None,
+        ParamKind::None | ParamKind::Iv => {
+            if len > MAX_INPUT {
+                return Err(invalid());
+            }
+            Param::Bytes(std::slice::from_raw_parts(m.pParameter as *const u8, len).to_vec())
         }
-    } else if m.mechanism == CKM_AES_GCM {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_GCM_PARAMS>() {
-            return Err(invalid());
-        }
-        let g = std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS);
-        // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
-        Param::Gcm {
-            iv: input(g.pIv, g.ulIvLen).map_err(|_| invalid())?.to_vec(),
-            aad: input(g.pAAD, g.ulAADLen).map_err(|_| invalid())?.to_vec(),
-            tag_bits: g.ulTagBits,
-        }
-    } else if len == 0 {
-        Param::None
-    } else {
-        if len > MAX_INPUT {
-            return Err(invalid());
-        }
-        Param::Bytes(std::slice::from_raw_parts(m.pParameter as *const u8, len).to_vec())
     };
     Ok(Mechanism {
         ty: m.mechanism,

@@ -3,7 +3,7 @@
 use super::general::library_version;
 use super::{entry, input, pad, put, put_list};
 use crate::engine::key::hex;
-use crate::engine::rules::MECHANISMS;
+use crate::engine::mechanism::{lookup, REGISTRY};
 use crate::error::{Error, Result};
 use crate::token::{self, audit};
 use cryptoki_sys::*;
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn C_GetMechanismList(
 ) -> CK_RV {
     entry(|| {
         token::library()?.slot(slot_id)?;
-        let mechs: Vec<CK_MECHANISM_TYPE> = MECHANISMS.iter().map(|m| m.mech).collect();
+        let mechs: Vec<CK_MECHANISM_TYPE> = REGISTRY.iter().map(|m| m.ty).collect();
         put_list(list, count, &mechs)
     })
 }
@@ -111,18 +111,8 @@ pub unsafe extern "C" fn C_GetMechanismInfo(
 ) -> CK_RV {
     entry(|| {
         token::library()?.slot(slot_id)?;
-        let row = MECHANISMS
-            .iter()
-            .find(|m| m.mech == mech)
-            .ok_or(Error(CKR_MECHANISM_INVALID))?;
-        put(
-            info,
-            CK_MECHANISM_INFO {
-                ulMinKeySize: row.min,
-                ulMaxKeySize: row.max,
-                flags: row.flags,
-            },
-        )
+        let row = lookup(mech).ok_or(Error(CKR_MECHANISM_INVALID))?;
+        put(info, row.info())
     })
 }
 
