@@ -40,7 +40,8 @@ pub struct SignPlan {
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
-/// mechanism must be in the table (`CKR_MECHANISM_INVALID`), fit the key type
+/// mechanism must be a registry row that signs (`CKR_MECHANISM_INVALID`), be in the
+/// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
@@ -144,8 +145,9 @@ pub enum Cipher {
     },
 }
 
-/// Whether `ty` is a mechanism for `op` at all (`CKR_MECHANISM_INVALID`), the
-/// first check of C_WrapKey/C_UnwrapKey, before any handle is looked at.
+/// The cipher scheme of `ty` if its registry row serves `op`, else
+/// `CKR_MECHANISM_INVALID`: also the first check of C_WrapKey/C_UnwrapKey,
+/// before any handle is looked at.
 pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<CipherScheme> {
     lookup(ty)
         .filter(|d| d.serves(op))
@@ -155,7 +157,8 @@ pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<CipherScheme> 
 }
 
 /// Decide an encrypt, decrypt, wrap or unwrap operation (`op`) for `key`: the
-/// mechanism must serve `op` (`CKR_MECHANISM_INVALID`), fit the key type
+/// mechanism must be a registry row serving `op` (`CKR_MECHANISM_INVALID`), be in the
+/// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<Cipher> {
