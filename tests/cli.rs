@@ -209,7 +209,7 @@ p11_test! {
     fn purge_protection_refuses_purge() {
         init(&["--purge-protection", "--retention-days", "7"]);
         let k = json(&["key", "create", "--name", "k", "--kty", "oct"]);
-        assert_eq!(k["attributes"]["recoveryLevel"], "Recoverable");
+        assert_eq!(k["attributes"]["recoveryLevel"], "CustomizedRecoverable");
         assert_eq!(k["attributes"]["recoverableDays"], 7);
         json(&["key", "delete", "--name", "k"]);
         refused(&["key", "purge", "--name", "k"], 1, "purge protection");
@@ -548,5 +548,45 @@ p11_test! {
             "ends with success or SIGPIPE, not {:?}",
             out.status
         );
+    }
+}
+
+p11_test! {
+    fn recovery_level_is_the_same_through_pkcs11_and_the_cli() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        // Azure's DeletionRecoveryLevel: "Customized" below the default 90
+        // days, "+Purgeable" without purge protection. Purge protection can
+        // never be turned off, so the settings without it come first.
+        let settings = [
+            (90, false, "Recoverable+Purgeable"),
+            (30, false, "CustomizedRecoverable+Purgeable"),
+            (7, false, "CustomizedRecoverable+Purgeable"),
+            (7, true, "CustomizedRecoverable"),
+            (89, true, "CustomizedRecoverable"),
+            (90, true, "Recoverable"),
+        ];
+        for (days, protection, want) in settings {
+            let days_arg = days.to_string();
+            let mut args = vec!["--retention-days", days_arg.as_str()];
+            if protection {
+                args.push("--purge-protection");
+            }
+            init(&args);
+            let created = json(&["key", "create", "--name", "k", "--kty", "oct"]);
+            let shown = json(&["key", "show", "--name", "k"]);
+            let what = format!("{days} days, purge protection {protection}");
+            assert_eq!(created["attributes"]["recoveryLevel"], want, "key create JSON, {what}");
+            assert_eq!(shown["attributes"]["recoveryLevel"], want, "key show JSON, {what}");
+            let t = Token::reopen_existing();
+            let k = t.find(&[label("k")]);
+            assert_eq!(k.len(), 1, "the CLI's key through PKCS#11");
+            let attr = t.attr(k[0], CKA_SOFTMHSM_RECOVERY_LEVEL, "CKA_SOFTMHSM_RECOVERY_LEVEL");
+            assert_eq!(attr, want.as_bytes(), "CKA_SOFTMHSM_RECOVERY_LEVEL, {what}");
+            let session_key = ok(t.try_aes(32, "session", false), "session AES key");
+            assert_eq!(t.attr(session_key, CKA_SOFTMHSM_RECOVERY_LEVEL, "CKA_SOFTMHSM_RECOVERY_LEVEL"), b"Purgeable", "a session key is gone when destroyed, {what}");
+            let Token { session, pkcs11, .. } = t;
+            drop(session);
+            ok(pkcs11.finalize(), "C_Finalize");
+        }
     }
 }

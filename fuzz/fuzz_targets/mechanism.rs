@@ -1,8 +1,11 @@
-//! Mechanism parameters: a random mechanism type and a parameter (raw bytes,
-//! or a `CK_RSA_PKCS_PSS_PARAMS` / `CK_RSA_PKCS_OAEP_PARAMS` / `CK_GCM_PARAMS`
-//! with random fields, lengths and NULLs, its pointers into the input) go
-//! through the ABI's `CK_MECHANISM` parser, then through the sign, cipher and
-//! digest plans against a key of each type. A cipher the plans accept runs on
+//! Mechanism parameters: a mechanism drawn from the registry (or one it does
+//! not hold) and a parameter (raw bytes, or a `CK_RSA_PKCS_PSS_PARAMS` /
+//! `CK_RSA_PKCS_OAEP_PARAMS` / `CK_GCM_PARAMS` / `CK_RSA_AES_KEY_WRAP_PARAMS`
+//! with random fields, lengths and NULLs, its pointers into the input; half
+//! the time the structure the registry row names) go through the ABI's
+//! `CK_MECHANISM` parser, then through the sign, cipher and digest plans
+//! against a key of each type; whatever a plan accepts must be a registry row
+//! that serves the operation and takes the key. A cipher the plans accept runs on
 //! the rest of the input, single-part and multi-part: both must agree, an
 //! encryption must decrypt back, and no output may exceed the length the
 //! length query promised.
@@ -12,6 +15,7 @@ use cryptoki_sys::*;
 use libfuzzer_sys::fuzz_target;
 use softmhsm::crypto;
 use softmhsm::engine::key::{KeyKind, KeyOps};
+use softmhsm::engine::mechanism::{lookup, ParamKind, REGISTRY};
 use softmhsm::engine::rules::{self, Cipher};
 use softmhsm::ffi::fuzzing;
 use softmhsm::token::operation::{unwrap_bytes, CipherCtx, CipherKey, Stage};
@@ -22,40 +26,30 @@ use std::sync::OnceLock;
 /// A fixed "now": the fixtures have no dates, and runs must be reproducible.
 const NOW: i64 = 1_800_000_000;
 
-/// Every mechanism the token implements, and some it does not.
-const MECHANISMS: &[CK_MECHANISM_TYPE] = &[
-    CKM_RSA_PKCS,
-    CKM_SHA256_RSA_PKCS,
-    CKM_SHA384_RSA_PKCS,
-    CKM_SHA512_RSA_PKCS,
-    CKM_RSA_PKCS_PSS,
+/// Mechanisms a PKCS#11 token may offer and softmhsm does not (besides
+/// every mechanism of the registry, which [`mechanisms`] lists).
+const UNLISTED: &[CK_MECHANISM_TYPE] = &[
     CKM_SHA1_RSA_PKCS_PSS,
     CKM_SHA224_RSA_PKCS_PSS,
-    CKM_SHA256_RSA_PKCS_PSS,
-    CKM_SHA384_RSA_PKCS_PSS,
-    CKM_SHA512_RSA_PKCS_PSS,
-    CKM_RSA_PKCS_OAEP,
-    CKM_ECDSA,
-    CKM_ECDSA_SHA256,
-    CKM_ECDSA_SHA384,
-    CKM_ECDSA_SHA512,
-    CKM_AES_GCM,
-    CKM_AES_CBC,
-    CKM_AES_CBC_PAD,
-    CKM_AES_KEY_WRAP,
-    CKM_AES_KEY_WRAP_KWP,
     CKM_SHA_1,
-    CKM_SHA256,
-    CKM_SHA384,
-    CKM_SHA512,
-    CKM_AES_KEY_GEN,
-    CKM_EC_KEY_PAIR_GEN,
-    CKM_RSA_PKCS_KEY_PAIR_GEN,
     CKM_MD5_RSA_PKCS,
     CKM_AES_ECB,
     CKM_AES_CTR,
+    CKM_AES_KEY_WRAP_PAD,
     CKM_VENDOR_DEFINED,
 ];
+
+/// The mechanisms an input picks from: the registry's rows, then [`UNLISTED`].
+fn mechanisms() -> &'static [CK_MECHANISM_TYPE] {
+    static M: OnceLock<Vec<CK_MECHANISM_TYPE>> = OnceLock::new();
+    M.get_or_init(|| {
+        REGISTRY
+            .iter()
+            .map(|d| d.ty)
+            .chain(UNLISTED.iter().copied())
+            .collect()
+    })
+}
 
 const HASHES: &[CK_ULONG] = &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512, 0];
 const MGFS: &[CK_ULONG] = &[
@@ -70,9 +64,25 @@ const SMALL: &[CK_ULONG] = &[0, 1, 12, 16, 20, 32, 48, 64, 96, 104, 112, 120, 12
 
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input::new(data);
-    let ty = inp.ulong(MECHANISMS);
+    let ty = inp.ulong(mechanisms());
     let mut buf: Vec<u8> = Vec::new();
-    let (param, len): (*const u8, CK_ULONG) = match inp.u8() % 5 {
+    let mut oaep_buf: Vec<u8> = Vec::new();
+    // Half the inputs give the structure the registry row names, the rest any.
+    let kind = lookup(ty).map_or(ParamKind::None, |d| d.param);
+    let sel = inp.u8();
+    let choice = if sel & 1 == 0 {
+        match kind {
+            ParamKind::None => 0,
+            ParamKind::Iv => 1,
+            ParamKind::Pss => 2,
+            ParamKind::Oaep => 3,
+            ParamKind::Gcm => 4,
+            ParamKind::RsaAesKeyWrap => 5,
+        }
+    } else {
+        (sel >> 1) % 6
+    };
+    let (param, len): (*const u8, CK_ULONG) = match choice {
         // NULL parameter with any length.
         0 => {
             let len = if inp.u8() & 1 == 0 {
@@ -86,6 +96,20 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             let n = inp.u8() as usize;
             let b = inp.take(n);
+            // Raw bytes exactly the size of a structure with pointers would hand
+            // the parser wild pointers (a caller's bug, not the library's): such
+            // bytes lose their last byte, and the parser refuses them on size.
+            let with_pointers = match kind {
+                ParamKind::Oaep => Some(size_of::<CK_RSA_PKCS_OAEP_PARAMS>()),
+                ParamKind::Gcm => Some(size_of::<CK_GCM_PARAMS>()),
+                ParamKind::RsaAesKeyWrap => Some(size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>()),
+                _ => None,
+            };
+            let b = if with_pointers == Some(b.len()) {
+                &b[..b.len() - 1]
+            } else {
+                b
+            };
             if b.is_empty() {
                 (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0)
             } else {
@@ -108,6 +132,29 @@ fuzz_target!(|data: &[u8]| {
                 source: inp.ulong(&[CKZ_DATA_SPECIFIED, 0, 2]),
                 pSourceData: src as *mut _,
                 ulSourceDataLen: src_len,
+            };
+            struct_param(&mut inp, &mut buf, &p)
+        }
+        5 => {
+            let (src, src_len) = slice_or_null(&mut inp);
+            let oaep = CK_RSA_PKCS_OAEP_PARAMS {
+                hashAlg: inp.ulong(HASHES),
+                mgf: inp.ulong(MGFS),
+                source: inp.ulong(&[CKZ_DATA_SPECIFIED, 0, 2]),
+                pSourceData: src as *mut _,
+                ulSourceDataLen: src_len,
+            };
+            let (inner, _) = struct_param(&mut inp, &mut oaep_buf, &oaep);
+            let p = CK_RSA_AES_KEY_WRAP_PARAMS {
+                ulAESKeyBits: inp.ulong(&[128, 192, 256, 0, 512]),
+                // The inner OAEP parameter is read at its full size: never shorter.
+                pOAEPParams: if inp.u8() == 0
+                    || oaep_buf.len() < size_of::<CK_RSA_PKCS_OAEP_PARAMS>()
+                {
+                    std::ptr::null_mut()
+                } else {
+                    inner as *mut _
+                },
             };
             struct_param(&mut inp, &mut buf, &p)
         }
@@ -147,16 +194,32 @@ fuzz_target!(|data: &[u8]| {
     let text = inp.rest();
     for (i, f) in fixtures().iter().enumerate() {
         let key = f.rec.key().expect("fixture is a key");
+        // What a plan accepts, the registry lists: a row that serves the
+        // operation, takes the key and appears in its CKA_ALLOWED_MECHANISMS.
+        let listed = |op: KeyOps| {
+            let row = lookup(ty).expect("an accepted mechanism is in the registry");
+            assert!(
+                row.serves(op) && row.keys.fits(key.kind),
+                "0x{ty:x} {op:?} on {:?}",
+                key.kind
+            );
+            assert!(rules::usable_mechanisms(key.kind, key.ops).contains(&ty));
+        };
         for op in [KeyOps::SIGN, KeyOps::VERIFY] {
-            let _ = rules::sign_plan(&mech, key, op, NOW);
+            if rules::sign_plan(&mech, key, op, NOW).is_ok() {
+                listed(op);
+            }
         }
         for op in [KeyOps::ENCRYPT, KeyOps::DECRYPT, KeyOps::UNWRAP] {
             let _ = rules::cipher_serves(ty, op);
             if let Ok(c) = rules::cipher_plan(&mech, key, op, NOW) {
+                listed(op);
                 run_cipher(i, f.kind, &c, op, text, chunk);
             }
         }
-        let _ = rules::cipher_plan(&mech, key, KeyOps::WRAP, NOW);
+        if rules::cipher_plan(&mech, key, KeyOps::WRAP, NOW).is_ok() {
+            listed(KeyOps::WRAP);
+        }
     }
 });
 

@@ -11,7 +11,7 @@ use cryptoki_sys::*;
 use libfuzzer_sys::fuzz_target;
 use softmhsm::engine::attributes::{bool_bytes, ulong_bytes};
 use softmhsm::engine::key::Record;
-use softmhsm::engine::policy::{self, Part};
+use softmhsm::engine::policy::{self, Part, Recovery};
 use softmhsm::store::ObjectRow;
 use softmhsm::pool::objects::{Entry, Objects};
 use softmhsm_fuzz::{template, Input, ATTRIBUTE_TYPES};
@@ -47,12 +47,12 @@ fuzz_target!(|data: &[u8]| {
         if !entry.has_part(part) {
             continue;
         }
-        let v = entry.view(part, "fuzz");
+        let v = entry.view(part, "fuzz", Recovery::default());
         for ty in ATTRIBUTE_TYPES {
             let _ = policy::get_attribute(&v, *ty);
         }
         let _ = policy::is_private(&entry.rec, part);
-        let _ = entry.matches(part, &probe, "fuzz");
+        let _ = entry.matches(part, &probe, "fuzz", Recovery::default());
         let _ = policy::set_attributes(&entry.rec, part, &update);
     }
     if let Some(k) = rec.key() {

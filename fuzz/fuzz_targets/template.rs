@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use softmhsm::crypto;
 use softmhsm::engine::attributes::{date_bytes, ulong_bytes, Template};
 use softmhsm::engine::key::KeyKind;
-use softmhsm::engine::policy::{self, Part, View};
+use softmhsm::engine::policy::{self, Part, Recovery, View};
 use softmhsm::engine::rules;
 use softmhsm::ffi::fuzzing;
 use softmhsm::pool::objects::Entry;
@@ -142,6 +142,13 @@ fn check_template(t: &Template, split: usize) {
     if let Ok(material) = fuzzing::import_material(t) {
         import(t, &material);
     }
+    // C_CreateObject of a session public key: an accepted one is public-only.
+    if let Ok(req) = policy::public_key_request(t) {
+        assert!(!req.token, "a public-only key is a session key");
+        let e = Entry::session(1, 1, req.record, None);
+        assert!(!e.has_part(Part::Main) && e.has_part(Part::Public));
+        let _ = e.public_key();
+    }
     // C_GenerateKey / C_GenerateKeyPair: the first `split` attributes are the public template.
     let public = Template(t.0[..split].to_vec());
     let private = Template(t.0[split..].to_vec());
@@ -169,14 +176,15 @@ fn check_template(t: &Template, split: usize) {
                     token: false,
                     current: true,
                     token_label: "fuzz",
+                    recovery: Recovery::default(),
                 };
                 for ty in t.types() {
                     let _ = policy::get_attribute(&v, ty);
                 }
                 let _ = new.to_json().expect("an accepted record serialises");
             }
-            let _ = e.matches(part, t, "fuzz");
-            let v = e.view(part, "fuzz");
+            let _ = e.matches(part, t, "fuzz", Recovery::default());
+            let v = e.view(part, "fuzz", Recovery::default());
             for ty in t.types() {
                 let _ = policy::get_attribute(&v, ty);
             }

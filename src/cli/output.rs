@@ -23,13 +23,13 @@ impl Pool {
         policy::kid(&self.label, k)
     }
 
-    /// `recoveryLevel` as the Managed HSM reports it.
+    /// `recoveryLevel`: the same function answers `CKA_SOFTMHSM_RECOVERY_LEVEL`.
     fn recovery_level(&self) -> &'static str {
-        if self.purge_protection {
-            "Recoverable"
-        } else {
-            "Recoverable+Purgeable"
-        }
+        let r = policy::Recovery {
+            purge_protection: self.purge_protection,
+            retention_days: self.retention_days,
+        };
+        policy::recovery_level(true, r)
     }
 
     /// JSON `attributes`.

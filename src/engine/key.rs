@@ -133,6 +133,9 @@ fn yes() -> bool {
 }
 
 /// The class-specific part of a record.
+// Most rows are keys, so boxing the key variant would cost an allocation per
+// record to save space on the rare stored objects.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// A key version: RSA/EC pairs and AES secret keys.
@@ -191,6 +194,11 @@ pub struct KeyRecord {
     /// The private half was destroyed and its material erased (the public half lives on).
     #[serde(default)]
     pub private_hidden: bool,
+    /// `CKA_ALLOWED_MECHANISMS` as a creation template narrowed it; `None`
+    /// (and every record written before the attribute existed) allows every
+    /// mechanism the key's type and `key_ops` allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_mechanisms: Option<Vec<CK_MECHANISM_TYPE>>,
 }
 
 /// The public key as stored (hex keeps the JSON readable).
@@ -342,6 +350,7 @@ mod tests {
                 public_label: None,
                 public_hidden: false,
                 private_hidden: false,
+                allowed_mechanisms: None,
             }),
             label: b"k".to_vec(),
             id: vec![1, 2],
@@ -350,5 +359,24 @@ mod tests {
             destroyable: true,
         };
         assert_eq!(Record::from_json(&rec.to_json().unwrap()).unwrap(), rec);
+        let mut narrowed = rec.clone();
+        if let Body::Key(k) = &mut narrowed.body {
+            k.allowed_mechanisms = Some(vec![CKM_ECDSA]);
+        }
+        assert_eq!(
+            Record::from_json(&narrowed.to_json().unwrap()).unwrap(),
+            narrowed
+        );
+    }
+
+    #[test]
+    fn record_without_allowed_mechanisms_allows_all() {
+        // A record written before CKA_ALLOWED_MECHANISMS existed.
+        let old = r#"{"body":{"Key":{"kind":{"Aes":256},"name":"k","version":"v","public":null,
+            "ops":15,"enabled":true,"nbf":null,"exp":null,"created":1,"updated":1,"local":true,
+            "gen_mechanism":null}},"uid":"u"}"#;
+        let rec = Record::from_json(old).unwrap();
+        assert_eq!(rec.key().unwrap().allowed_mechanisms, None);
+        assert!(!rec.to_json().unwrap().contains("allowed_mechanisms"));
     }
 }

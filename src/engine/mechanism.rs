@@ -76,19 +76,6 @@ impl Mechanism {
             _ => false,
         }
     }
-
-    /// Whether this mechanism type takes a `CK_RSA_PKCS_PSS_PARAMS`.
-    pub fn takes_pss_params(ty: CK_MECHANISM_TYPE) -> bool {
-        matches!(
-            ty,
-            CKM_RSA_PKCS_PSS
-                | CKM_SHA1_RSA_PKCS_PSS
-                | CKM_SHA224_RSA_PKCS_PSS
-                | CKM_SHA256_RSA_PKCS_PSS
-                | CKM_SHA384_RSA_PKCS_PSS
-                | CKM_SHA512_RSA_PKCS_PSS
-        )
-    }
 }
 
 /// The hash a `CKM_SHA*` digest mechanism names, if it is one the token supports.
@@ -124,5 +111,391 @@ pub fn expect_no_param(m: &Mechanism) -> Result<()> {
         Ok(())
     } else {
         Err(param_invalid())
+    }
+}
+
+// --- the mechanism registry -------------------------------------------------
+
+use super::key::{KeyKind, KeyOps};
+use super::rules::{CipherScheme, SignScheme};
+use crate::crypto::Curve;
+
+/// How the ABI reads a mechanism's `pParameter` (PKCS#11 3.0 §2, per mechanism).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// No parameter (a non-empty one is kept as bytes and refused by the plan).
+    None,
+    /// `CK_RSA_PKCS_PSS_PARAMS`.
+    Pss,
+    /// `CK_RSA_PKCS_OAEP_PARAMS`.
+    Oaep,
+    /// `CK_GCM_PARAMS`.
+    Gcm,
+    /// An IV as raw bytes (AES-CBC).
+    Iv,
+    /// `CK_RSA_AES_KEY_WRAP_PARAMS`.
+    RsaAesKeyWrap,
+}
+
+/// The keys a mechanism takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// None (digests, generation).
+    None,
+    /// RSA of the Managed HSM sizes.
+    Rsa,
+    /// EC on these curves.
+    Ec(&'static [Curve]),
+    /// AES of the Managed HSM sizes.
+    Aes,
+}
+
+impl Keys {
+    /// Whether a key of `kind` is one this mechanism takes.
+    pub fn fits(self, kind: KeyKind) -> bool {
+        match (self, kind) {
+            (Keys::Rsa, KeyKind::Rsa(_)) | (Keys::Aes, KeyKind::Aes(_)) => true,
+            (Keys::Ec(curves), KeyKind::Ec(c)) => curves.contains(&c),
+            _ => false,
+        }
+    }
+}
+
+/// The Managed HSM (JWA) algorithm a mechanism is, where the row alone does
+/// not fix it; it names the operation in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jwa {
+    /// Always this name.
+    Name(&'static str),
+    /// `CKM_RSA_PKCS` signing: RS256/384/512 for a DigestInfo, else RSNULL (the input decides).
+    RsByInput,
+    /// `CKM_RSA_PKCS_PSS`: PS256/384/512 by the parameter's hash.
+    PsByParam,
+    /// ECDSA: ES256, ES256K, ES384 or ES512 by the key's curve.
+    EsByCurve,
+    /// `CKM_RSA_PKCS_OAEP`: RSA-OAEP (SHA-1) or RSA-OAEP-256 by the parameter's hash.
+    OaepByParam,
+    /// AES: `A<bits><suffix>` by the key's size (A256KW, A128GCM, …).
+    AesBySize(&'static str),
+}
+
+/// One mechanism: everything the token knows about it, in one row. Its
+/// `CK_MECHANISM_INFO`, how the ABI parses its parameter, the keys it takes,
+/// what it does (sign scheme, cipher scheme, digest, key generation) and the
+/// Managed HSM algorithm it is. The key operations it serves are its flags.
+#[derive(Clone, Copy, Debug)]
+pub struct MechanismDef {
+    /// `CKM_*`.
+    pub ty: CK_MECHANISM_TYPE,
+    /// Its name in the specification.
+    pub name: &'static str,
+    /// `ulMinKeySize` (bits; bytes for AES, as PKCS#11 3.1 §6.7 says).
+    pub min: CK_ULONG,
+    /// `ulMaxKeySize`.
+    pub max: CK_ULONG,
+    /// `CKF_*`.
+    pub flags: CK_FLAGS,
+    /// How the ABI reads the parameter.
+    pub param: ParamKind,
+    /// The keys it takes.
+    pub keys: Keys,
+    /// As a signature mechanism.
+    pub sign: Option<(SignScheme, Jwa)>,
+    /// As an encrypt/decrypt/wrap/unwrap mechanism.
+    pub cipher: Option<(CipherScheme, Jwa)>,
+    /// As a digest.
+    pub digest: Option<Hash>,
+}
+
+const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+const ED: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
+const WU: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
+const EC: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+const ALL_CURVES: &[Curve] = &Curve::ALL;
+
+/// A row with the parts every row has; the constructors below fill the rest.
+const fn row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    (min, max): (CK_ULONG, CK_ULONG),
+    flags: CK_FLAGS,
+    param: ParamKind,
+    keys: Keys,
+) -> MechanismDef {
+    MechanismDef {
+        ty,
+        name,
+        min,
+        max,
+        flags,
+        param,
+        keys,
+        sign: None,
+        cipher: None,
+        digest: None,
+    }
+}
+
+const RSA_BITS: (CK_ULONG, CK_ULONG) = (2048, 4096);
+const AES_BYTES: (CK_ULONG, CK_ULONG) = (16, 32);
+
+/// A sign/verify mechanism.
+const fn signing(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    size: (CK_ULONG, CK_ULONG),
+    param: ParamKind,
+    keys: Keys,
+    scheme: SignScheme,
+    jwa: Jwa,
+) -> MechanismDef {
+    let flags = match keys {
+        Keys::Ec(_) => SV | EC,
+        _ => SV,
+    };
+    let mut d = row(ty, name, size, flags, param, keys);
+    d.sign = Some((scheme, jwa));
+    d
+}
+
+/// A cipher mechanism serving `flags`.
+const fn cipher(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    flags: CK_FLAGS,
+    param: ParamKind,
+    keys: Keys,
+    scheme: CipherScheme,
+    jwa: Jwa,
+) -> MechanismDef {
+    let size = match keys {
+        Keys::Aes => AES_BYTES,
+        _ => RSA_BITS,
+    };
+    let mut d = row(ty, name, size, flags, param, keys);
+    d.cipher = Some((scheme, jwa));
+    d
+}
+
+/// A digest.
+const fn digest(ty: CK_MECHANISM_TYPE, name: &'static str, hash: Hash) -> MechanismDef {
+    let mut d = row(ty, name, (0, 0), CKF_DIGEST, ParamKind::None, Keys::None);
+    d.digest = Some(hash);
+    d
+}
+
+/// Every mechanism the token offers (DESIGN §3), in `C_GetMechanismList` order.
+/// `C_GetMechanismInfo`, the ABI's parameter parser, `*Init` (the rules),
+/// `CKA_ALLOWED_MECHANISMS` and the audit log all read this table.
+#[rustfmt::skip]
+pub const REGISTRY: &[MechanismDef] = &[
+    row(CKM_RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN", RSA_BITS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
+    row(CKM_EC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN", (256, 521), CKF_GENERATE_KEY_PAIR | EC, ParamKind::None, Keys::None),
+    row(CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", AES_BYTES, CKF_GENERATE, ParamKind::None, Keys::None),
+    {
+        // Both a signature and a cipher mechanism.
+        let mut d = signing(CKM_RSA_PKCS, "CKM_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1Raw, Jwa::RsByInput);
+        d.flags |= ED | WU;
+        d.cipher = Some((CipherScheme::RsaPkcs1, Jwa::Name("RSA1_5")));
+        d
+    },
+    cipher(CKM_RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP", ED | WU, ParamKind::Oaep, Keys::Rsa, CipherScheme::RsaOaep, Jwa::OaepByParam),
+    cipher(CKM_AES_GCM, "CKM_AES_GCM", ED | WU, ParamKind::Gcm, Keys::Aes, CipherScheme::AesGcm, Jwa::AesBySize("GCM")),
+    // CBC without padding cannot carry a key of arbitrary length: it does not wrap.
+    cipher(CKM_AES_CBC, "CKM_AES_CBC", ED, ParamKind::Iv, Keys::Aes, CipherScheme::AesCbc { pad: false }, Jwa::AesBySize("CBC")),
+    cipher(CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD", ED | WU, ParamKind::Iv, Keys::Aes, CipherScheme::AesCbc { pad: true }, Jwa::AesBySize("CBCPAD")),
+    // AES-KW/KWP en/decryption is the Managed HSM's wrapKey/unwrapKey of the caller's bytes.
+    cipher(CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP", ED | WU, ParamKind::None, Keys::Aes, CipherScheme::AesKw, Jwa::AesBySize("KW")),
+    cipher(CKM_AES_KEY_WRAP_KWP, "CKM_AES_KEY_WRAP_KWP", ED | WU, ParamKind::None, Keys::Aes, CipherScheme::AesKwp, Jwa::Name("CKM_AES_KEY_WRAP_PAD")),
+    // BYOK import: unwrap only, and only by a key whose sole op is import.
+    cipher(CKM_RSA_AES_KEY_WRAP, "CKM_RSA_AES_KEY_WRAP", CKF_UNWRAP, ParamKind::RsaAesKeyWrap, Keys::Rsa, CipherScheme::RsaAesKw, Jwa::Name("CKM_RSA_AES_KEY_WRAP")),
+    signing(CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha256), Jwa::Name("RS256")),
+    signing(CKM_SHA384_RSA_PKCS, "CKM_SHA384_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha384), Jwa::Name("RS384")),
+    signing(CKM_SHA512_RSA_PKCS, "CKM_SHA512_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha512), Jwa::Name("RS512")),
+    signing(CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(None), Jwa::PsByParam),
+    signing(CKM_SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha256)), Jwa::Name("PS256")),
+    signing(CKM_SHA384_RSA_PKCS_PSS, "CKM_SHA384_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha384)), Jwa::Name("PS384")),
+    signing(CKM_SHA512_RSA_PKCS_PSS, "CKM_SHA512_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha512)), Jwa::Name("PS512")),
+    signing(CKM_ECDSA, "CKM_ECDSA", (256, 521), ParamKind::None, Keys::Ec(ALL_CURVES), SignScheme::Ecdsa(None), Jwa::EsByCurve),
+    // ES256/ES256K/ES384/ES512 each pair one curve with one hash.
+    signing(CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", (256, 256), ParamKind::None, Keys::Ec(&[Curve::P256, Curve::P256K]), SignScheme::Ecdsa(Some(Hash::Sha256)), Jwa::EsByCurve),
+    signing(CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384", (384, 384), ParamKind::None, Keys::Ec(&[Curve::P384]), SignScheme::Ecdsa(Some(Hash::Sha384)), Jwa::Name("ES384")),
+    signing(CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512", (521, 521), ParamKind::None, Keys::Ec(&[Curve::P521]), SignScheme::Ecdsa(Some(Hash::Sha512)), Jwa::Name("ES512")),
+    digest(CKM_SHA256, "CKM_SHA256", Hash::Sha256),
+    digest(CKM_SHA384, "CKM_SHA384", Hash::Sha384),
+    digest(CKM_SHA512, "CKM_SHA512", Hash::Sha512),
+];
+
+/// The registry row of `ty`; None: `CKR_MECHANISM_INVALID`.
+pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechanismDef> {
+    REGISTRY.iter().find(|d| d.ty == ty)
+}
+
+/// The `CKF_*` flag of each key operation a mechanism can serve.
+const OP_FLAGS: [(KeyOps, CK_FLAGS); 6] = [
+    (KeyOps::SIGN, CKF_SIGN),
+    (KeyOps::VERIFY, CKF_VERIFY),
+    (KeyOps::ENCRYPT, CKF_ENCRYPT),
+    (KeyOps::DECRYPT, CKF_DECRYPT),
+    (KeyOps::WRAP, CKF_WRAP),
+    (KeyOps::UNWRAP, CKF_UNWRAP),
+];
+
+impl MechanismDef {
+    /// Its `CK_MECHANISM_INFO`.
+    pub fn info(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: self.min,
+            ulMaxKeySize: self.max,
+            flags: self.flags,
+        }
+    }
+
+    /// Whether it serves the PKCS#11 operation `op` (one of sign, verify,
+    /// encrypt, decrypt, wrap, unwrap), by its flags.
+    pub fn serves(&self, op: KeyOps) -> bool {
+        OP_FLAGS
+            .iter()
+            .any(|(o, f)| *o == op && self.flags & f != 0)
+    }
+
+    /// The Managed HSM algorithm of operation `op` with this mechanism on a
+    /// key of `kind` with parameter `param` (the JWA name the audit log uses);
+    /// None when the input decides (`CKM_RSA_PKCS` signing) or nothing fits.
+    pub fn jwa(&self, op: KeyOps, kind: KeyKind, param: &Param) -> Option<String> {
+        let signing = op == KeyOps::SIGN || op == KeyOps::VERIFY;
+        let jwa = if signing {
+            self.sign.map(|(_, j)| j)
+        } else {
+            self.cipher.map(|(_, j)| j)
+        }?;
+        let param_hash = || match param {
+            Param::Pss { hash, .. } | Param::Oaep { hash, .. } => hash_of_digest_mechanism(*hash),
+            _ => None,
+        };
+        match (jwa, kind) {
+            (Jwa::Name(n), _) => Some(n.to_string()),
+            (Jwa::RsByInput, _) => None,
+            (Jwa::PsByParam, _) => match param_hash()? {
+                Hash::Sha1 => None,
+                h => Some(format!("PS{}", h.len() * 8)),
+            },
+            (Jwa::OaepByParam, _) => match param_hash()? {
+                Hash::Sha1 => Some("RSA-OAEP".into()),
+                Hash::Sha256 => Some("RSA-OAEP-256".into()),
+                _ => None,
+            },
+            (Jwa::EsByCurve, KeyKind::Ec(c)) => Some(
+                match c {
+                    Curve::P256 => "ES256",
+                    Curve::P256K => "ES256K",
+                    Curve::P384 => "ES384",
+                    Curve::P521 => "ES512",
+                }
+                .to_string(),
+            ),
+            (Jwa::AesBySize(suffix), KeyKind::Aes(bits)) => Some(format!("A{bits}{suffix}")),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwa(ty: CK_MECHANISM_TYPE, op: KeyOps, kind: KeyKind, param: Param) -> Option<String> {
+        lookup(ty).and_then(|d| d.jwa(op, kind, &param))
+    }
+
+    /// The Managed HSM algorithm names (DESIGN §3), as the audit log writes them.
+    #[test]
+    fn rows_name_their_managed_hsm_algorithm() {
+        let rsa = KeyKind::Rsa(2048);
+        let oaep = |hash| Param::Oaep {
+            hash,
+            mgf: 0,
+            source: CKZ_DATA_SPECIFIED,
+            label: Vec::new(),
+        };
+        let pss = |hash| Param::Pss {
+            hash,
+            mgf: 0,
+            salt_len: 0,
+        };
+        assert_eq!(
+            jwa(CKM_RSA_PKCS, KeyOps::SIGN, rsa, Param::None),
+            None,
+            "the input decides"
+        );
+        assert_eq!(
+            jwa(CKM_RSA_PKCS, KeyOps::ENCRYPT, rsa, Param::None).as_deref(),
+            Some("RSA1_5")
+        );
+        assert_eq!(
+            jwa(CKM_RSA_PKCS_OAEP, KeyOps::WRAP, rsa, oaep(CKM_SHA_1)).as_deref(),
+            Some("RSA-OAEP")
+        );
+        assert_eq!(
+            jwa(CKM_RSA_PKCS_OAEP, KeyOps::DECRYPT, rsa, oaep(CKM_SHA256)).as_deref(),
+            Some("RSA-OAEP-256")
+        );
+        assert_eq!(
+            jwa(CKM_RSA_PKCS_PSS, KeyOps::SIGN, rsa, pss(CKM_SHA384)).as_deref(),
+            Some("PS384")
+        );
+        assert_eq!(
+            jwa(CKM_SHA512_RSA_PKCS, KeyOps::VERIFY, rsa, Param::None).as_deref(),
+            Some("RS512")
+        );
+        assert_eq!(
+            jwa(
+                CKM_ECDSA,
+                KeyOps::SIGN,
+                KeyKind::Ec(Curve::P256K),
+                Param::None
+            )
+            .as_deref(),
+            Some("ES256K")
+        );
+        assert_eq!(
+            jwa(
+                CKM_ECDSA_SHA256,
+                KeyOps::SIGN,
+                KeyKind::Ec(Curve::P256),
+                Param::None
+            )
+            .as_deref(),
+            Some("ES256")
+        );
+        assert_eq!(
+            jwa(
+                CKM_AES_KEY_WRAP,
+                KeyOps::WRAP,
+                KeyKind::Aes(256),
+                Param::None
+            )
+            .as_deref(),
+            Some("A256KW")
+        );
+        assert_eq!(
+            jwa(CKM_AES_GCM, KeyOps::ENCRYPT, KeyKind::Aes(128), Param::None).as_deref(),
+            Some("A128GCM")
+        );
+        assert_eq!(
+            jwa(
+                CKM_AES_CBC_PAD,
+                KeyOps::DECRYPT,
+                KeyKind::Aes(192),
+                Param::None
+            )
+            .as_deref(),
+            Some("A192CBCPAD")
+        );
+        assert_eq!(
+            jwa(CKM_SHA256, KeyOps::SIGN, rsa, Param::None),
+            None,
+            "a digest signs nothing"
+        );
     }
 }

@@ -60,6 +60,7 @@ const KEY_ATTRS: &[(CK_ATTRIBUTE_TYPE, u8, Access)] = &[
     (CKA_DERIVE, KEYS, AtCreate),
     (CKA_LOCAL, KEYS, ReadOnly),
     (CKA_KEY_GEN_MECHANISM, KEYS, ReadOnly),
+    (CKA_ALLOWED_MECHANISMS, KEYS, AtCreate),
     (CKA_SUBJECT, PRIV | PUB, AtCreate),
     (CKA_PUBLIC_KEY_INFO, PRIV | PUB, ReadOnly),
     (CKA_SENSITIVE, PRIV | SECRET, Modifiable),
@@ -181,6 +182,8 @@ pub struct View<'a> {
     pub current: bool,
     /// The token label (for the kid).
     pub token_label: &'a str,
+    /// The token's deletion settings (for the recovery level).
+    pub recovery: Recovery,
 }
 
 /// C_GetAttributeValue for one attribute (PKCS#11 3.1 §5.7.5 rules are applied by the caller).
@@ -247,6 +250,16 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
         })),
         CKA_TOKEN => Value(bool_bytes(v.token)),
         CKA_PRIVATE => Value(bool_bytes(bit != PUB || k.public_private)),
+        CKA_ALLOWED_MECHANISMS => {
+            // Each object lists what its own half does: the public half
+            // verifies, encrypts and wraps; the private half the rest.
+            let ops = match bit {
+                PUB => KeyOps(k.ops.0 & PUBLIC_OPS.0),
+                PRIV => k.ops.without(PUBLIC_OPS),
+                _ => k.ops,
+            };
+            Value(mechanism_bytes(&allowed_mechanisms(k, ops)))
+        }
         CKA_LABEL => Value(match (&k.public_label, bit) {
             (Some(l), PUB) => l.clone(),
             _ => rec.label.clone(),
@@ -315,17 +328,45 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
         CKA_SOFTMHSM_UPDATED => secs(Some(k.updated)),
         CKA_SOFTMHSM_TAGS => Value(serde_json::to_vec(&k.tags).unwrap_or_default()),
         CKA_SOFTMHSM_CURRENT => Value(bool_bytes(v.current)),
-        CKA_SOFTMHSM_RECOVERY_LEVEL => Value(recovery_level(v.token).as_bytes().to_vec()),
+        CKA_SOFTMHSM_RECOVERY_LEVEL => {
+            Value(recovery_level(v.token, v.recovery).as_bytes().to_vec())
+        }
         _ => Invalid,
     }
 }
 
-/// The Managed HSM `recoveryLevel` of a key.
-pub fn recovery_level(token: bool) -> &'static str {
-    if token {
-        "Recoverable"
-    } else {
-        "Purgeable"
+/// A pool's deletion settings: together they decide its keys' `recoveryLevel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Purge protection (once on, never off).
+    pub purge_protection: bool,
+    /// Soft-delete retention in days (7–90).
+    pub retention_days: u32,
+}
+
+impl Default for Recovery {
+    /// The Managed HSM's defaults: 90 days, no purge protection.
+    fn default() -> Recovery {
+        Recovery {
+            purge_protection: false,
+            retention_days: 90,
+        }
+    }
+}
+
+/// The Managed HSM `recoveryLevel` of a key (its `DeletionRecoveryLevel`),
+/// the one answer for `CKA_SOFTMHSM_RECOVERY_LEVEL` and the CLI's JSON.
+/// Token keys are always soft-deleted: `Recoverable` when purge protection
+/// forbids a purge, `+Purgeable` when it does not; `Customized` when the
+/// retention is shorter than the default 90 days. Session keys are gone when
+/// destroyed: `Purgeable`.
+pub fn recovery_level(token: bool, r: Recovery) -> &'static str {
+    match (token, r.purge_protection, r.retention_days < 90) {
+        (false, _, _) => "Purgeable",
+        (true, true, false) => "Recoverable",
+        (true, true, true) => "CustomizedRecoverable",
+        (true, false, false) => "Recoverable+Purgeable",
+        (true, false, true) => "CustomizedRecoverable+Purgeable",
     }
 }
 
@@ -425,6 +466,9 @@ pub fn key_request(
         possible.without(denied)
     };
 
+    let templates: Vec<&Template> = parts.iter().map(|(t, _)| *t).collect();
+    let allowed_mechanisms = narrowed_mechanisms(&templates, kind, ops)?;
+
     let main = private;
     let token = main.get_bool(CKA_TOKEN)?.unwrap_or(false);
     let label = main
@@ -472,6 +516,7 @@ pub fn key_request(
         public_label,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms,
     };
     for (t, _) in &parts {
         apply_lifecycle(&mut key, t)?;
@@ -595,6 +640,149 @@ pub fn import_request(
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..]
+}
+
+/// The mechanisms `k` may be used with for any of `ops`: what its type and
+/// `key_ops` allow, narrowed by its creation template's `CKA_ALLOWED_MECHANISMS`.
+pub fn allowed_mechanisms(k: &KeyRecord, ops: KeyOps) -> Vec<CK_MECHANISM_TYPE> {
+    let mut list = rules::usable_mechanisms(k.kind, ops);
+    if let Some(narrowed) = &k.allowed_mechanisms {
+        list.retain(|m| narrowed.contains(m));
+    }
+    list
+}
+
+/// A `CK_MECHANISM_TYPE_ARRAY` attribute value (native-endian `CK_ULONG`s).
+fn mechanism_bytes(list: &[CK_MECHANISM_TYPE]) -> Vec<u8> {
+    list.iter().flat_map(|m| m.to_ne_bytes()).collect()
+}
+
+/// Read a `CK_MECHANISM_TYPE_ARRAY` attribute value.
+fn decode_mechanisms(v: &[u8]) -> Result<Vec<CK_MECHANISM_TYPE>> {
+    const N: usize = std::mem::size_of::<CK_MECHANISM_TYPE>();
+    if !v.len().is_multiple_of(N) {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    Ok(v.chunks_exact(N)
+        .map(|c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            CK_MECHANISM_TYPE::from_ne_bytes(b)
+        })
+        .collect())
+}
+
+/// The `CKA_ALLOWED_MECHANISMS` of a key's creation templates: a subset of
+/// what a key of `kind` with `ops` can use (anything else is
+/// `CKR_ATTRIBUTE_VALUE_INVALID`); both halves of a pair must agree
+/// (`CKR_TEMPLATE_INCONSISTENT`). None, or an empty list, narrows nothing.
+fn narrowed_mechanisms(
+    templates: &[&Template],
+    kind: KeyKind,
+    ops: KeyOps,
+) -> Result<Option<Vec<CK_MECHANISM_TYPE>>> {
+    let mut given: Option<Vec<CK_MECHANISM_TYPE>> = None;
+    for t in templates {
+        let Some(v) = t.get(CKA_ALLOWED_MECHANISMS) else {
+            continue;
+        };
+        let list = decode_mechanisms(v)?;
+        if given.as_ref().is_some_and(|g| *g != list) {
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        given = Some(list);
+    }
+    let Some(list) = given.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let usable = rules::usable_mechanisms(kind, ops);
+    if list.iter().any(|m| !usable.contains(m)) {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    Ok(Some(list))
+}
+
+/// The operations a public key alone can do (its half of `key_ops`).
+pub const PUBLIC_OPS: KeyOps = KeyOps(KeyOps::VERIFY.0 | KeyOps::ENCRYPT.0 | KeyOps::WRAP.0);
+
+/// Read the `C_CreateObject` template of a public key (`CKO_PUBLIC_KEY`):
+/// RSA from `CKA_MODULUS` + `CKA_PUBLIC_EXPONENT`, EC from `CKA_EC_PARAMS` +
+/// `CKA_EC_POINT` (raw or DER OCTET STRING). Sizes, curves and the exponent
+/// follow the Managed HSM rules, as for generated and imported keys. The
+/// record is a key whose private half does not exist; it can verify, encrypt
+/// and wrap (the ops the template does not deny).
+///
+/// Only session keys (`CKA_TOKEN=FALSE`): a Managed HSM key always has its
+/// private part — the service has no public-only keys — so a token public key
+/// is `CKR_ATTRIBUTE_VALUE_INVALID`, the code PKCS#11 3.0 §5.7 gives for "an
+/// invalid value was specified for a particular attribute" (here `CKA_TOKEN`),
+/// as for `CKA_EXTRACTABLE=TRUE`, another capability no Managed HSM key has.
+pub fn public_key_request(t: &Template) -> Result<KeyRequest> {
+    if t.get_ulong(CKA_CLASS)? != Some(CKO_PUBLIC_KEY) {
+        return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+    }
+    if t.get_bool(CKA_TOKEN)? == Some(true) {
+        return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+    }
+    let get = |ty| t.get(ty).ok_or(Error(CKR_TEMPLATE_INCOMPLETE));
+    let (mechanism, size, public) = match t.get_ulong(CKA_KEY_TYPE)? {
+        Some(CKK_RSA) => {
+            let n = strip_zeros(get(CKA_MODULUS)?).to_vec();
+            let e = get(CKA_PUBLIC_EXPONENT)?.to_vec();
+            let public = crate::crypto::PublicKey::Rsa { n, e: e.clone() };
+            let bits = public.bits() as CK_ULONG;
+            (
+                CKM_RSA_PKCS_KEY_PAIR_GEN,
+                vec![
+                    (CKA_MODULUS_BITS, ulong_bytes(bits)),
+                    (CKA_PUBLIC_EXPONENT, e),
+                ],
+                public,
+            )
+        }
+        Some(CKK_EC) => {
+            let params = get(CKA_EC_PARAMS)?;
+            let curve = rules::curve_from_params(params)?;
+            let point = spki::ec_point_from_attr(get(CKA_EC_POINT)?, curve)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+            (
+                CKM_EC_KEY_PAIR_GEN,
+                vec![(CKA_EC_PARAMS, params.to_vec())],
+                crate::crypto::PublicKey::Ec { curve, point },
+            )
+        }
+        Some(_) => return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)),
+        None => return Err(Error(CKR_TEMPLATE_INCOMPLETE)),
+    };
+    // The generation rules check the size, curve and exponent; the template
+    // of the missing private half carries only what the record reads from it.
+    let mut public_t = t.clone();
+    public_t.0.retain(|a| !MATERIAL_ATTRS.contains(&a.ty));
+    public_t
+        .0
+        .extend(size.into_iter().map(|(ty, value)| super::attributes::Attr {
+            ty,
+            value: value.into(),
+        }));
+    let mut main = Template::default();
+    main.0.extend(
+        t.0.iter()
+            .filter(|a| matches!(a.ty, CKA_TOKEN | CKA_MODIFIABLE | CKA_DESTROYABLE))
+            .cloned(),
+    );
+    let mut req = key_request(mechanism, Some(&public_t), &main)?;
+    if let Body::Key(k) = &mut req.record.body {
+        if k.ops.contains(KeyOps::IMPORT) {
+            // A key-exchange key is the private half of a pair.
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        k.ops = KeyOps(k.ops.0 & PUBLIC_OPS.0);
+        k.local = false;
+        k.gen_mechanism = None;
+        k.private_hidden = true;
+    }
+    set_public(&mut req.record, &public);
+    Ok(req)
 }
 
 /// The template attributes that map to key_ops.
@@ -860,5 +1048,28 @@ pub fn is_private(rec: &Record, part: Part) -> bool {
 pub fn set_public(rec: &mut Record, public: &crate::crypto::PublicKey) {
     if let Body::Key(k) = &mut rec.body {
         k.public = Some(StoredPublic::from_public(public));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Azure's DeletionRecoveryLevel values, written from its documentation.
+    #[test]
+    fn recovery_level_follows_purge_protection_and_retention() {
+        let r = |purge_protection, retention_days| Recovery {
+            purge_protection,
+            retention_days,
+        };
+        assert_eq!(recovery_level(true, r(false, 90)), "Recoverable+Purgeable");
+        assert_eq!(
+            recovery_level(true, r(false, 7)),
+            "CustomizedRecoverable+Purgeable"
+        );
+        assert_eq!(recovery_level(true, r(true, 90)), "Recoverable");
+        assert_eq!(recovery_level(true, r(true, 89)), "CustomizedRecoverable");
+        assert_eq!(recovery_level(false, r(true, 90)), "Purgeable");
+        assert_eq!(recovery_level(false, r(false, 7)), "Purgeable");
     }
 }

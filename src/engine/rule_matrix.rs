@@ -204,6 +204,7 @@ fn key(kind: KeyKind) -> KeyRecord {
         public_label: None,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms: None,
     }
 }
 
@@ -281,8 +282,30 @@ fn an_op_missing_from_key_ops_is_refused_for_every_valid_combination() {
             KeyOps::DECRYPT if key_wrap => KeyOps::UNWRAP,
             op => op,
         };
+        // RSA1_5 and RSA-OAEP are encrypt and wrapKey alike: C_Encrypt needs
+        // either op (decrypt or unwrapKey for C_Decrypt), so it is refused
+        // only when both are missing, and runs with either one alone.
+        let rsa_wrap = match op {
+            _ if !matches!(mech, CKM_RSA_PKCS | CKM_RSA_PKCS_OAEP) => None,
+            KeyOps::ENCRYPT => Some(KeyOps::WRAP),
+            KeyOps::DECRYPT => Some(KeyOps::UNWRAP),
+            _ => None,
+        };
+        if let Some(wrap) = rsa_wrap {
+            for alone in [op, wrap] {
+                let mut k = key(kind);
+                k.ops = KeyOps(k.ops.without(op).without(wrap).0 | alone.0);
+                assert_eq!(
+                    plan(&k, mech, op, 0),
+                    Ok(()),
+                    "{kind:?} 0x{mech:x} {:?} with only {:?}",
+                    op.names(),
+                    alone.names()
+                );
+            }
+        }
         let mut k = key(kind);
-        k.ops = k.ops.without(needed);
+        k.ops = k.ops.without(needed).without(rsa_wrap.unwrap_or(needed));
         assert_eq!(
             plan(&k, mech, op, 0),
             Err(Error(CKR_KEY_FUNCTION_NOT_PERMITTED)),

@@ -1,10 +1,12 @@
-//! The Managed HSM rules (DESIGN §3) as data: key types and sizes, the
-//! mechanism → algorithm table, and the operation rules (key_ops, enabled,
+//! The Managed HSM rules (DESIGN §3): key types and sizes, the plans that
+//! decide an operation from a mechanism (read from the registry in
+//! [`super::mechanism`]) and a key, and the operation rules (key_ops, enabled,
 //! nbf/exp with the date-time exception).
 
 use super::key::{KeyKind, KeyOps, KeyRecord};
 use super::mechanism::{
-    expect_no_param, hash_of_digest_mechanism, hash_of_mgf, param_invalid, Mechanism, Param,
+    expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
+    Param, REGISTRY,
 };
 use crate::crypto::{Curve, Hash};
 use crate::error::{Error, Result};
@@ -14,38 +16,6 @@ use cryptoki_sys::*;
 pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 /// AES key sizes in bytes.
 pub const AES_BYTES: [u32; 3] = [16, 24, 32];
-
-/// A JWA signature algorithm (the name the Managed HSM and the audit log use).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignAlg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256/384/512.
-    Rs(Hash),
-    /// RSASSA-PSS with SHA-256/384/512, MGF1 same hash, salt = hash length.
-    Ps(Hash),
-    /// PKCS#1 v1.5 padding of caller-supplied data (no DigestInfo added).
-    RsNull,
-    /// ECDSA with the curve's hash.
-    Es(Curve),
-}
-
-impl SignAlg {
-    /// The JWA name.
-    pub fn jwa(self) -> &'static str {
-        match self {
-            SignAlg::Rs(Hash::Sha384) => "RS384",
-            SignAlg::Rs(Hash::Sha512) => "RS512",
-            SignAlg::Rs(_) => "RS256",
-            SignAlg::Ps(Hash::Sha384) => "PS384",
-            SignAlg::Ps(Hash::Sha512) => "PS512",
-            SignAlg::Ps(_) => "PS256",
-            SignAlg::RsNull => "RSNULL",
-            SignAlg::Es(Curve::P256) => "ES256",
-            SignAlg::Es(Curve::P256K) => "ES256K",
-            SignAlg::Es(Curve::P384) => "ES384",
-            SignAlg::Es(Curve::P521) => "ES512",
-        }
-    }
-}
 
 /// How a sign/verify mechanism treats its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,31 +30,6 @@ pub enum SignScheme {
     Ecdsa(Option<Hash>),
 }
 
-/// The sign/verify mechanism table.
-const SIGN: &[(CK_MECHANISM_TYPE, SignScheme)] = &[
-    (CKM_RSA_PKCS, SignScheme::RsaPkcs1Raw),
-    (CKM_SHA256_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha256)),
-    (CKM_SHA384_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha384)),
-    (CKM_SHA512_RSA_PKCS, SignScheme::RsaPkcs1(Hash::Sha512)),
-    (CKM_RSA_PKCS_PSS, SignScheme::RsaPss(None)),
-    (
-        CKM_SHA256_RSA_PKCS_PSS,
-        SignScheme::RsaPss(Some(Hash::Sha256)),
-    ),
-    (
-        CKM_SHA384_RSA_PKCS_PSS,
-        SignScheme::RsaPss(Some(Hash::Sha384)),
-    ),
-    (
-        CKM_SHA512_RSA_PKCS_PSS,
-        SignScheme::RsaPss(Some(Hash::Sha512)),
-    ),
-    (CKM_ECDSA, SignScheme::Ecdsa(None)),
-    (CKM_ECDSA_SHA256, SignScheme::Ecdsa(Some(Hash::Sha256))),
-    (CKM_ECDSA_SHA384, SignScheme::Ecdsa(Some(Hash::Sha384))),
-    (CKM_ECDSA_SHA512, SignScheme::Ecdsa(Some(Hash::Sha512))),
-];
-
 /// A decided sign/verify operation: what to hash locally, and the algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignPlan {
@@ -95,30 +40,26 @@ pub struct SignPlan {
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
-/// mechanism must be in the table (`CKR_MECHANISM_INVALID`), fit the key type
+/// mechanism must be a registry row that signs (`CKR_MECHANISM_INVALID`), be in the
+/// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
-    let scheme = SIGN
-        .iter()
-        .find(|(m, _)| *m == mech.ty)
-        .map(|(_, s)| *s)
+    let def = lookup(mech.ty)
+        .filter(|d| d.serves(op))
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let mut pss_hash = None;
-    match (scheme, key.kind) {
-        (SignScheme::RsaPkcs1Raw | SignScheme::RsaPkcs1(_), KeyKind::Rsa(_)) => {
-            expect_no_param(mech)?
-        }
-        (SignScheme::RsaPss(fixed), KeyKind::Rsa(_)) => pss_hash = Some(pss_param(mech, fixed)?),
-        (SignScheme::Ecdsa(hash), KeyKind::Ec(curve)) => {
-            expect_no_param(mech)?;
-            // ES256/ES256K/ES384/ES512 each pair one curve with one hash.
-            if hash.is_some_and(|h| h != curve.hash()) {
-                return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
-            }
-        }
-        _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+    let (scheme, _) = def.sign.ok_or(Error(CKR_MECHANISM_INVALID))?;
+    check_allowed(key, mech.ty)?;
+    if !def.keys.fits(key.kind) {
+        return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
+    let pss_hash = match scheme {
+        SignScheme::RsaPss(fixed) => Some(pss_param(mech, fixed)?),
+        _ => {
+            expect_no_param(mech)?;
+            None
+        }
+    };
     check_usable(key, op, now)?;
     Ok(SignPlan { scheme, pss_hash })
 }
@@ -168,27 +109,6 @@ pub enum CipherScheme {
     RsaAesKw,
 }
 
-const ED: KeyOps = KeyOps(KeyOps::ENCRYPT.0 | KeyOps::DECRYPT.0);
-const WU: KeyOps = KeyOps(KeyOps::WRAP.0 | KeyOps::UNWRAP.0);
-const EDWU: KeyOps = KeyOps(ED.0 | WU.0);
-
-/// The cipher mechanism table: mechanism, scheme, and the operations it serves
-/// (CBC without padding cannot carry a key of arbitrary length, so it does not
-/// wrap). AES-KW/KWP also encrypt and decrypt: that is the Managed HSM's
-/// wrapKey/unwrapKey of bytes the caller supplies, and the key op it needs is
-/// wrapKey/unwrapKey (see [`needed_op`]).
-const CIPHER: &[(CK_MECHANISM_TYPE, CipherScheme, KeyOps)] = &[
-    (CKM_RSA_PKCS, CipherScheme::RsaPkcs1, EDWU),
-    (CKM_RSA_PKCS_OAEP, CipherScheme::RsaOaep, EDWU),
-    (CKM_AES_GCM, CipherScheme::AesGcm, EDWU),
-    (CKM_AES_CBC, CipherScheme::AesCbc { pad: false }, ED),
-    (CKM_AES_CBC_PAD, CipherScheme::AesCbc { pad: true }, EDWU),
-    (CKM_AES_KEY_WRAP, CipherScheme::AesKw, EDWU),
-    (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp, EDWU),
-    // Unwrap only, and only by a key whose sole op is `import` (see cipher_plan).
-    (CKM_RSA_AES_KEY_WRAP, CipherScheme::RsaAesKw, KeyOps::UNWRAP),
-];
-
 /// A decided encrypt/decrypt/wrap/unwrap operation with its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cipher {
@@ -225,37 +145,27 @@ pub enum Cipher {
     },
 }
 
-/// Whether `ty` is a mechanism for `op` at all (`CKR_MECHANISM_INVALID`), the
-/// first check of C_WrapKey/C_UnwrapKey, before any handle is looked at.
-pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<()> {
-    if CIPHER
-        .iter()
-        .any(|(m, _, ops)| *m == ty && ops.contains(op))
-    {
-        Ok(())
-    } else {
-        Err(Error(CKR_MECHANISM_INVALID))
-    }
+/// The cipher scheme of `ty` if its registry row serves `op`, else
+/// `CKR_MECHANISM_INVALID`: also the first check of C_WrapKey/C_UnwrapKey,
+/// before any handle is looked at.
+pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<CipherScheme> {
+    lookup(ty)
+        .filter(|d| d.serves(op))
+        .and_then(|d| d.cipher)
+        .map(|(scheme, _)| scheme)
+        .ok_or(Error(CKR_MECHANISM_INVALID))
 }
 
 /// Decide an encrypt, decrypt, wrap or unwrap operation (`op`) for `key`: the
-/// mechanism must serve `op` (`CKR_MECHANISM_INVALID`), fit the key type
+/// mechanism must be a registry row serving `op` (`CKR_MECHANISM_INVALID`), be in the
+/// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<Cipher> {
-    let scheme = CIPHER
-        .iter()
-        .find(|(m, _, ops)| *m == mech.ty && ops.contains(op))
-        .map(|(_, s, _)| *s)
-        .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let rsa = matches!(
-        scheme,
-        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw
-    );
-    match key.kind {
-        KeyKind::Rsa(_) if rsa => {}
-        KeyKind::Aes(_) if !rsa => {}
-        _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+    let scheme = cipher_serves(mech.ty, op)?;
+    check_allowed(key, mech.ty)?;
+    if !lookup(mech.ty).is_some_and(|d| d.keys.fits(key.kind)) {
+        return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
     let cipher = match scheme {
         CipherScheme::RsaPkcs1 => {
@@ -282,7 +192,7 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
         }
         CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
     };
-    check_usable(key, needed_op(scheme, op), now)?;
+    check_usable(key, needed_op(scheme, op, key.ops), now)?;
     Ok(cipher)
 }
 
@@ -292,13 +202,38 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
 /// algorithms: `C_Encrypt` with them is wrapKey of the caller's bytes and needs
 /// `CKA_WRAP`, `C_Decrypt` is unwrapKey and needs `CKA_UNWRAP` (so an expired
 /// key still unwraps and no longer wraps, as the date-time rule says).
-fn needed_op(scheme: CipherScheme, op: KeyOps) -> KeyOps {
+///
+/// RSA1_5, RSA-OAEP and RSA-OAEP-256 are both the Managed HSM's encrypt and
+/// its wrapKey (of bytes the caller supplies, such as a DEK): `C_Encrypt` on a
+/// key with the encrypt op is encrypt; on a key with wrapKey but not encrypt it
+/// is wrapKey, and `C_Decrypt` likewise decrypt or unwrapKey.
+fn needed_op(scheme: CipherScheme, op: KeyOps, key_ops: KeyOps) -> KeyOps {
+    let rsa_wrap = |plain: KeyOps, wrap: KeyOps| {
+        if !key_ops.contains(plain) && key_ops.contains(wrap) {
+            wrap
+        } else {
+            plain
+        }
+    };
     match scheme {
         CipherScheme::RsaAesKw => KeyOps::IMPORT,
         CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::ENCRYPT => KeyOps::WRAP,
         CipherScheme::AesKw | CipherScheme::AesKwp if op == KeyOps::DECRYPT => KeyOps::UNWRAP,
+        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep if op == KeyOps::ENCRYPT => {
+            rsa_wrap(KeyOps::ENCRYPT, KeyOps::WRAP)
+        }
+        CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep if op == KeyOps::DECRYPT => {
+            rsa_wrap(KeyOps::DECRYPT, KeyOps::UNWRAP)
+        }
         _ => op,
     }
+}
+
+/// The Managed HSM operation a `C_EncryptInit`/`C_DecryptInit` (`op` ENCRYPT
+/// or DECRYPT) with mechanism `ty` on a key with `key_ops` is: encrypt/decrypt,
+/// or wrapKey/unwrapKey (see [`needed_op`]); it names the operation in the audit log.
+pub fn cipher_operation(ty: CK_MECHANISM_TYPE, key_ops: KeyOps, op: KeyOps) -> KeyOps {
+    cipher_serves(ty, op).map_or(op, |scheme| needed_op(scheme, op, key_ops))
 }
 
 /// RSA-OAEP: SHA-1/MGF1-SHA-1 or SHA-256/MGF1-SHA-256, empty label only.
@@ -439,6 +374,46 @@ pub fn check_usable(key: &KeyRecord, op: KeyOps, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// The mechanisms a key of `kind` can use for any of `ops`, in table order:
+/// the value of `CKA_ALLOWED_MECHANISMS` before a template narrows it. Key
+/// generation mechanisms are not in it (they make a key, they do not use one).
+pub fn usable_mechanisms(kind: KeyKind, ops: KeyOps) -> Vec<CK_MECHANISM_TYPE> {
+    const USES: [KeyOps; 6] = [
+        KeyOps::SIGN,
+        KeyOps::VERIFY,
+        KeyOps::ENCRYPT,
+        KeyOps::DECRYPT,
+        KeyOps::WRAP,
+        KeyOps::UNWRAP,
+    ];
+    REGISTRY
+        .iter()
+        .filter(|d| d.keys.fits(kind))
+        .filter(|d| {
+            USES.iter().filter(|op| d.serves(**op)).any(|op| {
+                let signing = *op == KeyOps::SIGN || *op == KeyOps::VERIFY;
+                let needed = match d.cipher {
+                    Some((scheme, _)) if !signing => needed_op(scheme, *op, ops),
+                    _ => *op,
+                };
+                ops.contains(needed)
+            })
+        })
+        .map(|d| d.ty)
+        .collect()
+}
+
+/// A key whose creation template narrowed `CKA_ALLOWED_MECHANISMS` refuses
+/// the other mechanisms with `CKR_MECHANISM_INVALID` (PKCS#11 3.0 §4.9: the
+/// list of mechanisms allowed to be used with the key; SoftHSMv2 and kryoptic
+/// answer the same code at `*Init`).
+fn check_allowed(key: &KeyRecord, ty: CK_MECHANISM_TYPE) -> Result<()> {
+    match &key.allowed_mechanisms {
+        Some(list) if !list.contains(&ty) => Err(Error(CKR_MECHANISM_INVALID)),
+        _ => Ok(()),
+    }
+}
+
 /// The ops a key of `kind` can have at all.
 pub fn possible_ops(kind: KeyKind) -> KeyOps {
     match kind {
@@ -451,186 +426,10 @@ pub fn possible_ops(kind: KeyKind) -> KeyOps {
     }
 }
 
-/// One row of `C_GetMechanismList` / `C_GetMechanismInfo`.
-pub struct MechanismRow {
-    /// `CKM_*`.
-    pub mech: CK_MECHANISM_TYPE,
-    /// `ulMinKeySize` (bits; bytes for AES key generation, as the spec says).
-    pub min: CK_ULONG,
-    /// `ulMaxKeySize`.
-    pub max: CK_ULONG,
-    /// `CKF_*`.
-    pub flags: CK_FLAGS,
-}
-
-const SV: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
-const ED_FLAGS: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
-const WU_FLAGS: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
-const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
-
-/// Every mechanism the token offers, with its true key sizes and flags.
-pub const MECHANISMS: &[MechanismRow] = &[
-    MechanismRow {
-        mech: CKM_RSA_PKCS_KEY_PAIR_GEN,
-        min: 2048,
-        max: 4096,
-        flags: CKF_GENERATE_KEY_PAIR,
-    },
-    MechanismRow {
-        mech: CKM_EC_KEY_PAIR_GEN,
-        min: 256,
-        max: 521,
-        flags: CKF_GENERATE_KEY_PAIR | EC_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_AES_KEY_GEN,
-        min: 16,
-        max: 32,
-        flags: CKF_GENERATE,
-    },
-    MechanismRow {
-        mech: CKM_RSA_PKCS,
-        min: 2048,
-        max: 4096,
-        flags: SV | ED_FLAGS | WU_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_RSA_PKCS_OAEP,
-        min: 2048,
-        max: 4096,
-        flags: ED_FLAGS | WU_FLAGS,
-    },
-    // AES key sizes are in bytes (PKCS#11 3.1 §6.7).
-    MechanismRow {
-        mech: CKM_AES_GCM,
-        min: 16,
-        max: 32,
-        flags: ED_FLAGS | WU_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_AES_CBC,
-        min: 16,
-        max: 32,
-        flags: ED_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_AES_CBC_PAD,
-        min: 16,
-        max: 32,
-        flags: ED_FLAGS | WU_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_AES_KEY_WRAP,
-        min: 16,
-        max: 32,
-        flags: ED_FLAGS | WU_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_AES_KEY_WRAP_KWP,
-        min: 16,
-        max: 32,
-        flags: ED_FLAGS | WU_FLAGS,
-    },
-    // BYOK import (unwrap by a key-exchange key only); RSA modulus bits.
-    MechanismRow {
-        mech: CKM_RSA_AES_KEY_WRAP,
-        min: 2048,
-        max: 4096,
-        flags: CKF_UNWRAP,
-    },
-    MechanismRow {
-        mech: CKM_SHA256_RSA_PKCS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_SHA384_RSA_PKCS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_SHA512_RSA_PKCS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_RSA_PKCS_PSS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_SHA256_RSA_PKCS_PSS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_SHA384_RSA_PKCS_PSS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_SHA512_RSA_PKCS_PSS,
-        min: 2048,
-        max: 4096,
-        flags: SV,
-    },
-    MechanismRow {
-        mech: CKM_ECDSA,
-        min: 256,
-        max: 521,
-        flags: SV | EC_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_ECDSA_SHA256,
-        min: 256,
-        max: 256,
-        flags: SV | EC_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_ECDSA_SHA384,
-        min: 384,
-        max: 384,
-        flags: SV | EC_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_ECDSA_SHA512,
-        min: 521,
-        max: 521,
-        flags: SV | EC_FLAGS,
-    },
-    MechanismRow {
-        mech: CKM_SHA256,
-        min: 0,
-        max: 0,
-        flags: CKF_DIGEST,
-    },
-    MechanismRow {
-        mech: CKM_SHA384,
-        min: 0,
-        max: 0,
-        flags: CKF_DIGEST,
-    },
-    MechanismRow {
-        mech: CKM_SHA512,
-        min: 0,
-        max: 0,
-        flags: CKF_DIGEST,
-    },
-];
-
 /// The digest mechanisms `C_DigestInit` accepts.
 pub fn digest_hash(mech: &Mechanism) -> Result<Hash> {
-    let row = MECHANISMS
-        .iter()
-        .find(|r| r.mech == mech.ty && r.flags & CKF_DIGEST != 0);
-    let hash = row
-        .and_then(|r| hash_of_digest_mechanism(r.mech))
+    let hash = lookup(mech.ty)
+        .and_then(|d| d.digest)
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
     expect_no_param(mech)?;
     Ok(hash)
@@ -664,6 +463,7 @@ pub fn check_pin_len(pin: &[u8]) -> crate::error::Result<()> {
 mod tests {
     use super::*;
     use crate::engine::key::KeyKind;
+    use crate::engine::mechanism::Keys;
     use std::collections::BTreeMap;
 
     fn key(kind: KeyKind, ops: KeyOps) -> KeyRecord {
@@ -685,6 +485,7 @@ mod tests {
             public_label: None,
             public_hidden: false,
             private_hidden: false,
+            allowed_mechanisms: None,
         }
     }
 
@@ -849,7 +650,7 @@ mod tests {
                 assert_eq!(cipher_plan(&kw, &all, op, 0), Ok(cipher.clone()));
             }
             // encrypt/decrypt alone do not allow the Managed HSM's wrapKey/unwrapKey.
-            let ed = key(KeyKind::Aes(128), ED);
+            let ed = key(KeyKind::Aes(128), KeyOps::ENCRYPT.with(KeyOps::DECRYPT));
             for op in [KeyOps::ENCRYPT, KeyOps::DECRYPT] {
                 assert_eq!(
                     cipher_plan(&kw, &ed, op, 0),
@@ -917,13 +718,31 @@ mod tests {
     }
 
     #[test]
-    fn mechanism_list_agrees_with_cipher_table() {
-        for (mech, _, ops) in CIPHER {
-            let row = MECHANISMS.iter().find(|r| r.mech == *mech).unwrap();
-            assert_eq!(row.flags & CKF_ENCRYPT != 0, ops.contains(KeyOps::ENCRYPT));
-            assert_eq!(row.flags & CKF_DECRYPT != 0, ops.contains(KeyOps::DECRYPT));
-            assert_eq!(row.flags & CKF_WRAP != 0, ops.contains(KeyOps::WRAP));
-            assert_eq!(row.flags & CKF_UNWRAP != 0, ops.contains(KeyOps::UNWRAP));
+    fn every_registry_row_is_consistent() {
+        for (i, d) in REGISTRY.iter().enumerate() {
+            assert!(
+                REGISTRY[..i].iter().all(|o| o.ty != d.ty),
+                "{} listed twice",
+                d.name
+            );
+            let ops = CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
+            let generates = d.flags & (CKF_GENERATE | CKF_GENERATE_KEY_PAIR) != 0;
+            assert_eq!(
+                d.sign.is_some(),
+                d.flags & (CKF_SIGN | CKF_VERIFY) != 0,
+                "{}",
+                d.name
+            );
+            assert_eq!(d.digest.is_some(), d.flags & CKF_DIGEST != 0, "{}", d.name);
+            let cipher_flags = d.flags & ops & !(CKF_SIGN | CKF_VERIFY) != 0;
+            assert_eq!(d.cipher.is_some(), cipher_flags, "{}", d.name);
+            assert_eq!(
+                d.keys == Keys::None,
+                d.digest.is_some() || generates,
+                "{}",
+                d.name
+            );
+            assert!(d.min <= d.max, "{}", d.name);
         }
     }
 

@@ -2,9 +2,10 @@
 //! (§5.11–5.12) and the dual-function calls (§5.13).
 
 use super::{entry, input, mechanism, produce};
+use crate::engine::key::KeyOps;
 use crate::error::Result;
 use crate::token::operation::Stage;
-use crate::token::session::Session;
+use crate::token::session::{Family, Session};
 use crate::token::{self, audit};
 use cryptoki_sys::*;
 use std::sync::Arc;
@@ -22,9 +23,11 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeySign", key, || {
-            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
-            s.sign_init(&unsafe { mechanism(mech) }?, key)
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
+        let m = unsafe { mechanism(mech) };
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::SIGN);
+        audit::refused(&s, "KeySign", key, jwa, || {
+            s.sign_init(m.as_ref().map_err(|e| *e)?, key)
         })
     })
 }
@@ -40,10 +43,12 @@ pub unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
-        let data = unsafe { input(data, len) }?;
-        // SAFETY: by PKCS#11, `sig` holds `*sig_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(sig, sig_len, |out| s.sign(data, out)) }
+        s.operation_call(Family::Sign, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let data = unsafe { input(data, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(sig, sig_len, |out| s.sign(data, out)) }
+        })
     })
 }
 
@@ -56,8 +61,8 @@ pub unsafe extern "C" fn C_SignUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
-        s.sign_update(unsafe { input(part, len) }?)
+        // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+        s.operation_call(Family::Sign, || s.sign_update(unsafe { input(part, len) }?))
     })
 }
 
@@ -70,8 +75,10 @@ pub unsafe extern "C" fn C_SignFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `sig` holds `*sig_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(sig, sig_len, |out| s.sign_final(out)) }
+        s.operation_call(Family::Sign, || {
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(sig, sig_len, |out| s.sign_final(out)) }
+        })
     })
 }
 
@@ -84,9 +91,11 @@ pub unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        audit::refused(&s, "KeyVerify", key, || {
-            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
-            s.verify_init(&unsafe { mechanism(mech) }?, key)
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
+        let m = unsafe { mechanism(mech) };
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::VERIFY);
+        audit::refused(&s, "KeyVerify", key, jwa, || {
+            s.verify_init(m.as_ref().map_err(|e| *e)?, key)
         })
     })
 }
@@ -102,10 +111,12 @@ pub unsafe extern "C" fn C_Verify(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
-        let data = unsafe { input(data, len) }?;
-        // SAFETY: by PKCS#11, `sig` holds `sig_len` bytes; `input` checks NULL and the length.
-        s.verify(data, unsafe { input(sig, sig_len) }?)
+        s.operation_call(Family::Verify, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.verify(unsafe { input(data, len) }?, unsafe {
+                input(sig, sig_len)
+            }?)
+        })
     })
 }
 
@@ -118,8 +129,10 @@ pub unsafe extern "C" fn C_VerifyUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
-        s.verify_update(unsafe { input(part, len) }?)
+        s.operation_call(Family::Verify, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.verify_update(unsafe { input(part, len) }?)
+        })
     })
 }
 
@@ -132,8 +145,10 @@ pub unsafe extern "C" fn C_VerifyFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `sig` holds `sig_len` bytes; `input` checks NULL and the length.
-        s.verify_final(unsafe { input(sig, sig_len) }?)
+        s.operation_call(Family::Verify, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.verify_final(unsafe { input(sig, sig_len) }?)
+        })
     })
 }
 
@@ -142,7 +157,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         s.digest_init(&unsafe { mechanism(mech) }?)
     })
 }
@@ -158,10 +173,12 @@ pub unsafe extern "C" fn C_Digest(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
-        let data = unsafe { input(data, len) }?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.digest(data, o)) }
+        s.operation_call(Family::Digest, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let data = unsafe { input(data, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.digest(data, o)) }
+        })
     })
 }
 
@@ -174,8 +191,10 @@ pub unsafe extern "C" fn C_DigestUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
-        s.digest_update(unsafe { input(part, len) }?)
+        s.operation_call(Family::Digest, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.digest_update(unsafe { input(part, len) }?)
+        })
     })
 }
 
@@ -188,29 +207,38 @@ pub unsafe extern "C" fn C_DigestFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.digest_final(o)) }
+        s.operation_call(Family::Digest, || {
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.digest_final(o)) }
+        })
     })
 }
 
-/// The audit operation of a refused C_EncryptInit/C_DecryptInit: AES-KW/KWP
-/// encryption is the Managed HSM's wrapKey, decryption its unwrapKey.
+/// The audit operation of a refused C_EncryptInit/C_DecryptInit: encryption
+/// or the Managed HSM's wrapKey, decryption or its unwrapKey, as the session
+/// decides from the mechanism and the key.
 ///
 /// # Safety
 /// `mech` is null or points to a readable `CK_MECHANISM`.
-unsafe fn cipher_audit_name(mech: *const CK_MECHANISM, encrypt: bool) -> &'static str {
-    // SAFETY: `mech` is not NULL (checked first); the caller guarantees it readable.
-    let key_wrap = !mech.is_null()
-        && matches!(
-            unsafe { std::ptr::read_unaligned(mech) }.mechanism,
-            CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP
-        );
-    match (key_wrap, encrypt) {
-        (true, true) => "KeyWrap",
-        (true, false) => "KeyUnwrap",
-        (false, true) => "KeyEncrypt",
-        (false, false) => "KeyDecrypt",
-    }
+unsafe fn cipher_audit_name(
+    s: &Session,
+    mech: *const CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    encrypt: bool,
+) -> &'static str {
+    let op = if encrypt {
+        KeyOps::ENCRYPT
+    } else {
+        KeyOps::DECRYPT
+    };
+    // A NULL mechanism is no mechanism the tables know: the call's own name.
+    let ty = if mech.is_null() {
+        CK_UNAVAILABLE_INFORMATION
+    } else {
+        // SAFETY: read_unaligned.
+        unsafe { std::ptr::read_unaligned(mech) }.mechanism
+    };
+    s.cipher_audit_name(ty, key, op)
 }
 
 /// C_EncryptInit, PKCS#11 3.1 §5.8.1.
@@ -222,11 +250,17 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `mech` is NULL or a CK_MECHANISM; the name checks NULL.
-        audit::refused(&s, unsafe { cipher_audit_name(mech, true) }, key, || {
-            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
-            s.encrypt_init(&unsafe { mechanism(mech) }?, key)
-        })
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
+        let m = unsafe { mechanism(mech) };
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::ENCRYPT);
+        // SAFETY: `cipher_audit_name` reads the mechanism only through `mechanism`, which checks NULL and lengths.
+        audit::refused(
+            &s,
+            unsafe { cipher_audit_name(&s, mech, key, true) },
+            key,
+            jwa,
+            || s.encrypt_init(m.as_ref().map_err(|e| *e)?, key),
+        )
     })
 }
 
@@ -241,10 +275,12 @@ pub unsafe extern "C" fn C_Encrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
-        let data = unsafe { input(data, len) }?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.encrypt(data, o, Stage::Single)) }
+        s.operation_call(Family::Encrypt, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let data = unsafe { input(data, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.encrypt(data, o, Stage::Single)) }
+        })
     })
 }
 
@@ -259,10 +295,12 @@ pub unsafe extern "C" fn C_EncryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
-        let part = unsafe { input(part, len) }?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.encrypt(part, o, Stage::Update)) }
+        s.operation_call(Family::Encrypt, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let part = unsafe { input(part, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.encrypt(part, o, Stage::Update)) }
+        })
     })
 }
 
@@ -275,8 +313,10 @@ pub unsafe extern "C" fn C_EncryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final)) }
+        s.operation_call(Family::Encrypt, || {
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.encrypt(&[], o, Stage::Final)) }
+        })
     })
 }
 
@@ -289,11 +329,17 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `mech` is NULL or a CK_MECHANISM; the name checks NULL.
-        audit::refused(&s, unsafe { cipher_audit_name(mech, false) }, key, || {
-            // SAFETY: by PKCS#11, `mech` is a CK_MECHANISM; `mechanism` checks NULL and lengths.
-            s.decrypt_init(&unsafe { mechanism(mech) }?, key)
-        })
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
+        let m = unsafe { mechanism(mech) };
+        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::DECRYPT);
+        audit::refused(
+            &s,
+            // SAFETY: `cipher_audit_name` reads the mechanism only through `mechanism`, which checks NULL and lengths.
+            unsafe { cipher_audit_name(&s, mech, key, false) },
+            key,
+            jwa,
+            || s.decrypt_init(m.as_ref().map_err(|e| *e)?, key),
+        )
     })
 }
 
@@ -308,10 +354,12 @@ pub unsafe extern "C" fn C_Decrypt(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `data` holds `len` bytes; `input` checks NULL and the length.
-        let data = unsafe { input(data, len) }?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.decrypt(data, o, Stage::Single)) }
+        s.operation_call(Family::Decrypt, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let data = unsafe { input(data, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.decrypt(data, o, Stage::Single)) }
+        })
     })
 }
 
@@ -326,10 +374,12 @@ pub unsafe extern "C" fn C_DecryptUpdate(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `part` holds `len` bytes; `input` checks NULL and the length.
-        let part = unsafe { input(part, len) }?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.decrypt(part, o, Stage::Update)) }
+        s.operation_call(Family::Decrypt, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            let part = unsafe { input(part, len) }?;
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.decrypt(part, o, Stage::Update)) }
+        })
     })
 }
 
@@ -342,7 +392,9 @@ pub unsafe extern "C" fn C_DecryptFinal(
 ) -> CK_RV {
     entry(|| {
         let s = session(h)?;
-        // SAFETY: by PKCS#11, `out` holds `*out_len` bytes; `produce` checks the NULLs.
-        unsafe { produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final)) }
+        s.operation_call(Family::Decrypt, || {
+            // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
+            unsafe { produce(out, out_len, |o| s.decrypt(&[], o, Stage::Final)) }
+        })
     })
 }

@@ -1,6 +1,7 @@
 //! Key management (PKCS#11 3.1 §5.14).
 
 use super::{entry, input, mechanism, output, put, template};
+use crate::engine::key::KeyOps;
 use crate::engine::mechanism::expect_no_param;
 use crate::engine::policy::Part;
 use crate::error::{Error, Result};
@@ -96,7 +97,11 @@ pub unsafe extern "C" fn C_WrapKey(
         // non-NULL `pWrappedKey` holds that many bytes (§5.14.3); `output`
         // checks NULL.
         unsafe { output(out, len) }?;
-        audit::refused(&s, "KeyWrap", wrapping, || s.wrap_key(&m, wrapping, key)).map(|_| ())
+        let jwa = || s.jwa(Some(&m), wrapping, KeyOps::WRAP);
+        audit::refused(&s, "KeyWrap", wrapping, jwa, || {
+            s.wrap_key(&m, wrapping, key)
+        })
+        .map(|_| ())
     })
 }
 

@@ -23,7 +23,7 @@ mod slot;
 mod unsupported;
 
 use crate::engine::attributes::{Attr, Template};
-use crate::engine::mechanism::{Mechanism, Param};
+use crate::engine::mechanism::{lookup, Mechanism, Param, ParamKind};
 use crate::error::{Error, Result};
 use crate::token::operation::OutBuf;
 use cryptoki_sys::*;
@@ -165,76 +165,87 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
     if m.pParameter.is_null() && len != 0 {
         return Err(invalid());
     }
-    let param = if Mechanism::takes_pss_params(m.mechanism) {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
-            return Err(invalid());
+    // The registry row says which structure pParameter points to; a mechanism
+    // the token does not know keeps its bytes (its plan refuses it anyway).
+    let kind = lookup(m.mechanism).map_or(ParamKind::None, |d| d.param);
+    let sized = |size: usize| {
+        if m.pParameter.is_null() || len != size {
+            Err(invalid())
+        } else {
+            Ok(())
         }
-        // SAFETY: `pParameter` is not NULL and declared as long as the structure
-        // (checked above); the caller guarantees those bytes readable. The read
-        // needs no alignment.
-        let pss =
-            unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
-        Param::Pss {
-            hash: pss.hashAlg,
-            mgf: pss.mgf,
-            salt_len: pss.sLen,
+    };
+    let param = match kind {
+        ParamKind::Pss => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees those bytes
+            // readable. The read needs no alignment.
+            let pss =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
+            Param::Pss {
+                hash: pss.hashAlg,
+                mgf: pss.mgf,
+                salt_len: pss.sLen,
+            }
         }
-    } else if m.mechanism == CKM_RSA_PKCS_OAEP {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() {
-            return Err(invalid());
+        ParamKind::Oaep => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees it readable,
+            // with `pSourceData` holding `ulSourceDataLen` bytes.
+            unsafe { oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) }?
         }
-        // SAFETY: `pParameter` is not NULL and declared as long as the structure
-        // (checked above); the caller guarantees it readable, with `pSourceData`
-        // holding `ulSourceDataLen` bytes.
-        unsafe { oaep_param(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) }?
-    } else if m.mechanism == CKM_RSA_AES_KEY_WRAP {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() {
-            return Err(invalid());
+        ParamKind::RsaAesKeyWrap => {
+            sized(std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees those bytes
+            // readable. The read needs no alignment.
+            let w = unsafe {
+                std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS)
+            };
+            if w.pOAEPParams.is_null() {
+                return Err(invalid());
+            }
+            Param::RsaAesKeyWrap {
+                aes_bits: w.ulAESKeyBits,
+                // SAFETY: `pOAEPParams` is not NULL (checked above); the caller
+                // guarantees it points to a readable `CK_RSA_PKCS_OAEP_PARAMS`.
+                oaep: Box::new(unsafe { oaep_param(w.pOAEPParams) }?),
+            }
         }
-        // SAFETY: `pParameter` is not NULL and declared as long as the structure
-        // (checked above); the caller guarantees those bytes readable. The read
-        // needs no alignment.
-        let w =
-            unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_AES_KEY_WRAP_PARAMS) };
-        if w.pOAEPParams.is_null() {
-            return Err(invalid());
+        ParamKind::Gcm => {
+            sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees those bytes
+            // readable. The read needs no alignment.
+            let g = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
+            // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
+            Param::Gcm {
+                // SAFETY: the caller guarantees `pIv` holds `ulIvLen` bytes;
+                // `input` refuses NULL with a non-zero length.
+                iv: unsafe { input(g.pIv, g.ulIvLen) }
+                    .map_err(|_| invalid())?
+                    .to_vec(),
+                // SAFETY: as for `pIv`: `pAAD` holds `ulAADLen` bytes, checked by `input`.
+                aad: unsafe { input(g.pAAD, g.ulAADLen) }
+                    .map_err(|_| invalid())?
+                    .to_vec(),
+                tag_bits: g.ulTagBits,
+            }
         }
-        Param::RsaAesKeyWrap {
-            aes_bits: w.ulAESKeyBits,
-            // SAFETY: `pOAEPParams` is not NULL (checked above); the caller
-            // guarantees it points to a readable `CK_RSA_PKCS_OAEP_PARAMS`.
-            oaep: Box::new(unsafe { oaep_param(w.pOAEPParams) }?),
+        ParamKind::None | ParamKind::Iv if len == 0 => Param::None,
+        ParamKind::None | ParamKind::Iv => {
+            if len > MAX_INPUT {
+                return Err(invalid());
+            }
+            // SAFETY: `len` is not 0, so `pParameter` is not NULL (checked
+            // above), and at most MAX_INPUT; the caller guarantees `len`
+            // readable bytes behind it.
+            Param::Bytes(
+                unsafe { std::slice::from_raw_parts(m.pParameter as *const u8, len) }.to_vec(),
+            )
         }
-    } else if m.mechanism == CKM_AES_GCM {
-        if m.pParameter.is_null() || len != std::mem::size_of::<CK_GCM_PARAMS>() {
-            return Err(invalid());
-        }
-        // SAFETY: `pParameter` is not NULL and declared as long as the structure
-        // (checked above); the caller guarantees those bytes readable. The read
-        // needs no alignment.
-        let g = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
-        // ulIvBits is ignored, as PKCS#11 3.0 §2.12.3 says (ulIvLen is the length).
-        Param::Gcm {
-            // SAFETY: the caller guarantees `pIv` holds `ulIvLen` bytes; `input`
-            // refuses NULL with a non-zero length.
-            iv: unsafe { input(g.pIv, g.ulIvLen) }
-                .map_err(|_| invalid())?
-                .to_vec(),
-            // SAFETY: as for `pIv`: `pAAD` holds `ulAADLen` bytes, checked by `input`.
-            aad: unsafe { input(g.pAAD, g.ulAADLen) }
-                .map_err(|_| invalid())?
-                .to_vec(),
-            tag_bits: g.ulTagBits,
-        }
-    } else if len == 0 {
-        Param::None
-    } else {
-        if len > MAX_INPUT {
-            return Err(invalid());
-        }
-        // SAFETY: `len` is not 0, so `pParameter` is not NULL (checked above), and
-        // at most MAX_INPUT; the caller guarantees `len` readable bytes behind it.
-        Param::Bytes(unsafe { std::slice::from_raw_parts(m.pParameter as *const u8, len) }.to_vec())
     };
     Ok(Mechanism {
         ty: m.mechanism,

@@ -10,7 +10,7 @@ use crate::token::{self, audit, objects::handle, slot::LoggedIn};
 use cryptoki_sys::*;
 
 /// C_CreateObject, PKCS#11 3.1 §5.7.1: certificates, data objects, AES, RSA
-/// and EC private key import.
+/// and EC private key import, RSA and EC session public keys.
 #[no_mangle]
 pub unsafe extern "C" fn C_CreateObject(
     session: CK_SESSION_HANDLE,
@@ -43,8 +43,13 @@ pub unsafe extern "C" fn C_CreateObject(
                 // §5.7.1, writable.
                 return unsafe { put(object, handle(e.id, policy::Part::Main)) };
             }
-            // Public keys alone are not Managed HSM keys (every key has its private part).
-            CKO_PUBLIC_KEY => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
+            // Session public keys only: a Managed HSM has no public-only keys
+            // (policy::public_key_request says which code a token one gets).
+            CKO_PUBLIC_KEY => {
+                let e = audit::key_made(&s.slot, "KeyImport", || s.import_public(&t))?;
+                // SAFETY: `put` checks NULL; by PKCS#11 a non-NULL handle pointer is writable.
+                return unsafe { put(object, handle(e.id, policy::Part::Public)) };
+            }
             _ => return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)),
         };
         if token && !s.rw {

@@ -3,7 +3,7 @@
 use super::general::library_version;
 use super::{entry, input, pad, put, put_list};
 use crate::engine::key::hex;
-use crate::engine::rules::MECHANISMS;
+use crate::engine::mechanism::{lookup, REGISTRY};
 use crate::error::{Error, Result};
 use crate::token::{self, audit};
 use cryptoki_sys::*;
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn C_GetMechanismList(
 ) -> CK_RV {
     entry(|| {
         token::library()?.slot(slot_id)?;
-        let mechs: Vec<CK_MECHANISM_TYPE> = MECHANISMS.iter().map(|m| m.mech).collect();
+        let mechs: Vec<CK_MECHANISM_TYPE> = REGISTRY.iter().map(|m| m.ty).collect();
         // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
         // non-NULL `pMechanismList` holds `*pulCount` entries (§5.5.4);
         // `put_list` checks NULL and the room.
@@ -124,15 +124,7 @@ pub unsafe extern "C" fn C_GetMechanismInfo(
 ) -> CK_RV {
     entry(|| {
         token::library()?.slot(slot_id)?;
-        let row = MECHANISMS
-            .iter()
-            .find(|m| m.mech == mech)
-            .ok_or(Error(CKR_MECHANISM_INVALID))?;
-        let i = CK_MECHANISM_INFO {
-            ulMinKeySize: row.min,
-            ulMaxKeySize: row.max,
-            flags: row.flags,
-        };
+        let i = lookup(mech).ok_or(Error(CKR_MECHANISM_INVALID))?.info();
         // SAFETY: a non-NULL `pInfo` points to a writable `CK_MECHANISM_INFO`
         // (§5.5.5); `put` checks NULL.
         unsafe { put(info, i) }

@@ -325,6 +325,7 @@ mod tests {
             public_label: None,
             public_hidden: false,
             private_hidden: false,
+            allowed_mechanisms: None,
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Line {
     /// The key involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// The Managed HSM algorithm (JWA name) of a refused crypto operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     /// Milliseconds the operation took.
     pub duration_ms: u64,
     /// The process.
@@ -121,6 +124,12 @@ pub fn enabled() -> bool {
 
 /// Record an event about the token whose store is `store_path`.
 pub fn record(store_path: &Path, ev: &Event<'_>) {
+    record_algorithm(store_path, ev, None);
+}
+
+/// [`record`] a crypto operation with its Managed HSM algorithm (the JWA
+/// name the mechanism registry gives it), when known.
+pub fn record_algorithm(store_path: &Path, ev: &Event<'_>, algorithm: Option<&str>) {
     if !enabled() {
         return;
     }
@@ -130,6 +139,7 @@ pub fn record(store_path: &Path, ev: &Event<'_>) {
         result_type: if ev.success { "Success" } else { "Failure" }.to_string(),
         result_description: ev.description.to_string(),
         kid: ev.kid.map(str::to_string),
+        algorithm: algorithm.map(str::to_string),
         duration_ms: u64::try_from(ev.duration.as_millis()).unwrap_or(u64::MAX),
         pid: std::process::id(),
         caller: ev.caller.name().to_string(),

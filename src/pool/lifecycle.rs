@@ -149,6 +149,7 @@ fn store_version(
         public_label: None,
         public_hidden: false,
         private_hidden: false,
+        allowed_mechanisms: None,
     };
     let rec = Record {
         body: Body::Key(key.clone()),

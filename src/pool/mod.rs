@@ -28,7 +28,7 @@ use crate::config::TokenConfig;
 use crate::crypto::SecretBytes;
 use crate::engine::key::{Body, Record};
 use crate::engine::lifecycle::Refusal;
-use crate::engine::policy::Part;
+use crate::engine::policy::{Part, Recovery};
 use crate::error::{Error, Result};
 use crate::store::{ChangeSignal, Changes};
 use cryptoki_sys::*;
@@ -50,6 +50,16 @@ pub struct Snapshot {
     pub label: String,
     /// Token objects mirrored from the store, and this process's session objects.
     pub objects: Objects,
+    /// The token's deletion settings (its keys' recovery level), read with the label.
+    pub recovery: Recovery,
+}
+
+/// The deletion settings of a token record (its keys' recovery level).
+pub fn recovery(rec: &TokenRecord) -> Recovery {
+    Recovery {
+        purge_protection: rec.purge_protection,
+        retention_days: rec.retention_days,
+    }
 }
 
 /// One pool: a store, its snapshot and every write.
@@ -173,7 +183,9 @@ impl Pool {
         let mut snap = self.snap_mut();
         let seq = match changes {
             Changes::Reload { seq, rows } => {
-                snap.label = store.token()?.map(|r| r.label).unwrap_or_default();
+                let rec = store.token()?;
+                snap.recovery = rec.as_ref().map(recovery).unwrap_or_default();
+                snap.label = rec.map(|r| r.label).unwrap_or_default();
                 snap.objects.reload(&rows);
                 seq
             }

@@ -6,7 +6,7 @@ use crate::crypto::{
 };
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind, Record};
-use crate::engine::policy::{self, AttrValue, Part, View};
+use crate::engine::policy::{self, AttrValue, Part, Recovery, View};
 use crate::error::{Error, Result};
 use crate::store::{MasterKey, ObjectRow};
 use cryptoki_sys::*;
@@ -139,26 +139,28 @@ impl Entry {
         }
     }
 
-    /// The attribute view of one part.
-    pub fn view<'a>(&'a self, part: Part, token_label: &'a str) -> View<'a> {
+    /// The attribute view of one part, on a token labelled `token_label`
+    /// with the deletion settings `recovery`.
+    pub fn view<'a>(&'a self, part: Part, token_label: &'a str, recovery: Recovery) -> View<'a> {
         View {
             rec: &self.rec,
             part,
             token: self.is_token(),
             current: self.current,
             token_label,
+            recovery,
         }
     }
 
     /// Whether `part` matches every attribute of a find template. Without
     /// `CKA_ID` or `CKA_SOFTMHSM_VERSION` in the template only current
     /// versions match (with one, the version that carries it).
-    pub fn matches(&self, part: Part, t: &Template, token_label: &str) -> bool {
+    pub fn matches(&self, part: Part, t: &Template, token_label: &str, recovery: Recovery) -> bool {
         use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
         if t.get(CKA_SOFTMHSM_VERSION).is_none() && t.get(CKA_ID).is_none() && !self.current {
             return false;
         }
-        let view = self.view(part, token_label);
+        let view = self.view(part, token_label, recovery);
         t.0.iter()
             .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.to_vec()))
     }

@@ -51,8 +51,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE token ADD COLUMN attest_public BLOB;",
     // 4: the change log. Every committed write of an object row is numbered
     // (by triggers, so no write path can forget it), and object id 0 stands
-    // for the token row being made anew (initialisation): a process catches
-    // up with other processes' writes in O(changes).
+    // for the token row being made anew or its settings changed (a reload):
+    // a process catches up with other processes' writes in O(changes).
     "CREATE TABLE changes (
         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
         object_id INTEGER NOT NULL
@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER objects_delete_logged AFTER DELETE ON objects
         BEGIN INSERT INTO changes (object_id) VALUES (OLD.id); END;
     CREATE TRIGGER token_insert_logged AFTER INSERT ON token
+        BEGIN INSERT INTO changes (object_id) VALUES (0); END;
+    CREATE TRIGGER token_settings_logged
+        AFTER UPDATE OF label, purge_protection, retention_days ON token
         BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
 ];
 

@@ -21,8 +21,20 @@ fn record(
     kid: Option<&str>,
     t: Instant,
 ) {
+    record_algorithm(slot, op, failure, kid, None, t);
+}
+
+/// [`record`] with the operation's Managed HSM algorithm.
+fn record_algorithm(
+    slot: &Slot,
+    op: &str,
+    failure: Option<crate::error::Error>,
+    kid: Option<&str>,
+    algorithm: Option<&str>,
+    t: Instant,
+) {
     let description = failure.map_or_else(|| "CKR_OK".to_string(), |e| e.to_string());
-    audit::record(
+    audit::record_algorithm(
         &slot.config.store_path(),
         &Event {
             operation: op,
@@ -32,6 +44,7 @@ fn record(
             duration: t.elapsed(),
             caller: Caller::Pkcs11,
         },
+        algorithm,
     );
 }
 
@@ -90,13 +103,14 @@ pub fn key_changed<T>(
     r
 }
 
-/// A crypto operation's `*Init` (or `C_WrapKey`): recorded only when refused.
-/// Successes are not recorded: a line per signature would cost more than the
-/// signature.
+/// A crypto operation's `*Init` (or `C_WrapKey`): recorded only when refused,
+/// with the algorithm `algorithm` names (asked only then). Successes are not
+/// recorded: a line per signature would cost more than the signature.
 pub fn refused<T>(
     session: &Session,
     op: &str,
     key: CK_OBJECT_HANDLE,
+    algorithm: impl FnOnce() -> Option<String>,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     let t = Instant::now();
@@ -106,7 +120,15 @@ pub fn refused<T>(
             .object(key)
             .ok()
             .and_then(|(k, _)| kid(&session.slot, &k));
-        record(&session.slot, op, Some(*e), kid.as_deref(), t);
+        let alg = algorithm();
+        record_algorithm(
+            &session.slot,
+            op,
+            Some(*e),
+            kid.as_deref(),
+            alg.as_deref(),
+            t,
+        );
     }
     r
 }

@@ -31,6 +31,47 @@ pub fn check_out<'a>(
     }
 }
 
+/// Which kind of call an active operation is committed to. PKCS#11 3.0 §5.2
+/// and §5.8–5.12: after a single-part call kept the operation (a length query,
+/// a short buffer) only that call may follow, and after `*Update` (or a
+/// `*Final` length query) only `*Update`/`*Final`; the other kind answers
+/// `CKR_OPERATION_ACTIVE`, which, like every error, ends the operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Just initialised: either kind may follow.
+    #[default]
+    Fresh,
+    /// A single-part call (`C_Sign`, `C_Digest`, …) kept the operation.
+    Single,
+    /// `*Update` ran, or `*Final` kept the operation.
+    Multi,
+}
+
+impl Mode {
+    /// Admit a call at `stage`, committing a fresh operation to its kind.
+    pub fn admit(&mut self, stage: Stage) -> Result<()> {
+        let kind = if stage == Stage::Single {
+            Mode::Single
+        } else {
+            Mode::Multi
+        };
+        match *self {
+            Mode::Fresh => {
+                *self = kind;
+                Ok(())
+            }
+            m if m == kind => Ok(()),
+            _ => Err(Error(CKR_OPERATION_ACTIVE)),
+        }
+    }
+}
+
+/// An active operation context: the kind of call it is committed to.
+pub trait Staged {
+    /// The operation's [`Mode`].
+    fn mode(&mut self) -> &mut Mode;
+}
+
 /// The key side of a sign operation.
 #[derive(Clone)]
 pub enum Signer {
@@ -59,8 +100,13 @@ pub struct SignOp<K> {
     hasher: Option<Box<dyn Hasher>>,
     /// Collected input for the digest-input mechanisms used multi-part.
     buffer: Vec<u8>,
-    /// Set once `*Update` ran: a single-part call is then refused.
-    pub multipart: bool,
+    mode: Mode,
+}
+
+impl<K> Staged for SignOp<K> {
+    fn mode(&mut self) -> &mut Mode {
+        &mut self.mode
+    }
 }
 
 /// Signing in progress.
@@ -81,13 +127,12 @@ impl<K> SignOp<K> {
             plan,
             hasher: hash.map(|h| crypto::provider().hasher(h)),
             buffer: Vec::new(),
-            multipart: false,
+            mode: Mode::Fresh,
         }
     }
 
     /// `*Update`: hash, or collect (bounded by `limit`, the largest valid input).
     pub fn update(&mut self, data: &[u8], limit: usize) -> Result<()> {
-        self.multipart = true;
         match &mut self.hasher {
             Some(h) => h.update(data),
             None => {
@@ -227,8 +272,13 @@ pub struct DigestCtx {
     /// The hash.
     pub hash: Hash,
     hasher: Option<Box<dyn Hasher>>,
-    /// Set once `C_DigestUpdate` ran.
-    pub multipart: bool,
+    mode: Mode,
+}
+
+impl Staged for DigestCtx {
+    fn mode(&mut self) -> &mut Mode {
+        &mut self.mode
+    }
 }
 
 impl DigestCtx {
@@ -237,13 +287,12 @@ impl DigestCtx {
         DigestCtx {
             hash,
             hasher: Some(crypto::provider().hasher(hash)),
-            multipart: false,
+            mode: Mode::Fresh,
         }
     }
 
     /// Absorb input.
     pub fn update(&mut self, data: &[u8]) {
-        self.multipart = true;
         if let Some(h) = &mut self.hasher {
             h.update(data);
         }
@@ -318,8 +367,13 @@ pub struct CipherCtx {
     /// Input not yet processed (all of it for RSA and GCM; under a block, or
     /// the held-back last block, for CBC).
     buffer: SecretBytes,
-    /// Set once `*Update` ran: a single-part call is then refused.
-    pub multipart: bool,
+    mode: Mode,
+}
+
+impl Staged for CipherCtx {
+    fn mode(&mut self) -> &mut Mode {
+        &mut self.mode
+    }
 }
 
 impl CipherCtx {
@@ -330,7 +384,7 @@ impl CipherCtx {
             cipher,
             encrypt,
             buffer: SecretBytes::default(),
-            multipart: false,
+            mode: Mode::Fresh,
         }
     }
 
@@ -504,12 +558,10 @@ impl CipherCtx {
     pub fn commit(&mut self, step: Step, data: &[u8]) -> bool {
         match step.carry {
             Carry::Append => {
-                self.multipart = true;
                 self.buffer.extend_from_slice(data);
                 true
             }
             Carry::Chain(rest, iv) => {
-                self.multipart = true;
                 self.buffer = rest;
                 if let Cipher::AesCbc { iv: cur, .. } = &mut self.cipher {
                     *cur = iv;

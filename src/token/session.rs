@@ -5,7 +5,7 @@ use super::objects::Entry;
 use super::objects::ParsedKey;
 use super::operation::{
     check_out, unwrap_bytes, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Signer,
-    Stage, VerifyCtx,
+    Stage, Staged, VerifyCtx,
 };
 use super::slot::{LoggedIn, Slot};
 use crate::crypto::{self, SecretBytes};
@@ -47,15 +47,19 @@ pub struct Session {
     ops: Mutex<Ops>,
 }
 
-/// Run a producing step under the output convention: end the operation on
-/// success and on every error but `CKR_BUFFER_TOO_SMALL` and the length query.
-fn finish<C>(
+/// Run a producing step of a sign or digest operation under the output
+/// convention: a length query or a short buffer keeps the operation (committed
+/// to `stage`'s kind of call), success ends it. Errors end it in
+/// [`Session::operation_call`].
+fn finish<C: Staged>(
     slot: &mut Option<C>,
     out: OutBuf<'_>,
+    stage: Stage,
     need: impl FnOnce(&C) -> usize,
     compute: impl FnOnce(&mut C) -> Result<Vec<u8>>,
 ) -> Result<usize> {
     let ctx = slot.as_mut().ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    ctx.mode().admit(stage)?;
     let buf = match check_out(out, need(ctx))? {
         Err(len) => return Ok(len),
         Ok(buf) => buf,
@@ -72,7 +76,9 @@ fn finish<C>(
 
 /// Run one encrypt/decrypt step under the output convention. The step is
 /// computed before the operation changes, so a length query or a short buffer
-/// leaves it exactly as it was; any other error ends it.
+/// leaves it as it was (committed to `stage`'s kind of call); success of a
+/// single-part or final call ends it, and errors end it in
+/// [`Session::operation_call`].
 fn cipher_step(
     slot: &mut Option<CipherCtx>,
     data: &[u8],
@@ -80,22 +86,13 @@ fn cipher_step(
     stage: Stage,
 ) -> Result<usize> {
     let ctx = slot.as_mut().ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-    if stage == Stage::Single && ctx.multipart {
-        *slot = None;
-        return Err(Error(CKR_OPERATION_ACTIVE));
-    }
+    ctx.mode().admit(stage)?;
     if out.is_none() {
         if let Some(n) = ctx.known_len(data.len(), stage) {
             return Ok(n);
         }
     }
-    let step = match ctx.run(data, stage) {
-        Ok(step) => step,
-        Err(e) => {
-            *slot = None;
-            return Err(e);
-        }
-    };
+    let step = ctx.run(data, stage)?;
     let n = step.out.len();
     let buf = match check_out(out, n)? {
         Err(len) => return Ok(len),
@@ -106,6 +103,21 @@ fn cipher_step(
         *slot = None;
     }
     Ok(n)
+}
+
+/// The operation families whose calls follow the PKCS#11 lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `C_Digest*`.
+    Digest,
+    /// `C_Encrypt*`.
+    Encrypt,
+    /// `C_Decrypt*`.
+    Decrypt,
+    /// `C_Sign*`.
+    Sign,
+    /// `C_Verify*`.
+    Verify,
 }
 
 impl Session {
@@ -121,6 +133,25 @@ impl Session {
 
     fn ops(&self) -> MutexGuard<'_, Ops> {
         self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run one call of an active operation (any call but its `*Init`).
+    /// PKCS#11 3.0 §5.2 and §5.8–5.12: a call that returns an error other than
+    /// `CKR_BUFFER_TOO_SMALL` terminates the operation, whatever raised the
+    /// error (the ABI's argument checks included), so `f` does all of it.
+    pub fn operation_call<T>(&self, family: Family, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let r = f();
+        if matches!(&r, Err(e) if e.rv() != CKR_BUFFER_TOO_SMALL) {
+            let mut ops = self.ops();
+            match family {
+                Family::Digest => ops.digest = None,
+                Family::Encrypt => ops.encrypt = None,
+                Family::Decrypt => ops.decrypt = None,
+                Family::Sign => ops.sign = None,
+                Family::Verify => ops.verify = None,
+            }
+        }
+        r
     }
 
     /// `CK_SESSION_INFO.state`.
@@ -219,11 +250,9 @@ impl Session {
     /// C_Sign.
     pub fn sign(&self, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
         let mut ops = self.ops();
-        if ops.sign.as_ref().is_some_and(|c| c.multipart) {
-            ops.sign = None;
-            return Err(Error(CKR_OPERATION_ACTIVE));
-        }
-        finish(&mut ops.sign, out, SignCtx::sig_len, |c| c.sign(Some(data)))
+        finish(&mut ops.sign, out, Stage::Single, SignCtx::sig_len, |c| {
+            c.sign(Some(data))
+        })
     }
 
     /// C_SignUpdate.
@@ -233,18 +262,17 @@ impl Session {
             .sign
             .as_mut()
             .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.mode().admit(Stage::Update)?;
         let limit = c.input_limit();
-        let r = c.update(data, limit);
-        if r.is_err() {
-            ops.sign = None;
-        }
-        r
+        c.update(data, limit)
     }
 
     /// C_SignFinal.
     pub fn sign_final(&self, out: OutBuf<'_>) -> Result<usize> {
         let mut ops = self.ops();
-        finish(&mut ops.sign, out, SignCtx::sig_len, |c| c.sign(None))
+        finish(&mut ops.sign, out, Stage::Final, SignCtx::sig_len, |c| {
+            c.sign(None)
+        })
     }
 
     // --- verify -------------------------------------------------------------
@@ -271,9 +299,7 @@ impl Session {
             .verify
             .take()
             .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        if c.multipart {
-            return Err(Error(CKR_OPERATION_ACTIVE));
-        }
+        c.mode().admit(Stage::Single)?;
         c.verify(Some(data), signature)
     }
 
@@ -284,12 +310,9 @@ impl Session {
             .verify
             .as_mut()
             .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.mode().admit(Stage::Update)?;
         let limit = c.input_limit();
-        let r = c.update(data, limit);
-        if r.is_err() {
-            ops.verify = None;
-        }
-        r
+        c.update(data, limit)
     }
 
     /// C_VerifyFinal.
@@ -299,6 +322,7 @@ impl Session {
             .verify
             .take()
             .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.mode().admit(Stage::Final)?;
         c.verify(None, signature)
     }
 
@@ -317,13 +341,10 @@ impl Session {
     /// C_Digest.
     pub fn digest(&self, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
         let mut ops = self.ops();
-        if ops.digest.as_ref().is_some_and(|c| c.multipart) {
-            ops.digest = None;
-            return Err(Error(CKR_OPERATION_ACTIVE));
-        }
         finish(
             &mut ops.digest,
             out,
+            Stage::Single,
             |c| c.hash.len(),
             |c| Ok(c.finish(Some(data))),
         )
@@ -336,6 +357,7 @@ impl Session {
             .digest
             .as_mut()
             .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+        c.mode().admit(Stage::Update)?;
         c.update(data);
         Ok(())
     }
@@ -346,6 +368,7 @@ impl Session {
         finish(
             &mut ops.digest,
             out,
+            Stage::Final,
             |c| c.hash.len(),
             |c| Ok(c.finish(None)),
         )
@@ -403,6 +426,43 @@ impl Session {
             }
         };
         Ok((cipher, key))
+    }
+
+    /// The Managed HSM algorithm (JWA name, from the mechanism registry) of
+    /// operation `op` with `mech` on the key `key`, for the audit log.
+    pub fn jwa(
+        &self,
+        mech: Option<&Mechanism>,
+        key: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> Option<String> {
+        let mech = mech?;
+        let (e, _) = self.object(key).ok()?;
+        let kind = e.rec.key()?.kind;
+        crate::engine::mechanism::lookup(mech.ty)?.jwa(op, kind, &mech.param)
+    }
+
+    /// The Managed HSM operation (and audit name) of a `C_EncryptInit` or
+    /// `C_DecryptInit` (`op`) with mechanism `ty` on `key`: AES-KW, and RSA on
+    /// a key with wrapKey/unwrapKey but not encrypt/decrypt, are
+    /// "KeyWrap"/"KeyUnwrap"; an unknown handle keeps the call's own name.
+    pub fn cipher_audit_name(
+        &self,
+        ty: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        op: KeyOps,
+    ) -> &'static str {
+        let key_ops = match self.key(key).map(|(e, _)| e) {
+            Ok(e) => e.rec.key().map(|k| k.ops).unwrap_or_default(),
+            Err(_) => KeyOps::default(),
+        };
+        let op = rules::cipher_operation(ty, key_ops, op);
+        match op {
+            KeyOps::WRAP => "KeyWrap",
+            KeyOps::UNWRAP => "KeyUnwrap",
+            KeyOps::DECRYPT => "KeyDecrypt",
+            _ => "KeyEncrypt",
+        }
     }
 
     /// C_EncryptInit (PKCS#11 3.1 §5.8.1).
@@ -508,6 +568,34 @@ impl Session {
         }
         let material = unwrap_bytes(&key, &cipher, wrapped)?;
         self.import_key(t, material, Error(CKR_WRAPPED_KEY_INVALID))
+    }
+
+    /// C_CreateObject of a session public key (see
+    /// [`policy::public_key_request`]): the key is parsed by the provider
+    /// before it is stored, so a point off its curve or a malformed modulus is
+    /// `CKR_ATTRIBUTE_VALUE_INVALID` here, not at first use.
+    pub fn import_public(&self, t: &Template) -> Result<Arc<Entry>> {
+        let req = policy::public_key_request(t)?;
+        let Body::Key(k) = &req.record.body else {
+            return Err(Error(CKR_GENERAL_ERROR));
+        };
+        let public = k
+            .public
+            .as_ref()
+            .ok_or(Error(CKR_GENERAL_ERROR))?
+            .to_public(k.kind)?;
+        let p = crypto::provider();
+        let parsed = match &public {
+            crypto::PublicKey::Rsa { n, e } => p.rsa_public(n, e).map(|_| ()),
+            crypto::PublicKey::Ec { curve, point } => p.ec_public(*curve, point).map(|_| ()),
+        };
+        parsed.map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        if policy::is_private(&req.record, Part::Public)
+            && self.slot.state().login != LoggedIn::User
+        {
+            return Err(Error(CKR_USER_NOT_LOGGED_IN));
+        }
+        self.slot.add(self, false, req.record, None)
     }
 
     /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key

@@ -267,7 +267,10 @@ impl Slot {
         let mut older: HashMap<(String, bool), (bool, i64)> = HashMap::new();
         let mut consider = |e: &Arc<Entry>| {
             for part in [Part::Main, Part::Public] {
-                if !e.has_part(part) || !self.visible(e, part) || !e.matches(part, t, label) {
+                if !e.has_part(part)
+                    || !self.visible(e, part)
+                    || !e.matches(part, t, label, snap.recovery)
+                {
                     continue;
                 }
                 match (&e.rec.body, e.is_token() && by_version && versioned) {
@@ -299,7 +302,7 @@ impl Slot {
     /// C_GetAttributeValue for one attribute of an object.
     pub fn attribute(&self, e: &Entry, part: Part, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
         let snap = self.pool.snapshot();
-        policy::get_attribute(&e.view(part, &snap.label), ty)
+        policy::get_attribute(&e.view(part, &snap.label, snap.recovery), ty)
     }
 
     /// Store a new object (token: in the store, then the snapshot) and return its entry.
