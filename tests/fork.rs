@@ -241,6 +241,13 @@ fn in_child(raw: &Raw, slot: CK_SLOT_ID, parent_session: CK_SESSION_HANDLE, poin
 /// Forks; runs `child` in the child (exit status = verdict); returns the
 /// child's wait status in the parent, failing after `limit`.
 fn fork_and_wait(child: impl FnOnce(), limit: Duration) -> i32 {
+    let pid = fork_child(child);
+    wait_child(pid, limit)
+}
+
+/// Forks; runs `child` in the child, whose exit status is its verdict;
+/// returns the child's pid in the parent.
+fn fork_child(child: impl FnOnce()) -> libc::pid_t {
     // SAFETY: see the module comment: the child is single-threaded and leaves with _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
@@ -255,6 +262,11 @@ fn fork_and_wait(child: impl FnOnce(), limit: Duration) -> i32 {
             })
         };
     }
+    pid
+}
+
+/// The wait status of child `pid`, failing after `limit`.
+fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {
     let start = Instant::now();
     let mut status = 0;
     loop {
@@ -319,5 +331,133 @@ p11_test! {
         sign_and_verify(&t, k.private, &point, "parent after its child exited");
         t.aes(32, "after-child-exit");
         assert_eq!(t.find(&[label("after-child-exit")]).len(), 1, "the parent writes after the child exited");
+    }
+}
+
+/// `C_Initialize`, `C_OpenSession` (RW) and user `C_Login` through the raw list.
+fn raw_login(raw: &Raw, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
+    let mut h: CK_SESSION_HANDLE = 0;
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: ptr::null_mut(),
+    };
+    let mut user_pin = USER_PIN.as_bytes().to_vec();
+    // SAFETY: out-pointers and buffers are live locals of the stated sizes.
+    unsafe {
+        check(
+            p11!(
+                raw,
+                C_Initialize,
+                (&mut args as *mut CK_C_INITIALIZE_ARGS).cast::<c_void>()
+            ),
+            CKR_OK,
+            "C_Initialize",
+        );
+        let rv = p11!(
+            raw,
+            C_OpenSession,
+            slot,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            ptr::null_mut(),
+            None,
+            &mut h
+        );
+        check(rv, CKR_OK, "C_OpenSession");
+        let rv = p11!(
+            raw,
+            C_Login,
+            h,
+            CKU_USER,
+            user_pin.as_mut_ptr(),
+            user_pin.len() as CK_ULONG
+        );
+        check(rv, CKR_OK, "C_Login");
+    }
+    h
+}
+
+/// A raw ECDSA signature of `digest` with `key`.
+fn raw_sign(raw: &Raw, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE, digest: &mut [u8]) -> Vec<u8> {
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_ECDSA,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sig = [0u8; 64];
+    let mut len = sig.len() as CK_ULONG;
+    // SAFETY: buffers are live locals of the stated sizes.
+    unsafe {
+        check(
+            p11!(raw, C_SignInit, h, &mut mech, key),
+            CKR_OK,
+            "C_SignInit",
+        );
+        let rv = p11!(
+            raw,
+            C_Sign,
+            h,
+            digest.as_mut_ptr(),
+            digest.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut len
+        );
+        check(rv, CKR_OK, "C_Sign");
+    }
+    sig[..len as usize].to_vec()
+}
+
+p11_test! {
+    fn a_forked_child_keeps_its_store_after_the_parent_closes_and_others_write() {
+        // nginx with `daemon on`: every worker is a fork of a process that had
+        // the store open and then went away. SQLite keeps its lock bookkeeping
+        // per process and per file: a child that reused the inherited (forgotten)
+        // bookkeeping took no real lock, so the last other process to close
+        // deleted the WAL under it ("database disk image is malformed").
+        softmhsm_only!("SQLite's locks across fork are softmhsm's concern");
+        let t = Token::fresh();
+        let k = t.keypair(Kp::Ec(OID_P256), "forked");
+        let point = t.ec_point(k.public);
+        let slot = t.slot.id();
+        let marker = store_dir().parent().unwrap().join("parent-closed");
+        let raw = &t.raw;
+        let pid = fork_child(|| {
+            let h = raw_login(raw, slot);
+            let key = raw_find(raw, h, CKO_PRIVATE_KEY, "forked");
+            assert_eq!(key.len(), 1, "child: the parent's key");
+            let start = Instant::now();
+            while !marker.exists() {
+                assert!(start.elapsed() < Duration::from_secs(30), "parent never closed its store");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Other processes open, write and close the store while the child keeps it open.
+            for i in 0..3 {
+                let name = format!("from-cli-{i}");
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_softmhsm"))
+                    .args(["key", "create", "--name", &name, "--kty", "oct"])
+                    .env("SOFTMHSM_PIN", USER_PIN)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("run softmhsm");
+                assert!(out.status.success(), "softmhsm key create: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let mut digest = sha2::Sha256::digest(b"after the others wrote").to_vec();
+            let sig = raw_sign(raw, h, key[0], &mut digest);
+            verify_ecdsa_prehash(OID_P256, &point, &digest, &sig).expect("child's signature verifies");
+            assert_eq!(raw_find(raw, h, CKO_SECRET_KEY, "from-cli-2").len(), 1, "child: the CLI's key");
+            // SAFETY: no pointer argument.
+            unsafe { check(p11!(raw, C_Finalize, ptr::null_mut()), CKR_OK, "child: C_Finalize") };
+        });
+        // The parent closes its store (as nginx's first process exits).
+        // SAFETY: no pointer argument.
+        unsafe { check(p11!(raw, C_Finalize, ptr::null_mut()), CKR_OK, "parent: C_Finalize") };
+        std::fs::write(&marker, b"closed").unwrap();
+        let status = wait_child(pid, Duration::from_secs(60));
+        assert!(libc::WIFEXITED(status), "child killed by a signal (status {status:#x})");
+        assert_eq!(libc::WEXITSTATUS(status), CHILD_OK, "child's checks failed (see its stderr above)");
+        std::mem::forget(t);
     }
 }

@@ -3,7 +3,7 @@
 //! The library state is process-global (a PKCS#11 library is): `C_Initialize`
 //! builds a [`Library`], `C_Finalize` drops it. After `fork()` the child sees a
 //! different pid and must call `C_Initialize` again; the parent's state (its
-//! SQLite connections above all) is never used nor closed by the child.
+//! SQLite connections above all) is never used by the child, only closed.
 
 pub mod audit;
 pub mod operation;
@@ -46,11 +46,15 @@ pub fn initialize() -> Result<()> {
         if lib.pid == pid {
             return Err(Error(CKR_CRYPTOKI_ALREADY_INITIALIZED));
         }
-        // A forked child: the parent's connections must be neither used nor
-        // closed here (closing could checkpoint or unlink the parent's WAL).
-        if let Some(old) = g.take() {
-            std::mem::forget(old);
-        }
+        // A forked child: the parent's connections are never used here, but
+        // they are closed. SQLite keeps its lock bookkeeping per process and
+        // per file, and the child inherited the parent's: a new connection
+        // beside a forgotten one would count itself among the parent's readers
+        // and take no lock of its own, so another process closing last would
+        // delete the WAL under it. Closing is safe for the parent: SQLite
+        // checkpoints and removes the WAL only when it gets an exclusive lock,
+        // which the parent's (real, per-process) shared lock forbids.
+        drop(g.take());
     }
     let cfg = config::load()?;
     let slots = cfg
@@ -77,7 +81,9 @@ pub fn finalize() -> Result<()> {
             Ok(())
         }
         Some(lib) => {
-            std::mem::forget(lib);
+            // A forked child that never initialised: close the inherited
+            // connections (see `initialize`) and say so.
+            drop(lib);
             Err(Error(CKR_CRYPTOKI_NOT_INITIALIZED))
         }
         None => Err(Error(CKR_CRYPTOKI_NOT_INITIALIZED)),
