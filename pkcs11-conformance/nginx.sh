@@ -95,11 +95,17 @@ http {
     }
 }
 CONF
-nginx_stop() {
-    [ -s "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
-    sleep 0.5
+nginx_stop() {  # nginx_stop [PIDFILE]: stop that master (default: the first server's) and wait for it;
+    # a master or worker stuck in the library (README D4: signals blocked) is killed
+    local pf="${1:-$WORK/nginx.pid}" p w
+    [ -s "$pf" ] || return 0
+    p=$(cat "$pf"); w=$(pgrep -P "$p")
+    kill "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && { kill -9 "$p" $w 2>/dev/null; echo "    | nginx $p did not stop: killed" >&2; }
+    sleep 0.2
 }
-trap 'nginx_stop; cleanup' EXIT
+trap 'nginx_stop; nginx_stop "$WORK/web.pid"; nginx_stop "$WORK/label.pid"; cleanup' EXIT
 
 check "nginx -t with engine keys" timeout 60 nginx -t -p "$WORK" -c "$WORK/nginx.conf"
 # start-up errors go to stderr (and Debian's compiled-in /var/log/nginx/error.log), not to our log
@@ -107,7 +113,7 @@ if timeout 60 nginx -p "$WORK" -c "$WORK/nginx.conf" 2> logs/startup.log; then p
 else fail "nginx starts (master + 2 workers)"; tail -n 3 logs/startup.log | sed 's/^/    | /' >&2; fi
 for _ in $(seq 50); do [ -s nginx.pid ] && ss -Hltn "sport = :$PORT_EC" | grep -q . && break; sleep 0.2; done
 [ -s nginx.pid ] && CLEANUP_PIDS+=("$(cat nginx.pid)")
-workers() { [ -s "$WORK/nginx.pid" ] && pgrep -c -P "$(cat "$WORK/nginx.pid")" 2>/dev/null || echo 0; }
+workers() { local pf="${1:-$WORK/nginx.pid}"; [ -s "$pf" ] && pgrep -c -P "$(cat "$pf")" 2>/dev/null || echo 0; }
 nw=$(workers)
 [ "$nw" = 2 ] && pass "nginx runs 2 worker processes" || fail "nginx runs 2 worker processes (found $nw)"
 
@@ -199,5 +205,211 @@ if [ ! -s logs/error.log ] || grep -E '\[(emerg|crit|alert)\]|worker process [0-
     fail "nginx error log has no [emerg]/[crit]/[alert]"
     grep -hE '\[(emerg|crit|alert)\]|exited on signal' logs/error.log logs/startup.log 2>/dev/null | head -n 5 | sed 's/^/    | /' >&2
 else pass "nginx error log has no [emerg]/[crit]/[alert]"; fi
+# --- rotating the key under a running nginx (DESIGN.md §2: CKA_ID names one key version) ------
+# The URI names the key by label AND id. A rotation makes a new current version with its own
+# CKA_ID (the 16 bytes of its version id); the old version keeps its id, so nginx keeps serving
+# the old version - across handshakes, workers forked before the rotation, a reload and a
+# restart - until it is given the new version's id and a certificate for it. A label-only URI
+# finds the current version: after a rotation it no longer matches the old certificate.
+# This nginx runs with `daemon off` (in the background): with `daemon on` every process left is a
+# fork of the one that opened the token store, and a forked process that opens the store after
+# other processes wrote to it hangs (pkcs11-conformance/README.md, D4).
+CLI="$REPO_ROOT/target/release/softmhsm"
+[ -x "$CLI" ] || { echo "missing $CLI" >&2; exit 2; }
+CLIP() { SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" "$@"; }
+pct() { sed 's/../%&/g' <<< "$1"; }                         # hex -> %xx%xx... (a pkcs11: URI id)
+kid_version() { grep -o '"kid": *"[^"]*"' | head -n 1 | sed 's/"$//; s/.*\///'; }   # JSON on stdin
+EMPTY_SHA=$(printf '' | sha256sum | cut -c1-64)
+spki_sha() { O pkey -pubin -outform DER 2>/dev/null | sha256sum | cut -c1-64; }    # PEM SPKI on stdin
+cert_pub() { O x509 -in "$1" -noout -pubkey 2>/dev/null | spki_sha; }
+served_pub() { echo | O s_client -connect "127.0.0.1:$1" -servername localhost 2>/dev/null | O x509 -noout -pubkey 2>/dev/null | spki_sha; }
+token_pub() {  # token_pub FILE SELECTOR...: the token's public key (pkcs11-tool --read-object), hashed
+    rm -f "$1"
+    P --read-object --type pubkey "${@:2}" -o "$1" >/dev/null 2>&1 || { echo "$EMPTY_SHA"; return; }
+    O pkey -pubin -inform DER -in "$1" 2>/dev/null | spki_sha
+}
+# same_key NAME A B / other_key NAME A B: two public-key hashes (neither empty) are / are not equal
+same_key() { if [ "$2" != "$EMPTY_SHA" ] && [ "$2" = "$3" ]; then pass "$1"; else fail "$1"; echo "    | $2 vs $3" >&2; fi; }
+other_key() { if [ "$2" != "$EMPTY_SHA" ] && [ "$3" != "$EMPTY_SHA" ] && [ "$2" != "$3" ]; then pass "$1"; else fail "$1"; echo "    | $2 vs $3" >&2; fi; }
+privkey_ids() { PL --list-objects --type privkey 2>/dev/null | awk -v n="$1" '/^Private Key Object/{l=""} /^ *label:/{l=$2} /^ *ID:/{if(l==n) print $2}'; }
+web_conf() {  # web_conf FILE NAME PORT CERT KEY-URI [DAEMON]: one TLS server, master + 2 workers, logs/NAME-*.log
+    cat > "$1" <<CONF
+env SOFTMHSM_DIR;
+env SOFTMHSM_KDF_ITERATIONS;
+env OPENSSL_CONF;
+user root;
+daemon ${6:-off};
+master_process on;
+worker_processes 2;
+pid $WORK/$2.pid;
+error_log $WORK/logs/$2-error.log info;
+events { worker_connections 64; }
+http {
+    log_format w '\$pid \$ssl_protocol \$status';
+    access_log $WORK/logs/$2-access.log w;
+    client_body_temp_path $WORK/tmp/body;
+    proxy_temp_path $WORK/tmp/proxy;
+    fastcgi_temp_path $WORK/tmp/fastcgi;
+    uwsgi_temp_path $WORK/tmp/uwsgi;
+    scgi_temp_path $WORK/tmp/scgi;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    server {
+        listen 127.0.0.1:$3 ssl reuseport;
+        server_name localhost;
+        ssl_certificate $4;
+        ssl_certificate_key "engine:pkcs11:$5";
+        location / { return 200 "softmhsm web\n"; }
+    }
+}
+CONF
+}
+ngx_start() {  # ngx_start CONF NAME PORT: 0 when the master runs, listens and has 2 workers
+    # `daemon off` (the master is the process that loaded the keys) runs in the background here
+    local pf="$WORK/$2.pid" m
+    rm -f "$pf"
+    if grep -q '^daemon off;' "$1"; then
+        nginx -p "$WORK" -c "$1" >> "$WORK/logs/$2-startup.log" 2>&1 &
+        m=$!; CLEANUP_PIDS+=("$m")
+    else timeout 60 nginx -p "$WORK" -c "$1" 2>> "$WORK/logs/$2-startup.log" || return 1; fi
+    for _ in $(seq 50); do
+        [ -n "${m:-}" ] && ! kill -0 "$m" 2>/dev/null && return 1
+        [ -s "$pf" ] && ss -Hltn "sport = :$3" | grep -q . && [ "$(workers "$pf")" = 2 ] && break; sleep 0.2
+    done
+    [ -s "$pf" ] && CLEANUP_PIDS+=("$(cat "$pf")")
+    [ "$(workers "$pf")" = 2 ]
+}
+ngx_reload() {  # ngx_reload CONF NAME: nginx -s reload; 0 once the old workers are gone and 2 new ones run
+    local pf="$WORK/$2.pid" old w still
+    old=$(pgrep -P "$(cat "$pf")")
+    timeout 30 nginx -p "$WORK" -c "$1" -s reload 2>> "$WORK/logs/$2-startup.log" || return 1
+    for _ in $(seq 100); do
+        still=0
+        for w in $old; do kill -0 "$w" 2>/dev/null && still=1; done
+        [ $still = 0 ] && [ "$(workers "$pf")" = 2 ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+web_hs() {  # web_hs COUNT CERT: COUNT new TLS connections + GET (TLS 1.2 / 1.3 alternately); prints the failures
+    local i bad=0
+    for i in $(seq "$1"); do
+        if [ $((i % 2)) = 0 ]; then C "$PORT_WEB" "$2" --tlsv1.3 -o /dev/null 2>>curl-web.err || bad=$((bad + 1))
+        else C "$PORT_WEB" "$2" --tlsv1.2 --tls-max 1.2 -o /dev/null 2>>curl-web.err || bad=$((bad + 1)); fi
+    done
+    echo "$bad"
+}
+hs_ok() {  # hs_ok NAME FAILED
+    if [ "$2" = 0 ]; then pass "$1"; else fail "$1"; echo "    | $2 failed" >&2; sort curl-web.err 2>/dev/null | uniq -c | head -n 3 | sed 's/^/    | /' >&2; fi
+}
+
+ID_V1=c0ffee01
+check "rotation: RSA-2048 key web --id $ID_V1 (pkcs11-tool)" PL --keypairgen --key-type rsa:2048 --label web --id "$ID_V1"
+V1=$(CLIP key show --name web 2>/dev/null | kid_version)
+check "rotation: certificate for pkcs11:object=web;id=$(pct $ID_V1) (req -x509, engine)" timeout 60 openssl req -x509 -new \
+    -engine pkcs11 -keyform engine -key "pkcs11:object=web;id=$(pct $ID_V1);type=private" -subj "/CN=localhost" -days 2 -sha256 \
+    -addext "subjectAltName=DNS:localhost" -addext "basicConstraints=critical,CA:TRUE" -out web-v1.pem
+PUB_V1=$(cert_pub web-v1.pem)
+same_key "rotation: the certificate carries the public key of id $ID_V1" "$PUB_V1" "$(token_pub v1.der --id "$ID_V1")"
+PORT_WEB=$(free_port)
+while [ "$PORT_WEB" = "$PORT_RSA" ] || [ "$PORT_WEB" = "$PORT_EC" ]; do PORT_WEB=$(free_port); done
+web_conf web.conf web "$PORT_WEB" "$WORK/web-v1.pem" "pkcs11:object=web;id=$(pct $ID_V1);type=private"
+check "rotation: nginx -t, URI with label and id" timeout 60 nginx -t -p "$WORK" -c "$WORK/web.conf"
+if ngx_start web.conf web "$PORT_WEB"; then pass "rotation: nginx starts (master + 2 workers), URI with label and id"
+else fail "rotation: nginx starts (master + 2 workers), URI with label and id"; tail -n 3 logs/web-startup.log | sed 's/^/    | /' >&2; fi
+
+# rotation 1: after the master loaded the key, before any handshake (the workers re-find the key after fork)
+if CLIP key rotate --name web > rotate1.json 2> rotate1.err && V2=$(kid_version < rotate1.json) && [ -n "$V2" ] && [ "$V2" != "$V1" ]; then
+    pass "rotation: softmhsm key rotate --name web before the first handshake (version $V1 -> $V2)"
+else fail "rotation: softmhsm key rotate --name web before the first handshake"; cat rotate1.err rotate1.json 2>/dev/null | tail -n 3 | sed 's/^/    | /' >&2; V2=; fi
+ids=$(privkey_ids web | tr '\n' ' ')
+[ "$ids" = "$V2 " ] && pass "rotation: the label lists the new current version, CKA_ID = its version id ($V2)" \
+    || fail "rotation: the label lists the new current version, CKA_ID = its version id (listed: $ids, version: $V2)"
+same_key "rotation: --id $ID_V1 still finds the old version" "$PUB_V1" "$(token_pub v1b.der --id "$ID_V1")"
+other_key "rotation: --label web now finds another key" "$PUB_V1" "$(token_pub cur2.der --label web)"
+bad=$(web_hs 20 web-v1.pem)
+hs_ok "rotation: 20 handshakes after rotating (workers forked before it) with the old certificate" "$bad"
+same_key "rotation: served certificate = old certificate (served public key = id $ID_V1's)" "$PUB_V1" "$(served_pub "$PORT_WEB")"
+# rotation 2: while the workers serve (they hold sessions and key handles)
+if CLIP key rotate --name web > rotate2.json 2> rotate2.err && V3=$(kid_version < rotate2.json) && [ -n "$V3" ] && [ "$V3" != "$V2" ]; then
+    pass "rotation: softmhsm key rotate --name web after 20 handshakes (version $V2 -> $V3)"
+else fail "rotation: softmhsm key rotate --name web after 20 handshakes"; cat rotate2.err rotate2.json 2>/dev/null | tail -n 3 | sed 's/^/    | /' >&2; V3=; fi
+bad=$(web_hs 20 web-v1.pem)
+hs_ok "rotation: 20 more handshakes after the second rotation, old certificate" "$bad"
+same_key "rotation: still served: the old certificate" "$PUB_V1" "$(served_pub "$PORT_WEB")"
+nws=$(awk '{print $1}' logs/web-access.log 2>/dev/null | sort -u | wc -l)
+[ "$nws" -ge 2 ] && pass "rotation: both workers served the old version" || fail "rotation: both workers served the old version (pids in access log: $nws)"
+# A new load of the key by its URI (reload, restart) does not find the old version: libp11 0.4.12
+# enumerates every private key with the template {CKA_CLASS} alone and matches label and id itself,
+# and that template finds current versions only (pkcs11-conformance/README.md, D3). A reload is
+# refused and nginx goes on serving the old version with its running workers.
+old_w=$(pgrep -P "$(cat web.pid)" | sort | tr '\n' ' ')
+timeout 30 nginx -p "$WORK" -c "$WORK/web.conf" -s reload 2>> logs/web-startup.log; sleep 2
+bad=$(web_hs 20 web-v1.pem)
+if [ "$bad" = 0 ] && [ "$(served_pub "$PORT_WEB")" = "$PUB_V1" ]; then pass "rotation: after nginx -s reload nginx still serves the old version (20 handshakes, old certificate)"
+else fail "rotation: after nginx -s reload nginx still serves the old version (20 handshakes, old certificate)"; echo "    | $bad failed" >&2; fi
+new_w=$(pgrep -P "$(cat web.pid)" | sort | tr '\n' ' ')
+if [ "$new_w" = "$old_w" ] && grep -q 'id=%c0%ff%ee%01;type=private".*object not found' logs/web-startup.log logs/web-error.log; then
+    pass "rotation: D3 (libp11 0.4.12): the reload is refused, id $ID_V1 not found (the old workers serve on)"
+else fail "rotation: D3 (libp11 0.4.12): the reload is refused, id $ID_V1 not found (the old workers serve on)"; echo "    | workers before: $old_w after: $new_w" >&2; fi
+
+# the documented trap: a label-only URI finds the current version, which does not match the old certificate
+PORT_LBL=$(free_port)
+while [ "$PORT_LBL" = "$PORT_WEB" ] || [ "$PORT_LBL" = "$PORT_RSA" ] || [ "$PORT_LBL" = "$PORT_EC" ]; do PORT_LBL=$(free_port); done
+web_conf label.conf label "$PORT_LBL" "$WORK/web-v1.pem" "pkcs11:object=web;type=private" on
+out=$(timeout 60 nginx -t -p "$WORK" -c "$WORK/label.conf" 2>&1); rc=$?
+if [ $rc != 0 ] && grep -q 'key values mismatch' <<< "$out"; then pass "rotation: label-only URI + old certificate: nginx -t fails (key values mismatch), as documented"
+else fail "rotation: label-only URI + old certificate: nginx -t fails (key values mismatch), as documented"; echo "    | rc=$rc" >&2; tail -n 3 <<< "$out" | sed 's/^/    | /' >&2; fi
+if ngx_start label.conf label "$PORT_LBL"; then
+    fail "rotation: label-only URI + old certificate: nginx does not start (key values mismatch)"; nginx_stop "$WORK/label.pid"
+elif grep -q 'key values mismatch' logs/label-startup.log 2>/dev/null && ! ss -Hltn "sport = :$PORT_LBL" | grep -q .; then
+    pass "rotation: label-only URI + old certificate: nginx does not start (key values mismatch)"
+else fail "rotation: label-only URI + old certificate: nginx does not start (key values mismatch)"; tail -n 3 logs/label-startup.log | sed 's/^/    | /' >&2; fi
+
+# adopt the new version: its CKA_ID (= the 16 bytes of its version id), a certificate for it, a reload
+NEWID=$(privkey_ids web | head -n 1)
+SHOWV=$(CLIP key show --name web 2>/dev/null | kid_version)
+if [ -n "$NEWID" ] && [ "$NEWID" = "$SHOWV" ] && [ "$NEWID" = "$V3" ] && [ ${#NEWID} = 32 ]; then
+    pass "rotation: current CKA_ID (pkcs11-tool --list-objects) = key show kid version = 16 bytes ($NEWID)"
+else fail "rotation: current CKA_ID (pkcs11-tool --list-objects) = key show kid version = 16 bytes"; echo "    | CKA_ID $NEWID, kid version $SHOWV, rotated to $V3" >&2; fi
+NEWURI="pkcs11:object=web;id=$(pct "$NEWID");type=private"
+check "rotation: certificate for the new version ($NEWURI)" timeout 60 openssl req -x509 -new \
+    -engine pkcs11 -keyform engine -key "$NEWURI" -subj "/CN=localhost" -days 2 -sha256 \
+    -addext "subjectAltName=DNS:localhost" -addext "basicConstraints=critical,CA:TRUE" -out web-new.pem
+PUB_NEW=$(cert_pub web-new.pem)
+same_key "rotation: the new certificate carries the public key of the new id" "$PUB_NEW" "$(token_pub new.der --id "$NEWID")"
+other_key "rotation: new and old certificates carry different keys" "$PUB_NEW" "$PUB_V1"
+cp web.conf web-old.conf
+web_conf web.conf web "$PORT_WEB" "$WORK/web-new.pem" "$NEWURI"
+check "rotation: nginx -t, new id + new certificate" timeout 60 nginx -t -p "$WORK" -c "$WORK/web.conf"
+if ngx_reload web.conf web; then pass "rotation: nginx -s reload with the new id + new certificate: new workers"
+else fail "rotation: nginx -s reload with the new id + new certificate: new workers"; tail -n 3 logs/web-startup.log logs/web-error.log | sed 's/^/    | /' >&2; fi
+hs_ok "rotation: 20 handshakes after adopting the new version, new certificate" "$(web_hs 20 web-new.pem)"
+same_key "rotation: served now: the new certificate" "$PUB_NEW" "$(served_pub "$PORT_WEB")"
+if C "$PORT_WEB" web-v1.pem -o /dev/null 2>/dev/null; then fail "rotation: a client pinned to the old certificate no longer verifies the server"
+else pass "rotation: a client pinned to the old certificate no longer verifies the server"; fi
+
+# full restart (stop + start: a new process, a new library instance)
+nginx_stop "$WORK/web.pid"
+if ngx_start web-old.conf web "$PORT_WEB"; then
+    fail "rotation: D3 (libp11 0.4.12): restart with the old id + old certificate fails, id $ID_V1 not found"; nginx_stop "$WORK/web.pid"
+elif grep -q 'id=%c0%ff%ee%01;type=private".*object not found' logs/web-startup.log; then
+    pass "rotation: D3 (libp11 0.4.12): restart with the old id + old certificate fails, id $ID_V1 not found"
+else fail "rotation: D3 (libp11 0.4.12): restart with the old id + old certificate fails, id $ID_V1 not found"; tail -n 3 logs/web-startup.log | sed 's/^/    | /' >&2; fi
+if ngx_start web.conf web "$PORT_WEB"; then pass "rotation: nginx restarts (stop + start) with the new id + new certificate"
+else fail "rotation: nginx restarts (stop + start) with the new id + new certificate"; tail -n 3 logs/web-startup.log | sed 's/^/    | /' >&2; fi
+hs_ok "rotation: 20 handshakes after the restart, new certificate" "$(web_hs 20 web-new.pem)"
+same_key "rotation: served after the restart: the new certificate" "$PUB_NEW" "$(served_pub "$PORT_WEB")"
+# with the certificate of the current version, the label-only URI is fine again
+web_conf label.conf label "$PORT_LBL" "$WORK/web-new.pem" "pkcs11:object=web;type=private"
+check "rotation: label-only URI + new certificate: nginx -t passes" timeout 60 nginx -t -p "$WORK" -c "$WORK/label.conf"
+nginx_stop "$WORK/web.pid"
+# no [emerg]/[crit]/[alert] but D3's (the refused reload, the failed restart), no crashed worker
+unexpected() { grep -hE '\[(emerg|crit|alert)\]|worker process [0-9]+ exited on signal' logs/web-error.log logs/web-startup.log 2>/dev/null \
+    | grep -v 'id=%c0%ff%ee%01;type=private".*object not found'; }
+if [ ! -s logs/web-error.log ] || [ -n "$(unexpected)" ]; then
+    fail "rotation: nginx error log has no [emerg]/[crit]/[alert] (but D3's)"; unexpected | head -n 5 | sed 's/^/    | /' >&2
+else pass "rotation: nginx error log has no [emerg]/[crit]/[alert] (but D3's)"; fi
 unset OPENSSL_CONF
 finish

@@ -217,4 +217,48 @@ P --test-fork > fork.log 2>&1; rc=$?
 if [ $rc -eq 0 ] && ! grep -qiE 'failed|error:' fork.log; then pass "pkcs11-tool --test-fork"
 else fail "pkcs11-tool --test-fork (rc=$rc)"; grep -iE 'error|fail' fork.log | head -n 5 | sed 's/^/    | /' >&2; fi
 
+# --- key rotation (DESIGN.md §2: CKA_ID names one version) ------------------------
+# On a token of its own (id 0a is rsa2048's above). `softmhsm key rotate` makes a new
+# current version with its own CKA_ID (the 16 bytes of its version id); --id 0a keeps
+# naming the old version, --label the current one.
+CLI="$REPO_ROOT/target/release/softmhsm"
+fresh_token
+cd "$WORK"
+head -c 1000 /dev/urandom > msg
+P --init-token --label rotate --so-pin "$SO" >/dev/null 2>&1
+check "rotation: second token initialised" P --init-pin --login --login-type so --so-pin "$SO" --pin "$PIN"
+check "rotation: keypairgen EC:prime256v1 --label tls --id 0a" PL --keypairgen --key-type EC:prime256v1 --label tls --id 0a
+check "rotation: read-object pubkey --id 0a before the rotation" eval \
+    'P --read-object --type pubkey --id 0a -o tls-old.der && openssl pkey -pubin -inform DER -in tls-old.der -out tls-old.pem'
+kid_version() { grep -o '"kid": *"[^"]*"' | head -n 1 | sed 's/"$//; s/.*\///'; }
+OLDV=$(SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" key show --name tls 2>/dev/null | kid_version)
+if SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" key rotate --name tls > rotate.json 2> rotate.err \
+    && NEWV=$(kid_version < rotate.json) && [ ${#NEWV} = 32 ] && [ "$NEWV" != "$OLDV" ]; then
+    pass "rotation: softmhsm key rotate --name tls (version $OLDV -> $NEWV)"
+else fail "rotation: softmhsm key rotate --name tls"; cat rotate.err rotate.json 2>/dev/null | tail -n 3 | sed 's/^/    | /' >&2; NEWV=none; fi
+# --label tls lists the current version only: the new one, whose CKA_ID is its version id
+PL --list-objects --label tls > tls-objects.txt 2>&1
+ids=$(awk '/^ *ID:/{print $2}' tls-objects.txt | sort -u | tr '\n' ' ')
+if [ "$ids" = "$NEWV " ] && [ "$(grep -c '^Private Key Object' tls-objects.txt)" = 1 ]; then
+    pass "rotation: --list-objects --label tls shows the new version (CKA_ID $NEWV)"
+else fail "rotation: --list-objects --label tls shows the new version (CKA_ID $NEWV)"; echo "    | IDs listed: $ids" >&2; fi
+check "rotation: read-object pubkey --id 0a after the rotation = the old public key" eval \
+    'P --read-object --type pubkey --id 0a -o tls-old2.der && cmp -s tls-old.der tls-old2.der'
+check "rotation: read-object pubkey --label tls = a new public key" eval \
+    'P --read-object --type pubkey --label tls -o tls-new.der && openssl pkey -pubin -inform DER -in tls-new.der -out tls-new.pem && ! cmp -s tls-old.der tls-new.der'
+check "rotation: read-object pubkey --id <new version> = the --label one" eval \
+    'P --read-object --type pubkey --id "$NEWV" -o tls-new2.der && cmp -s tls-new.der tls-new2.der'
+# --sign --id 0a signs with the old version: the signature verifies with the old public key only
+rm -f sig
+if PL --sign -m ECDSA-SHA256 --id 0a -i msg -o sig --signature-format openssl >sign.log 2>&1; then
+    pass "rotation: sign ECDSA-SHA256 --id 0a after the rotation"
+else fail "rotation: sign ECDSA-SHA256 --id 0a after the rotation"; tail -n 3 sign.log | sed 's/^/    | /' >&2; fi
+check "rotation: openssl verifies the --id 0a signature with the OLD public key" \
+    openssl dgst -sha256 -verify tls-old.pem -signature sig msg
+check "rotation: ... and not with the new one" eval '! openssl dgst -sha256 -verify tls-new.pem -signature sig msg'
+rm -f sig
+PL --sign -m ECDSA-SHA256 --label tls -i msg -o sig --signature-format openssl >sign.log 2>&1
+check "rotation: sign --label tls verifies with the NEW public key (openssl)" \
+    openssl dgst -sha256 -verify tls-new.pem -signature sig msg
+
 finish
