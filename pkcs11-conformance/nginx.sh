@@ -211,9 +211,8 @@ else pass "nginx error log has no [emerg]/[crit]/[alert]"; fi
 # the old version - across handshakes, workers forked before the rotation, a reload and a
 # restart - until it is given the new version's id and a certificate for it. A label-only URI
 # finds the current version: after a rotation it no longer matches the old certificate.
-# This nginx runs with `daemon off` (in the background): with `daemon on` every process left is a
-# fork of the one that opened the token store, and a forked process that opens the store after
-# other processes wrote to it hangs (pkcs11-conformance/README.md, D4).
+# This nginx runs with `daemon on`: every process left is a fork of the one that opened the
+# token store, and must keep a working store while the CLI writes (README.md, D4, fixed).
 CLI="$REPO_ROOT/target/release/softmhsm"
 [ -x "$CLI" ] || { echo "missing $CLI" >&2; exit 2; }
 CLIP() { SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" "$@"; }
@@ -238,7 +237,7 @@ env SOFTMHSM_DIR;
 env SOFTMHSM_KDF_ITERATIONS;
 env OPENSSL_CONF;
 user root;
-daemon ${6:-off};
+daemon ${6:-on};
 master_process on;
 worker_processes 2;
 pid $WORK/$2.pid;
