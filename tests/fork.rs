@@ -115,73 +115,13 @@ fn in_child(raw: &Raw, slot: CK_SLOT_ID, parent_session: CK_SESSION_HANDLE, poin
             CKR_CRYPTOKI_NOT_INITIALIZED,
             "child: C_Finalize before C_Initialize",
         );
-
-        let mut args = CK_C_INITIALIZE_ARGS {
-            CreateMutex: None,
-            DestroyMutex: None,
-            LockMutex: None,
-            UnlockMutex: None,
-            flags: CKF_OS_LOCKING_OK,
-            pReserved: ptr::null_mut(),
-        };
-        check(
-            p11!(
-                raw,
-                C_Initialize,
-                (&mut args as *mut CK_C_INITIALIZE_ARGS).cast::<c_void>()
-            ),
-            CKR_OK,
-            "child: C_Initialize",
-        );
-        let rv = p11!(
-            raw,
-            C_OpenSession,
-            slot,
-            CKF_SERIAL_SESSION | CKF_RW_SESSION,
-            ptr::null_mut(),
-            None,
-            &mut h
-        );
-        check(rv, CKR_OK, "child: C_OpenSession");
-        let mut user_pin = USER_PIN.as_bytes().to_vec();
-        check(
-            p11!(
-                raw,
-                C_Login,
-                h,
-                CKU_USER,
-                user_pin.as_mut_ptr(),
-                user_pin.len() as CK_ULONG
-            ),
-            CKR_OK,
-            "child: C_Login",
-        );
     }
+    let h = raw_login(raw, slot);
     let key = raw_find(raw, h, CKO_PRIVATE_KEY, "forked");
     assert_eq!(key.len(), 1, "child: the parent's key is found once");
     let mut digest = sha2::Sha256::digest(b"signed in the child").to_vec();
-    let mut sig = [0u8; 64];
-    let mut len = sig.len() as CK_ULONG;
-    // SAFETY: buffers are live locals of the stated sizes.
-    unsafe {
-        check(
-            p11!(raw, C_SignInit, h, &mut mech, key[0]),
-            CKR_OK,
-            "child: C_SignInit",
-        );
-        let rv = p11!(
-            raw,
-            C_Sign,
-            h,
-            digest.as_mut_ptr(),
-            digest.len() as CK_ULONG,
-            sig.as_mut_ptr(),
-            &mut len
-        );
-        check(rv, CKR_OK, "child: C_Sign");
-    }
-    verify_ecdsa_prehash(OID_P256, point, &digest, &sig[..len as usize])
-        .expect("child's signature verifies");
+    let sig = raw_sign(raw, h, key[0], &mut digest);
+    verify_ecdsa_prehash(OID_P256, point, &digest, &sig).expect("child's signature verifies");
 
     // A token key made by the child, for the parent to find.
     let mut yes: CK_BBOOL = CK_TRUE;

@@ -119,10 +119,7 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
 /// Attest key version `k`: the signed document
 /// `{"statement", "alg", "signature", "attestation_key"}`.
 pub fn attest(store: &mut dyn Store, master: &MasterKey, k: &KeyRecord, now: i64) -> Result<Value> {
-    let token = crate::pool::lifecycle::token_label(store).map_err(|r| match r {
-        crate::engine::lifecycle::Refusal::Token(e) => e,
-        _ => Error(CKR_DEVICE_ERROR),
-    })?;
+    let token = crate::pool::lifecycle::token_label(store).map_err(super::refusal_rv)?;
     let (pkcs8, spki) = signing_key(store, master)?;
     let statement = statement(&token, k, now);
     let p = crypto::provider();
