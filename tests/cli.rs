@@ -556,7 +556,8 @@ p11_test! {
         softmhsm_only!("the CLI works on softmhsm's store");
         // Azure's DeletionRecoveryLevel: "Customized" below the default 90
         // days, "+Purgeable" without purge protection. Purge protection can
-        // never be turned off, so the settings without it come first.
+        // never be turned off, nor a protected token holding keys be
+        // re-initialised: each setting gets a token of its own.
         let settings = [
             (90, false, "Recoverable+Purgeable"),
             (30, false, "CustomizedRecoverable+Purgeable"),
@@ -565,7 +566,10 @@ p11_test! {
             (89, true, "CustomizedRecoverable"),
             (90, true, "Recoverable"),
         ];
-        for (days, protection, want) in settings {
+        let base = store_dir();
+        for (i, (days, protection, want)) in settings.into_iter().enumerate() {
+            // The CLI children and the next C_Initialize read it.
+            std::env::set_var("SOFTMHSM_DIR", base.join(format!("token-{i}")));
             let days_arg = days.to_string();
             let mut args = vec!["--retention-days", days_arg.as_str()];
             if protection {
@@ -588,5 +592,39 @@ p11_test! {
             drop(session);
             ok(pkcs11.finalize(), "C_Finalize");
         }
+    }
+}
+
+p11_test! {
+    fn reinitialising_a_token_with_keys_needs_force() {
+        init(&[]);
+        json(&["key", "create", "--name", "kept", "--kty", "oct"]);
+        json(&["key", "create", "--name", "gone", "--kty", "oct"]);
+        json(&["key", "delete", "--name", "gone"]);
+        refused(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN], 1, "add --force");
+        assert_eq!(listed(), vec!["kept"], "a refused init erases nothing");
+        assert_eq!(json(&["key", "list-deleted"]).as_array().unwrap().len(), 1);
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--force"]);
+        assert!(listed().is_empty(), "--force erases the keys");
+        assert!(json(&["key", "list-deleted"]).as_array().unwrap().is_empty());
+    }
+}
+
+p11_test! {
+    fn purge_protection_is_never_undone_by_reinitialising() {
+        softmhsm_only!("purge protection is the Managed HSM's");
+        let first = json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--purge-protection"]);
+        assert_eq!(first["purgeProtection"], true);
+        // An empty protected token may be re-initialised, and stays protected.
+        let again = json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--force"]);
+        assert_eq!(again["purgeProtection"], true, "purge protection survives re-initialisation");
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        json(&["key", "delete", "--name", "k"]);
+        // A deleted key inside its retention: refused even with --force, and through PKCS#11.
+        refused(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--force"], 1, "purge protection");
+        let p = load_initialized();
+        let slot = slot_by_label(&p, TOKEN_LABEL);
+        assert_rv(p.init_token(slot, &pin(SO_PIN), TOKEN_LABEL), CKR_TOKEN_WRITE_PROTECTED, "C_InitToken of a purge-protected token with a deleted key");
+        assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["k"], "the deleted key is still there");
     }
 }

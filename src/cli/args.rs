@@ -94,6 +94,7 @@ pub const VERBS: &[Verb] = &[
             opt("so-pin", One, true, "PIN  Security Officer PIN (the current one to re-initialise)"),
             opt("retention-days", One, false, "N  soft-delete retention, 7-90 (default 90)"),
             opt("purge-protection", Flag, false, "forbid purging deleted keys before their purge date (cannot be undone)"),
+            opt("force", Flag, false, "re-initialise a token that holds keys, erasing them (never a purge-protected one)"),
         ],
     },
     Verb {

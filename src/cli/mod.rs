@@ -59,6 +59,7 @@ fn token_error(e: Error) -> String {
         CKR_TOKEN_NOT_RECOGNIZED => "the token is not initialised (run softmhsm init)".into(),
         CKR_PIN_LEN_RANGE => "PINs are 4-255 characters".into(),
         CKR_DEVICE_ERROR => "the token store cannot be used (see SOFTMHSM_LOG=debug)".into(),
+        CKR_TOKEN_WRITE_PROTECTED => "purge protection: the token holds keys (live, or deleted and not yet past their purge date), so it cannot be re-initialised".into(),
         rv => format!("token error 0x{rv:08x}"),
     }
 }
@@ -351,6 +352,13 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     };
     if service.record()?.is_some() {
         service.unlock(PinUser::So, so_pin.as_bytes())?;
+        let (live, deleted) =
+            service.read(|s| Ok::<_, Error>((s.objects()?.len(), s.deleted_names()?.len())))?;
+        if live + deleted > 0 && !p.flag("force") {
+            return Err(CliError::Failed(format!(
+                "the token holds {live} objects and {deleted} deleted keys: re-initialising erases them all; add --force"
+            )));
+        }
     }
     service.write(|s| {
         let master: MasterKey =

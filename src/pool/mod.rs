@@ -310,6 +310,10 @@ impl Pool {
             .map(|row| row.id)
             .map_err(refusal_rv)
         })?;
+        // A snapshot not loaded yet (no session opened) is loaded now.
+        if self.snapshot().objects.get(id).is_none() {
+            self.fresh()?;
+        }
         self.snapshot()
             .objects
             .get(id)

@@ -152,7 +152,9 @@ pub trait ChangeSignal: Send + Sync {
 pub trait Store: Send {
     /// The token record, or None if the token was never initialised.
     fn token(&self) -> Result<Option<TokenRecord>>;
-    /// Initialise (or re-initialise) the token in one transaction; returns the new master key.
+    /// Initialise (or re-initialise) the token in one transaction; returns the
+    /// new master key. A purge-protected token that holds any object is
+    /// refused (`CKR_TOKEN_WRITE_PROTECTED`), and purge protection stays on.
     fn init_token(
         &mut self,
         label: &str,

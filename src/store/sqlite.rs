@@ -10,7 +10,7 @@ use crate::ffi::shm::SharedCounter;
 use cryptoki_sys::{
     CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
     CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_TOKEN_NOT_RECOGNIZED,
-    CKR_USER_PIN_NOT_INITIALIZED,
+    CKR_TOKEN_WRITE_PROTECTED, CKR_USER_PIN_NOT_INITIALIZED,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::fs::{DirBuilder, OpenOptions, Permissions};
@@ -338,6 +338,21 @@ impl Store for SqliteStore {
         let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD)?;
         let created = now();
         let tx = write_tx(&mut self.conn, &self.signal)?;
+        // Purge protection can never be turned off, not by re-initialising
+        // either: a protected token's objects (live keys, and deleted ones
+        // inside their retention: later ones are purged at open) stay.
+        let (objects, protected): (i64, bool) = tx
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM objects),
+                        COALESCE((SELECT purge_protection FROM token WHERE id = 1), 0)",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if protected && objects > 0 {
+            log::warn!(
+                "store: purge protection: {objects} objects, the token is not re-initialised"
+            );
+            return Err(Error(CKR_TOKEN_WRITE_PROTECTED));
+        }
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
         tx.prepare_cached("DELETE FROM objects")?.execute([])?;
@@ -345,8 +360,8 @@ impl Store for SqliteStore {
         tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
                                 so_salt, so_wrapped, user_salt, user_wrapped,
-                                so_failures, user_failures)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, 0, 0)",
+                                so_failures, user_failures, purge_protection)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, 0, 0, ?7)",
         )?
         .execute(params![
             label.trim_end_matches(' '),
@@ -354,7 +369,8 @@ impl Store for SqliteStore {
             kdf_iterations,
             retention_days,
             &salt[..],
-            wrapped
+            wrapped,
+            protected
         ])?;
         tx.commit()?;
         self.scrub_wal();
