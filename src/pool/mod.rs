@@ -169,8 +169,15 @@ impl Pool {
         let out = f(store.as_mut());
         if self.seen.load(Ordering::Acquire) >= 0 {
             // Even a failed write may have committed part of what it did
-            // (a rotation policy applied to several keys).
-            self.apply_changes(store.as_ref())?;
+            // (a rotation policy applied to several keys). A catch-up that
+            // fails here does not turn a committed write into an error: the
+            // next `fresh` catches up.
+            if let Err(e) = self.apply_changes(store.as_ref()) {
+                log::warn!(
+                    "pool {}: snapshot not brought up to date: {e:?}",
+                    self.path.display()
+                );
+            }
         }
         out
     }
@@ -204,8 +211,8 @@ impl Pool {
     }
 
     /// Bring the snapshot up to date with every write committed before this
-    /// call, by any process: cheap when nothing changed (one `pread` of the
-    /// store's signal), O(changes) otherwise.
+    /// call, by any process: cheap when nothing changed (one atomic load of
+    /// the store's shared change counter), O(changes) otherwise.
     pub fn fresh(&self) -> Result<()> {
         let seen = self.seen.load(Ordering::Acquire);
         if seen >= 0 {
