@@ -37,20 +37,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<rusqlite::Error> for Error {
-    /// The store's errors surface as `CKR_DEVICE_ERROR` (the token's storage failed);
-    /// the reason is logged here, the one place this mapping happens.
-    fn from(e: rusqlite::Error) -> Self {
-        log::error!("store error: {e}");
-        match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
-                Error(CKR_DEVICE_MEMORY)
-            }
-            _ => Error(CKR_DEVICE_ERROR),
-        }
-    }
-}
-
 /// The symbolic name of a return code, for messages and logs.
 pub fn rv_name(rv: CK_RV) -> String {
     let name = match rv {

@@ -37,6 +37,20 @@ const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
 /// Seconds in a day of soft-delete retention.
 const DAY: i64 = 86_400;
 
+impl From<rusqlite::Error> for Error {
+    /// The store's errors surface as `CKR_DEVICE_ERROR` (the token's storage failed);
+    /// the reason is logged here, the one place this mapping happens.
+    fn from(e: rusqlite::Error) -> Self {
+        log::error!("store error: {e}");
+        match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                Error(cryptoki_sys::CKR_DEVICE_MEMORY)
+            }
+            _ => Error(cryptoki_sys::CKR_DEVICE_ERROR),
+        }
+    }
+}
+
 /// Change-log entries kept behind the newest; a process that fell further
 /// behind reloads every row once (see [`Changes::Reload`]).
 const CHANGE_LOG_KEEP: i64 = 100_000;
