@@ -6,7 +6,9 @@
 
 #[macro_use]
 mod common;
+mod byok_support;
 
+use byok_support::openssl;
 use common::*;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -16,7 +18,6 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 
 const DEK: &[u8; 32] = b"a data-encryption key, 32 bytes!";
 
@@ -61,21 +62,6 @@ fn algs() -> Vec<Alg> {
             ],
         },
     ]
-}
-
-/// Run `openssl args…` in `dir`; its stdout. A missing openssl fails the test.
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// An RSA-2048 key made by openssl (`k.pem`, `pub.pem` in `dir`), imported as

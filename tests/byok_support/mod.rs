@@ -6,18 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Run `openssl args…` in `dir`; panics with its stderr if it fails.
-pub fn openssl(dir: &Path, args: &[&str]) {
+/// Run `openssl args…` in `dir`; its standard output. Panics with its stderr
+/// if it fails (and if openssl is missing).
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("run openssl");
+        .expect("run openssl (apt-get install openssl)");
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// Whether `openssl args…` succeeds (for verification).
