@@ -152,14 +152,9 @@ impl Entry {
         }
     }
 
-    /// Whether `part` matches every attribute of a find template. Without
-    /// `CKA_ID` or `CKA_SOFTMHSM_VERSION` in the template only current
-    /// versions match (with one, the version that carries it).
+    /// Whether `part` matches every attribute of a find template (which
+    /// versions a template finds is the finder's rule: `Slot::find`).
     pub fn matches(&self, part: Part, t: &Template, token_label: &str, recovery: Recovery) -> bool {
-        use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
-        if t.get(CKA_SOFTMHSM_VERSION).is_none() && t.get(CKA_ID).is_none() && !self.current {
-            return false;
-        }
         let view = self.view(part, token_label, recovery);
         t.0.iter()
             .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.to_vec()))

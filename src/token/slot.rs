@@ -6,7 +6,7 @@ use super::objects::{handle, split_handle, Entry};
 use super::session::Session;
 use crate::config::TokenConfig;
 use crate::crypto::{self, SecretBytes};
-use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
+use crate::engine::attributes::vendor::{CKA_SOFTMHSM_NAME, CKA_SOFTMHSM_VERSION};
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind};
 use crate::engine::policy::{self, AttrValue, Part};
@@ -251,18 +251,32 @@ impl Slot {
         !policy::is_private(&e.rec, part) || self.state().login == LoggedIn::User
     }
 
-    /// C_FindObjectsInit: the handles of every visible object matching `t`.
-    /// A template naming a version (`CKA_ID` or `CKA_SOFTMHSM_VERSION`)
-    /// finds the version that carries it, current or not (of several versions
-    /// of one name carrying it, the current one, else the newest); any other
-    /// template finds current versions only.
+    /// C_FindObjectsInit: the handles of every visible object matching `t`,
+    /// by the versioning rules (DESIGN §2, with D3 of pkcs11-conformance):
+    /// - a template naming a version (`CKA_ID` or `CKA_SOFTMHSM_VERSION`)
+    ///   finds the version that carries it, current or not (of several
+    ///   versions of one name carrying it, the current one, else the newest);
+    /// - a template naming a key (`CKA_LABEL` or `CKA_SOFTMHSM_NAME`) finds
+    ///   current versions only, so `pkcs11:object=web` is exactly one key;
+    /// - a template naming neither (an enumeration: `{CKA_CLASS}` or empty)
+    ///   lists the older versions of key pairs, oldest first, and after them
+    ///   the current version of every key. Clients that enumerate by class
+    ///   and match label and id themselves (libp11 0.4.12: every nginx,
+    ///   `openssl -engine pkcs11`) so find a rotated-away version by the id
+    ///   it was made with, and take the current one for a label alone (they
+    ///   keep the last match). Older versions of secret keys stay out: their
+    ///   clients (Java's KeyStore) address secret keys by label and refuse
+    ///   two sharing one.
     pub fn find(&self, t: &Template) -> Result<Vec<CK_OBJECT_HANDLE>> {
         self.pool.fresh()?;
         let snap = self.pool.snapshot();
         let label = &snap.label;
         let by_version = t.get(CKA_ID).is_some() || t.get(CKA_SOFTMHSM_VERSION).is_some();
+        let by_name = t.get(CKA_LABEL).is_some() || t.get(CKA_SOFTMHSM_NAME).is_some();
         let versioned = self.config.versioning;
         let mut out = Vec::new();
+        // Older versions of key pairs, for an enumeration (listed first).
+        let mut enumerated_older = Vec::new();
         // Of the non-current matches per (name, part), the best so far.
         let mut older: HashMap<(String, bool), (bool, i64)> = HashMap::new();
         let mut consider = |e: &Arc<Entry>| {
@@ -273,8 +287,12 @@ impl Slot {
                 {
                     continue;
                 }
-                match (&e.rec.body, e.is_token() && by_version && versioned) {
-                    (Body::Key(k), true) => {
+                let versioned_key = match &e.rec.body {
+                    Body::Key(k) if e.is_token() && versioned => Some(k),
+                    _ => None,
+                };
+                match versioned_key {
+                    Some(k) if by_version => {
                         let key = (k.name.to_ascii_lowercase(), part == Part::Public);
                         let rank = (e.current, e.id);
                         let best = older.entry(key).or_insert(rank);
@@ -282,8 +300,12 @@ impl Slot {
                             *best = rank;
                         }
                     }
-                    _ if e.current || by_version => out.push(handle(e.id, part)),
-                    _ => {}
+                    Some(k) if !e.current => {
+                        if !by_name && k.kind.is_pair() {
+                            enumerated_older.push(handle(e.id, part));
+                        }
+                    }
+                    _ => out.push(handle(e.id, part)),
                 }
             }
         };
@@ -296,7 +318,9 @@ impl Slot {
             handle(id, if public { Part::Public } else { Part::Main })
         }));
         out.sort_unstable();
-        Ok(out)
+        enumerated_older.sort_unstable();
+        enumerated_older.extend(out);
+        Ok(enumerated_older)
     }
 
     /// C_GetAttributeValue for one attribute of an object.
