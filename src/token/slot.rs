@@ -12,7 +12,9 @@ use crate::engine::key::{Body, KeyKind};
 use crate::engine::policy::{self, AttrValue, Part};
 use crate::engine::rules::check_pin_len;
 use crate::error::{Error, Result};
-use crate::pool::{refusal_rv, rotation, MasterKey, PinUser, Pool, TokenRecord, MAX_PIN_FAILURES};
+use crate::pool::{
+    refusal_rv, rotation, Lookup, MasterKey, PinUser, Pool, TokenRecord, MAX_PIN_FAILURES,
+};
 use cryptoki_sys::*;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -233,17 +235,16 @@ impl Slot {
     pub fn object(&self, session: &Session, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
         self.pool.fresh()?;
         let (id, part) = split_handle(h);
-        let snap = self.pool.snapshot();
-        let e = snap
-            .objects
-            .get(id)
+        let e = self
+            .pool
+            .entry(id)?
             .ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
-        if !e.has_part(part) || !self.visible(e, part) {
+        if !e.has_part(part) || !self.visible(&e, part) {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         // Session objects are visible in every session of the application.
         let _ = session;
-        Ok((e.clone(), part))
+        Ok((e, part))
     }
 
     /// Whether an object is visible now: private objects only to a logged-in user.
@@ -269,6 +270,18 @@ impl Slot {
     ///   two sharing one.
     pub fn find(&self, t: &Template) -> Result<Vec<CK_OBJECT_HANDLE>> {
         self.pool.fresh()?;
+        // The store's indexes name the candidates; each is matched in full.
+        let by = match (t.get(CKA_ID), t.get(CKA_LABEL), t.get(CKA_SOFTMHSM_VERSION)) {
+            (Some(id), _, _) => Lookup::CkaId(id),
+            (None, Some(l), _) => Lookup::Label(l),
+            (None, None, Some(v)) => match std::str::from_utf8(v) {
+                Ok(v) => Lookup::Version(v),
+                // No version id is anything but ASCII hex.
+                Err(_) => return Ok(Vec::new()),
+            },
+            (None, None, None) => Lookup::All,
+        };
+        let candidates = self.pool.candidates(by)?;
         let snap = self.pool.snapshot();
         let label = &snap.label;
         let by_version = t.get(CKA_ID).is_some() || t.get(CKA_SOFTMHSM_VERSION).is_some();
@@ -309,11 +322,7 @@ impl Slot {
                 }
             }
         };
-        match t.get(CKA_LABEL) {
-            // Indexed: find-by-label stays flat as the token grows.
-            Some(l) => snap.objects.with_label(l).for_each(&mut consider),
-            None => snap.objects.iter().for_each(&mut consider),
-        }
+        candidates.iter().for_each(&mut consider);
         out.extend(older.into_iter().map(|((_, public), (_, id))| {
             handle(id, if public { Part::Public } else { Part::Main })
         }));
