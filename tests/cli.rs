@@ -286,7 +286,7 @@ p11_test! {
     fn usage_errors_exit_2_and_help_exits_0() {
         refused(&["key", "frobnicate"], 2, "unknown command");
         refused(&["frobnicate"], 2, "unknown command");
-        refused(&["key", "show"], 2, "--name is required");
+        refused(&["key", "show"], 2, "needs --name or --id");
         refused(&["key", "list", "--bogus"], 2, "--bogus");
         refused(&["key", "create", "--name", "k", "--kty", "DSA"], 2, "DSA");
         for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update", "key backup", "key restore",
@@ -626,5 +626,42 @@ p11_test! {
         let slot = slot_by_label(&p, TOKEN_LABEL);
         assert_rv(p.init_token(slot, &pin(SO_PIN), TOKEN_LABEL), CKR_TOKEN_WRITE_PROTECTED, "C_InitToken of a purge-protected token with a deleted key");
         assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["k"], "the deleted key is still there");
+    }
+}
+
+p11_test! {
+    fn key_show_and_list_carry_the_pkcs11_label_and_id_of_each_version() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        let made = json(&["key", "create", "--name", "web", "--kty", "EC", "--id", "0A1b"]);
+        assert_eq!(made["pkcs11"], serde_json::json!({"label": "web", "id": "0a1b"}), "--id is the version's CKA_ID");
+        let rotated = json(&["key", "rotate", "--name", "web"]);
+        let version = rotated["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+        assert_eq!(rotated["pkcs11"]["id"], version.as_str(), "a rotated version's CKA_ID is its version id");
+        let versions = json(&["key", "list-versions", "--name", "web"]);
+        let ids: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["pkcs11"]["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec!["0a1b", version.as_str()], "each version keeps its own id");
+        let list = json(&["key", "list"]);
+        assert_eq!(list[0]["pkcs11"]["id"], version.as_str(), "key list shows the current version's id");
+
+        // --id finds the version that has it, current or not, as a PKCS#11 find by CKA_ID does.
+        let old = json(&["key", "show", "--id", "0a1b"]);
+        assert_eq!(old["key"]["kid"], made["key"]["kid"], "key show --id finds the old version");
+        let t = Token::reopen_existing();
+        let found = t.find(&[class(ObjectClass::PRIVATE_KEY), cryptoki::object::Attribute::Id(vec![0x0a, 0x1b])]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(t.attr(found[0], CKA_SOFTMHSM_KID, "kid"), made["key"]["kid"].as_str().unwrap().as_bytes(), "the same version through PKCS#11");
+        assert_eq!(json(&["key", "show", "--name", "web", "--id", &version])["key"]["kid"], rotated["key"]["kid"]);
+        refused(&["key", "show", "--name", "other", "--id", "0a1b"], 1, "with id 0a1b");
+        refused(&["key", "create", "--name", "bad", "--kty", "EC", "--id", "0g"], 2, "--id '0g'");
+        refused(&["key", "show"], 2, "needs --name or --id");
+
+        // A label outside the naming rule shows as given, beside its generated name.
+        let pair = t.keypair(Kp::Ec(OID_P256), "My Key.v1");
+        let name = String::from_utf8(t.attr(pair.private, CKA_SOFTMHSM_NAME, "name")).unwrap();
+        let shown = json(&["key", "show", "--name", &name]);
+        assert_eq!(shown["pkcs11"]["label"], "My Key.v1");
+        let table = cli(&["key", "list", "--output", "table"]).stdout;
+        assert!(table.contains("My Key.v1") && table.contains("Label") && table.contains(&version), "{table}");
     }
 }

@@ -110,6 +110,7 @@ pub const VERBS: &[Verb] = &[
             opt("enabled", One, false, "true|false  (default true)"),
             opt("not-before", One, false, "RFC3339  not usable before"),
             opt("expires", One, false, "RFC3339  not usable from"),
+            opt("id", One, false, "HEX  the version's PKCS#11 CKA_ID (default: the 16 bytes of its version id)"),
         ],
     },
     Verb {
@@ -125,7 +126,11 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["key", "show"],
         summary: "show a key's public part and attributes",
-        opts: &[NAME, VERSION],
+        opts: &[
+            opt("name", One, false, "NAME  key name (needed unless --id is given)"),
+            VERSION,
+            opt("id", One, false, "HEX  the version whose PKCS#11 CKA_ID this is (current first, else newest)"),
+        ],
     },
     Verb {
         path: &["key", "update"],
@@ -453,7 +458,6 @@ mod tests {
             "key frobnicate",
             "frobnicate",
             "key list --bogus",
-            "key show",
             "key list extra",
         ] {
             assert!(matches!(parse(&args(s)), Err(CliError::Usage(_))), "{s}");

@@ -144,6 +144,13 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ["key", "update"] => Some(key_update(p)?),
         _ => None,
     };
+    if p.verb.path == ["key", "show"] {
+        match (p.one("name"), p.one("id")) {
+            (None, None) => return Err(CliError::Usage("key show needs --name or --id".into())),
+            (_, Some(id)) => drop(hex_id(id)?),
+            _ => {}
+        }
+    }
     let import_or_download = byok::usage(p)?;
     let token = pick_token(p.one("token"))?;
     let service = pools::Pool::open_or_fail(&token)?;
@@ -184,20 +191,19 @@ fn verb(
     change: Option<KeyUpdate>,
     import_or_download: Option<byok::Request>,
 ) -> Result<Shown, CliError> {
-    let bundle = |k: &crate::engine::key::KeyRecord, current: bool| Shown {
-        json: pool.bundle(k),
-        table: pool.version_table(&[lifecycle::KeyVersion {
-            key: k.clone(),
-            current,
-        }]),
+    let shown = |v: &lifecycle::KeyVersion| Shown {
+        json: pool.bundle(v),
+        table: pool.version_table(std::slice::from_ref(v)),
+    };
+    // A version just written, as `key show` shows it.
+    let written = |s: &dyn pools::Store, k: &crate::engine::key::KeyRecord| {
+        lifecycle::show(s, &k.name, Some(&k.version)).map(|v| shown(&v))
     };
     match p.verb.path {
         ["key", "create"] => {
             let spec = spec.ok_or_else(|| CliError::Usage("no key spec".into()))?;
-            Ok(bundle(
-                &lifecycle::create(s, master, name, &spec, now())?,
-                true,
-            ))
+            let k = lifecycle::create(s, master, name, &spec, now())?;
+            Ok(written(s, &k)?)
         }
         ["key", "list"] => {
             let keys = lifecycle::list(s)?;
@@ -217,16 +223,24 @@ fn verb(
             })
         }
         ["key", "show"] => {
-            let v = lifecycle::show(s, name, p.one("version"))?;
-            Ok(bundle(&v.key, v.current))
+            let v = match p.one("id") {
+                Some(id) => {
+                    let named = Some(name).filter(|n| !n.is_empty());
+                    lifecycle::show_by_id(s, named, &hex_id(id)?)?
+                }
+                None => lifecycle::show(s, name, p.one("version"))?,
+            };
+            Ok(shown(&v))
         }
         ["key", "update"] => {
             let change = change.unwrap_or_default();
             let k = lifecycle::update(s, name, p.one("version"), &change, now())?;
-            let current = lifecycle::show(s, name, None)?.key.version == k.version;
-            Ok(bundle(&k, current))
+            Ok(written(s, &k)?)
         }
-        ["key", "rotate"] => Ok(bundle(&lifecycle::rotate(s, master, name, now())?, true)),
+        ["key", "rotate"] => {
+            let k = lifecycle::rotate(s, master, name, now())?;
+            Ok(written(s, &k)?)
+        }
         ["key", "rotation-policy", "show"] => {
             lifecycle::show(s, name, None)?;
             let json = match rotation::get(s, name)? {
@@ -294,7 +308,7 @@ fn verb(
         }
         ["key", "recover"] => {
             let v = lifecycle::recover(s, name)?;
-            Ok(bundle(&v.key, true))
+            Ok(shown(&v))
         }
         ["key", "purge"] => {
             lifecycle::purge(s, name, now())?;
@@ -317,7 +331,8 @@ fn verb(
             let file = p.required("file");
             let blob = std::fs::read(file)
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
-            Ok(bundle(&lifecycle::restore(s, master, &blob)?, true))
+            let k = lifecycle::restore(s, master, &blob)?;
+            Ok(written(s, &k)?)
         }
         ["key", "attest"] => attest::key_attest(p, s, master, name),
         ["key", "import"] | ["key", "download"] => match import_or_download {
@@ -501,7 +516,17 @@ fn key_spec(p: &Parsed) -> Result<KeySpec, CliError> {
         enabled: p.one("enabled").map(boolean).transpose()?.unwrap_or(true),
         nbf: p.one("not-before").map(date).transpose()?,
         exp: p.one("expires").map(date).transpose()?,
+        id: p.one("id").map(hex_id).transpose()?,
     })
+}
+
+/// A `CKA_ID` given in hex (`--id`): 1-64 bytes.
+fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
+    let bad = || CliError::Usage(format!("--id '{s}': give 1-64 bytes in hex, e.g. 0a1b"));
+    if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 128 {
+        return Err(bad());
+    }
+    crate::engine::key::unhex(s).ok_or_else(bad)
 }
 
 /// `key update` options.

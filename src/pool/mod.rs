@@ -528,6 +528,7 @@ mod tests {
             enabled: true,
             nbf: None,
             exp: None,
+            id: None,
         };
         writer
             .write(|s| {
