@@ -256,7 +256,7 @@ p11_test! {
         init(&[]);
         let r = cli_with(&["key", "list"], Some("9999"));
         assert_eq!(r.code, 1);
-        assert_eq!(r.stderr.trim_end(), "softmhsm: wrong PIN");
+        assert_eq!(r.stderr.trim_end(), "softmhsm: wrong PIN: 9 tries left before the user PIN locks");
         let r = cli_with(&["key", "list", "--pin", USER_PIN], None);
         assert_eq!(r.code, 0, "--pin works: {}", r.stderr);
     }
@@ -663,5 +663,45 @@ p11_test! {
         assert_eq!(shown["pkcs11"]["label"], "My Key.v1");
         let table = cli(&["key", "list", "--output", "table"]).stdout;
         assert!(table.contains("My Key.v1") && table.contains("Label") && table.contains(&version), "{table}");
+    }
+}
+
+p11_test! {
+    fn pin_change_and_unlock_set_the_user_pin_and_a_wrong_pin_says_the_tries_left() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        let wrong = cli_with(&["key", "list"], Some("0000"));
+        assert_refused(&wrong, 1, "9 tries left");
+        let dir = tempfile::tempdir().unwrap();
+        let new_file = dir.path().join("new-pin");
+        std::fs::write(&new_file, "new-user-pin\nignored second line\n").unwrap();
+        let changed = cli(&["pin", "change", "--new-pin-file", new_file.to_str().unwrap()]);
+        assert_eq!(changed.code, 0, "pin change: {}", changed.stderr);
+        assert_refused(&cli(&["key", "list"]), 1, "wrong PIN");
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, "new-user-pin\n").unwrap();
+        let listed = cli_with(&["key", "list", "--pin-file", pin_file.to_str().unwrap()], None);
+        assert_eq!(listed.code, 0, "--pin-file with the new PIN: {}", listed.stderr);
+        // The library agrees: C_Login with the new PIN.
+        {
+            let pkcs11 = load_initialized();
+            let slot = slot_by_label(&pkcs11, TOKEN_LABEL);
+            let session = ok(pkcs11.open_ro_session(slot), "C_OpenSession");
+            ok(session.login(cryptoki::session::UserType::User, Some(&pin("new-user-pin"))), "C_Login with the PIN the CLI set");
+        }
+
+        // Lock the user PIN, then the SO sets a new one.
+        for _ in 0..10 {
+            cli_with(&["key", "list"], Some("0000"));
+        }
+        assert_refused(&cli_with(&["key", "list"], Some("new-user-pin")), 1, "locked");
+        assert_refused(&cli_with(&["pin", "unlock", "--so-pin", "wrong-so-pin", "--new-pin", "x-1234"], None), 1, "wrong SO PIN");
+        let unlocked = cli_with(&["pin", "unlock", "--new-pin", USER_PIN], None);
+        assert_refused(&unlocked, 2, "--so-pin");
+        let unlocked = cli_env(&["pin", "unlock", "--new-pin", USER_PIN], None, &[("SOFTMHSM_SO_PIN", SO_PIN)]);
+        assert_eq!(unlocked.code, 0, "pin unlock: {}", unlocked.stderr);
+        assert_eq!(names(&json(&["key", "list"]), "kid"), vec!["k"], "the unlocked PIN works and the keys are intact");
+        assert_refused(&cli(&["pin", "change", "--new-pin", "123"]), 1, "4-255");
     }
 }

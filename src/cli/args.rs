@@ -65,7 +65,13 @@ pub const GLOBAL: &[Opt] = &[
         "pin",
         One,
         false,
-        "PIN  the user PIN (else $SOFTMHSM_PIN, else a prompt on a terminal)",
+        "PIN  the user PIN (else --pin-file, else $SOFTMHSM_PIN, else a prompt on a terminal; on a shared machine prefer those: a command line is visible to other users)",
+    ),
+    opt(
+        "pin-file",
+        One,
+        false,
+        "FILE  read the user PIN from the first line of FILE",
     ),
     opt(
         "output",
@@ -75,6 +81,31 @@ pub const GLOBAL: &[Opt] = &[
     ),
     opt("help", Flag, false, "show this help"),
 ];
+
+pub(super) const NEW_PIN: Opt = opt(
+    "new-pin",
+    One,
+    false,
+    "PIN  the new user PIN (else --new-pin-file, else a prompt on a terminal, asked twice)",
+);
+pub(super) const NEW_PIN_FILE: Opt = opt(
+    "new-pin-file",
+    One,
+    false,
+    "FILE  read the new user PIN from the first line of FILE",
+);
+pub(super) const SO_PIN: Opt = opt(
+    "so-pin",
+    One,
+    false,
+    "PIN  the Security Officer PIN (else --so-pin-file, else $SOFTMHSM_SO_PIN, else a prompt on a terminal)",
+);
+pub(super) const SO_PIN_FILE: Opt = opt(
+    "so-pin-file",
+    One,
+    false,
+    "FILE  read the SO PIN from the first line of FILE",
+);
 
 pub(super) const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
 pub(super) const VERSION: Opt = opt(
@@ -112,6 +143,16 @@ pub const VERBS: &[Verb] = &[
             opt("expires", One, false, "RFC3339  not usable from"),
             opt("id", One, false, "HEX  the version's PKCS#11 CKA_ID (default: the 16 bytes of its version id)"),
         ],
+    },
+    Verb {
+        path: &["pin", "change"],
+        summary: "change the user PIN (the current one from --pin, --pin-file, $SOFTMHSM_PIN or the prompt)",
+        opts: &[NEW_PIN, NEW_PIN_FILE],
+    },
+    Verb {
+        path: &["pin", "unlock"],
+        summary: "set a new user PIN with the SO PIN, unlocking a locked one (as C_InitPIN)",
+        opts: &[SO_PIN, SO_PIN_FILE, NEW_PIN, NEW_PIN_FILE],
     },
     Verb {
         path: &["key", "list"],

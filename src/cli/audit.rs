@@ -16,6 +16,8 @@ use std::time::Instant;
 fn operation(path: &[&str]) -> Option<&'static str> {
     Some(match path {
         ["init"] => "TokenInit",
+        ["pin", "change"] => "PinChange",
+        ["pin", "unlock"] => "PinInit",
         ["key", "create"] => "KeyCreate",
         ["key", "list"] => "KeyList",
         ["key", "list-versions"] => "KeyListVersions",

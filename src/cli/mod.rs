@@ -157,6 +157,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if p.verb.path == ["init"] {
         return init(p, &token, &service);
     }
+    if let ["pin", what] = p.verb.path {
+        return pin_verb(p, what, &token, &service);
+    }
     if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
     }
@@ -166,7 +169,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ));
     }
     let pin = user_pin(p)?;
-    let master = audit::login(&token, || service.unlock(PinUser::User, pin.as_bytes()))?;
+    let master = login(&token, &service, PinUser::User, &pin)?;
     let rec = service.initialized()?;
     let pool = Pool {
         label: rec.label,
@@ -366,7 +369,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         None => token.retention_days,
     };
     if service.record()?.is_some() {
-        service.unlock(PinUser::So, so_pin.as_bytes())?;
+        login(token, service, PinUser::So, so_pin)?;
         let (live, deleted) =
             service.read(|s| Ok::<_, Error>((s.objects()?.len(), s.deleted_names()?.len())))?;
         if live + deleted > 0 && !p.flag("force") {
@@ -440,25 +443,116 @@ fn pick_token(label: Option<&str>) -> Result<TokenConfig, CliError> {
     Err(CliError::Failed(format!("no token labelled '{label}'")))
 }
 
-/// The user PIN: `--pin`, `$SOFTMHSM_PIN`, or a prompt when standard input is a terminal.
+/// The user PIN: `--pin`, `--pin-file`, `$SOFTMHSM_PIN`, or a prompt when
+/// standard input is a terminal.
 fn user_pin(p: &Parsed) -> Result<String, CliError> {
-    if let Some(pin) = p.one("pin") {
+    some_pin(p, "pin", "SOFTMHSM_PIN", "PIN: ")
+}
+
+/// The SO PIN: `--so-pin`, `--so-pin-file`, `$SOFTMHSM_SO_PIN`, or a prompt.
+fn so_pin(p: &Parsed) -> Result<String, CliError> {
+    some_pin(p, "so-pin", "SOFTMHSM_SO_PIN", "SO PIN: ")
+}
+
+/// A PIN from `--OPT`, `--OPT-file`, the environment variable `env`, or the
+/// terminal.
+fn some_pin(p: &Parsed, opt: &str, env: &str, ask: &str) -> Result<String, CliError> {
+    if let Some(pin) = p.one(opt) {
         return Ok(pin.to_string());
     }
-    if let Some(pin) = std::env::var("SOFTMHSM_PIN").ok().filter(|v| !v.is_empty()) {
+    if let Some(file) = p.one(&format!("{opt}-file")) {
+        return pin_file(file);
+    }
+    if let Some(pin) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
         return Ok(pin);
     }
     if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "no {}: give --{opt}, --{opt}-file or set {env}",
+            ask.trim_end_matches([':', ' '])
+        )));
+    }
+    prompt_pin(ask)
+}
+
+/// The first line of a PIN file.
+fn pin_file(file: &str) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Failed(format!("cannot read the PIN file {file}: {e}")))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// The new user PIN: `--new-pin`, `--new-pin-file`, or asked twice on a terminal.
+fn new_pin(p: &Parsed) -> Result<String, CliError> {
+    if let Some(pin) = p.one("new-pin") {
+        return Ok(pin.to_string());
+    }
+    if let Some(file) = p.one("new-pin-file") {
+        return pin_file(file);
+    }
+    if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage(
-            "no PIN: give --pin or set SOFTMHSM_PIN".into(),
+            "no new PIN: give --new-pin or --new-pin-file".into(),
         ));
     }
-    prompt_pin()
+    let pin = prompt_pin("new PIN: ")?;
+    if prompt_pin("new PIN again: ")? != pin {
+        return Err(CliError::Failed("the two new PINs differ".into()));
+    }
+    Ok(pin)
+}
+
+/// Check `pin` for `who`, recording the login; a wrong PIN says how many
+/// tries are left before the user PIN locks (the SO PIN never locks).
+fn login(
+    token: &TokenConfig,
+    service: &pools::Pool,
+    who: PinUser,
+    pin: &str,
+) -> Result<MasterKey, CliError> {
+    match audit::login(token, || service.unlock(who, pin.as_bytes())) {
+        Ok(master) => Ok(master),
+        Err(Error(CKR_PIN_INCORRECT)) if who == PinUser::User => {
+            let failures = service.record()?.map_or(0, |r| r.user_failures);
+            let left = pools::MAX_PIN_FAILURES.saturating_sub(failures);
+            Err(CliError::Failed(format!(
+                "wrong PIN: {left} {} left before the user PIN locks",
+                if left == 1 { "try" } else { "tries" }
+            )))
+        }
+        Err(Error(CKR_PIN_INCORRECT)) => Err(CliError::Failed("wrong SO PIN".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `pin change` and `pin unlock`.
+fn pin_verb(
+    p: &Parsed,
+    what: &str,
+    token: &TokenConfig,
+    service: &pools::Pool,
+) -> Result<Shown, CliError> {
+    let (who, current) = match what {
+        "change" => (PinUser::User, user_pin(p)?),
+        _ => (PinUser::So, so_pin(p)?),
+    };
+    let new = new_pin(p)?;
+    crate::engine::rules::check_pin_len(new.as_bytes())?;
+    let master = login(token, service, who, &current)?;
+    service.set_pin(PinUser::User, &master, new.as_bytes())?;
+    let done = match what {
+        "change" => "user PIN changed",
+        _ => "new user PIN set (unlocked)",
+    };
+    Ok(Shown {
+        json: serde_json::json!({ "result": done }),
+        table: done.to_string(),
+    })
 }
 
 /// Read a PIN from the terminal without echo. Echo is switched with `stty`
 /// rather than termios calls, so no `unsafe` lives outside `src/ffi`.
-fn prompt_pin() -> Result<String, CliError> {
+fn prompt_pin(ask: &str) -> Result<String, CliError> {
     let stty = |arg: &str| {
         std::process::Command::new("stty")
             .arg(arg)
@@ -466,7 +560,7 @@ fn prompt_pin() -> Result<String, CliError> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    eprint!("PIN: ");
+    eprint!("{ask}");
     let _ = std::io::stderr().flush();
     let quiet = stty("-echo");
     let mut line = String::new();
