@@ -705,3 +705,40 @@ p11_test! {
         assert_refused(&cli(&["pin", "change", "--new-pin", "123"]), 1, "4-255");
     }
 }
+
+p11_test! {
+    fn token_list_and_slot_pick_tokens_and_labels_must_differ() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let conf = dir.path().join("softmhsm.toml");
+        std::fs::write(&conf, format!("[[token]]\npath = {:?}\n[[token]]\npath = {:?}\nversioning = \"off\"\n", a, b)).unwrap();
+        let conf = conf.to_str().unwrap();
+        let run = |args: &[&str]| cli_env(args, Some(USER_PIN), &[("SOFTMHSM_CONF", conf)]);
+        let listed = run(&["token", "list"]);
+        assert_eq!(listed.code, 0, "token list: {}", listed.stderr);
+        let v: Value = serde_json::from_str(&listed.stdout).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["initialized"], false);
+        assert!(!a.exists() && !b.exists(), "listing uninitialised tokens creates nothing");
+
+        // --slot reaches the second token, which has no label to name it by yet.
+        let made = run(&["init", "--slot", "1", "--label", "legacy", "--so-pin", SO_PIN]);
+        assert_eq!(made.code, 0, "init --slot 1: {}", made.stderr);
+        assert!(b.join("softmhsm.db").exists() && !a.exists(), "only slot 1 was initialised");
+        assert_refused(&run(&["init", "--slot", "0", "--label", "legacy", "--so-pin", SO_PIN]), 1, "already labelled 'legacy'");
+        assert!(!a.exists() || run(&["token", "list"]).stdout.contains("\"initialized\": false"), "the refused init left slot 0 uninitialised");
+        let made = run(&["init", "--slot", "0", "--label", "tls", "--so-pin", SO_PIN]);
+        assert_eq!(made.code, 0, "init --slot 0: {}", made.stderr);
+        let v: Value = serde_json::from_str(&run(&["token", "list"]).stdout).unwrap();
+        assert_eq!((v[0]["label"].as_str(), v[1]["label"].as_str()), (Some("tls"), Some("legacy")));
+        assert_eq!(v[0]["store"].as_str().unwrap(), a.join("softmhsm.db").to_str().unwrap());
+        let shown: Value = serde_json::from_str(&run(&["token", "show", "--slot", "1"]).stdout).unwrap();
+        assert_eq!(shown["label"], "legacy");
+        let shown: Value = serde_json::from_str(&run(&["token", "show", "--token", "tls"]).stdout).unwrap();
+        assert_eq!(shown["label"], "tls");
+        assert_refused(&run(&["token", "show", "--slot", "2"]), 1, "no slot 2");
+        assert_refused(&run(&["token", "show", "--slot", "x"]), 2, "bad --slot");
+        assert_refused(&run(&["token", "show", "--slot", "0", "--token", "tls"]), 2, "not both");
+    }
+}

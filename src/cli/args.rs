@@ -59,7 +59,13 @@ pub const GLOBAL: &[Opt] = &[
         "token",
         One,
         false,
-        "LABEL  the token to use (default: the first configured)",
+        "LABEL  the token to use, by its label (default: the first configured)",
+    ),
+    opt(
+        "slot",
+        One,
+        false,
+        "N  the token to use, by its slot (its place in the configuration, from 0; see token list)",
     ),
     opt(
         "pin",
@@ -243,6 +249,11 @@ pub const VERBS: &[Verb] = &[
         path: &["key", "attest"],
         summary: "a statement of a key version's properties, signed by the token's attestation key",
         opts: &[NAME, VERSION, opt("file", One, false, "FILE  also write it to this new file")],
+    },
+    Verb {
+        path: &["token", "list"],
+        summary: "every configured token: slot, label, store, initialised, key count (no PIN needed)",
+        opts: &[],
     },
     Verb {
         path: &["token", "show"],

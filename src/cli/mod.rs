@@ -152,7 +152,10 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         }
     }
     let import_or_download = byok::usage(p)?;
-    let token = pick_token(p.one("token"))?;
+    if p.verb.path == ["token", "list"] {
+        return token_list();
+    }
+    let token = pick_token(p)?;
     let service = pools::Pool::open_or_fail(&token)?;
     if p.verb.path == ["init"] {
         return init(p, &token, &service);
@@ -357,6 +360,15 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     }
     let so_pin = p.required("so-pin");
     let pin = user_pin(p)?;
+    // Two tokens with one label could not be told apart (`--token`, PKCS#11 URIs).
+    for (slot, other) in tokens()?.iter().enumerate() {
+        if other.store_path() != token.store_path() && label_of(other)?.as_deref() == Some(label) {
+            return Err(CliError::Failed(format!(
+                "slot {slot} ({}) is already labelled '{label}': token labels must differ",
+                other.store_path().display()
+            )));
+        }
+    }
     for pin in [so_pin, pin.as_str()] {
         crate::engine::rules::check_pin_len(pin.as_bytes())?;
     }
@@ -423,24 +435,86 @@ fn write_new_file(path: &str, data: &[u8]) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(format!("cannot write {path}: {e}")))
 }
 
-/// The configured token named `label` (by its initialised label), or the first.
-fn pick_token(label: Option<&str>) -> Result<TokenConfig, CliError> {
-    let cfg = config::load()
-        .map_err(|_| CliError::Failed("no usable configuration (see SOFTMHSM_LOG=debug)".into()))?;
-    let Some(label) = label else {
-        return cfg
-            .tokens
+/// The configured tokens, in slot order.
+fn tokens() -> Result<Vec<TokenConfig>, CliError> {
+    Ok(config::load()
+        .map_err(|_| CliError::Failed("no usable configuration (see SOFTMHSM_LOG=debug)".into()))?
+        .tokens)
+}
+
+/// The label of a configured token, None if it was never initialised (a
+/// store that does not exist yet is not created to find out).
+fn label_of(t: &TokenConfig) -> Result<Option<String>, CliError> {
+    if !t.store_path().exists() {
+        return Ok(None);
+    }
+    Ok(pools::Pool::open_or_fail(t)?.record()?.map(|r| r.label))
+}
+
+/// The configured token the command names: `--slot N` (its place in the
+/// configuration), `--token LABEL` (its initialised label), or the first.
+fn pick_token(p: &Parsed) -> Result<TokenConfig, CliError> {
+    let tokens = tokens()?;
+    match (p.one("slot"), p.one("token")) {
+        (Some(_), Some(_)) => Err(CliError::Usage("give --slot or --token, not both".into())),
+        (Some(n), None) => {
+            let slot: usize = n
+                .parse()
+                .map_err(|_| CliError::Usage(format!("bad --slot '{n}': a number from 0")))?;
+            let count = tokens.len();
+            tokens.into_iter().nth(slot).ok_or_else(|| {
+                CliError::Failed(format!("no slot {slot}: {count} token(s) configured"))
+            })
+        }
+        (None, Some(label)) => {
+            for t in tokens {
+                if label_of(&t)?.as_deref() == Some(label) {
+                    return Ok(t);
+                }
+            }
+            Err(CliError::Failed(format!("no token labelled '{label}'")))
+        }
+        (None, None) => tokens
             .into_iter()
             .next()
-            .ok_or_else(|| CliError::Failed("no token configured".into()));
-    };
-    for t in cfg.tokens {
-        let rec = pools::Pool::open_or_fail(&t)?.record()?;
-        if rec.is_some_and(|r| r.label == label) {
-            return Ok(t);
-        }
+            .ok_or_else(|| CliError::Failed("no token configured".into())),
     }
-    Err(CliError::Failed(format!("no token labelled '{label}'")))
+}
+
+/// `token list`: every configured token, without creating any store.
+fn token_list() -> Result<Shown, CliError> {
+    let mut json = Vec::new();
+    let mut rows = Vec::new();
+    for (slot, t) in tokens()?.iter().enumerate() {
+        let path = t.store_path();
+        let (label, keys) = match label_of(t)? {
+            Some(label) => {
+                let pool = pools::Pool::open_or_fail(t)?;
+                let keys = pool.read(|s| s.lookup(crate::store::Lookup::All))?.len();
+                (Some(label), Some(keys))
+            }
+            None => (None, None),
+        };
+        json.push(serde_json::json!({
+            "slot": slot,
+            "label": label,
+            "store": path,
+            "initialized": label.is_some(),
+            "objects": keys,
+            "versioning": t.versioning,
+        }));
+        rows.push(vec![
+            slot.to_string(),
+            label.clone().unwrap_or_default(),
+            path.display().to_string(),
+            label.is_some().to_string(),
+            keys.map(|k| k.to_string()).unwrap_or_default(),
+        ]);
+    }
+    Ok(Shown {
+        json: Value::Array(json),
+        table: output::table(&["Slot", "Label", "Store", "Initialized", "Objects"], rows),
+    })
 }
 
 /// The user PIN: `--pin`, `--pin-file`, `$SOFTMHSM_PIN`, or a prompt when
