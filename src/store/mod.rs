@@ -10,15 +10,40 @@
 //! O(changes): [`Store::changes_since`], with [`ChangeSignal`] as the cheap probe
 //! that says whether there is anything to catch up with.
 
+mod pin;
 pub mod schema;
 pub mod sqlite;
 
 pub use crate::crypto::seal::{self, MasterKey};
-pub use sqlite::{check_pin, AttestationRow, SqliteStore};
+pub use pin::check_pin;
+pub use sqlite::SqliteStore;
 
 use crate::error::Result;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Seconds in a day of soft-delete retention.
+const DAY: i64 = 86_400;
+
+/// Change-log entries kept behind the newest; a process that fell further
+/// behind reloads every row once (see [`Changes::Reload`]).
+const CHANGE_LOG_KEEP: i64 = 100_000;
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The sealed private key and the public SPKI DER of a token's attestation key.
+pub struct AttestationRow {
+    /// PKCS#8 DER sealed under the master key.
+    pub sealed: Vec<u8>,
+    /// `SubjectPublicKeyInfo` DER.
+    pub public: Vec<u8>,
+}
 
 /// Consecutive wrong user PINs after which the user PIN locks (`CKR_PIN_LOCKED`).
 pub const MAX_PIN_FAILURES: u32 = 10;

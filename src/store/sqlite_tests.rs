@@ -1,6 +1,9 @@
 //! Tests of the SQLite store; each builds a fresh store in its own temp dir.
 
 use super::*;
+use crate::crypto::seal::fill_random;
+use crate::store::MAX_PIN_FAILURES;
+use cryptoki_sys::{CKR_PIN_LOCKED, CKR_USER_PIN_NOT_INITIALIZED};
 use cryptoki_sys::CKR_DEVICE_ERROR;
 use std::os::unix::fs::PermissionsExt;
 use tempfile::TempDir;
