@@ -4,22 +4,34 @@
 //!
 //! The store knows rows, not PKCS#11: object attributes are an opaque JSON text
 //! that the engine owns; secret material arrives already sealed (see [`seal`]).
+//! The PostgreSQL implementation ([`postgres`]) serves pools shared by several
+//! machines, with the same schema ideas, transactions and change log.
+//!
 //! A `Store` is one connection; the pool keeps one per process behind a mutex.
 //! Every committed change of an object row is numbered in a change log (the
 //! *change sequence*), so a process catches up with other processes' writes in
 //! O(changes): [`Store::changes_since`], with [`ChangeSignal`] as the cheap probe
 //! that says whether there is anything to catch up with.
 
+#[cfg(test)]
+mod pg_cluster;
 mod pin;
+pub mod postgres;
+mod postgres_conn;
+mod postgres_schema;
+mod postgres_signal;
 pub mod schema;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 pub use crate::crypto::seal::{self, MasterKey};
 pub use pin::check_pin;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::Result;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Seconds in a day of soft-delete retention.
@@ -255,7 +267,37 @@ pub trait Store: Send {
     fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool>;
 }
 
-/// Open the store at `path` (SQLite, created 0700/0600 if missing).
-pub fn open(path: &Path) -> Result<Box<dyn Store>> {
-    Ok(Box::new(SqliteStore::open(path)?))
+/// Where a token's store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file (created 0700/0600 if missing).
+    Path(PathBuf),
+    /// A PostgreSQL database: a libpq connection URL (`postgresql://…`,
+    /// multi-host allowed) or keyword/value string.
+    Url(String),
+}
+
+impl std::fmt::Display for Location {
+    /// The location for messages: a path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Path(p) => write!(f, "{}", p.display()),
+            Location::Url(u) => write!(f, "{}", self::postgres::redacted(u)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Open the store at `location`: an SQLite file (created if missing) or a
+/// PostgreSQL database (its schema created or migrated forward if needed).
+pub fn open(location: &Location) -> Result<Box<dyn Store>> {
+    match location {
+        Location::Path(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        Location::Url(url) => Ok(Box::new(PgStore::open(url)?)),
+    }
 }
