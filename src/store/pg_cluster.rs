@@ -181,6 +181,27 @@ impl Cluster {
         format!("{db}?options=-csearch_path%3D{name}")
     }
 
+    /// Restart the server (fast shutdown: every session is cut, as in a
+    /// server restart under running clients).
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                // The new server's output goes to the log, not to our pipe.
+                "-l",
+                &self.dir.join("log").to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+        )
+        .expect("restart the test cluster");
+    }
+
     fn stop(&self) {
         let data = self.dir.join("data");
         let _ = self.run(

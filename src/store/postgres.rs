@@ -50,7 +50,7 @@
 //! the page, and in the WAL and its archives. It is wrapped under the old PIN's
 //! PBKDF2 key; protect the database files and backups accordingly.
 
-use super::postgres_conn::{Db, Fail, Owned, Target};
+use super::postgres_conn::{cause, Db, Fail, Owned, Target};
 use super::postgres_signal::{PgSignal, CHANNEL};
 use super::{
     now, pin, postgres_schema, AttestationRow, ChangeSignal, Changes, DeletedRow, MasterKey,
@@ -125,7 +125,11 @@ impl PgStore {
                     if retried {
                         return Err(self.target.report(Fail::Db(e)));
                     }
-                    log::debug!("store {}: reconnecting after: {e}", self.target.shown);
+                    log::debug!(
+                        "store {}: reconnecting after: {}",
+                        self.target.shown,
+                        cause(&e)
+                    );
                     retried = true;
                 }
                 Err(e) => return Err(self.target.report(e)),
@@ -150,7 +154,7 @@ impl PgStore {
             match began {
                 Err(Fail::Db(e)) if broken(&e) => {
                     // Nothing was sent but BEGIN: safe to try again.
-                    log::debug!("store {}: reconnecting after: {e}", target.shown);
+                    log::debug!("store {}: reconnecting after: {}", target.shown, cause(&e));
                     conn.discard();
                     conn.get(target)?.batch("BEGIN")?;
                 }
@@ -223,10 +227,17 @@ impl PgStore {
     }
 }
 
-/// Whether a client error means the connection is gone (not a refusal by the
-/// server, after which the session goes on).
+/// Whether an error means the connection is gone (so the next call opens a
+/// new one), not a refusal after which the session goes on: the client's own
+/// failures (socket closed or reset), and the server's FATAL ones, such as
+/// "terminating connection due to administrator command" (57P01), which a
+/// restarting server sends every session before it closes them.
 fn broken(e: &postgres::Error) -> bool {
-    e.as_db_error().is_none()
+    e.as_db_error().is_none_or(|d| {
+        matches!(d.severity(), "FATAL" | "PANIC")
+            || d.code().code().starts_with("08")
+            || d.code().code().starts_with("57P")
+    })
 }
 
 /// Run `f` between `begin` and COMMIT, rolling back on any failure.
@@ -969,3 +980,7 @@ impl Store for PgStore {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "postgres_tests.rs"]
+mod tests;

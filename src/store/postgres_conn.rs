@@ -122,13 +122,22 @@ impl Target {
         match fail {
             Fail::Rv(e) => e,
             Fail::Db(e) => {
-                log::error!("store {}: {e}", self.shown);
+                log::error!("store {}: {}", self.shown, cause(&e));
                 match e.code().map(|c| c.code()) {
                     Some("53100" | "53200") => Error(CKR_DEVICE_MEMORY),
                     _ => Error(CKR_DEVICE_ERROR),
                 }
             }
         }
+    }
+}
+
+/// What went wrong, in one line: the server's message and SQLSTATE for an
+/// error the server sent (the client's own text says only "db error").
+pub(super) fn cause(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
     }
 }
 

@@ -19,7 +19,7 @@
 //! that lock held, as with any threaded library; the listener logs only on
 //! connection changes, so the window is small.
 
-use super::postgres_conn::{Db, Fail, Target};
+use super::postgres_conn::{cause, Db, Fail, Target};
 use super::ChangeSignal;
 use postgres::fallible_iterator::FallibleIterator;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -131,7 +131,11 @@ fn listen(target: &Target, schema: &str, shared: &Shared) {
         match listen_once(target, schema, shared, &mut failing) {
             Ok(()) => return,
             Err(Fail::Db(e)) if !failing => {
-                log::warn!("store {}: change listener: {e}; reconnecting", target.shown);
+                log::warn!(
+                    "store {}: change listener: {}; reconnecting",
+                    target.shown,
+                    cause(&e)
+                );
                 failing = true;
             }
             Err(_) => {}
