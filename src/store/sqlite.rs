@@ -338,6 +338,9 @@ impl Store for SqliteStore {
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
         tx.prepare_cached("DELETE FROM objects")?.execute([])?;
+        // A wiped key's rotation policy goes with it, or a new key of the
+        // same name would inherit it.
+        tx.prepare_cached("DELETE FROM policies")?.execute([])?;
         tx.prepare_cached("DELETE FROM token")?.execute([])?;
         tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,

@@ -133,6 +133,7 @@ suite!(
     failures_are_shared_by_two_stores_on_one_file,
     concurrent_wrong_pins_are_all_counted,
     reinit_wipes_objects_and_the_user_pin,
+    reinit_forgets_rotation_policies,
     insert_then_read_back,
     unnamed_objects_are_all_current,
     missing_object_is_none,
@@ -771,4 +772,14 @@ fn restore_versions_makes_the_last_current_and_refuses_a_taken_name(f: &Fixture)
         Error(CKR_ATTRIBUTE_VALUE_INVALID),
         "a deleted key's name is taken too"
     );
+}
+
+fn reinit_forgets_rotation_policies(f: &Fixture) {
+    let (mut store, _master) = initialised(f);
+    store.insert_object(&key("k", "v1")).unwrap();
+    store.set_rotation_policy("k", Some("{}")).unwrap();
+    store.init_token("again", SO_PIN, ITERATIONS, 90).unwrap();
+    store.insert_object(&key("k", "v1")).unwrap();
+    assert_eq!(store.rotation_policy("k").unwrap(), None);
+    assert!(store.rotation_policies().unwrap().is_empty());
 }
