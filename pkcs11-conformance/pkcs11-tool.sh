@@ -236,12 +236,13 @@ if SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" key rotate --name tls > rotate.json 2> 
     && NEWV=$(kid_version < rotate.json) && [ ${#NEWV} = 32 ] && [ "$NEWV" != "$OLDV" ]; then
     pass "rotation: softmhsm key rotate --name tls (version $OLDV -> $NEWV)"
 else fail "rotation: softmhsm key rotate --name tls"; cat rotate.err rotate.json 2>/dev/null | tail -n 3 | sed 's/^/    | /' >&2; NEWV=none; fi
-# --label tls lists the current version only: the new one, whose CKA_ID is its version id
-PL --list-objects --label tls > tls-objects.txt 2>&1
-ids=$(awk '/^ *ID:/{print $2}' tls-objects.txt | sort -u | tr '\n' ' ')
-if [ "$ids" = "$NEWV " ] && [ "$(grep -c '^Private Key Object' tls-objects.txt)" = 1 ]; then
-    pass "rotation: --list-objects --label tls shows the new version (CKA_ID $NEWV)"
-else fail "rotation: --list-objects --label tls shows the new version (CKA_ID $NEWV)"; echo "    | IDs listed: $ids" >&2; fi
+# --list-objects enumerates by class (and filters the label itself): every version of the pair,
+# the old one first, the current one (CKA_ID = its version id) last
+PL --list-objects --type privkey --label tls > tls-objects.txt 2>&1
+ids=$(awk '/^ *ID:/{print $2}' tls-objects.txt | tr '\n' ' ')
+if [ "$ids" = "0a $NEWV " ]; then
+    pass "rotation: --list-objects --label tls lists the old version, then the new one (CKA_ID $NEWV)"
+else fail "rotation: --list-objects --label tls lists the old version, then the new one (CKA_ID $NEWV)"; echo "    | IDs listed: $ids" >&2; fi
 check "rotation: read-object pubkey --id 0a after the rotation = the old public key" eval \
     'P --read-object --type pubkey --id 0a -o tls-old2.der && cmp -s tls-old.der tls-old2.der'
 check "rotation: read-object pubkey --label tls = a new public key" eval \
@@ -257,8 +258,9 @@ check "rotation: openssl verifies the --id 0a signature with the OLD public key"
     openssl dgst -sha256 -verify tls-old.pem -signature sig msg
 check "rotation: ... and not with the new one" eval '! openssl dgst -sha256 -verify tls-new.pem -signature sig msg'
 rm -f sig
-PL --sign -m ECDSA-SHA256 --label tls -i msg -o sig --signature-format openssl >sign.log 2>&1
-check "rotation: sign --label tls verifies with the NEW public key (openssl)" \
+# (pkcs11-tool 0.23 --sign ignores --label: it takes the first private key found; --id names the key)
+PL --sign -m ECDSA-SHA256 --id "$NEWV" -i msg -o sig --signature-format openssl >sign.log 2>&1
+check "rotation: sign --id <new version> verifies with the NEW public key (openssl)" \
     openssl dgst -sha256 -verify tls-new.pem -signature sig msg
 
 finish

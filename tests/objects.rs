@@ -272,6 +272,42 @@ p11_test! {
 }
 
 p11_test! {
+    fn an_enumeration_lists_older_pair_versions_before_the_current_ones() {
+        softmhsm_only!("key versioning is softmhsm's Managed HSM rule (D3: libp11 enumerates by class)");
+        let t = Token::fresh();
+        let v1 = t.keypair(Kp::Ec(OID_P256), "web");
+        let other = t.keypair(Kp::Ec(OID_P256), "api");
+        let v2 = t.keypair(Kp::Ec(OID_P256), "web");
+        let v3 = t.keypair(Kp::Ec(OID_P256), "web");
+        let all = t.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]);
+        assert_eq!(all.len(), 4, "an enumeration by class lists every version of a key pair: {all:?}");
+        assert_eq!(all[..2].to_vec(), vec![v1.private, v2.private], "older versions come first, oldest first");
+        let mut current: Vec<_> = all[2..].to_vec();
+        current.sort_by_key(|h| h.handle());
+        let mut expected = vec![other.private, v3.private];
+        expected.sort_by_key(|h| h.handle());
+        assert_eq!(current, expected, "the current versions come last (libp11 keeps the last label match: the current one)");
+        let publics = t.find(&[Attribute::Class(ObjectClass::PUBLIC_KEY)]);
+        assert_eq!(publics.len(), 4, "public halves are enumerated the same way: {publics:?}");
+        assert_eq!(t.find_private_by_label("web"), vec![v3.private], "a template naming the key still finds the current version only");
+        assert_eq!(t.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY), vendor(CKA_SOFTMHSM_NAME, b"web")]), vec![v3.private], "so does one naming it by CKA_SOFTMHSM_NAME");
+    }
+}
+
+p11_test! {
+    fn an_enumeration_lists_only_the_current_version_of_a_secret_key() {
+        softmhsm_only!("key versioning is softmhsm's Managed HSM rule (Java's KeyStore refuses two secret keys sharing a label)");
+        let t = Token::fresh();
+        let first = t.aes(32, "wrapping");
+        let second = t.aes(32, "wrapping");
+        assert_ne!(first, second, "a second AES key under one label is a new version");
+        assert_eq!(t.find(&[Attribute::Class(ObjectClass::SECRET_KEY)]), vec![second], "an enumeration of secret keys lists the current version only");
+        let v1 = version_of(&t, first);
+        assert_eq!(t.find(&[Attribute::Class(ObjectClass::SECRET_KEY), vendor(CKA_SOFTMHSM_VERSION, &v1)]), vec![first], "the older version is still found by its version");
+    }
+}
+
+p11_test! {
     fn label_outside_the_naming_rule_gets_a_generated_name() {
         softmhsm_only!("Managed HSM naming is softmhsm's rule");
         let t = Token::fresh();

@@ -8,6 +8,7 @@
 
 pub use crate::engine::lifecycle::*;
 
+use super::objects::row_keys;
 use crate::crypto;
 use crate::engine::key::{random_hex_id, unhex, Body, KeyKind, KeyOps, KeyRecord, Record};
 use crate::engine::policy;
@@ -212,6 +213,7 @@ pub fn insert_version(
         name: name.clone(),
         version,
         attrs: rec.to_json()?,
+        keys: row_keys(rec),
         sealed,
         max_versions: name.is_some().then_some(MAX_VERSIONS),
         replaces,
@@ -305,7 +307,7 @@ pub fn update(
     check_window(k.nbf, k.exp)?;
     k.updated = now;
     let key = k.clone();
-    store.update_attrs(row.id, &rec.to_json()?)?;
+    store.update_attrs(row.id, &rec.to_json()?, &row_keys(&rec))?;
     Ok(key)
 }
 
@@ -504,6 +506,7 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
             name: Some(backup.name.clone()),
             version: Some(v.version.clone()),
             attrs: v.attrs.clone(),
+            keys: row_keys(&rec),
             sealed,
             ..Default::default()
         });

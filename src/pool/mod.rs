@@ -30,6 +30,7 @@ use crate::engine::key::{Body, Record};
 use crate::engine::lifecycle::Refusal;
 use crate::engine::policy::{Part, Recovery};
 use crate::error::{Error, Result};
+pub use crate::store::Lookup;
 use crate::store::{ChangeSignal, Changes};
 use cryptoki_sys::*;
 use objects::{Entry, Objects};
@@ -52,6 +53,26 @@ pub struct Snapshot {
     pub objects: Objects,
     /// The token's deletion settings (its keys' recovery level), read with the label.
     pub recovery: Recovery,
+}
+
+/// Store the lookup keys of rows written before the store kept them (a
+/// store made by an older build, once): every later lookup needs them.
+fn key_rows(store: &mut dyn Store) -> Result<()> {
+    let rows = store.unkeyed()?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(rows.len());
+    for (id, attrs) in &rows {
+        match Record::from_json(attrs) {
+            Ok(rec) => keys.push((*id, objects::row_keys(&rec))),
+            // Logged by from_json; such a row was never usable, and with
+            // empty keys it is not read again at every start.
+            Err(_) => keys.push((*id, crate::store::RowKeys::default())),
+        }
+    }
+    log::info!("store: lookup keys stored for {} rows", keys.len());
+    store.set_keys(&keys)
 }
 
 /// The deletion settings of a token record (its keys' recovery level).
@@ -187,17 +208,19 @@ impl Pool {
     fn apply_changes(&self, store: &dyn Store) -> Result<()> {
         let seen = self.seen.load(Ordering::Acquire);
         let changes = store.changes_since(seen)?;
-        let mut snap = self.snap_mut();
         let seq = match changes {
-            Changes::Reload { seq, rows } => {
+            Changes::Reload { seq } => {
                 let rec = store.token()?;
+                let loaded = self.snapshot().objects.loaded_token_ids();
+                let rows = store.objects_by_ids(&loaded)?;
+                let mut snap = self.snap_mut();
                 snap.recovery = rec.as_ref().map(recovery).unwrap_or_default();
                 snap.label = rec.map(|r| r.label).unwrap_or_default();
                 snap.objects.reload(&rows);
                 seq
             }
             Changes::Since { seq, touched, rows } => {
-                snap.objects.apply(&touched, &rows);
+                self.snap_mut().objects.apply(&touched, &rows);
                 seq
             }
         };
@@ -223,9 +246,63 @@ impl Pool {
                 return Ok(());
             }
         }
+        let mut g = lock(&self.store);
+        let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        if seen < 0 {
+            key_rows(store.as_mut())?;
+        }
+        self.apply_changes(store.as_ref())
+    }
+
+    /// The entry of token row `id` (loaded from the store on first use) or of
+    /// a session object; None if there is no such live object.
+    pub fn entry(&self, id: i64) -> Result<Option<Arc<Entry>>> {
+        if let Some(e) = self.snapshot().objects.get(id) {
+            return Ok(Some(e.clone()));
+        }
+        if id >= objects::SESSION_ID_BASE {
+            return Ok(None);
+        }
         let g = lock(&self.store);
         let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
-        self.apply_changes(store.as_ref())
+        // Loaded by another thread meanwhile?
+        if let Some(e) = self.snapshot().objects.get(id) {
+            return Ok(Some(e.clone()));
+        }
+        let rows = store.objects_by_ids(&[id])?;
+        let mut snap = self.snap_mut();
+        Ok(rows.first().and_then(|r| snap.objects.load(r)))
+    }
+
+    /// The live token objects `by` finds in the store (loaded on first use)
+    /// and every session object: the candidates a find template is matched
+    /// against.
+    pub fn candidates(&self, by: Lookup<'_>) -> Result<Vec<Arc<Entry>>> {
+        let g = lock(&self.store);
+        let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let ids = store.lookup(by)?;
+        let missing: Vec<i64> = {
+            let snap = self.snapshot();
+            ids.iter()
+                .copied()
+                .filter(|id| snap.objects.get(*id).is_none())
+                .collect()
+        };
+        let rows = if missing.is_empty() {
+            Vec::new()
+        } else {
+            store.objects_by_ids(&missing)?
+        };
+        let mut snap = self.snap_mut();
+        for row in &rows {
+            snap.objects.load(row);
+        }
+        let mut out: Vec<Arc<Entry>> = ids
+            .iter()
+            .filter_map(|id| snap.objects.get(*id).cloned())
+            .collect();
+        out.extend(snap.objects.sessions().cloned());
+        Ok(out)
     }
 
     /// The snapshot as it is (call [`Pool::fresh`] first where coherence matters).
@@ -317,15 +394,8 @@ impl Pool {
             .map(|row| row.id)
             .map_err(refusal_rv)
         })?;
-        // A snapshot not loaded yet (no session opened) is loaded now.
-        if self.snapshot().objects.get(id).is_none() {
-            self.fresh()?;
-        }
-        self.snapshot()
-            .objects
-            .get(id)
-            .cloned()
-            .ok_or(Error(CKR_GENERAL_ERROR))
+        self.fresh()?;
+        self.entry(id)?.ok_or(Error(CKR_GENERAL_ERROR))
     }
 
     /// Add a session object owned by session `owner`.
@@ -346,7 +416,7 @@ impl Pool {
     pub fn update(&self, e: &Entry, rec: Record) -> Result<()> {
         if e.is_token() {
             let json = rec.to_json()?;
-            self.write(|s| s.update_attrs(e.id, &json))
+            self.write(|s| s.update_attrs(e.id, &json, &objects::row_keys(&rec)))
         } else {
             self.snap_mut().objects.put(Arc::new(e.with_record(rec)));
             Ok(())
@@ -429,5 +499,67 @@ impl Pool {
     pub fn rotate_due(&self, master: &MasterKey) -> Result<Vec<rotation::Due>> {
         let now = crate::engine::attributes::now();
         self.write(|s| rotation::rotate_due(s, master, now).map_err(refusal_rv))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::key::KeyKind;
+    use crate::engine::lifecycle::KeySpec;
+
+    fn pool_with_keys(dir: &Path, n: usize) -> Pool {
+        let config = TokenConfig {
+            dir: dir.to_path_buf(),
+            url: None,
+            versioning: true,
+            kdf_iterations: 1,
+            retention_days: 90,
+        };
+        let writer = Pool::open_or_fail(&config).unwrap();
+        let master = writer.init_token(b"so-pin-1", "lazy").unwrap();
+        let spec = KeySpec {
+            kind: KeyKind::Aes(256),
+            ops: None,
+            tags: Default::default(),
+            enabled: true,
+            nbf: None,
+            exp: None,
+        };
+        writer
+            .write(|s| {
+                (0..n).try_for_each(|i| {
+                    lifecycle::create(s, &master, &format!("k{i}"), &spec, 1).map(|_| ())
+                })
+            })
+            .map_err(|_| ())
+            .unwrap();
+        Pool::open_or_fail(&config).unwrap()
+    }
+
+    #[test]
+    fn a_pool_loads_only_the_rows_it_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_with_keys(dir.path(), 50);
+        pool.fresh().unwrap();
+        assert!(
+            pool.snapshot().objects.loaded_token_ids().is_empty(),
+            "opening loads no row"
+        );
+        let found = pool.candidates(Lookup::Label(b"k7")).unwrap();
+        assert_eq!(found.len(), 1, "the label names one row");
+        assert_eq!(
+            pool.snapshot().objects.loaded_token_ids(),
+            vec![found[0].id],
+            "only that row is loaded"
+        );
+        let e = pool.entry(found[0].id).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&e, &found[0]), "a loaded row is not read again");
+        assert_eq!(
+            pool.candidates(Lookup::All).unwrap().len(),
+            50,
+            "an enumeration loads every row"
+        );
+        assert!(pool.entry(1 << 30).unwrap().is_none(), "no such row");
     }
 }

@@ -8,7 +8,7 @@ use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind, Record};
 use crate::engine::policy::{self, AttrValue, Part, Recovery, View};
 use crate::error::{Error, Result};
-use crate::store::{MasterKey, ObjectRow};
+use crate::store::{MasterKey, ObjectRow, RowKeys};
 use cryptoki_sys::*;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -152,14 +152,9 @@ impl Entry {
         }
     }
 
-    /// Whether `part` matches every attribute of a find template. Without
-    /// `CKA_ID` or `CKA_SOFTMHSM_VERSION` in the template only current
-    /// versions match (with one, the version that carries it).
+    /// Whether `part` matches every attribute of a find template (which
+    /// versions a template finds is the finder's rule: `Slot::find`).
     pub fn matches(&self, part: Part, t: &Template, token_label: &str, recovery: Recovery) -> bool {
-        use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
-        if t.get(CKA_SOFTMHSM_VERSION).is_none() && t.get(CKA_ID).is_none() && !self.current {
-            return false;
-        }
         let view = self.view(part, token_label, recovery);
         t.0.iter()
             .all(|a| policy::get_attribute(&view, a.ty) == AttrValue::Value(a.value.to_vec()))
@@ -212,6 +207,19 @@ impl Entry {
     }
 }
 
+/// A record's lookup keys, as the store keeps them beside its JSON.
+pub fn row_keys(rec: &Record) -> RowKeys {
+    let public_label = match &rec.body {
+        Body::Key(k) => k.public_label.clone().filter(|l| *l != rec.label),
+        Body::Stored { .. } => None,
+    };
+    RowKeys {
+        label: rec.label.clone(),
+        public_label,
+        ckaid: rec.id.clone(),
+    }
+}
+
 /// The handle of one part of a row: stable for a row's lifetime, never 0.
 pub fn handle(id: i64, part: Part) -> CK_OBJECT_HANDLE {
     ((id as CK_OBJECT_HANDLE) << 1) | (part == Part::Public) as CK_OBJECT_HANDLE
@@ -223,33 +231,42 @@ pub fn split_handle(h: CK_OBJECT_HANDLE) -> (i64, Part) {
     ((h >> 1) as i64, part)
 }
 
-/// Every object of one token known to this process.
+/// The objects of one token this process holds: the token objects it has
+/// used (loaded from the store on first use, then kept up to date) and its
+/// session objects. Which token objects exist is the store's to say
+/// ([`crate::store::Store::lookup`]): nothing here grows with the pool.
 #[derive(Default)]
 pub struct Objects {
+    /// Token objects loaded from the store.
     entries: HashMap<i64, Arc<Entry>>,
-    /// Label → row ids (both halves' labels), so find-by-label does not scan.
-    by_label: HashMap<Vec<u8>, Vec<i64>>,
+    /// Session objects (ids from [`SESSION_ID_BASE`]), apart: every find
+    /// looks at all of them.
+    sessions: HashMap<i64, Arc<Entry>>,
     next_session_id: i64,
 }
 
 impl Objects {
-    /// The entry of a row id.
+    fn map(&self, id: i64) -> &HashMap<i64, Arc<Entry>> {
+        if id >= SESSION_ID_BASE {
+            &self.sessions
+        } else {
+            &self.entries
+        }
+    }
+
+    /// The entry of a row id, if loaded.
     pub fn get(&self, id: i64) -> Option<&Arc<Entry>> {
-        self.entries.get(&id)
+        self.map(id).get(&id)
     }
 
-    /// All entries.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.entries.values()
+    /// This process's session objects.
+    pub fn sessions(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.sessions.values()
     }
 
-    /// Entries whose label (either half's) is `label`.
-    pub fn with_label(&self, label: &[u8]) -> impl Iterator<Item = &Arc<Entry>> {
-        self.by_label
-            .get(label)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.entries.get(id))
+    /// The ids of the token objects loaded.
+    pub fn loaded_token_ids(&self) -> Vec<i64> {
+        self.entries.keys().copied().collect()
     }
 
     /// A fresh session object id.
@@ -260,30 +277,32 @@ impl Objects {
 
     /// Insert or replace an entry.
     pub fn put(&mut self, e: Arc<Entry>) {
-        self.remove(e.id);
-        for l in labels(&e.rec) {
-            self.by_label.entry(l).or_default().push(e.id);
+        if e.is_token() {
+            self.entries.insert(e.id, e);
+        } else {
+            self.sessions.insert(e.id, e);
         }
-        self.entries.insert(e.id, e);
     }
 
     /// Remove an entry.
     pub fn remove(&mut self, id: i64) -> Option<Arc<Entry>> {
-        let old = self.entries.remove(&id)?;
-        for l in labels(&old.rec) {
-            if let Some(ids) = self.by_label.get_mut(&l) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.by_label.remove(&l);
-                }
-            }
+        if id >= SESSION_ID_BASE {
+            self.sessions.remove(&id)
+        } else {
+            self.entries.remove(&id)
         }
-        Some(old)
+    }
+
+    /// Load a store row (or bring a loaded one up to date) and return its
+    /// entry; None if the row does not parse (logged by `Record::from_json`).
+    pub fn load(&mut self, row: &ObjectRow) -> Option<Arc<Entry>> {
+        let e = self.refreshed(row)?;
+        self.put(e.clone());
+        Some(e)
     }
 
     /// The entry a store row makes, reusing this cache's entry (and its parsed
-    /// keys) when the row's record and material did not change. None: the
-    /// row does not parse (logged by `Record::from_json`).
+    /// keys) when the row's record and material did not change.
     fn refreshed(&self, row: &ObjectRow) -> Option<Arc<Entry>> {
         let fresh = Entry::from_row(row).ok()?;
         Some(match self.entries.get(&row.id) {
@@ -298,12 +317,15 @@ impl Objects {
         })
     }
 
-    /// Apply the rows changed in the store: every id in `touched` takes its
-    /// row from `rows`, or leaves the cache when it has none (deleted or
-    /// soft-deleted). O(changes).
+    /// Apply the rows changed in the store: every loaded id in `touched` takes
+    /// its row from `rows`, or leaves the cache when it has none (deleted or
+    /// soft-deleted); rows not loaded stay unloaded. O(changes).
     pub fn apply(&mut self, touched: &[i64], rows: &[ObjectRow]) {
         let live: HashMap<i64, &ObjectRow> = rows.iter().map(|r| (r.id, r)).collect();
         for id in touched {
+            if !self.entries.contains_key(id) {
+                continue;
+            }
             match live.get(id).and_then(|row| self.refreshed(row)) {
                 Some(e) => self.put(e),
                 None => {
@@ -313,24 +335,13 @@ impl Objects {
         }
     }
 
-    /// Replace every token object with the store's rows, keeping the parsed keys
-    /// of rows that did not change, and keeping session objects.
+    /// Replace the loaded token objects with `rows` (the store's rows of the
+    /// ids that were loaded and are still live), keeping the parsed keys of
+    /// rows that did not change, and keeping session objects.
     pub fn reload(&mut self, rows: &[ObjectRow]) {
-        let mut keep: HashMap<i64, Arc<Entry>> = HashMap::new();
-        for row in rows {
-            if let Some(e) = self.refreshed(row) {
-                keep.insert(row.id, e);
-            }
-        }
-        let sessions: Vec<Arc<Entry>> = self
-            .entries
-            .values()
-            .filter(|e| !e.is_token())
-            .cloned()
-            .collect();
+        let keep: Vec<Arc<Entry>> = rows.iter().filter_map(|r| self.refreshed(r)).collect();
         self.entries.clear();
-        self.by_label.clear();
-        for e in keep.into_values().chain(sessions) {
+        for e in keep {
             self.put(e);
         }
     }
@@ -340,6 +351,7 @@ impl Objects {
         let all: Vec<Arc<Entry>> = self
             .entries
             .values()
+            .chain(self.sessions.values())
             .map(|e| Arc::new(e.without_secrets()))
             .collect();
         for e in all {
@@ -349,30 +361,12 @@ impl Objects {
 
     /// Remove the session objects of `session` (C_CloseSession).
     pub fn drop_session_objects(&mut self, session: CK_SESSION_HANDLE) {
-        let ids: Vec<i64> = self
-            .entries
-            .values()
-            .filter(|e| e.owner == Some(session))
-            .map(|e| e.id)
-            .collect();
-        for id in ids {
-            self.remove(id);
-        }
+        self.sessions.retain(|_, e| e.owner != Some(session));
     }
 
     /// Remove everything (token re-initialisation).
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.by_label.clear();
+        self.sessions.clear();
     }
-}
-
-fn labels(rec: &Record) -> Vec<Vec<u8>> {
-    let mut v = vec![rec.label.clone()];
-    if let Body::Key(k) = &rec.body {
-        if let Some(l) = &k.public_label {
-            v.push(l.clone());
-        }
-    }
-    v
 }

@@ -119,6 +119,32 @@ pub struct DeletedRow {
     pub purge_at: i64,
 }
 
+/// A row's lookup keys, kept in columns beside its attribute JSON (which only
+/// the engine reads): a find by label, `CKA_ID` or version is an index lookup
+/// in the database, so a process loads only the rows it uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RowKeys {
+    /// `CKA_LABEL` of the row's first object.
+    pub label: Vec<u8>,
+    /// `CKA_LABEL` of a key pair's public half, where it differs.
+    pub public_label: Option<Vec<u8>>,
+    /// `CKA_ID`.
+    pub ckaid: Vec<u8>,
+}
+
+/// What [`Store::lookup`] finds live rows by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Rows either of whose labels is this one.
+    Label(&'a [u8]),
+    /// Rows with this `CKA_ID`.
+    CkaId(&'a [u8]),
+    /// The row of this version id.
+    Version(&'a str),
+    /// Every live row.
+    All,
+}
+
 /// A row to insert; see [`Store::insert_object`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewObject {
@@ -128,6 +154,8 @@ pub struct NewObject {
     pub version: Option<String>,
     /// The engine's attribute record, JSON.
     pub attrs: String,
+    /// The record's lookup keys.
+    pub keys: RowKeys,
     /// Sealed secret material.
     pub sealed: Option<Vec<u8>>,
     /// Refuse (`CKR_ACTION_PROHIBITED`) when the name already has this many
@@ -168,12 +196,11 @@ pub enum Changes {
         rows: Vec<ObjectRow>,
     },
     /// The log no longer reaches back that far, or the token was
-    /// re-initialised: every live row.
+    /// re-initialised (or `seq` was -1): anything may have changed; the caller
+    /// reads again what it needs.
     Reload {
         /// The sequence number the caller is now up to date with.
         seq: i64,
-        /// Every live row.
-        rows: Vec<ObjectRow>,
     },
 }
 
@@ -220,10 +247,19 @@ pub trait Store: Send {
     fn objects(&self) -> Result<Vec<ObjectRow>>;
     /// One live object row by id.
     fn object(&self, id: i64) -> Result<Option<ObjectRow>>;
+    /// The live rows among `ids`, in no particular order.
+    fn objects_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRow>>;
+    /// The ids of the live rows found by `by` (index lookups, no row read).
+    fn lookup(&self, by: Lookup<'_>) -> Result<Vec<i64>>;
+    /// Every row, live or soft-deleted, whose lookup keys are not stored
+    /// (written before the store kept them): (id, attribute JSON).
+    fn unkeyed(&self) -> Result<Vec<(i64, String)>>;
+    /// Store the lookup keys of rows, in one transaction.
+    fn set_keys(&mut self, keys: &[(i64, RowKeys)]) -> Result<()>;
     /// Insert a row; with a name it becomes the current version.
     fn insert_object(&mut self, new: &NewObject) -> Result<ObjectRow>;
-    /// Replace a row's attribute JSON.
-    fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()>;
+    /// Replace a row's attribute JSON and its lookup keys.
+    fn update_attrs(&mut self, id: i64, attrs: &str, keys: &RowKeys) -> Result<()>;
     /// Replace a row's attribute JSON and drop its sealed material.
     fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()>;
     /// Delete a row; returns the id of a version promoted to current.

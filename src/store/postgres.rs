@@ -53,8 +53,9 @@
 use super::postgres_conn::{cause, Db, Fail, Owned, Target};
 use super::postgres_signal::{PgSignal, CHANNEL};
 use super::{
-    now, pin, postgres_schema, AttestationRow, ChangeSignal, Changes, DeletedRow, MasterKey,
-    NewObject, ObjectRow, PinSlot, PinUser, Store, TokenRecord, CHANGE_LOG_KEEP, DAY,
+    now, pin, postgres_schema, AttestationRow, ChangeSignal, Changes, DeletedRow, Lookup,
+    MasterKey, NewObject, ObjectRow, PinSlot, PinUser, RowKeys, Store, TokenRecord,
+    CHANGE_LOG_KEEP, DAY,
 };
 use crate::error::{Error, Result};
 use cryptoki_sys::{
@@ -543,8 +544,7 @@ impl Store for PgStore {
             )?;
             let (floor, remade): (i64, bool) = (r.try_get(0)?, r.try_get(1)?);
             if seq < 0 || remade || seq < floor || seq > now {
-                let rows = live_objects(db)?;
-                return Ok(Changes::Reload { seq: now, rows });
+                return Ok(Changes::Reload { seq: now });
             }
             let touched = db
                 .query(
@@ -636,9 +636,19 @@ impl Store for PgStore {
             }
             Ok(db
                 .query_one(
-                    "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
-                     VALUES ($1, $2, $3, true, $4, $5) RETURNING id",
-                    &[&new.name, &name_lc, &new.version, &new.attrs, &new.sealed],
+                    "INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
+                                          label, public_label, ckaid)
+                     VALUES ($1, $2, $3, true, $4, $5, $6, $7, $8) RETURNING id",
+                    &[
+                        &new.name,
+                        &name_lc,
+                        &new.version,
+                        &new.attrs,
+                        &new.sealed,
+                        &new.keys.label,
+                        &new.keys.public_label,
+                        &new.keys.ckaid,
+                    ],
                 )?
                 .try_get::<_, i64>(0)?)
         })?;
@@ -652,12 +662,73 @@ impl Store for PgStore {
         })
     }
 
-    fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
-        self.rewrite(
-            id,
-            attrs,
-            "UPDATE objects SET attrs = $1 WHERE id = $2 AND deleted_at IS NULL",
-        )
+    fn update_attrs(&mut self, id: i64, attrs: &str, keys: &RowKeys) -> Result<()> {
+        self.write(|db| {
+            let n = db.execute(
+                "UPDATE objects SET attrs = $1, label = $2, public_label = $3, ckaid = $4
+                 WHERE id = $5 AND deleted_at IS NULL",
+                &[&attrs, &keys.label, &keys.public_label, &keys.ckaid, &id],
+            )?;
+            if n == 0 {
+                return Err(Fail::Rv(Error(CKR_OBJECT_HANDLE_INVALID)));
+            }
+            Ok(())
+        })
+    }
+
+    fn objects_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRow>> {
+        // One statement, one snapshot: the rows agree with each other.
+        self.read(|db| {
+            db.query(
+                &format!(
+                    "SELECT {OBJECT_COLUMNS} FROM objects
+                     WHERE id = ANY($1) AND deleted_at IS NULL"
+                ),
+                &[&ids],
+            )?
+            .iter()
+            .map(object_row)
+            .collect()
+        })
+    }
+
+    fn lookup(&self, by: Lookup<'_>) -> Result<Vec<i64>> {
+        const LIVE: &str = "SELECT id FROM objects WHERE deleted_at IS NULL";
+        self.read(|db| {
+            let rows = match by {
+                Lookup::Label(l) => db.query(
+                    &format!("{LIVE} AND label = $1 UNION {LIVE} AND public_label = $1"),
+                    &[&l],
+                )?,
+                Lookup::CkaId(id) => db.query(&format!("{LIVE} AND ckaid = $1"), &[&id])?,
+                Lookup::Version(v) => db.query(&format!("{LIVE} AND version = $1"), &[&v])?,
+                Lookup::All => db.query(LIVE, &[])?,
+            };
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(Fail::Db))
+                .collect()
+        })
+    }
+
+    fn unkeyed(&self) -> Result<Vec<(i64, String)>> {
+        self.read(|db| {
+            db.query("SELECT id, attrs FROM objects WHERE label IS NULL", &[])?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn set_keys(&mut self, keys: &[(i64, RowKeys)]) -> Result<()> {
+        self.write(|db| {
+            for (id, k) in keys {
+                db.execute(
+                    "UPDATE objects SET label = $1, public_label = $2, ckaid = $3 WHERE id = $4",
+                    &[&k.label, &k.public_label, &k.ckaid, id],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn forget_secret(&mut self, id: i64, attrs: &str) -> Result<()> {
@@ -905,8 +976,9 @@ impl Store for PgStore {
                 let current = i + 1 == rows.len();
                 let id: i64 = db
                     .query_one(
-                        "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
-                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        "INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
+                                              label, public_label, ckaid)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                         &[
                             &new.name,
                             &name_lc,
@@ -914,6 +986,9 @@ impl Store for PgStore {
                             &current,
                             &new.attrs,
                             &new.sealed,
+                            &new.keys.label,
+                            &new.keys.public_label,
+                            &new.keys.ckaid,
                         ],
                     )?
                     .try_get(0)?;

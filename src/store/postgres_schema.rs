@@ -5,8 +5,7 @@
 //! databases in the field have already run them. The schema follows the SQLite
 //! one (same tables, columns and change-log triggers) with PostgreSQL types,
 //! plus the one-row `pool_lock` table that serialises writers (see
-//! [`super::postgres`]) and the row keys (`label`, `public_label`, `ckaid`) of
-//! the lazy index from the start.
+//! [`super::postgres`]) and the change log's `change_floor`.
 
 use super::postgres_conn::{Db, Fail};
 use crate::error::Error;
@@ -14,7 +13,7 @@ use cryptoki_sys::CKR_DEVICE_ERROR;
 
 /// The forward migrations, in order; the schema version is their count.
 const MIGRATIONS: &[&str] = &[
-    // 1: everything the SQLite schema reached at its version 4, in one step.
+    // 1: everything the SQLite schema reached at its version 5, in one step.
     "CREATE TABLE pool_lock (id integer PRIMARY KEY CHECK (id = 1));
     INSERT INTO pool_lock (id) VALUES (1);
     CREATE TABLE token (
@@ -50,6 +49,14 @@ const MIGRATIONS: &[&str] = &[
         ckaid        bytea
     );
     CREATE INDEX objects_name_lc_current ON objects (name_lc, current);
+    -- Lookup keys (NULL label: a row whose keys the pool has not filled in).
+    CREATE INDEX objects_label ON objects (label);
+    CREATE INDEX objects_public_label ON objects (public_label)
+        WHERE public_label IS NOT NULL;
+    CREATE INDEX objects_ckaid ON objects (ckaid);
+    CREATE INDEX objects_version ON objects (version);
+    -- Opening a pool asks whether any deleted key is due for purging.
+    CREATE INDEX objects_purge_at ON objects (purge_at) WHERE purge_at IS NOT NULL;
     CREATE TABLE policies (
         name_lc text PRIMARY KEY,
         policy  text NOT NULL

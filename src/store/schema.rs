@@ -68,6 +68,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER token_settings_logged
         AFTER UPDATE OF label, purge_protection, retention_days ON token
         BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
+    // 5: lookup keys beside the attribute JSON, so a find by label, CKA_ID or
+    // version is an index lookup and a process loads only the rows it uses.
+    // Rows written before have NULL keys until the pool fills them in.
+    // Opening a pool asks whether a deleted key is due for purging: indexed.
+    "ALTER TABLE objects ADD COLUMN label BLOB;
+    ALTER TABLE objects ADD COLUMN public_label BLOB;
+    ALTER TABLE objects ADD COLUMN ckaid BLOB;
+    CREATE INDEX objects_label ON objects (label);
+    CREATE INDEX objects_public_label ON objects (public_label)
+        WHERE public_label IS NOT NULL;
+    CREATE INDEX objects_ckaid ON objects (ckaid);
+    CREATE INDEX objects_version ON objects (version);
+    -- Opening a pool asks whether any deleted key is due for purging.
+    CREATE INDEX objects_purge_at ON objects (purge_at) WHERE purge_at IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

@@ -3,8 +3,8 @@
 use super::pin::{check_pin_usable, new_salt, new_token, unwrap_slot, NewToken};
 use super::{now, CHANGE_LOG_KEEP, DAY};
 use super::{
-    schema, ChangeSignal, Changes, DeletedRow, MasterKey, NewObject, ObjectRow, PinSlot, PinUser,
-    Store, TokenRecord,
+    schema, ChangeSignal, Changes, DeletedRow, Lookup, MasterKey, NewObject, ObjectRow, PinSlot,
+    PinUser, RowKeys, Store, TokenRecord,
 };
 use crate::error::{Error, Result};
 use crate::ffi::shm::SharedCounter;
@@ -150,6 +150,10 @@ impl SqliteStore {
         }
         // FULL: a key is reported created only once its commit is on disk.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // A checkpoint truncates the WAL back to 4 MiB: after a burst of
+        // writes (a migration, a bulk import) the next process to open the
+        // store would otherwise re-read the whole grown file.
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         // Old wrapped master keys (before a PIN change or re-init) must not
         // linger in free pages, where the old PIN would still open them.
@@ -159,10 +163,16 @@ impl SqliteStore {
 
     /// Drop change-log entries far behind the newest, so the log stays bounded.
     fn trim_change_log(&mut self) -> Result<()> {
-        let (oldest, newest): (Option<i64>, Option<i64>) = self
-            .conn
-            .prepare_cached("SELECT MIN(seq), MAX(seq) FROM changes")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // Two queries: SQLite answers MIN or MAX alone from the key, both
+        // together only by scanning the log.
+        let (oldest, newest): (Option<i64>, Option<i64>) = (
+            self.conn
+                .prepare_cached("SELECT MIN(seq) FROM changes")?
+                .query_row([], |r| r.get(0))?,
+            self.conn
+                .prepare_cached("SELECT MAX(seq) FROM changes")?
+                .query_row([], |r| r.get(0))?,
+        );
         if let (Some(oldest), Some(newest)) = (oldest, newest) {
             if newest - oldest > 2 * CHANGE_LOG_KEEP {
                 let tx = write_tx(&mut self.conn, &self.signal)?;
@@ -231,6 +241,9 @@ impl Store for SqliteStore {
         // One read transaction: the rows and the sequence number agree.
         let tx = self.conn.unchecked_transaction()?;
         let now = self.change_seq()?;
+        if seq < 0 {
+            return Ok(Changes::Reload { seq: now });
+        }
         let oldest: Option<i64> = tx
             .prepare_cached("SELECT MIN(seq) FROM changes")?
             .query_row([], |r| r.get(0))?;
@@ -241,9 +254,8 @@ impl Store for SqliteStore {
             )?
             .query_row([seq], |r| r.get(0))?;
         let gap = now > seq && oldest.is_none_or(|o| o > seq + 1);
-        if seq < 0 || remade || gap {
-            let rows = self.objects()?;
-            return Ok(Changes::Reload { seq: now, rows });
+        if remade || gap {
+            return Ok(Changes::Reload { seq: now });
         }
         let touched = {
             let mut stmt = tx.prepare_cached(
@@ -485,15 +497,19 @@ impl Store for SqliteStore {
                 .execute([name_lc])?;
         }
         tx.prepare_cached(
-            "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+            "INSERT INTO objects
+                (name, name_lc, version, current, attrs, sealed, label, public_label, ckaid)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             new.name,
             name_lc,
             new.version,
             new.attrs,
-            new.sealed
+            new.sealed,
+            new.keys.label,
+            new.keys.public_label,
+            new.keys.ckaid
         ])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -507,13 +523,99 @@ impl Store for SqliteStore {
         })
     }
 
-    /// Replace a row's attribute JSON. `CKR_OBJECT_HANDLE_INVALID` if it is gone.
-    fn update_attrs(&mut self, id: i64, attrs: &str) -> Result<()> {
-        self.rewrite(
-            id,
-            attrs,
-            "UPDATE objects SET attrs = ?1 WHERE id = ?2 AND deleted_at IS NULL",
-        )
+    /// Replace a row's attribute JSON and lookup keys.
+    /// `CKR_OBJECT_HANDLE_INVALID` if it is gone.
+    fn update_attrs(&mut self, id: i64, attrs: &str, keys: &RowKeys) -> Result<()> {
+        let tx = write_tx(&mut self.conn, &self.signal)?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE objects SET attrs = ?1, label = ?2, public_label = ?3, ckaid = ?4
+                 WHERE id = ?5 AND deleted_at IS NULL",
+            )?
+            .execute(params![
+                attrs,
+                keys.label,
+                keys.public_label,
+                keys.ckaid,
+                id
+            ])?;
+        if n == 0 {
+            return Err(Error(CKR_OBJECT_HANDLE_INVALID));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn objects_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRow>> {
+        // Many ids (an enumeration): one scan beats as many point reads.
+        if ids.len() > 256 {
+            let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
+            let mut all = self.objects()?;
+            all.retain(|r| wanted.contains(&r.id));
+            return Ok(all);
+        }
+        // One read transaction: the rows agree with each other.
+        let _tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.object(*id)?);
+        }
+        Ok(out)
+    }
+
+    fn lookup(&self, by: Lookup<'_>) -> Result<Vec<i64>> {
+        const LIVE: &str = "SELECT id FROM objects WHERE deleted_at IS NULL";
+        let ids = match by {
+            Lookup::Label(l) => {
+                let mut stmt = self.conn.prepare_cached(&format!(
+                    "{LIVE} AND label = ?1 UNION {LIVE} AND public_label = ?1"
+                ))?;
+                let ids = stmt.query_map([l], |r| r.get(0))?;
+                ids.collect::<rusqlite::Result<Vec<i64>>>()?
+            }
+            Lookup::CkaId(id) => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!("{LIVE} AND ckaid = ?1"))?;
+                let ids = stmt.query_map([id], |r| r.get(0))?;
+                ids.collect::<rusqlite::Result<Vec<i64>>>()?
+            }
+            Lookup::Version(v) => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!("{LIVE} AND version = ?1"))?;
+                let ids = stmt.query_map([v], |r| r.get(0))?;
+                ids.collect::<rusqlite::Result<Vec<i64>>>()?
+            }
+            Lookup::All => {
+                let mut stmt = self.conn.prepare_cached(LIVE)?;
+                let ids = stmt.query_map([], |r| r.get(0))?;
+                ids.collect::<rusqlite::Result<Vec<i64>>>()?
+            }
+        };
+        Ok(ids)
+    }
+
+    fn unkeyed(&self) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, attrs FROM objects WHERE label IS NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn set_keys(&mut self, keys: &[(i64, RowKeys)]) -> Result<()> {
+        let tx = write_tx(&mut self.conn, &self.signal)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE objects SET label = ?1, public_label = ?2, ckaid = ?3 WHERE id = ?4",
+            )?;
+            for (id, k) in keys {
+                stmt.execute(params![k.label, k.public_label, k.ckaid, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Replace a row's attribute JSON and drop its sealed material in one
@@ -786,8 +888,9 @@ impl Store for SqliteStore {
         for (i, new) in rows.iter().enumerate() {
             let current = i + 1 == rows.len();
             tx.prepare_cached(
-                "INSERT INTO objects (name, name_lc, version, current, attrs, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO objects
+                    (name, name_lc, version, current, attrs, sealed, label, public_label, ckaid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 new.name,
@@ -795,7 +898,10 @@ impl Store for SqliteStore {
                 new.version,
                 current,
                 new.attrs,
-                new.sealed
+                new.sealed,
+                new.keys.label,
+                new.keys.public_label,
+                new.keys.ckaid
             ])?;
             out.push(ObjectRow {
                 id: tx.last_insert_rowid(),

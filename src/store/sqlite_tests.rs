@@ -131,3 +131,34 @@ fn no_secret_pin_or_master_key_on_disk() {
     drop(store);
     scan("after close");
 }
+
+#[test]
+fn rows_without_keys_are_listed_until_their_keys_are_set() {
+    let (_dir, path, mut store, _master) = initialised();
+    let id = store.insert_object(&key("k", "v1")).unwrap().id;
+    assert!(
+        store.unkeyed().unwrap().is_empty(),
+        "a row inserted with (empty) keys is keyed"
+    );
+    // A row written by a build before schema 5 has no keys.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE objects SET label = NULL, ckaid = NULL WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+    assert_eq!(
+        store.unkeyed().unwrap(),
+        vec![(id, r#"{"v":"v1"}"#.to_string())]
+    );
+    assert!(store.lookup(Lookup::Label(b"k")).unwrap().is_empty());
+    let keys = RowKeys {
+        label: b"k".to_vec(),
+        public_label: None,
+        ckaid: b"\x07".to_vec(),
+    };
+    store.set_keys(&[(id, keys)]).unwrap();
+    assert!(store.unkeyed().unwrap().is_empty());
+    assert_eq!(store.lookup(Lookup::Label(b"k")).unwrap(), vec![id]);
+    assert_eq!(store.lookup(Lookup::CkaId(b"\x07")).unwrap(), vec![id]);
+}

@@ -6,13 +6,15 @@ use super::objects::{handle, split_handle, Entry};
 use super::session::Session;
 use crate::config::TokenConfig;
 use crate::crypto::{self, SecretBytes};
-use crate::engine::attributes::vendor::CKA_SOFTMHSM_VERSION;
+use crate::engine::attributes::vendor::{CKA_SOFTMHSM_NAME, CKA_SOFTMHSM_VERSION};
 use crate::engine::attributes::Template;
 use crate::engine::key::{Body, KeyKind};
 use crate::engine::policy::{self, AttrValue, Part};
 use crate::engine::rules::check_pin_len;
 use crate::error::{Error, Result};
-use crate::pool::{refusal_rv, rotation, MasterKey, PinUser, Pool, TokenRecord, MAX_PIN_FAILURES};
+use crate::pool::{
+    refusal_rv, rotation, Lookup, MasterKey, PinUser, Pool, TokenRecord, MAX_PIN_FAILURES,
+};
 use cryptoki_sys::*;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -233,17 +235,16 @@ impl Slot {
     pub fn object(&self, session: &Session, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
         self.pool.fresh()?;
         let (id, part) = split_handle(h);
-        let snap = self.pool.snapshot();
-        let e = snap
-            .objects
-            .get(id)
+        let e = self
+            .pool
+            .entry(id)?
             .ok_or(Error(CKR_OBJECT_HANDLE_INVALID))?;
-        if !e.has_part(part) || !self.visible(e, part) {
+        if !e.has_part(part) || !self.visible(&e, part) {
             return Err(Error(CKR_OBJECT_HANDLE_INVALID));
         }
         // Session objects are visible in every session of the application.
         let _ = session;
-        Ok((e.clone(), part))
+        Ok((e, part))
     }
 
     /// Whether an object is visible now: private objects only to a logged-in user.
@@ -251,18 +252,44 @@ impl Slot {
         !policy::is_private(&e.rec, part) || self.state().login == LoggedIn::User
     }
 
-    /// C_FindObjectsInit: the handles of every visible object matching `t`.
-    /// A template naming a version (`CKA_ID` or `CKA_SOFTMHSM_VERSION`)
-    /// finds the version that carries it, current or not (of several versions
-    /// of one name carrying it, the current one, else the newest); any other
-    /// template finds current versions only.
+    /// C_FindObjectsInit: the handles of every visible object matching `t`,
+    /// by the versioning rules (DESIGN §2, with D3 of pkcs11-conformance):
+    /// - a template naming a version (`CKA_ID` or `CKA_SOFTMHSM_VERSION`)
+    ///   finds the version that carries it, current or not (of several
+    ///   versions of one name carrying it, the current one, else the newest);
+    /// - a template naming a key (`CKA_LABEL` or `CKA_SOFTMHSM_NAME`) finds
+    ///   current versions only, so `pkcs11:object=web` is exactly one key;
+    /// - a template naming neither (an enumeration: `{CKA_CLASS}` or empty)
+    ///   lists the older versions of key pairs, oldest first, and after them
+    ///   the current version of every key. Clients that enumerate by class
+    ///   and match label and id themselves (libp11 0.4.12: every nginx,
+    ///   `openssl -engine pkcs11`) so find a rotated-away version by the id
+    ///   it was made with, and take the current one for a label alone (they
+    ///   keep the last match). Older versions of secret keys stay out: their
+    ///   clients (Java's KeyStore) address secret keys by label and refuse
+    ///   two sharing one.
     pub fn find(&self, t: &Template) -> Result<Vec<CK_OBJECT_HANDLE>> {
         self.pool.fresh()?;
+        // The store's indexes name the candidates; each is matched in full.
+        let by = match (t.get(CKA_ID), t.get(CKA_LABEL), t.get(CKA_SOFTMHSM_VERSION)) {
+            (Some(id), _, _) => Lookup::CkaId(id),
+            (None, Some(l), _) => Lookup::Label(l),
+            (None, None, Some(v)) => match std::str::from_utf8(v) {
+                Ok(v) => Lookup::Version(v),
+                // No version id is anything but ASCII hex.
+                Err(_) => return Ok(Vec::new()),
+            },
+            (None, None, None) => Lookup::All,
+        };
+        let candidates = self.pool.candidates(by)?;
         let snap = self.pool.snapshot();
         let label = &snap.label;
         let by_version = t.get(CKA_ID).is_some() || t.get(CKA_SOFTMHSM_VERSION).is_some();
+        let by_name = t.get(CKA_LABEL).is_some() || t.get(CKA_SOFTMHSM_NAME).is_some();
         let versioned = self.config.versioning;
         let mut out = Vec::new();
+        // Older versions of key pairs, for an enumeration (listed first).
+        let mut enumerated_older = Vec::new();
         // Of the non-current matches per (name, part), the best so far.
         let mut older: HashMap<(String, bool), (bool, i64)> = HashMap::new();
         let mut consider = |e: &Arc<Entry>| {
@@ -273,8 +300,12 @@ impl Slot {
                 {
                     continue;
                 }
-                match (&e.rec.body, e.is_token() && by_version && versioned) {
-                    (Body::Key(k), true) => {
+                let versioned_key = match &e.rec.body {
+                    Body::Key(k) if e.is_token() && versioned => Some(k),
+                    _ => None,
+                };
+                match versioned_key {
+                    Some(k) if by_version => {
                         let key = (k.name.to_ascii_lowercase(), part == Part::Public);
                         let rank = (e.current, e.id);
                         let best = older.entry(key).or_insert(rank);
@@ -282,21 +313,23 @@ impl Slot {
                             *best = rank;
                         }
                     }
-                    _ if e.current || by_version => out.push(handle(e.id, part)),
-                    _ => {}
+                    Some(k) if !e.current => {
+                        if !by_name && k.kind.is_pair() {
+                            enumerated_older.push(handle(e.id, part));
+                        }
+                    }
+                    _ => out.push(handle(e.id, part)),
                 }
             }
         };
-        match t.get(CKA_LABEL) {
-            // Indexed: find-by-label stays flat as the token grows.
-            Some(l) => snap.objects.with_label(l).for_each(&mut consider),
-            None => snap.objects.iter().for_each(&mut consider),
-        }
+        candidates.iter().for_each(&mut consider);
         out.extend(older.into_iter().map(|((_, public), (_, id))| {
             handle(id, if public { Part::Public } else { Part::Main })
         }));
         out.sort_unstable();
-        Ok(out)
+        enumerated_older.sort_unstable();
+        enumerated_older.extend(out);
+        Ok(enumerated_older)
     }
 
     /// C_GetAttributeValue for one attribute of an object.
