@@ -250,6 +250,24 @@ impl Drop for Cluster {
     }
 }
 
+/// The backend pids of the sessions that process `pid` holds in the database
+/// of `url` (softmhsm names its sessions `softmhsm <pid>`), sorted.
+pub fn sessions_of(url: &str, pid: u32) -> Vec<i32> {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("connect as admin");
+    let mut pids: Vec<i32> = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+            &[&format!("softmhsm {pid}")],
+        )
+        .expect("list sessions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The cluster shared by this test process (started once, reaped at exit),
 /// or None when PostgreSQL is unavailable and not required.
 pub fn shared() -> Option<&'static Cluster> {

@@ -78,13 +78,15 @@ impl Target {
         // A server that vanished without closing the socket (a failed-over
         // primary) is noticed by the listener within about a minute.
         config.keepalives_idle(Duration::from_secs(30));
-        config.application_name("softmhsm");
         Ok(Target { config, shown })
     }
 
     /// Open a connection, names resolved on this thread (see the module doc).
+    /// Its `application_name` is `softmhsm <pid>`, so an administrator (and a
+    /// test) sees which process holds which session.
     pub fn connect(&self) -> Result<Client, postgres::Error> {
         let mut config = self.config.clone();
+        config.application_name(&format!("softmhsm {}", std::process::id()));
         if config.get_hostaddrs().is_empty() {
             let port = |i: usize| {
                 let ports = config.get_ports();

@@ -223,16 +223,7 @@ fn a_dropped_store_closes_both_its_connections() {
         return;
     };
     let url = cluster.database();
-    let sessions = || -> i64 {
-        admin(&url)
-            .query_one(
-                "SELECT COUNT(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name = 'softmhsm'",
-                &[],
-            )
-            .unwrap()
-            .get(0)
-    };
+    let sessions = || pg_cluster::sessions_of(&url, std::process::id()).len();
     let store = PgStore::open(&url).unwrap();
     assert!(
         eventually(|| sessions() == 2),
