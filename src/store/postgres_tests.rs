@@ -261,3 +261,24 @@ fn rows_without_keys_are_listed_until_their_keys_are_set() {
     assert!(store.unkeyed().unwrap().is_empty());
     assert_eq!(store.lookup(Lookup::CkaId(b"\x07")).unwrap(), vec![id]);
 }
+
+#[test]
+fn a_host_name_is_resolved_without_starting_a_thread() {
+    // Tokio would resolve a name on a blocking-pool thread: a thread left in
+    // a host process (an nginx master that forks afterwards). The store
+    // resolves on the calling thread instead.
+    let Some(Location::Url(url)) = fresh() else {
+        return;
+    };
+    let url = url.replace("127.0.0.1", "localhost");
+    let tokio_threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("tokio"))
+            .count()
+    };
+    let mut store = open(&Location::Url(url)).unwrap();
+    store.init_token("t", SO_PIN, 1000, 90).unwrap();
+    assert_eq!(tokio_threads(), 0);
+}

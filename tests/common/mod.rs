@@ -228,6 +228,8 @@ fn token_env(cmd: &mut Command, tmp: &Path) {
     fs::create_dir_all(&store).expect("create token dir");
     cmd.env("SOFTMHSM_DIR", &store)
         .env("SOFTMHSM_KDF_ITERATIONS", "1000");
+    // A developer's own SOFTMHSM_STORE_URL must not move the tests' tokens.
+    cmd.env_remove("SOFTMHSM_STORE_URL");
     if pg::selected() && !is_softhsm() {
         match pg::fresh_pool() {
             Some(url) => {
