@@ -1,8 +1,11 @@
-//! Configuration (DESIGN §4): `SOFTMHSM_CONF` names a TOML file listing tokens;
-//! without it one token lives at `$SOFTMHSM_DIR`, else `$XDG_DATA_HOME/softmhsm/`,
-//! else `~/.local/share/softmhsm/`. Zero configuration works.
+//! Configuration (DESIGN §4): `SOFTMHSM_CONF` names a TOML file listing tokens
+//! (each with a `path`, or a PostgreSQL `url`); without it one token lives at
+//! `$SOFTMHSM_DIR`, else `$XDG_DATA_HOME/softmhsm/`, else
+//! `~/.local/share/softmhsm/`, and `$SOFTMHSM_STORE_URL` puts its store in a
+//! PostgreSQL database instead. Zero configuration works.
 
 use crate::error::{Error, Result};
+use crate::store::Location;
 use cryptoki_sys::*;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -15,10 +18,14 @@ pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 
 /// One token (one slot).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TokenConfig {
-    /// The token directory (holds `softmhsm.db`).
+    /// The token directory (holds `softmhsm.db`, or only this machine's own
+    /// state, e.g. the audit log, when the store is at `url`).
     pub dir: PathBuf,
+    /// A PostgreSQL pool shared by several machines (libpq URL, multi-host
+    /// allowed) instead of the SQLite file in `dir`.
+    pub url: Option<String>,
     /// Managed HSM versioning of token keys by label (default) or SoftHSM-like
     /// distinct keys per label (`versioning = "off"`).
     pub versioning: bool,
@@ -29,9 +36,31 @@ pub struct TokenConfig {
 }
 
 impl TokenConfig {
-    /// The store file path.
+    /// The store file path (the SQLite store; with a `url`, where this
+    /// machine's own files are named after).
     pub fn store_path(&self) -> PathBuf {
         self.dir.join(STORE_FILE)
+    }
+
+    /// Where the token's store is: the PostgreSQL `url` if set, else the file.
+    pub fn location(&self) -> Location {
+        match &self.url {
+            Some(url) => Location::Url(url.clone()),
+            None => Location::Path(self.store_path()),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenConfig {
+    /// As derived, with the URL's password hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("dir", &self.dir)
+            .field("url", &self.url.as_ref().map(|_| self.location()))
+            .field("versioning", &self.versioning)
+            .field("kdf_iterations", &self.kdf_iterations)
+            .field("retention_days", &self.retention_days)
+            .finish()
     }
 }
 
@@ -52,7 +81,10 @@ struct FileConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileToken {
-    path: PathBuf,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
     #[serde(default)]
     versioning: Option<String>,
     #[serde(default)]
@@ -74,9 +106,13 @@ pub fn load() -> Result<Config> {
         log::error!("no token directory: set SOFTMHSM_DIR, XDG_DATA_HOME or HOME");
         Error(CKR_GENERAL_ERROR)
     })?;
+    let url = std::env::var("SOFTMHSM_STORE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     Ok(Config {
         tokens: vec![TokenConfig {
             dir,
+            url,
             versioning: true,
             kdf_iterations: env_iterations.unwrap_or(DEFAULT_KDF_ITERATIONS),
             retention_days: DEFAULT_RETENTION_DAYS,
@@ -132,8 +168,16 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
             if !(7..=90).contains(&retention_days) {
                 return Err(bad("retention_days must be 7 to 90".into()));
             }
+            let dir = match (t.path, &t.url) {
+                (Some(path), _) => path,
+                // A shared pool still keeps this machine's own files locally.
+                (None, Some(_)) => default_dir()
+                    .ok_or_else(|| bad("a token with a url and no path needs HOME".into()))?,
+                (None, None) => return Err(bad("a [[token]] needs a path or a url".into())),
+            };
             Ok(TokenConfig {
-                dir: t.path,
+                dir,
+                url: t.url,
                 versioning,
                 kdf_iterations: env_iterations
                     .or(t.kdf_iterations)
@@ -165,10 +209,32 @@ mod tests {
     }
 
     #[test]
+    fn a_token_with_a_url_is_a_postgresql_store() {
+        let c = parse(
+            "[[token]]\npath = \"/a\"\nurl = \"postgresql://app:pw@db1,db2/pool\"\n",
+            None,
+        )
+        .unwrap();
+        let t = &c.tokens[0];
+        assert_eq!(
+            t.location(),
+            Location::Url("postgresql://app:pw@db1,db2/pool".into())
+        );
+        assert_eq!(t.dir, PathBuf::from("/a"));
+        assert!(!format!("{t:?}").contains("pw"), "no password in Debug");
+        let c = parse("[[token]]\npath = \"/a\"\n", None).unwrap();
+        assert_eq!(
+            c.tokens[0].location(),
+            Location::Path(PathBuf::from("/a/softmhsm.db"))
+        );
+    }
+
+    #[test]
     fn bad_configuration_is_refused() {
         assert!(parse("[[token]]\npath = \"/a\"\nversioning = \"maybe\"\n", None).is_err());
         assert!(parse("[[token]]\npath = \"/a\"\nretention_days = 3\n", None).is_err());
         assert!(parse("[[token]]\nbogus = 1\n", None).is_err());
+        assert!(parse("[[token]]\nversioning = \"on\"\n", None).is_err());
         assert!(parse("", None).is_err());
     }
 }

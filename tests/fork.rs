@@ -401,3 +401,46 @@ p11_test! {
         std::mem::forget(t);
     }
 }
+
+p11_test! {
+    fn a_forked_child_neither_uses_nor_closes_the_parents_postgresql_sessions() {
+        // Closing an inherited connection sends Terminate on the parent's
+        // socket and ends the parent's session; using it interleaves two
+        // processes' messages on one session. The child must leave both alone.
+        let Ok(url) = std::env::var("SOFTMHSM_STORE_URL") else {
+            println!("SKIPPED: a PostgreSQL test (SOFTMHSM_TEST_STORE=postgres runs it)");
+            return;
+        };
+        let t = Token::fresh();
+        let k = t.keypair(Kp::Ec(OID_P256), "forked");
+        let point = t.ec_point(k.public);
+        let me = std::process::id();
+        let before = pg::sessions_of(&url, me);
+        assert!(!before.is_empty(), "the parent holds sessions");
+        let slot = t.slot.id();
+        let raw = &t.raw;
+        let status = fork_and_wait(
+            || {
+                let h = raw_login(raw, slot);
+                let key = raw_find(raw, h, CKO_PRIVATE_KEY, "forked");
+                assert_eq!(key.len(), 1, "child: the parent's key");
+                let mut digest = sha2::Sha256::digest(b"child on its own sessions").to_vec();
+                let sig = raw_sign(raw, h, key[0], &mut digest);
+                verify_ecdsa_prehash(OID_P256, &point, &digest, &sig).expect("child's signature");
+                // SAFETY: no pointer argument.
+                unsafe { check(p11!(raw, C_Finalize, ptr::null_mut()), CKR_OK, "child: C_Finalize") };
+            },
+            Duration::from_secs(60),
+        );
+        assert_eq!(libc::WEXITSTATUS(status), CHILD_OK, "child's checks failed (see its stderr above)");
+        assert_eq!(pg::sessions_of(&url, me), before, "the parent's sessions are the same ones, alive");
+        sign_and_verify(&t, k.private, &point, "parent after the fork");
+        t.aes(32, "parent-after-fork");
+        assert_eq!(t.find(&[label("parent-after-fork")]).len(), 1, "the parent writes");
+        assert_eq!(
+            pg::sessions_of(&url, me),
+            before,
+            "and did not have to reconnect to do so"
+        );
+    }
+}

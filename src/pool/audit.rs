@@ -310,12 +310,28 @@ fn write(batch: Vec<(PathBuf, Vec<u8>)>) {
 /// Append `data` (whole lines) to `path`, created with mode 0600; at most
 /// [`FLUSH_BYTES`] of whole lines per `write`, each an atomic `O_APPEND` write.
 fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let open = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut f = match open() {
+        // A token whose store is a PostgreSQL database keeps only files like
+        // this one in its directory, which nothing else has created.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
+            }
+            open()?
+        }
+        other => other?,
+    };
     let mut rest = data;
     while !rest.is_empty() {
         let cut = chunk_end(rest);
@@ -399,6 +415,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_missing_token_directory_is_created_private() {
+        // A token on PostgreSQL: nothing else creates its local directory.
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("not-yet");
+        let file = path_for(&local.join("softmhsm.db"));
+        append(&file, b"{}\n").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"{}\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&local).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     fn empty() -> State {

@@ -129,10 +129,10 @@ impl Pool {
     /// leaves the pool unusable with `CKR_DEVICE_ERROR`, and is logged).
     pub fn open(config: &TokenConfig) -> Pool {
         let path = config.store_path();
-        let store = match crate::store::open(&path) {
+        let store = match crate::store::open(&config.location()) {
             Ok(s) => Some(s),
             Err(e) => {
-                log::error!("cannot open token store {}: {e}", path.display());
+                log::error!("cannot open token store {}: {e}", config.location());
                 None
             }
         };
@@ -142,7 +142,7 @@ impl Pool {
     /// The pool of a configured token, or the store's error (the CLI's way in).
     pub fn open_or_fail(config: &TokenConfig) -> Result<Pool> {
         let path = config.store_path();
-        let store = crate::store::open(&path)?;
+        let store = crate::store::open(&config.location())?;
         Ok(Pool::with(config, path, Some(store)))
     }
 
@@ -515,6 +515,7 @@ mod tests {
     fn pool_with_keys(dir: &Path, n: usize) -> Pool {
         let config = TokenConfig {
             dir: dir.to_path_buf(),
+            url: None,
             versioning: true,
             kdf_iterations: 1,
             retention_days: 90,

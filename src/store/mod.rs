@@ -4,21 +4,58 @@
 //!
 //! The store knows rows, not PKCS#11: object attributes are an opaque JSON text
 //! that the engine owns; secret material arrives already sealed (see [`seal`]).
+//! The PostgreSQL implementation ([`postgres`]) serves pools shared by several
+//! machines, with the same schema ideas, transactions and change log.
+//!
 //! A `Store` is one connection; the pool keeps one per process behind a mutex.
 //! Every committed change of an object row is numbered in a change log (the
 //! *change sequence*), so a process catches up with other processes' writes in
 //! O(changes): [`Store::changes_since`], with [`ChangeSignal`] as the cheap probe
 //! that says whether there is anything to catch up with.
 
+#[cfg(test)]
+mod pg_cluster;
+mod pin;
+pub mod postgres;
+mod postgres_conn;
+mod postgres_schema;
+mod postgres_signal;
 pub mod schema;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 pub use crate::crypto::seal::{self, MasterKey};
-pub use sqlite::{check_pin, AttestationRow, SqliteStore};
+pub use pin::check_pin;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 use crate::error::Result;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Seconds in a day of soft-delete retention.
+const DAY: i64 = 86_400;
+
+/// Change-log entries kept behind the newest; a process that fell further
+/// behind reloads every row once (see [`Changes::Reload`]).
+const CHANGE_LOG_KEEP: i64 = 100_000;
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The sealed private key and the public SPKI DER of a token's attestation key.
+pub struct AttestationRow {
+    /// PKCS#8 DER sealed under the master key.
+    pub sealed: Vec<u8>,
+    /// `SubjectPublicKeyInfo` DER.
+    pub public: Vec<u8>,
+}
 
 /// Consecutive wrong user PINs after which the user PIN locks (`CKR_PIN_LOCKED`).
 pub const MAX_PIN_FAILURES: u32 = 10;
@@ -266,7 +303,37 @@ pub trait Store: Send {
     fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool>;
 }
 
-/// Open the store at `path` (SQLite, created 0700/0600 if missing).
-pub fn open(path: &Path) -> Result<Box<dyn Store>> {
-    Ok(Box::new(SqliteStore::open(path)?))
+/// Where a token's store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file (created 0700/0600 if missing).
+    Path(PathBuf),
+    /// A PostgreSQL database: a libpq connection URL (`postgresql://…`,
+    /// multi-host allowed) or keyword/value string.
+    Url(String),
+}
+
+impl std::fmt::Display for Location {
+    /// The location for messages: a path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Path(p) => write!(f, "{}", p.display()),
+            Location::Url(u) => write!(f, "{}", self::postgres::redacted(u)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Open the store at `location`: an SQLite file (created if missing) or a
+/// PostgreSQL database (its schema created or migrated forward if needed).
+pub fn open(location: &Location) -> Result<Box<dyn Store>> {
+    match location {
+        Location::Path(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        Location::Url(url) => Ok(Box::new(PgStore::open(url)?)),
+    }
 }

@@ -1,16 +1,17 @@
 //! The SQLite-backed store: one file per token, WAL, transactions for every write.
 
+use super::pin::{check_pin_usable, new_salt, new_token, unwrap_slot, NewToken};
+use super::{now, CHANGE_LOG_KEEP, DAY};
 use super::{
     schema, ChangeSignal, Changes, DeletedRow, Lookup, MasterKey, NewObject, ObjectRow, PinSlot,
-    PinUser, RowKeys, Store, TokenRecord, MAX_PIN_FAILURES,
+    PinUser, RowKeys, Store, TokenRecord,
 };
-use crate::crypto::seal::{fill_random, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::ffi::shm::SharedCounter;
 use cryptoki_sys::{
     CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
-    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_TOKEN_NOT_RECOGNIZED,
-    CKR_TOKEN_WRITE_PROTECTED, CKR_USER_PIN_NOT_INITIALIZED,
+    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_TOKEN_NOT_RECOGNIZED,
+    CKR_TOKEN_WRITE_PROTECTED,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::fs::{DirBuilder, OpenOptions, Permissions};
@@ -25,17 +26,8 @@ use std::time::Duration;
 /// holding the lock (see [`Store::unlock`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Fixed AAD of the SO-wrapped master key: a blob wrapped for one purpose does
-/// not open as the other.
-const SO_WRAP_AAD: &[u8] = b"softmhsm master key v1 so";
-/// Fixed AAD of the user-wrapped master key.
-const USER_WRAP_AAD: &[u8] = b"softmhsm master key v1 user";
-
 /// The columns of `objects` that make an [`ObjectRow`], in [`object_row`]'s order.
 const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
-
-/// Seconds in a day of soft-delete retention.
-const DAY: i64 = 86_400;
 
 impl From<rusqlite::Error> for Error {
     /// The store's errors surface as `CKR_DEVICE_ERROR` (the token's storage failed);
@@ -50,10 +42,6 @@ impl From<rusqlite::Error> for Error {
         }
     }
 }
-
-/// Change-log entries kept behind the newest; a process that fell further
-/// behind reloads every row once (see [`Changes::Reload`]).
-const CHANGE_LOG_KEEP: i64 = 100_000;
 
 /// One connection to a token's store file.
 pub struct SqliteStore {
@@ -124,25 +112,6 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut side = PathBuf::from(path.as_os_str());
     side.as_mut_os_string().push(suffix);
     side
-}
-
-impl PinUser {
-    /// Column names of this user's salt, wrapped key and failure counter. Static
-    /// strings only: SQL is never built from caller data.
-    fn columns(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            PinUser::So => ("so_salt", "so_wrapped", "so_failures"),
-            PinUser::User => ("user_salt", "user_wrapped", "user_failures"),
-        }
-    }
-
-    /// The AAD naming this user's wrapped master key.
-    fn wrap_aad(self) -> &'static [u8] {
-        match self {
-            PinUser::So => SO_WRAP_AAD,
-            PinUser::User => USER_WRAP_AAD,
-        }
-    }
 }
 
 impl SqliteStore {
@@ -356,12 +325,11 @@ impl Store for SqliteStore {
         kdf_iterations: u32,
         retention_days: u32,
     ) -> Result<MasterKey> {
-        if kdf_iterations == 0 || !(7..=90).contains(&retention_days) {
-            return Err(Error(CKR_ARGUMENTS_BAD));
-        }
-        let master = MasterKey::generate()?;
-        let salt = new_salt()?;
-        let wrapped = master.wrap_under_pin(so_pin, &salt, kdf_iterations, SO_WRAP_AAD)?;
+        let NewToken {
+            master,
+            salt,
+            wrapped,
+        } = new_token(so_pin, kdf_iterations, retention_days)?;
         let created = now();
         let tx = write_tx(&mut self.conn, &self.signal)?;
         // Purge protection can never be turned off, not by re-initialising
@@ -382,6 +350,9 @@ impl Store for SqliteStore {
         // Object ids keep counting (sqlite_sequence survives the DELETE), so a
         // handle from before the re-init never names a new object.
         tx.prepare_cached("DELETE FROM objects")?.execute([])?;
+        // A wiped key's rotation policy goes with it, or a new key of the
+        // same name would inherit it.
+        tx.prepare_cached("DELETE FROM policies")?.execute([])?;
         tx.prepare_cached("DELETE FROM token")?.execute([])?;
         tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
@@ -978,14 +949,6 @@ fn name_is_deleted(conn: &Connection, name_lc: &str) -> Result<bool> {
         .query_row([name_lc], |r| r.get(0))?)
 }
 
-/// Seconds since the Unix epoch.
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A purged name's rotation policy goes with it (a soft-deleted key keeps its
 /// policy, to have it again when recovered).
 fn forget_orphan_policies(tx: &Transaction<'_>) -> Result<()> {
@@ -1103,13 +1066,6 @@ fn io_error(e: std::io::Error) -> Error {
     Error(cryptoki_sys::CKR_DEVICE_ERROR)
 }
 
-/// A fresh random PIN salt.
-fn new_salt() -> Result<[u8; SALT_LEN]> {
-    let mut salt = [0u8; SALT_LEN];
-    fill_random(&mut salt)?;
-    Ok(salt)
-}
-
 /// Read `who`'s PIN columns; `CKR_TOKEN_NOT_RECOGNIZED` if the token was never initialised.
 fn read_pin_slot(conn: &Connection, who: PinUser) -> Result<PinSlot> {
     let (salt, wrapped, failures) = who.columns();
@@ -1128,35 +1084,6 @@ fn read_pin_slot(conn: &Connection, who: PinUser) -> Result<PinSlot> {
     slot.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))
 }
 
-/// The checks made before the PIN itself: a user PIN must exist and not be locked.
-fn check_pin_usable(who: PinUser, slot: &PinSlot) -> Result<()> {
-    if slot.wrapped.is_none() || slot.salt.is_none() {
-        return Err(Error(CKR_USER_PIN_NOT_INITIALIZED));
-    }
-    if who == PinUser::User && slot.failures >= MAX_PIN_FAILURES {
-        return Err(Error(CKR_PIN_LOCKED));
-    }
-    Ok(())
-}
-
-/// Check `pin` against `who`'s stored PIN state and unwrap the master key
-/// (the slow PBKDF2 step; run it without holding any lock others need).
-/// Counts nothing: the caller records a failure.
-pub fn check_pin(who: PinUser, slot: &PinSlot, pin: &[u8]) -> Result<MasterKey> {
-    check_pin_usable(who, slot)?;
-    unwrap_slot(who, slot, pin)
-}
-
-/// Unwrap the master key from `slot` with `pin` (the slow PBKDF2 step).
-fn unwrap_slot(who: PinUser, slot: &PinSlot, pin: &[u8]) -> Result<MasterKey> {
-    match (&slot.salt, &slot.wrapped) {
-        (Some(salt), Some(wrapped)) => {
-            MasterKey::unwrap_under_pin(wrapped, pin, salt, slot.kdf_iterations, who.wrap_aad())
-        }
-        _ => Err(Error(CKR_USER_PIN_NOT_INITIALIZED)),
-    }
-}
-
 /// Map an `objects` row (selected as [`OBJECT_COLUMNS`]) to an [`ObjectRow`].
 fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
     Ok(ObjectRow {
@@ -1171,7 +1098,6 @@ fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
 
 #[path = "sqlite_attest.rs"]
 mod attest;
-pub use attest::AttestationRow;
 
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]

@@ -4,16 +4,9 @@
 
 use super::WriteTx;
 use crate::error::{Error, Result};
+use crate::store::AttestationRow;
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
 use rusqlite::{params, Connection, OptionalExtension};
-
-/// The sealed private key and the public SPKI DER of a token's attestation key.
-pub struct AttestationRow {
-    /// PKCS#8 DER sealed under the master key.
-    pub sealed: Vec<u8>,
-    /// `SubjectPublicKeyInfo` DER.
-    pub public: Vec<u8>,
-}
 
 /// The token's attestation key, or None if it has none yet (a token
 /// initialised before attestation existed). `CKR_TOKEN_NOT_RECOGNIZED`

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of the harness
 
 pub mod cli;
+pub mod pg;
 
 use std::env;
 use std::ffi::OsString;
@@ -227,6 +228,16 @@ fn token_env(cmd: &mut Command, tmp: &Path) {
     fs::create_dir_all(&store).expect("create token dir");
     cmd.env("SOFTMHSM_DIR", &store)
         .env("SOFTMHSM_KDF_ITERATIONS", "1000");
+    // A developer's own SOFTMHSM_STORE_URL must not move the tests' tokens.
+    cmd.env_remove("SOFTMHSM_STORE_URL");
+    if pg::selected() && !is_softhsm() {
+        match pg::fresh_pool() {
+            Some(url) => {
+                cmd.env("SOFTMHSM_STORE_URL", url);
+            }
+            None => println!("SKIPPED PostgreSQL: this test ran on SQLite"),
+        }
+    }
     if is_softhsm() {
         let tokens = store.join("tokens");
         fs::create_dir_all(&tokens).expect("create SoftHSMv2 token dir");
