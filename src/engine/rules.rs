@@ -6,7 +6,7 @@
 use super::key::{KeyKind, KeyOps, KeyRecord};
 use super::mechanism::{
     expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
-    Param, REGISTRY,
+    Param, ParamKind, SignFamily, REGISTRY,
 };
 use crate::crypto::{Curve, Hash};
 use crate::error::{Error, Result};
@@ -17,51 +17,53 @@ pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 /// AES key sizes in bytes.
 pub const AES_BYTES: [u32; 3] = [16, 24, 32];
 
-/// How a sign/verify mechanism treats its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignScheme {
-    /// `CKM_RSA_PKCS`: a DigestInfo for SHA-256/384/512 → RS*, other data → RSNULL.
-    RsaPkcs1Raw,
-    /// `CKM_SHA*_RSA_PKCS`: hash locally, then RS*.
-    RsaPkcs1(Hash),
-    /// `CKM_RSA_PKCS_PSS` (digest input, `None`) or `CKM_SHA*_RSA_PKCS_PSS` (hash locally).
-    RsaPss(Option<Hash>),
-    /// `CKM_ECDSA` (digest input, `None`) or `CKM_ECDSA_SHA*` (hash locally).
-    Ecdsa(Option<Hash>),
-}
-
-/// A decided sign/verify operation: what to hash locally, and the algorithm.
+/// A decided sign/verify operation, fixed at `*Init` so that `C_Sign` only
+/// hashes and calls the provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignPlan {
-    /// The mechanism's input treatment.
-    pub scheme: SignScheme,
-    /// For PSS: the hash (from the parameter).
-    pub pss_hash: Option<Hash>,
+    /// The provider operation.
+    pub family: SignFamily,
+    /// What the token hashes locally first (the row's `prehash`).
+    pub prehash: Option<Hash>,
+    /// The hash of the digest the provider signs, where one is fixed: the
+    /// parameter's (PSS), else the row's local hash, else the curve's
+    /// (ECDSA). The input must then be exactly that long
+    /// (`CKR_DATA_LEN_RANGE`). `None`: `CKM_RSA_PKCS`, whose input decides.
+    pub digest: Option<Hash>,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
 /// mechanism must be a registry row that signs (`CKR_MECHANISM_INVALID`), be in the
 /// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
-/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
+/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now. Nothing
+/// here names a family: the row says it all.
 pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
     let def = lookup(mech.ty)
         .filter(|d| d.serves(op))
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let (scheme, _) = def.sign.ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let signing = def.sign.ok_or(Error(CKR_MECHANISM_INVALID))?;
     check_allowed(key, mech.ty)?;
     if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
-    let pss_hash = match scheme {
-        SignScheme::RsaPss(fixed) => Some(pss_param(mech, fixed)?),
+    let param_hash = match def.param {
+        ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         _ => {
             expect_no_param(mech)?;
             None
         }
     };
+    let curve_hash = match key.kind {
+        KeyKind::Ec(c) => Some(c.hash()),
+        _ => None,
+    };
     check_usable(key, op, now)?;
-    Ok(SignPlan { scheme, pss_hash })
+    Ok(SignPlan {
+        family: signing.family,
+        prehash: signing.prehash,
+        digest: param_hash.or(signing.prehash).or(curve_hash),
+    })
 }
 
 /// PS256/384/512 only: hash = MGF1 hash = SHA-256/384/512, salt = hash length;

@@ -2,8 +2,9 @@
 //! output-length convention every producing call follows.
 
 use super::objects::{ParsedKey, ParsedPublic};
-use crate::crypto::{self, Curve, Hash, Hasher, SecretBytes};
-use crate::engine::rules::{Cipher, SignPlan, SignScheme};
+use crate::crypto::{self, Hash, Hasher, SecretBytes};
+use crate::engine::mechanism::SignFamily;
+use crate::engine::rules::{Cipher, SignPlan};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -72,26 +73,6 @@ pub trait Staged {
     fn mode(&mut self) -> &mut Mode;
 }
 
-/// The key side of a sign operation.
-#[derive(Clone)]
-pub enum Signer {
-    /// RSA private key.
-    Rsa(std::sync::Arc<dyn crypto::RsaPrivateKey>),
-    /// EC private key.
-    Ec(std::sync::Arc<dyn crypto::EcPrivateKey>, Curve),
-}
-
-impl Signer {
-    /// The signer of a parsed private key; AES keys do not sign.
-    pub fn from_key(k: ParsedKey) -> Result<Signer> {
-        match k {
-            ParsedKey::Rsa(r) => Ok(Signer::Rsa(r)),
-            ParsedKey::Ec(e, c) => Ok(Signer::Ec(e, c)),
-            ParsedKey::Aes(_) => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
-        }
-    }
-}
-
 /// A sign or verify operation in progress.
 pub struct SignOp<K> {
     key: K,
@@ -109,23 +90,19 @@ impl<K> Staged for SignOp<K> {
     }
 }
 
-/// Signing in progress.
-pub type SignCtx = SignOp<Signer>;
+/// Signing in progress: the private half (the plan at `*Init` refused every
+/// key kind no signing row takes).
+pub type SignCtx = SignOp<ParsedKey>;
 /// Verification in progress.
 pub type VerifyCtx = SignOp<ParsedPublic>;
 
 impl<K> SignOp<K> {
     /// Start an operation.
     pub fn new(key: K, plan: SignPlan) -> SignOp<K> {
-        let hash = match plan.scheme {
-            SignScheme::RsaPkcs1(h) => Some(h),
-            SignScheme::RsaPss(Some(h)) | SignScheme::Ecdsa(Some(h)) => Some(h),
-            _ => None,
-        };
         SignOp {
             key,
             plan,
-            hasher: hash.map(|h| crypto::provider().hasher(h)),
+            hasher: plan.prehash.map(|h| crypto::provider().hasher(h)),
             buffer: Vec::new(),
             mode: Mode::Fresh,
         }
@@ -157,6 +134,22 @@ impl<K> SignOp<K> {
             (None, None) => std::mem::take(&mut self.buffer),
         }
     }
+
+    /// The input to hand the provider: a family that signs a digest gets
+    /// exactly the digest's length (`CKR_DATA_LEN_RANGE`).
+    fn input(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
+        let input = self.take_input(single);
+        match self.plan.digest {
+            Some(h) if input.len() != h.len() => Err(Error(CKR_DATA_LEN_RANGE)),
+            _ => Ok(input),
+        }
+    }
+}
+
+/// The key half a family's provider method needs; another half is the wrong
+/// type of key (the plan refuses it first, so this is never reached).
+fn half<T>(key: Option<T>) -> Result<T> {
+    key.ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))
 }
 
 /// Split a PKCS#1 DigestInfo into its hash and digest, for SHA-256/384/512.
@@ -173,46 +166,44 @@ impl SignCtx {
     /// Signature length.
     pub fn sig_len(&self) -> usize {
         match &self.key {
-            Signer::Rsa(k) => k.size(),
-            Signer::Ec(_, c) => 2 * c.field_len(),
+            ParsedKey::Rsa(k) => k.size(),
+            ParsedKey::Ec(_, c) => 2 * c.field_len(),
+            ParsedKey::Aes(_) => 0,
         }
     }
 
     /// The most input a digest-input mechanism accepts.
     pub fn input_limit(&self) -> usize {
         match &self.key {
-            Signer::Rsa(k) => k.size(),
-            Signer::Ec(..) => 64,
+            ParsedKey::Rsa(k) => k.size(),
+            ParsedKey::Ec(..) | ParsedKey::Aes(_) => 64,
         }
     }
 
-    /// Compute the signature over the collected (or single-part) input.
+    /// Compute the signature over the collected (or single-part) input: the
+    /// one place a signature family meets its provider's sign method.
     pub fn sign(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
-        let input = self.take_input(single);
-        match (&self.key, self.plan.scheme) {
-            (Signer::Rsa(k), SignScheme::RsaPkcs1Raw) => match parse_digest_info(&input) {
-                // The DigestInfo case is RS256/384/512, done by the fastest RSA code.
-                Some((h, digest)) => k.sign_pkcs1(h, digest),
-                None => k.sign_pkcs1_raw(&input),
+        let input = self.input(single)?;
+        let rsa = || {
+            half(match &self.key {
+                ParsedKey::Rsa(k) => Some(k),
+                _ => None,
+            })
+        };
+        match self.plan.family {
+            SignFamily::RsaPkcs1 => match self.plan.digest {
+                Some(h) => rsa()?.sign_pkcs1(h, &input),
+                // CKM_RSA_PKCS: a DigestInfo is RS256/384/512, done by the fastest RSA code.
+                None => match parse_digest_info(&input) {
+                    Some((h, digest)) => rsa()?.sign_pkcs1(h, digest),
+                    None => rsa()?.sign_pkcs1_raw(&input),
+                },
             },
-            (Signer::Rsa(k), SignScheme::RsaPkcs1(h)) => k.sign_pkcs1(h, &input),
-            (Signer::Rsa(k), SignScheme::RsaPss(_)) => {
-                let h = self
-                    .plan
-                    .pss_hash
-                    .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
-                if input.len() != h.len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.sign_pss(h, &input)
-            }
-            (Signer::Ec(k, c), SignScheme::Ecdsa(_)) => {
-                if input.len() != c.hash().len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.sign_prehash(&input)
-            }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            SignFamily::RsaPss => rsa()?.sign_pss(half(self.plan.digest)?, &input),
+            SignFamily::Ecdsa => match &self.key {
+                ParsedKey::Ec(k, _) => k.sign_prehash(&input),
+                _ => half(None),
+            },
         }
     }
 }
@@ -234,35 +225,32 @@ impl VerifyCtx {
         }
     }
 
-    /// Check `signature` over the collected (or single-part) input.
+    /// Check `signature` over the collected (or single-part) input: the one
+    /// place a signature family meets its provider's verify method.
     pub fn verify(&mut self, single: Option<&[u8]>, signature: &[u8]) -> Result<()> {
         if signature.len() != self.sig_len() {
             return Err(Error(CKR_SIGNATURE_LEN_RANGE));
         }
-        let input = self.take_input(single);
-        match (&self.key, self.plan.scheme) {
-            (ParsedPublic::Rsa(k), SignScheme::RsaPkcs1Raw) => match parse_digest_info(&input) {
-                Some((h, digest)) => k.verify_pkcs1(h, digest, signature),
-                None => k.verify_pkcs1_raw(&input, signature),
+        let input = self.input(single)?;
+        let rsa = || {
+            half(match &self.key {
+                ParsedPublic::Rsa(k) => Some(k),
+                _ => None,
+            })
+        };
+        match self.plan.family {
+            SignFamily::RsaPkcs1 => match self.plan.digest {
+                Some(h) => rsa()?.verify_pkcs1(h, &input, signature),
+                None => match parse_digest_info(&input) {
+                    Some((h, digest)) => rsa()?.verify_pkcs1(h, digest, signature),
+                    None => rsa()?.verify_pkcs1_raw(&input, signature),
+                },
             },
-            (ParsedPublic::Rsa(k), SignScheme::RsaPkcs1(h)) => k.verify_pkcs1(h, &input, signature),
-            (ParsedPublic::Rsa(k), SignScheme::RsaPss(_)) => {
-                let h = self
-                    .plan
-                    .pss_hash
-                    .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
-                if input.len() != h.len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.verify_pss(h, &input, signature)
-            }
-            (ParsedPublic::Ec(k, c), SignScheme::Ecdsa(_)) => {
-                if input.len() != c.hash().len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.verify_prehash(&input, signature)
-            }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            SignFamily::RsaPss => rsa()?.verify_pss(half(self.plan.digest)?, &input, signature),
+            SignFamily::Ecdsa => match &self.key {
+                ParsedPublic::Ec(k, _) => k.verify_prehash(&input, signature),
+                _ => half(None),
+            },
         }
     }
 }
@@ -594,4 +582,128 @@ pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<
         }
         e => e,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Curve, PublicKey};
+    use crate::engine::key::{KeyKind, KeyOps, KeyRecord};
+    use crate::engine::mechanism::{Jwa, Mechanism, Param, ParamKind, REGISTRY};
+    use crate::engine::rules::sign_plan;
+    use std::collections::BTreeMap;
+
+    fn record(kind: KeyKind) -> KeyRecord {
+        KeyRecord {
+            kind,
+            name: "k".into(),
+            version: "v".into(),
+            public: None,
+            ops: KeyOps::SIGN.with(KeyOps::VERIFY),
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: 0,
+            updated: 0,
+            tags: BTreeMap::new(),
+            local: true,
+            gen_mechanism: None,
+            public_private: false,
+            public_label: None,
+            public_hidden: false,
+            private_hidden: false,
+            allowed_mechanisms: None,
+        }
+    }
+
+    /// Both halves of a fresh key of `kind`, parsed by the library's provider.
+    fn pair(kind: KeyKind) -> (ParsedKey, ParsedPublic) {
+        let p = crypto::provider();
+        match kind {
+            KeyKind::Rsa(bits) => {
+                let k = p
+                    .rsa_private(&p.generate_rsa(bits as usize).unwrap())
+                    .unwrap();
+                let PublicKey::Rsa { n, e } = k.public() else {
+                    unreachable!()
+                };
+                let public = p.rsa_public(&n, &e).unwrap();
+                (ParsedKey::Rsa(k), ParsedPublic::Rsa(public))
+            }
+            KeyKind::Ec(c) => {
+                let k = p.ec_private(c, &p.generate_ec(c).unwrap()).unwrap();
+                let PublicKey::Ec { point, .. } = k.public() else {
+                    unreachable!()
+                };
+                let public = p.ec_public(c, &point).unwrap();
+                (ParsedKey::Ec(k, c), ParsedPublic::Ec(public, c))
+            }
+            KeyKind::Aes(_) => unreachable!("no signing row takes an AES key"),
+        }
+    }
+
+    /// The drift check of "a new family is one row plus one provider method":
+    /// every registry row that signs is decided by `sign_plan` from its row
+    /// alone and reaches its family's provider methods through
+    /// `SignCtx::sign` and `VerifyCtx::verify` on every key kind it takes,
+    /// and names its Managed HSM algorithm.
+    #[test]
+    fn every_signing_row_signs_and_verifies_through_its_family() {
+        let mut kinds = vec![KeyKind::Rsa(2048)];
+        kinds.extend(Curve::ALL.map(KeyKind::Ec));
+        let pairs: Vec<_> = kinds.iter().map(|k| (*k, pair(*k))).collect();
+        for d in REGISTRY.iter().filter(|d| d.sign.is_some()) {
+            let signing = d.sign.unwrap();
+            let hash = signing.prehash.unwrap_or(Hash::Sha256);
+            let mech = Mechanism {
+                ty: d.ty,
+                param: match d.param {
+                    ParamKind::Pss => Param::Pss {
+                        hash: match hash {
+                            Hash::Sha256 => CKM_SHA256,
+                            Hash::Sha384 => CKM_SHA384,
+                            _ => CKM_SHA512,
+                        },
+                        mgf: match hash {
+                            Hash::Sha256 => CKG_MGF1_SHA256,
+                            Hash::Sha384 => CKG_MGF1_SHA384,
+                            _ => CKG_MGF1_SHA512,
+                        },
+                        salt_len: hash.len() as CK_ULONG,
+                    },
+                    _ => Param::None,
+                },
+            };
+            let mut fitted = 0;
+            for (kind, (private, public)) in pairs.iter().filter(|(k, _)| d.keys.fits(*k)) {
+                fitted += 1;
+                let what = format!("{} on {kind:?}", d.name);
+                let rec = record(*kind);
+                let plan = sign_plan(&mech, &rec, KeyOps::SIGN, 0).expect(&what);
+                assert_eq!(plan.family, signing.family, "{what}");
+                let input = match (plan.prehash, plan.digest) {
+                    (Some(_), _) => b"a message of any length".to_vec(),
+                    (None, Some(h)) => vec![7; h.len()],
+                    // CKM_RSA_PKCS: a DigestInfo (RS256).
+                    (None, None) => [Hash::Sha256.digest_info_prefix(), &[7; 32]].concat(),
+                };
+                let mut signer = SignCtx::new(private.clone(), plan);
+                let sig = signer.sign(Some(&input)).expect(&what);
+                assert_eq!(sig.len(), signer.sig_len(), "{what}");
+                let plan = sign_plan(&mech, &rec, KeyOps::VERIFY, 0).expect(&what);
+                let verify =
+                    |sig: &[u8]| VerifyCtx::new(public.clone(), plan).verify(Some(&input), sig);
+                assert_eq!(verify(&sig), Ok(()), "{what}");
+                let mut bad = sig.clone();
+                bad[sig.len() / 2] ^= 1;
+                assert_eq!(verify(&bad), Err(Error(CKR_SIGNATURE_INVALID)), "{what}");
+                let named = d.jwa(KeyOps::SIGN, *kind, &mech.param).is_some();
+                assert!(
+                    named || signing.jwa == Jwa::RsByInput,
+                    "{what}: no JWA name"
+                );
+            }
+            assert!(fitted > 0, "{} fits no key kind", d.name);
+        }
+    }
 }
