@@ -22,16 +22,21 @@
 //!   [`ParamKind`] variant and its reader in `ffi::mechanism`; a new key type
 //!   (AKP) is key-type work besides: `KeyKind`, `ParsedKey`/`ParsedPublic`
 //!   and the provider's parse and generate methods.
-//! - **A new cipher family**: its row, a `rules::CipherScheme` variant, its
-//!   decided form (`rules::Cipher`) with its parameter check in
-//!   `rules::cipher_plan`, and its arm in `CipherCtx::run`.
+//! - **A new cipher family**: its row, a `rules::CipherScheme` variant, the
+//!   provider method(s) on the key (`crypto/mod.rs`, both providers), and
+//!   its arm in `CipherCtx::run` (`token/operation.rs`, exhaustive), plus one
+//!   in `CipherCtx::known_len` when its output length is known before
+//!   computing it. Its parameter is read by its row's [`ParamKind`]; a new
+//!   shape is a `ParamKind` variant, its reader in `ffi::mechanism` and its
+//!   checked form (`rules::CipherParam`) in `rules::cipher_plan`.
 //! - **A new operation** (ML-KEM's `C_EncapsulateKey`): a new entry point in
 //!   `ffi/`; its mechanisms are still rows, serving a new `CKF_*` flag.
 //!
 //! Drift is caught by `rules::tests::every_registry_row_is_consistent` (a
 //! row's flags against what it does), `token::operation::tests::
-//! every_signing_row_signs_and_verifies_through_its_family` (every signing
-//! row reaches its provider on every key kind it claims) and
+//! every_signing_row_signs_and_verifies_through_its_family` and
+//! `every_cipher_row_runs_through_its_family` (every row is decided from
+//! the row alone and reaches its provider on every key kind it claims) and
 //! `tests/mechanism_registry.rs` (every listed mechanism through the C ABI,
 //! checked by independent implementations, and nothing else).
 

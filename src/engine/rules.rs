@@ -89,7 +89,11 @@ fn pss_param(mech: &Mechanism, fixed: Option<Hash>) -> Result<Hash> {
     }
 }
 
-/// How an encrypt/decrypt/wrap/unwrap mechanism works.
+/// The provider operation an encrypt/decrypt/wrap/unwrap mechanism ends in:
+/// its family. Its parameter is read by its row's [`ParamKind`] (one reader
+/// per kind, shared by every family that takes it); the family alone is code,
+/// one arm in `token::operation`'s `CipherCtx::run` (and `known_len` where the
+/// output length is known before computing it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CipherScheme {
     /// `CKM_RSA_PKCS`: RSA1_5.
@@ -111,15 +115,16 @@ pub enum CipherScheme {
     RsaAesKw,
 }
 
-/// A decided encrypt/decrypt/wrap/unwrap operation with its parameters.
+/// A cipher mechanism's parameter, read by its row's [`ParamKind`] and checked
+/// against the Managed HSM rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cipher {
-    /// RSA1_5.
-    RsaPkcs1,
-    /// RSA-OAEP (SHA-1) or RSA-OAEP-256 (SHA-256), empty label.
-    RsaOaep(Hash),
+pub enum CipherParam {
+    /// None ([`ParamKind::None`]).
+    None,
+    /// RSA-OAEP's hash, SHA-1 or SHA-256 (MGF1 the same, empty label).
+    Oaep(Hash),
     /// AES-GCM with a 12-byte IV.
-    AesGcm {
+    Gcm {
         /// The IV.
         iv: Vec<u8>,
         /// Additional authenticated data.
@@ -127,17 +132,8 @@ pub enum Cipher {
         /// Tag length in bytes (12–16).
         tag_len: usize,
     },
-    /// AES-CBC, with or without PKCS#7 padding.
-    AesCbc {
-        /// The IV.
-        iv: [u8; 16],
-        /// PKCS#7 padding.
-        pad: bool,
-    },
-    /// RFC 3394 key wrap.
-    AesKw,
-    /// RFC 5649 key wrap with padding.
-    AesKwp,
+    /// A 16-byte IV (AES-CBC); multi-part operations move it along.
+    Iv([u8; 16]),
     /// RSA-OAEP of an ephemeral AES key, then RFC 5649 under it (BYOK).
     RsaAesKw {
         /// The OAEP hash (MGF1 the same, empty label).
@@ -145,6 +141,16 @@ pub enum Cipher {
         /// The ephemeral AES key's length in bytes.
         aes_bytes: usize,
     },
+}
+
+/// A decided encrypt/decrypt/wrap/unwrap operation: the family and its
+/// checked parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cipher {
+    /// The provider operation.
+    pub scheme: CipherScheme,
+    /// The parameter.
+    pub param: CipherParam,
 }
 
 /// The cipher scheme of `ty` if its registry row serves `op`, else
@@ -164,38 +170,34 @@ pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<CipherScheme> 
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<Cipher> {
-    let scheme = cipher_serves(mech.ty, op)?;
+    let def = lookup(mech.ty)
+        .filter(|d| d.serves(op))
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let (scheme, _) = def.cipher.ok_or(Error(CKR_MECHANISM_INVALID))?;
     check_allowed(key, mech.ty)?;
-    if !lookup(mech.ty).is_some_and(|d| d.keys.fits(key.kind)) {
+    if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
-    let cipher = match scheme {
-        CipherScheme::RsaPkcs1 => {
+    // One reader per parameter kind; no family is named here.
+    let param = match def.param {
+        ParamKind::None => {
+            // AES-KW: RFC 3394's default IV only, a caller's IV is not a Managed HSM option.
             expect_no_param(mech)?;
-            Cipher::RsaPkcs1
+            CipherParam::None
         }
-        CipherScheme::RsaOaep => Cipher::RsaOaep(oaep_param(mech)?),
-        CipherScheme::AesGcm => gcm_param(mech)?,
-        CipherScheme::AesCbc { pad } => {
+        ParamKind::Oaep => CipherParam::Oaep(oaep_param(mech)?),
+        ParamKind::Gcm => gcm_param(mech)?,
+        ParamKind::Iv => {
             let Param::Bytes(iv) = &mech.param else {
                 return Err(param_invalid());
             };
-            let iv = <[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?;
-            Cipher::AesCbc { iv, pad }
+            CipherParam::Iv(<[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?)
         }
-        CipherScheme::AesKw => {
-            // RFC 3394's default IV only: a caller-supplied IV is not a Managed HSM option.
-            expect_no_param(mech)?;
-            Cipher::AesKw
-        }
-        CipherScheme::AesKwp => {
-            expect_no_param(mech)?;
-            Cipher::AesKwp
-        }
-        CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
+        ParamKind::RsaAesKeyWrap => rsa_aes_param(mech)?,
+        ParamKind::Pss => return Err(param_invalid()),
     };
     check_usable(key, needed_op(scheme, op, key.ops), now)?;
-    Ok(cipher)
+    Ok(Cipher { scheme, param })
 }
 
 /// The key op a cipher operation needs. BYOK: the key-exchange key unwraps
@@ -264,7 +266,7 @@ fn oaep_param(mech: &Mechanism) -> Result<Hash> {
 
 /// RSA-AES key wrap: an AES-128, -192 or -256 ephemeral key; OAEP as for
 /// `CKM_RSA_PKCS_OAEP` (SHA-1 or SHA-256, the same MGF1, empty label).
-fn rsa_aes_param(mech: &Mechanism) -> Result<Cipher> {
+fn rsa_aes_param(mech: &Mechanism) -> Result<CipherParam> {
     let Param::RsaAesKeyWrap { aes_bits, oaep } = &mech.param else {
         return Err(param_invalid());
     };
@@ -275,21 +277,21 @@ fn rsa_aes_param(mech: &Mechanism) -> Result<Cipher> {
         ty: CKM_RSA_PKCS_OAEP,
         param: (**oaep).clone(),
     };
-    Ok(Cipher::RsaAesKw {
+    Ok(CipherParam::RsaAesKw {
         oaep: oaep_param(&inner)?,
         aes_bytes: (*aes_bits / 8) as usize,
     })
 }
 
 /// AES-GCM: a 12-byte IV, any AAD, a tag of 96–128 bits in steps of 8.
-fn gcm_param(mech: &Mechanism) -> Result<Cipher> {
+fn gcm_param(mech: &Mechanism) -> Result<CipherParam> {
     let Param::Gcm { iv, aad, tag_bits } = &mech.param else {
         return Err(param_invalid());
     };
     if iv.len() != 12 || !(96..=128).contains(tag_bits) || tag_bits % 8 != 0 {
         return Err(param_invalid());
     }
-    Ok(Cipher::AesGcm {
+    Ok(CipherParam::Gcm {
         iv: iv.clone(),
         aad: aad.clone(),
         tag_len: (*tag_bits / 8) as usize,
@@ -598,11 +600,17 @@ mod tests {
         let plan = |m: &Mechanism| cipher_plan(m, &k, KeyOps::DECRYPT, 0);
         assert_eq!(
             plan(&oaep(CKM_SHA_1, CKG_MGF1_SHA1, b"")),
-            Ok(Cipher::RsaOaep(Hash::Sha1))
+            Ok(Cipher {
+                scheme: CipherScheme::RsaOaep,
+                param: CipherParam::Oaep(Hash::Sha1)
+            })
         );
         assert_eq!(
             plan(&oaep(CKM_SHA256, CKG_MGF1_SHA256, b"")),
-            Ok(Cipher::RsaOaep(Hash::Sha256))
+            Ok(Cipher {
+                scheme: CipherScheme::RsaOaep,
+                param: CipherParam::Oaep(Hash::Sha256)
+            })
         );
         for m in [
             oaep(CKM_SHA384, CKG_MGF1_SHA384, b""),
@@ -638,9 +646,13 @@ mod tests {
     #[test]
     fn key_wrap_encrypts_under_wrap_key_and_decrypts_under_unwrap_key() {
         for (mech, cipher) in [
-            (CKM_AES_KEY_WRAP, Cipher::AesKw),
-            (CKM_AES_KEY_WRAP_KWP, Cipher::AesKwp),
+            (CKM_AES_KEY_WRAP, CipherScheme::AesKw),
+            (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp),
         ] {
+            let cipher = Cipher {
+                scheme: cipher,
+                param: CipherParam::None,
+            };
             let kw = Mechanism::new(mech);
             let all = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
             for op in [

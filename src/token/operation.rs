@@ -4,7 +4,7 @@
 use super::objects::{ParsedKey, ParsedPublic};
 use crate::crypto::{self, Hash, Hasher, SecretBytes};
 use crate::engine::mechanism::SignFamily;
-use crate::engine::rules::{Cipher, SignPlan};
+use crate::engine::rules::{Cipher, CipherParam, CipherScheme, SignPlan};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -381,18 +381,45 @@ impl CipherCtx {
     /// upper bound PKCS#11 §5.2 allows.
     pub fn known_len(&self, input: usize, stage: Stage) -> Option<usize> {
         let total = self.buffer.len() + input;
-        match (&self.key, &self.cipher, stage) {
-            (_, Cipher::RsaPkcs1 | Cipher::RsaOaep(_), Stage::Update) => Some(0),
-            (CipherKey::RsaPublic(k), _, _) => Some(k.size()),
-            (CipherKey::RsaPrivate(k), _, _) => Some(k.size()),
-            (_, Cipher::AesGcm { .. }, Stage::Update) => Some(0),
-            (_, Cipher::AesGcm { tag_len, .. }, _) if self.encrypt => Some(total + tag_len),
-            (_, Cipher::AesGcm { tag_len, .. }, _) => Some(total.saturating_sub(*tag_len)),
+        match (self.cipher.scheme, &self.cipher.param) {
+            (CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep, _) if stage == Stage::Update => {
+                Some(0)
+            }
+            (CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw, _) => {
+                self.rsa_size()
+            }
+            (CipherScheme::AesGcm, _) if stage == Stage::Update => Some(0),
+            (CipherScheme::AesGcm, CipherParam::Gcm { tag_len, .. }) if self.encrypt => {
+                Some(total + tag_len)
+            }
+            (CipherScheme::AesGcm, CipherParam::Gcm { tag_len, .. }) => {
+                Some(total.saturating_sub(*tag_len))
+            }
             _ => None,
         }
     }
 
-    /// Compute one step without changing the operation (see [`CipherCtx::commit`]).
+    /// The modulus size of an RSA key, either half.
+    fn rsa_size(&self) -> Option<usize> {
+        match &self.key {
+            CipherKey::RsaPublic(k) => Some(k.size()),
+            CipherKey::RsaPrivate(k) => Some(k.size()),
+            CipherKey::Aes(_) => None,
+        }
+    }
+
+    /// The AES key (the plan refused every other key for an AES family).
+    fn aes(&self) -> Result<&dyn crypto::AesKey> {
+        match &self.key {
+            CipherKey::Aes(k) => Ok(k.as_ref()),
+            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+        }
+    }
+
+    /// Compute one step without changing the operation (see
+    /// [`CipherCtx::commit`]): the one place a cipher family meets its
+    /// provider methods (an exhaustive `match`, so a new family's arm is
+    /// asked for by the compiler).
     pub fn run(&self, data: &[u8], stage: Stage) -> Result<Step> {
         let end = |out: SecretBytes| Step {
             out,
@@ -402,12 +429,8 @@ impl CipherCtx {
             out: SecretBytes::default(),
             carry: Carry::Append,
         };
-        if stage == Stage::Update && !matches!(self.cipher, Cipher::AesCbc { .. }) {
-            let limit = match &self.key {
-                CipherKey::RsaPublic(k) => k.size(),
-                CipherKey::RsaPrivate(k) => k.size(),
-                CipherKey::Aes(_) => MAX_BUFFERED,
-            };
+        if stage == Stage::Update && !matches!(self.cipher.scheme, CipherScheme::AesCbc { .. }) {
+            let limit = self.rsa_size().unwrap_or(MAX_BUFFERED);
             if self.buffer.len() + data.len() > limit {
                 return Err(Error(if self.encrypt {
                     CKR_DATA_LEN_RANGE
@@ -421,36 +444,45 @@ impl CipherCtx {
             Stage::Single => data,
             _ => &self.buffer,
         };
-        match (&self.key, &self.cipher) {
-            (CipherKey::RsaPublic(k), Cipher::RsaPkcs1) => Ok(end(k.encrypt_pkcs1(input)?.into())),
-            (CipherKey::RsaPublic(k), Cipher::RsaOaep(h)) => {
-                Ok(end(k.encrypt_oaep(*h, input)?.into()))
-            }
-            (CipherKey::RsaPrivate(k), c) => {
-                if input.len() != k.size() {
-                    return Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        let oaep = match self.cipher.param {
+            CipherParam::Oaep(h) => Some(h),
+            _ => None,
+        };
+        match self.cipher.scheme {
+            CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep => match (&self.key, oaep) {
+                (CipherKey::RsaPublic(k), None) => Ok(end(k.encrypt_pkcs1(input)?.into())),
+                (CipherKey::RsaPublic(k), Some(h)) => Ok(end(k.encrypt_oaep(h, input)?.into())),
+                (CipherKey::RsaPrivate(k), _) if input.len() != k.size() => {
+                    Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE))
                 }
-                let out = match c {
-                    // One code for every RSA1_5 failure: no padding oracle.
-                    Cipher::RsaPkcs1 => k
-                        .decrypt_pkcs1(input)
-                        .map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))?,
-                    Cipher::RsaOaep(h) => k.decrypt_oaep(*h, input)?,
-                    _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                // One code for every RSA1_5 failure: no padding oracle.
+                (CipherKey::RsaPrivate(k), None) => Ok(end(k
+                    .decrypt_pkcs1(input)
+                    .map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))?)),
+                (CipherKey::RsaPrivate(k), Some(h)) => Ok(end(k.decrypt_oaep(h, input)?)),
+                (CipherKey::Aes(_), _) => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            },
+            CipherScheme::AesGcm => {
+                let (k, CipherParam::Gcm { iv, aad, tag_len }) = (self.aes()?, &self.cipher.param)
+                else {
+                    return Err(Error(CKR_MECHANISM_PARAM_INVALID));
                 };
-                Ok(end(out))
+                Ok(end(if self.encrypt {
+                    k.gcm_seal(iv, aad, input, *tag_len)?.into()
+                } else {
+                    k.gcm_open(iv, aad, input, *tag_len)?
+                }))
             }
-            (CipherKey::Aes(k), Cipher::AesGcm { iv, aad, tag_len }) => Ok(end(if self.encrypt {
-                k.gcm_seal(iv, aad, input, *tag_len)?.into()
-            } else {
-                k.gcm_open(iv, aad, input, *tag_len)?
-            })),
-            (CipherKey::Aes(k), Cipher::AesCbc { iv, pad }) => {
-                self.cbc_step(k.as_ref(), iv, *pad, data, stage)
+            CipherScheme::AesCbc { pad } => {
+                let (k, CipherParam::Iv(iv)) = (self.aes()?, &self.cipher.param) else {
+                    return Err(Error(CKR_MECHANISM_PARAM_INVALID));
+                };
+                self.cbc_step(k, iv, pad, data, stage)
             }
             // The Managed HSM's wrapKey/unwrapKey of caller-supplied bytes.
-            (CipherKey::Aes(k), Cipher::AesKw | Cipher::AesKwp) => {
-                let kwp = self.cipher == Cipher::AesKwp;
+            CipherScheme::AesKw | CipherScheme::AesKwp => {
+                let k = self.aes()?;
+                let kwp = self.cipher.scheme == CipherScheme::AesKwp;
                 let out = if self.encrypt {
                     SecretBytes::from(if kwp {
                         k.kwp_wrap(input)?
@@ -472,7 +504,8 @@ impl CipherCtx {
                 };
                 Ok(end(out))
             }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            // BYOK import is C_UnwrapKey only (`unwrap_bytes`); its row serves nothing else.
+            CipherScheme::RsaAesKw => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
         }
     }
 
@@ -551,7 +584,7 @@ impl CipherCtx {
             }
             Carry::Chain(rest, iv) => {
                 self.buffer = rest;
-                if let Cipher::AesCbc { iv: cur, .. } = &mut self.cipher {
+                if let CipherParam::Iv(cur) = &mut self.cipher.param {
                     *cur = iv;
                 }
                 true
@@ -564,12 +597,14 @@ impl CipherCtx {
 /// Unwrap `wrapped` with `key` under `cipher` (C_UnwrapKey): decryption in one
 /// go, with the ciphertext errors reported as wrapped-key errors.
 pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<SecretBytes> {
-    let r = match (key, cipher) {
-        (CipherKey::Aes(k), Cipher::AesKw) => k.kw_unwrap(wrapped),
-        (CipherKey::Aes(k), Cipher::AesKwp) => k.kwp_unwrap(wrapped),
-        (CipherKey::RsaPrivate(k), Cipher::RsaAesKw { oaep, aes_bytes }) => {
-            crate::pool::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped)
-        }
+    let r = match (key, cipher.scheme, &cipher.param) {
+        (CipherKey::Aes(k), CipherScheme::AesKw, _) => k.kw_unwrap(wrapped),
+        (CipherKey::Aes(k), CipherScheme::AesKwp, _) => k.kwp_unwrap(wrapped),
+        (
+            CipherKey::RsaPrivate(k),
+            CipherScheme::RsaAesKw,
+            CipherParam::RsaAesKw { oaep, aes_bytes },
+        ) => crate::pool::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped),
         _ => {
             let ctx = CipherCtx::new(key.clone(), cipher.clone(), false);
             ctx.run(wrapped, Stage::Single).map(|s| s.out)
@@ -590,7 +625,7 @@ mod tests {
     use crate::crypto::{Curve, PublicKey};
     use crate::engine::key::{KeyKind, KeyOps, KeyRecord};
     use crate::engine::mechanism::{Jwa, Mechanism, Param, ParamKind, REGISTRY};
-    use crate::engine::rules::sign_plan;
+    use crate::engine::rules::{cipher_plan, possible_ops, sign_plan};
     use std::collections::BTreeMap;
 
     fn record(kind: KeyKind) -> KeyRecord {
@@ -702,6 +737,99 @@ mod tests {
                     named || signing.jwa == Jwa::RsByInput,
                     "{what}: no JWA name"
                 );
+            }
+            assert!(fitted > 0, "{} fits no key kind", d.name);
+        }
+    }
+
+    /// A parameter of each kind that the Managed HSM rules accept.
+    fn good_param(kind: ParamKind) -> Param {
+        let oaep = Param::Oaep {
+            hash: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: CKZ_DATA_SPECIFIED,
+            label: Vec::new(),
+        };
+        match kind {
+            ParamKind::None => Param::None,
+            ParamKind::Oaep => oaep,
+            ParamKind::Gcm => Param::Gcm {
+                iv: vec![1; 12],
+                aad: b"aad".to_vec(),
+                tag_bits: 128,
+            },
+            ParamKind::Iv => Param::Bytes(vec![2; 16]),
+            ParamKind::RsaAesKeyWrap => Param::RsaAesKeyWrap {
+                aes_bits: 256,
+                oaep: Box::new(oaep),
+            },
+            ParamKind::Pss => unreachable!("no cipher row reads PSS parameters"),
+        }
+    }
+
+    /// The same drift check for cipher rows: `cipher_plan` decides every one
+    /// from its row alone, and `CipherCtx::run` (or `unwrap_bytes`, for the
+    /// BYOK row) reaches its family's provider methods on every key kind it
+    /// claims; what encrypts decrypts back, and a length query's answer
+    /// bounds the output.
+    #[test]
+    fn every_cipher_row_runs_through_its_family() {
+        let p = crypto::provider();
+        let rsa = pair(KeyKind::Rsa(2048));
+        let (ParsedKey::Rsa(private), ParsedPublic::Rsa(public)) = rsa else {
+            unreachable!()
+        };
+        let aes = p.aes(&[9; 32]).unwrap();
+        let keys = [
+            (
+                KeyKind::Rsa(2048),
+                CipherKey::RsaPublic(public),
+                CipherKey::RsaPrivate(private),
+            ),
+            (
+                KeyKind::Aes(256),
+                CipherKey::Aes(aes.clone()),
+                CipherKey::Aes(aes),
+            ),
+        ];
+        let text = [5u8; 32];
+        for d in REGISTRY.iter().filter(|d| d.cipher.is_some()) {
+            let mech = Mechanism {
+                ty: d.ty,
+                param: good_param(d.param),
+            };
+            let mut fitted = 0;
+            for (kind, enc, dec) in keys.iter().filter(|(k, ..)| d.keys.fits(*k)) {
+                fitted += 1;
+                let what = format!("{} on {kind:?}", d.name);
+                let mut rec = record(*kind);
+                rec.ops = possible_ops(*kind);
+                if !d.serves(KeyOps::ENCRYPT) {
+                    // BYOK: unwrap only, by a key whose one op is import.
+                    rec.ops = KeyOps::IMPORT;
+                    let c = cipher_plan(&mech, &rec, KeyOps::UNWRAP, 0).expect(&what);
+                    let r = unwrap_bytes(dec, &c, &[0; 64]);
+                    assert!(
+                        matches!(
+                            r,
+                            Err(Error(CKR_WRAPPED_KEY_INVALID | CKR_WRAPPED_KEY_LEN_RANGE))
+                        ),
+                        "{what}"
+                    );
+                    continue;
+                }
+                let c = cipher_plan(&mech, &rec, KeyOps::ENCRYPT, 0).expect(&what);
+                let enc = CipherCtx::new(enc.clone(), c.clone(), true);
+                let sealed = enc.run(&text, Stage::Single).expect(&what).out;
+                if let Some(n) = enc.known_len(text.len(), Stage::Single) {
+                    assert!(sealed.len() <= n, "{what}: length query {n}");
+                }
+                let c = cipher_plan(&mech, &rec, KeyOps::DECRYPT, 0).expect(&what);
+                let dec = CipherCtx::new(dec.clone(), c, false);
+                let opened = dec.run(&sealed, Stage::Single).expect(&what).out;
+                assert_eq!(&opened[..], &text[..], "{what}");
+                let named = d.jwa(KeyOps::ENCRYPT, *kind, &mech.param).is_some();
+                assert!(named, "{what}: no JWA name");
             }
             assert!(fitted > 0, "{} fits no key kind", d.name);
         }
