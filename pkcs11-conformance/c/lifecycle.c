@@ -23,7 +23,7 @@ static void check(const char *name, int ok)
 static void check_rv(const char *name, CK_RV got, CK_RV want)
 {
     if (got != want)
-        fprintf(stderr, "    | %s: got 0x%lx, want 0x%lx\n", name, got, want);
+        fprintf(stderr, "%s: got 0x%lx, want 0x%lx\n", name, got, want);
     check(name, got == want);
 }
 
