@@ -135,6 +135,11 @@ impl<K> SignOp<K> {
         }
     }
 
+    /// PSS: the parameter's hash, which the plan always decides.
+    fn pss_hash(&self) -> Result<Hash> {
+        self.plan.digest.ok_or(Error(CKR_MECHANISM_PARAM_INVALID))
+    }
+
     /// The input to hand the provider: a family that signs a digest gets
     /// exactly the digest's length (`CKR_DATA_LEN_RANGE`).
     fn input(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
@@ -168,6 +173,7 @@ impl SignCtx {
         match &self.key {
             ParsedKey::Rsa(k) => k.size(),
             ParsedKey::Ec(_, c) => 2 * c.field_len(),
+            // Never: no signing row takes an AES key, so the plan refused it.
             ParsedKey::Aes(_) => 0,
         }
     }
@@ -199,7 +205,7 @@ impl SignCtx {
                     None => rsa()?.sign_pkcs1_raw(&input),
                 },
             },
-            SignFamily::RsaPss => rsa()?.sign_pss(half(self.plan.digest)?, &input),
+            SignFamily::RsaPss => rsa()?.sign_pss(self.pss_hash()?, &input),
             SignFamily::Ecdsa => match &self.key {
                 ParsedKey::Ec(k, _) => k.sign_prehash(&input),
                 _ => half(None),
@@ -246,7 +252,7 @@ impl VerifyCtx {
                     None => rsa()?.verify_pkcs1_raw(&input, signature),
                 },
             },
-            SignFamily::RsaPss => rsa()?.verify_pss(half(self.plan.digest)?, &input, signature),
+            SignFamily::RsaPss => rsa()?.verify_pss(self.pss_hash()?, &input, signature),
             SignFamily::Ecdsa => match &self.key {
                 ParsedPublic::Ec(k, _) => k.verify_prehash(&input, signature),
                 _ => half(None),
