@@ -263,4 +263,14 @@ PL --sign -m ECDSA-SHA256 --id "$NEWV" -i msg -o sig --signature-format openssl 
 check "rotation: sign --id <new version> verifies with the NEW public key (openssl)" \
     openssl dgst -sha256 -verify tls-new.pem -signature sig msg
 
+# a store that cannot be used is named on standard error, with its cause, by default (once)
+NOTDIR="$WORK/not-a-dir"; echo x > "$NOTDIR"
+out=$(SOFTMHSM_DIR="$NOTDIR" timeout 60 pkcs11-tool --module "$MODULE" -L 2>&1 >/dev/null)
+if grep -q "ERROR: token store $NOTDIR/softmhsm.db: Not a directory" <<< "$out" && [ "$(grep -c 'ERROR' <<< "$out")" = 1 ]; then
+    pass "an unusable store is named with its cause on stderr (one line, default log level)"
+else fail "an unusable store is named with its cause on stderr (one line, default log level)"; sed 's/^/    | /' <<< "$out" >&2; fi
+out=$(SOFTMHSM_DIR="$NOTDIR" SOFTMHSM_LOG=off timeout 60 pkcs11-tool --module "$MODULE" -L 2>&1 >/dev/null)
+if ! grep -q "softmhsm\[" <<< "$out"; then pass "SOFTMHSM_LOG=off silences it"
+else fail "SOFTMHSM_LOG=off silences it"; sed 's/^/    | /' <<< "$out" >&2; fi
+
 finish

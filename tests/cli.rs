@@ -302,8 +302,28 @@ p11_test! {
 }
 
 p11_test! {
-    fn commands_before_init_say_so() {
-        refused(&["key", "list"], 1, "not initialised");
+    fn commands_before_init_say_so_and_create_nothing() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        let dir = tempfile::tempdir().unwrap();
+        let typo = dir.path().join("typo").join("dir");
+        let typo_s = typo.to_str().unwrap();
+        for verb in [&["key", "list"][..], &["token", "show"], &["key", "show", "--name", "k"], &["pin", "change", "--new-pin", "5678"]] {
+            let r = cli_env(verb, Some(USER_PIN), &[("SOFTMHSM_DIR", typo_s)]);
+            assert_refused(&r, 1, &format!("no token at {typo_s}/softmhsm.db"));
+        }
+        assert!(!dir.path().join("typo").exists(), "read and write verbs alike create nothing where no token is");
+    }
+}
+
+p11_test! {
+    fn a_store_that_cannot_be_opened_is_named_with_its_cause() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let r = cli_env(&["init", "--label", "x", "--so-pin", SO_PIN], Some(USER_PIN), &[("SOFTMHSM_DIR", file.to_str().unwrap())]);
+        assert_refused(&r, 1, &format!("token store {}/softmhsm.db: Not a directory", file.display()));
+        assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
     }
 }
 
@@ -740,5 +760,36 @@ p11_test! {
         assert_refused(&run(&["token", "show", "--slot", "2"]), 1, "no slot 2");
         assert_refused(&run(&["token", "show", "--slot", "x"]), 2, "bad --slot");
         assert_refused(&run(&["token", "show", "--slot", "0", "--token", "tls"]), 2, "not both");
+    }
+}
+
+p11_test! {
+    fn check_opens_every_record_and_sealed_key_and_names_the_damaged_one() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !tool("python3") {
+            return;
+        }
+        init(&[]);
+        json(&["key", "create", "--name", "good", "--kty", "EC"]);
+        json(&["key", "create", "--name", "bad", "--kty", "RSA"]);
+        json(&["key", "create", "--name", "gone", "--kty", "oct"]);
+        json(&["key", "delete", "--name", "gone"]);
+        let ok_report = json(&["check"]);
+        assert_eq!(ok_report["rows"], 3, "live and deleted rows: {ok_report}");
+        assert_eq!(ok_report["sealed"], 4, "three keys and the attestation key");
+        assert_eq!(ok_report["damaged"], serde_json::json!([]));
+        // Flip one byte of `bad`'s sealed material, as a damaged disk would.
+        let db = store_dir().join("softmhsm.db");
+        let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nb=bytearray(c.execute(\"select sealed from objects where name='bad'\").fetchone()[0])\nb[-1]^=1\nc.execute(\"update objects set sealed=? where name='bad'\",(bytes(b),))\nc.commit()\n";
+        let st = Command::new("python3").args(["-c", script, db.to_str().unwrap()]).status().unwrap();
+        assert!(st.success());
+        let r = cli(&["check"]);
+        assert_eq!(r.code, 1, "check exits 1 on damage: {}", r.stderr);
+        let report: Value = serde_json::from_str(&r.stdout).unwrap();
+        let damaged = report["damaged"].as_array().unwrap();
+        assert_eq!(damaged.len(), 1, "{report}");
+        assert!(damaged[0]["what"].as_str().unwrap().starts_with("key bad version "), "{report}");
+        assert!(damaged[0]["problem"].as_str().unwrap().contains("does not open"), "{report}");
+        assert_eq!(json(&["key", "list"]).as_array().unwrap().len(), 2, "check changed nothing");
     }
 }

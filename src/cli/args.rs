@@ -251,6 +251,11 @@ pub const VERBS: &[Verb] = &[
         opts: &[NAME, VERSION, opt("file", One, false, "FILE  also write it to this new file")],
     },
     Verb {
+        path: &["check"],
+        summary: "open every record and sealed key of the token, read-only, and report what is damaged (exit 1 if anything is)",
+        opts: &[],
+    },
+    Verb {
         path: &["token", "list"],
         summary: "every configured token: slot, label, store, initialised, key count (no PIN needed)",
         opts: &[],

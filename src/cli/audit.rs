@@ -16,6 +16,7 @@ use std::time::Instant;
 fn operation(path: &[&str]) -> Option<&'static str> {
     Some(match path {
         ["init"] => "TokenInit",
+        ["check"] => "TokenCheck",
         ["pin", "change"] => "PinChange",
         ["pin", "unlock"] => "PinInit",
         ["key", "create"] => "KeyCreate",
@@ -48,7 +49,8 @@ pub(super) fn logged(
 ) -> std::result::Result<Shown, CliError> {
     let started = Instant::now();
     let result = run(p);
-    if let (Some(op), Ok(token)) = (operation(p.verb.path), pick_token(p)) {
+    let token = pick_token(p).ok().filter(super::store_exists);
+    if let (Some(op), Some(token)) = (operation(p.verb.path), token) {
         let kid = result
             .as_ref()
             .ok()
@@ -65,6 +67,7 @@ pub(super) fn logged(
         let description = match &result {
             Ok(_) => "OK".to_string(),
             Err(CliError::Usage(m) | CliError::Failed(m)) => m.clone(),
+            Err(CliError::Damaged(_)) => "damage found".to_string(),
         };
         record(
             &token,

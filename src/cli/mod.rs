@@ -33,6 +33,8 @@ pub enum CliError {
     Usage(String),
     /// The operation failed (exit 1).
     Failed(String),
+    /// `check` found damage: its report is shown, and the exit code is 1.
+    Damaged(Box<Shown>),
 }
 
 impl From<Refusal> for CliError {
@@ -58,7 +60,8 @@ fn token_error(e: Error) -> String {
         CKR_USER_PIN_NOT_INITIALIZED => "the token has no user PIN yet".into(),
         CKR_TOKEN_NOT_RECOGNIZED => "the token is not initialised (run softmhsm init)".into(),
         CKR_PIN_LEN_RANGE => "PINs are 4-255 characters".into(),
-        CKR_DEVICE_ERROR => "the token store cannot be used (see SOFTMHSM_LOG=debug)".into(),
+        CKR_DEVICE_ERROR | CKR_DEVICE_MEMORY => crate::store::last_failure()
+            .unwrap_or_else(|| "the token store cannot be used (see SOFTMHSM_LOG=debug)".into()),
         CKR_TOKEN_WRITE_PROTECTED => "purge protection: the token holds keys (live, or deleted and not yet past their purge date), so it cannot be re-initialised".into(),
         rv => format!("token error 0x{rv:08x}"),
     }
@@ -72,25 +75,31 @@ enum Format {
 }
 
 /// What a verb produced: JSON, and its table form for people.
-struct Shown {
+#[derive(Debug)]
+pub struct Shown {
     json: Value,
     table: String,
 }
 
 /// Run the CLI on `args` (without the program name); returns the exit code.
 pub fn main(args: &[String]) -> u8 {
-    crate::logging::init();
+    crate::logging::init(None);
     let result = args::parse(args).and_then(|cmd| match cmd {
         Command::Print(text) => {
             println!("{text}");
             Ok(None)
         }
         Command::Run(p) if p.verb.path == ["audit"] => audit::print(&p).map(|()| None),
-        Command::Run(p) => audit::logged(&p, run).map(|shown| Some((shown, format(&p)))),
+        Command::Run(p) => match audit::logged(&p, run) {
+            Ok(shown) => Ok(Some((shown, format(&p), 0))),
+            // A report that says something is wrong: shown, exit 1.
+            Err(CliError::Damaged(shown)) => Ok(Some((*shown, format(&p), 1))),
+            Err(e) => Err(e),
+        },
     });
     match result {
         Ok(None) => 0,
-        Ok(Some((shown, fmt))) => {
+        Ok(Some((shown, fmt, code))) => {
             let fmt = match fmt {
                 Ok(f) => f,
                 Err(e) => return report(e),
@@ -102,7 +111,7 @@ pub fn main(args: &[String]) -> u8 {
                 ),
                 Format::Table => println!("{}", shown.table),
             }
-            0
+            code
         }
         Err(e) => report(e),
     }
@@ -119,6 +128,7 @@ fn report(e: CliError) -> u8 {
             eprintln!("softmhsm: {m}");
             1
         }
+        CliError::Damaged(_) => 1,
     }
 }
 
@@ -156,6 +166,14 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         return token_list();
     }
     let token = pick_token(p)?;
+    // Only init makes a store: any other verb on a path with none (a typo in
+    // SOFTMHSM_DIR, say) says so and creates nothing.
+    if p.verb.path != ["init"] && !store_exists(&token) {
+        return Err(CliError::Failed(format!(
+            "no token at {} (softmhsm init makes one)",
+            token.store_path().display()
+        )));
+    }
     let service = pools::Pool::open_or_fail(&token)?;
     if p.verb.path == ["init"] {
         return init(p, &token, &service);
@@ -246,6 +264,36 @@ fn verb(
         ["key", "rotate"] => {
             let k = lifecycle::rotate(s, master, name, now())?;
             Ok(written(s, &k)?)
+        }
+        ["check"] => {
+            let r = pools::check::check(s, master, &pool.label)?;
+            let damaged: Vec<Value> = r
+                .damaged
+                .iter()
+                .map(|d| serde_json::json!({ "what": d.what, "problem": d.problem }))
+                .collect();
+            let mut table = format!(
+                "{} rows, {} sealed blobs checked: {}",
+                r.rows,
+                r.sealed,
+                if damaged.is_empty() {
+                    "nothing damaged".to_string()
+                } else {
+                    format!("{} damaged", damaged.len())
+                }
+            );
+            for d in &r.damaged {
+                table.push_str(&format!("\n{}: {}", d.what, d.problem));
+            }
+            let shown = Shown {
+                json: serde_json::json!({ "rows": r.rows, "sealed": r.sealed, "damaged": damaged }),
+                table,
+            };
+            if r.damaged.is_empty() {
+                Ok(shown)
+            } else {
+                Err(CliError::Damaged(Box::new(shown)))
+            }
         }
         ["key", "rotation-policy", "show"] => {
             lifecycle::show(s, name, None)?;
@@ -442,10 +490,16 @@ fn tokens() -> Result<Vec<TokenConfig>, CliError> {
         .tokens)
 }
 
+/// Whether a token's store exists (a PostgreSQL store is taken to: opening
+/// it says otherwise).
+pub(super) fn store_exists(t: &TokenConfig) -> bool {
+    t.url.is_some() || t.store_path().exists()
+}
+
 /// The label of a configured token, None if it was never initialised (a
 /// store file that does not exist yet is not created to find out).
 fn label_of(t: &TokenConfig) -> Result<Option<String>, CliError> {
-    if t.url.is_none() && !t.store_path().exists() {
+    if !store_exists(t) {
         return Ok(None);
     }
     Ok(pools::Pool::open_or_fail(t)?.record()?.map(|r| r.label))

@@ -69,6 +69,11 @@ fn signing_key(store: &mut dyn Store, master: &MasterKey) -> Result<(SecretBytes
     Ok((master.open(AAD, &row.sealed)?, row.public))
 }
 
+/// Whether a stored attestation key opens under `master` (`softmhsm check`).
+pub fn opens(row: &crate::store::AttestationRow, master: &MasterKey) -> bool {
+    master.open(AAD, &row.sealed).is_ok()
+}
+
 /// The token's attestation public key (SPKI DER), if it has one.
 pub fn public_key(store: &dyn Store) -> Result<Option<Vec<u8>>> {
     Ok(store.attestation_key()?.map(|r| r.public))

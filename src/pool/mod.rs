@@ -18,6 +18,7 @@
 pub mod attest;
 pub mod audit;
 pub mod byok;
+pub mod check;
 pub mod import;
 pub mod lifecycle;
 pub mod objects;
@@ -90,6 +91,8 @@ pub fn recovery(rec: &TokenRecord) -> Recovery {
 /// One pool: a store, its snapshot and every write.
 pub struct Pool {
     path: PathBuf,
+    /// The store's location for messages (a path, or a URL without password).
+    location: Arc<str>,
     versioning: bool,
     kdf_iterations: u32,
     retention_days: u32,
@@ -129,25 +132,33 @@ impl Pool {
     /// leaves the pool unusable with `CKR_DEVICE_ERROR`, and is logged).
     pub fn open(config: &TokenConfig) -> Pool {
         let path = config.store_path();
-        let store = match crate::store::open(&config.location()) {
+        let location: Arc<str> = config.location().to_string().into();
+        let store = match crate::store::at(&location, || crate::store::open(&config.location())) {
             Ok(s) => Some(s),
             Err(e) => {
-                log::error!("cannot open token store {}: {e}", config.location());
+                log::debug!("cannot open token store {location}: {e}");
                 None
             }
         };
-        Pool::with(config, path, store)
+        Pool::with(config, path, location, store)
     }
 
     /// The pool of a configured token, or the store's error (the CLI's way in).
     pub fn open_or_fail(config: &TokenConfig) -> Result<Pool> {
         let path = config.store_path();
-        let store = crate::store::open(&config.location())?;
-        Ok(Pool::with(config, path, Some(store)))
+        let location: Arc<str> = config.location().to_string().into();
+        let store = crate::store::at(&location, || crate::store::open(&config.location()))?;
+        Ok(Pool::with(config, path, location, Some(store)))
     }
 
-    fn with(config: &TokenConfig, path: PathBuf, store: Option<Box<dyn Store>>) -> Pool {
+    fn with(
+        config: &TokenConfig,
+        path: PathBuf,
+        location: Arc<str>,
+        store: Option<Box<dyn Store>>,
+    ) -> Pool {
         Pool {
+            location,
             signal: store.as_ref().map(|s| s.signal()),
             path,
             versioning: config.versioning,
@@ -179,7 +190,7 @@ impl Pool {
     ) -> std::result::Result<T, E> {
         let mut g = lock(&self.store);
         let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
-        f(store.as_mut())
+        crate::store::at(&self.location, || f(store.as_mut()))
     }
 
     /// Run a write `f` on the store, then bring the snapshot (if this process
@@ -191,6 +202,7 @@ impl Pool {
     ) -> std::result::Result<T, E> {
         let mut g = lock(&self.store);
         let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let _named = crate::store::naming(&self.location);
         let out = f(store.as_mut());
         if self.seen.load(Ordering::Acquire) >= 0 {
             // Even a failed write may have committed part of what it did
@@ -252,10 +264,23 @@ impl Pool {
         }
         let mut g = lock(&self.store);
         let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let _named = crate::store::naming(&self.location);
         if seen < 0 {
             key_rows(store.as_mut())?;
+            return self.apply_changes(store.as_ref());
         }
-        self.apply_changes(store.as_ref())
+        // A store that cannot be reached (a PostgreSQL server restarting)
+        // does not stop the objects already loaded from being used: the
+        // failure is logged, the next check comes after the staleness bound,
+        // and writes fail on their own.
+        if let Err(e) = self.apply_changes(store.as_ref()) {
+            log::warn!(
+                "pool {}: cannot catch up with the store ({e:?}); serving the objects loaded",
+                self.location
+            );
+            self.checked.store(self.millis(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The entry of token row `id` (loaded from the store on first use) or of
@@ -269,6 +294,7 @@ impl Pool {
         }
         let g = lock(&self.store);
         let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let _named = crate::store::naming(&self.location);
         // Loaded by another thread meanwhile?
         if let Some(e) = self.snapshot().objects.get(id) {
             return Ok(Some(e.clone()));
@@ -284,6 +310,7 @@ impl Pool {
     pub fn candidates(&self, by: Lookup<'_>) -> Result<Vec<Arc<Entry>>> {
         let g = lock(&self.store);
         let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let _named = crate::store::naming(&self.location);
         let ids = store.lookup(by)?;
         let missing: Vec<i64> = {
             let snap = self.snapshot();

@@ -31,8 +31,60 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::Result;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+thread_local! {
+    /// The store the calling thread is working on, named in its failures.
+    static WHERE: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    /// This thread's last store failure, for a caller's one-line message.
+    static LAST: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Run `f` with `location` (a path, or a URL without its password) named in
+/// every store failure it reports.
+pub fn at<T>(location: &Arc<str>, f: impl FnOnce() -> T) -> T {
+    let _named = naming(location);
+    f()
+}
+
+/// Name `location` in the store failures this thread reports until the
+/// returned guard drops (the scoped form of [`at`]).
+pub fn naming(location: &Arc<str>) -> Naming {
+    Naming(WHERE.replace(Some(location.clone())))
+}
+
+/// The guard of [`naming`]: restores the name it replaced.
+pub struct Naming(Option<Arc<str>>);
+
+impl Drop for Naming {
+    fn drop(&mut self) {
+        WHERE.set(self.0.take());
+    }
+}
+
+/// A store failure: logged at ERROR level naming the store and the cause (an
+/// OS or database message; never a key or a PIN), and kept as this thread's
+/// last failure.
+pub fn failed(cause: &dyn std::fmt::Display) {
+    let msg = match WHERE.with_borrow(Clone::clone) {
+        Some(w) => format!("token store {w}: {cause}"),
+        None => format!("token store: {cause}"),
+    };
+    log::error!("{msg}");
+    LAST.set(Some(msg));
+}
+
+/// Keep `msg` (already logged, naming its store) as this thread's last failure.
+pub fn remember(msg: String) {
+    LAST.set(Some(msg));
+}
+
+/// This thread's last store failure since the last call, if any.
+pub fn last_failure() -> Option<String> {
+    LAST.take()
+}
 
 /// Seconds in a day of soft-delete retention.
 const DAY: i64 = 86_400;
@@ -245,6 +297,8 @@ pub trait Store: Send {
     fn changes_since(&self, seq: i64) -> Result<Changes>;
     /// Every live object row.
     fn objects(&self) -> Result<Vec<ObjectRow>>;
+    /// Every object row, live or soft-deleted (`softmhsm check`).
+    fn all_objects(&self) -> Result<Vec<ObjectRow>>;
     /// One live object row by id.
     fn object(&self, id: i64) -> Result<Option<ObjectRow>>;
     /// The live rows among `ids`, in no particular order.

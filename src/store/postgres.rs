@@ -578,6 +578,18 @@ impl Store for PgStore {
         self.read(live_objects)
     }
 
+    fn all_objects(&self) -> Result<Vec<ObjectRow>> {
+        self.read(|db| {
+            db.query(
+                &format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY id"),
+                &[],
+            )?
+            .iter()
+            .map(object_row)
+            .collect()
+        })
+    }
+
     fn object(&self, id: i64) -> Result<Option<ObjectRow>> {
         self.read(|db| {
             db.query_opt(

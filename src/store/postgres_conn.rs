@@ -64,7 +64,9 @@ impl Target {
     pub fn parse(url: &str) -> Result<Target, Error> {
         let shown = redacted(url);
         let mut config: Config = url.parse().map_err(|e| {
-            log::error!("store {shown}: bad PostgreSQL URL: {e}");
+            let msg = format!("token store {shown}: bad PostgreSQL URL: {e}");
+            log::error!("{msg}");
+            super::remember(msg);
             Error(CKR_DEVICE_ERROR)
         })?;
         if config.get_password().is_none() {
@@ -124,7 +126,9 @@ impl Target {
         match fail {
             Fail::Rv(e) => e,
             Fail::Db(e) => {
-                log::error!("store {}: {}", self.shown, cause(&e));
+                let msg = format!("token store {}: {}", self.shown, cause(&e));
+                log::error!("{msg}");
+                super::remember(msg);
                 match e.code().map(|c| c.code()) {
                     Some("53100" | "53200") => Error(CKR_DEVICE_MEMORY),
                     _ => Error(CKR_DEVICE_ERROR),

@@ -189,7 +189,7 @@ fn a_settings_change_is_a_reload_and_a_pin_failure_is_no_change() {
 
 #[test]
 fn writes_and_notifications_come_back_after_a_server_restart() {
-    crate::logging::init();
+    crate::logging::init(None);
     let Some(cluster) = Cluster::start() else {
         return;
     };

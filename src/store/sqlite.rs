@@ -33,7 +33,7 @@ impl From<rusqlite::Error> for Error {
     /// The store's errors surface as `CKR_DEVICE_ERROR` (the token's storage failed);
     /// the reason is logged here, the one place this mapping happens.
     fn from(e: rusqlite::Error) -> Self {
-        log::error!("store error: {e}");
+        super::failed(&e);
         match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
                 Error(cryptoki_sys::CKR_DEVICE_MEMORY)
@@ -444,6 +444,14 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL ORDER BY id"
         ))?;
+        let rows = stmt.query_map([], object_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn all_objects(&self) -> Result<Vec<ObjectRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY id"))?;
         let rows = stmt.query_map([], object_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -1062,7 +1070,7 @@ fn match_sidecar_modes(path: &Path) {
 
 /// The file system refused: `CKR_DEVICE_ERROR`, reason logged.
 fn io_error(e: std::io::Error) -> Error {
-    log::error!("store file error: {e}");
+    super::failed(&e);
     Error(cryptoki_sys::CKR_DEVICE_ERROR)
 }
 

@@ -39,7 +39,7 @@ fn global_write() -> std::sync::RwLockWriteGuard<'static, Option<Arc<Library>>> 
 
 /// C_Initialize: build the library state from the configuration.
 pub fn initialize() -> Result<()> {
-    crate::logging::init();
+    crate::logging::init(Some(log::LevelFilter::Error));
     let mut g = global_write();
     let pid = std::process::id();
     if let Some(lib) = g.as_ref() {
