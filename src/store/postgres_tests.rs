@@ -282,3 +282,29 @@ fn a_host_name_is_resolved_without_starting_a_thread() {
     store.init_token("t", SO_PIN, 1000, 90).unwrap();
     assert_eq!(tokio_threads(), 0);
 }
+
+/// Store-level rates on a durable server (fsync on), for BENCHMARKS.md:
+/// `bash tests/with-postgres.sh cargo test --release --lib
+/// store_write_and_catch_up_rates -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: needs SOFTMHSM_STORE_URL (tests/with-postgres.sh)"]
+fn store_write_and_catch_up_rates() {
+    let url = std::env::var("SOFTMHSM_STORE_URL").unwrap();
+    let mut store = open(&Location::Url(url)).unwrap();
+    store.init_token("t", SO_PIN, 1000, 90).unwrap();
+    let t = Instant::now();
+    for i in 0..300 {
+        store.insert_object(&key(&format!("k{i}"), "v1")).unwrap();
+    }
+    println!("insert_object: {:.0}/s", 300.0 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for _ in 0..300 {
+        store
+            .changes_since(store.change_seq().unwrap() - 1)
+            .unwrap();
+    }
+    println!(
+        "change_seq + changes_since: {:.0}/s",
+        300.0 / t.elapsed().as_secs_f64()
+    );
+}
