@@ -256,7 +256,7 @@ p11_test! {
         init(&[]);
         let r = cli_with(&["key", "list"], Some("9999"));
         assert_eq!(r.code, 1);
-        assert_eq!(r.stderr.trim_end(), "softmhsm: wrong PIN");
+        assert_eq!(r.stderr.trim_end(), "softmhsm: wrong PIN: 9 tries left before the user PIN locks");
         let r = cli_with(&["key", "list", "--pin", USER_PIN], None);
         assert_eq!(r.code, 0, "--pin works: {}", r.stderr);
     }
@@ -286,7 +286,7 @@ p11_test! {
     fn usage_errors_exit_2_and_help_exits_0() {
         refused(&["key", "frobnicate"], 2, "unknown command");
         refused(&["frobnicate"], 2, "unknown command");
-        refused(&["key", "show"], 2, "--name is required");
+        refused(&["key", "show"], 2, "needs --name or --id");
         refused(&["key", "list", "--bogus"], 2, "--bogus");
         refused(&["key", "create", "--name", "k", "--kty", "DSA"], 2, "DSA");
         for verb in ["init", "key create", "key list", "key list-versions", "key show", "key update", "key backup", "key restore",
@@ -626,5 +626,119 @@ p11_test! {
         let slot = slot_by_label(&p, TOKEN_LABEL);
         assert_rv(p.init_token(slot, &pin(SO_PIN), TOKEN_LABEL), CKR_TOKEN_WRITE_PROTECTED, "C_InitToken of a purge-protected token with a deleted key");
         assert_eq!(names(&json(&["key", "list-deleted"]), "recoveryId"), vec!["k"], "the deleted key is still there");
+    }
+}
+
+p11_test! {
+    fn key_show_and_list_carry_the_pkcs11_label_and_id_of_each_version() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        let made = json(&["key", "create", "--name", "web", "--kty", "EC", "--id", "0A1b"]);
+        assert_eq!(made["pkcs11"], serde_json::json!({"label": "web", "id": "0a1b"}), "--id is the version's CKA_ID");
+        let rotated = json(&["key", "rotate", "--name", "web"]);
+        let version = rotated["key"]["kid"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+        assert_eq!(rotated["pkcs11"]["id"], version.as_str(), "a rotated version's CKA_ID is its version id");
+        let versions = json(&["key", "list-versions", "--name", "web"]);
+        let ids: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["pkcs11"]["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec!["0a1b", version.as_str()], "each version keeps its own id");
+        let list = json(&["key", "list"]);
+        assert_eq!(list[0]["pkcs11"]["id"], version.as_str(), "key list shows the current version's id");
+
+        // --id finds the version that has it, current or not, as a PKCS#11 find by CKA_ID does.
+        let old = json(&["key", "show", "--id", "0a1b"]);
+        assert_eq!(old["key"]["kid"], made["key"]["kid"], "key show --id finds the old version");
+        let t = Token::reopen_existing();
+        let found = t.find(&[class(ObjectClass::PRIVATE_KEY), cryptoki::object::Attribute::Id(vec![0x0a, 0x1b])]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(t.attr(found[0], CKA_SOFTMHSM_KID, "kid"), made["key"]["kid"].as_str().unwrap().as_bytes(), "the same version through PKCS#11");
+        assert_eq!(json(&["key", "show", "--name", "web", "--id", &version])["key"]["kid"], rotated["key"]["kid"]);
+        refused(&["key", "show", "--name", "other", "--id", "0a1b"], 1, "with id 0a1b");
+        refused(&["key", "create", "--name", "bad", "--kty", "EC", "--id", "0g"], 2, "--id '0g'");
+        refused(&["key", "show"], 2, "needs --name or --id");
+
+        // A label outside the naming rule shows as given, beside its generated name.
+        let pair = t.keypair(Kp::Ec(OID_P256), "My Key.v1");
+        let name = String::from_utf8(t.attr(pair.private, CKA_SOFTMHSM_NAME, "name")).unwrap();
+        let shown = json(&["key", "show", "--name", &name]);
+        assert_eq!(shown["pkcs11"]["label"], "My Key.v1");
+        let table = cli(&["key", "list", "--output", "table"]).stdout;
+        assert!(table.contains("My Key.v1") && table.contains("Label") && table.contains(&version), "{table}");
+    }
+}
+
+p11_test! {
+    fn pin_change_and_unlock_set_the_user_pin_and_a_wrong_pin_says_the_tries_left() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        let wrong = cli_with(&["key", "list"], Some("0000"));
+        assert_refused(&wrong, 1, "9 tries left");
+        let dir = tempfile::tempdir().unwrap();
+        let new_file = dir.path().join("new-pin");
+        std::fs::write(&new_file, "new-user-pin\nignored second line\n").unwrap();
+        let changed = cli(&["pin", "change", "--new-pin-file", new_file.to_str().unwrap()]);
+        assert_eq!(changed.code, 0, "pin change: {}", changed.stderr);
+        assert_refused(&cli(&["key", "list"]), 1, "wrong PIN");
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, "new-user-pin\n").unwrap();
+        let listed = cli_with(&["key", "list", "--pin-file", pin_file.to_str().unwrap()], None);
+        assert_eq!(listed.code, 0, "--pin-file with the new PIN: {}", listed.stderr);
+        // The library agrees: C_Login with the new PIN.
+        {
+            let pkcs11 = load_initialized();
+            let slot = slot_by_label(&pkcs11, TOKEN_LABEL);
+            let session = ok(pkcs11.open_ro_session(slot), "C_OpenSession");
+            ok(session.login(cryptoki::session::UserType::User, Some(&pin("new-user-pin"))), "C_Login with the PIN the CLI set");
+        }
+
+        // Lock the user PIN, then the SO sets a new one.
+        for _ in 0..10 {
+            cli_with(&["key", "list"], Some("0000"));
+        }
+        assert_refused(&cli_with(&["key", "list"], Some("new-user-pin")), 1, "locked");
+        assert_refused(&cli_with(&["pin", "unlock", "--so-pin", "wrong-so-pin", "--new-pin", "x-1234"], None), 1, "wrong SO PIN");
+        let unlocked = cli_with(&["pin", "unlock", "--new-pin", USER_PIN], None);
+        assert_refused(&unlocked, 2, "--so-pin");
+        let unlocked = cli_env(&["pin", "unlock", "--new-pin", USER_PIN], None, &[("SOFTMHSM_SO_PIN", SO_PIN)]);
+        assert_eq!(unlocked.code, 0, "pin unlock: {}", unlocked.stderr);
+        assert_eq!(names(&json(&["key", "list"]), "kid"), vec!["k"], "the unlocked PIN works and the keys are intact");
+        assert_refused(&cli(&["pin", "change", "--new-pin", "123"]), 1, "4-255");
+    }
+}
+
+p11_test! {
+    fn token_list_and_slot_pick_tokens_and_labels_must_differ() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let conf = dir.path().join("softmhsm.toml");
+        std::fs::write(&conf, format!("[[token]]\npath = {:?}\n[[token]]\npath = {:?}\nversioning = \"off\"\n", a, b)).unwrap();
+        let conf = conf.to_str().unwrap();
+        let run = |args: &[&str]| cli_env(args, Some(USER_PIN), &[("SOFTMHSM_CONF", conf)]);
+        let listed = run(&["token", "list"]);
+        assert_eq!(listed.code, 0, "token list: {}", listed.stderr);
+        let v: Value = serde_json::from_str(&listed.stdout).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["initialized"], false);
+        assert!(!a.exists() && !b.exists(), "listing uninitialised tokens creates nothing");
+
+        // --slot reaches the second token, which has no label to name it by yet.
+        let made = run(&["init", "--slot", "1", "--label", "legacy", "--so-pin", SO_PIN]);
+        assert_eq!(made.code, 0, "init --slot 1: {}", made.stderr);
+        assert!(b.join("softmhsm.db").exists() && !a.exists(), "only slot 1 was initialised");
+        assert_refused(&run(&["init", "--slot", "0", "--label", "legacy", "--so-pin", SO_PIN]), 1, "already labelled 'legacy'");
+        assert!(!a.exists() || run(&["token", "list"]).stdout.contains("\"initialized\": false"), "the refused init left slot 0 uninitialised");
+        let made = run(&["init", "--slot", "0", "--label", "tls", "--so-pin", SO_PIN]);
+        assert_eq!(made.code, 0, "init --slot 0: {}", made.stderr);
+        let v: Value = serde_json::from_str(&run(&["token", "list"]).stdout).unwrap();
+        assert_eq!((v[0]["label"].as_str(), v[1]["label"].as_str()), (Some("tls"), Some("legacy")));
+        assert_eq!(v[0]["store"].as_str().unwrap(), a.join("softmhsm.db").to_str().unwrap());
+        let shown: Value = serde_json::from_str(&run(&["token", "show", "--slot", "1"]).stdout).unwrap();
+        assert_eq!(shown["label"], "legacy");
+        let shown: Value = serde_json::from_str(&run(&["token", "show", "--token", "tls"]).stdout).unwrap();
+        assert_eq!(shown["label"], "tls");
+        assert_refused(&run(&["token", "show", "--slot", "2"]), 1, "no slot 2");
+        assert_refused(&run(&["token", "show", "--slot", "x"]), 2, "bad --slot");
+        assert_refused(&run(&["token", "show", "--slot", "0", "--token", "tls"]), 2, "not both");
     }
 }

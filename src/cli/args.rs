@@ -59,13 +59,25 @@ pub const GLOBAL: &[Opt] = &[
         "token",
         One,
         false,
-        "LABEL  the token to use (default: the first configured)",
+        "LABEL  the token to use, by its label (default: the first configured)",
+    ),
+    opt(
+        "slot",
+        One,
+        false,
+        "N  the token to use, by its slot (its place in the configuration, from 0; see token list)",
     ),
     opt(
         "pin",
         One,
         false,
-        "PIN  the user PIN (else $SOFTMHSM_PIN, else a prompt on a terminal)",
+        "PIN  the user PIN (else --pin-file, else $SOFTMHSM_PIN, else a prompt on a terminal; on a shared machine prefer those: a command line is visible to other users)",
+    ),
+    opt(
+        "pin-file",
+        One,
+        false,
+        "FILE  read the user PIN from the first line of FILE",
     ),
     opt(
         "output",
@@ -75,6 +87,31 @@ pub const GLOBAL: &[Opt] = &[
     ),
     opt("help", Flag, false, "show this help"),
 ];
+
+pub(super) const NEW_PIN: Opt = opt(
+    "new-pin",
+    One,
+    false,
+    "PIN  the new user PIN (else --new-pin-file, else a prompt on a terminal, asked twice)",
+);
+pub(super) const NEW_PIN_FILE: Opt = opt(
+    "new-pin-file",
+    One,
+    false,
+    "FILE  read the new user PIN from the first line of FILE",
+);
+pub(super) const SO_PIN: Opt = opt(
+    "so-pin",
+    One,
+    false,
+    "PIN  the Security Officer PIN (else --so-pin-file, else $SOFTMHSM_SO_PIN, else a prompt on a terminal)",
+);
+pub(super) const SO_PIN_FILE: Opt = opt(
+    "so-pin-file",
+    One,
+    false,
+    "FILE  read the SO PIN from the first line of FILE",
+);
 
 pub(super) const NAME: Opt = opt("name", One, true, "NAME  key name (1-127 of 0-9 a-z A-Z -)");
 pub(super) const VERSION: Opt = opt(
@@ -110,7 +147,18 @@ pub const VERBS: &[Verb] = &[
             opt("enabled", One, false, "true|false  (default true)"),
             opt("not-before", One, false, "RFC3339  not usable before"),
             opt("expires", One, false, "RFC3339  not usable from"),
+            opt("id", One, false, "HEX  the version's PKCS#11 CKA_ID (default: the 16 bytes of its version id)"),
         ],
+    },
+    Verb {
+        path: &["pin", "change"],
+        summary: "change the user PIN (the current one from --pin, --pin-file, $SOFTMHSM_PIN or the prompt)",
+        opts: &[NEW_PIN, NEW_PIN_FILE],
+    },
+    Verb {
+        path: &["pin", "unlock"],
+        summary: "set a new user PIN with the SO PIN, unlocking a locked one (as C_InitPIN)",
+        opts: &[SO_PIN, SO_PIN_FILE, NEW_PIN, NEW_PIN_FILE],
     },
     Verb {
         path: &["key", "list"],
@@ -125,7 +173,11 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["key", "show"],
         summary: "show a key's public part and attributes",
-        opts: &[NAME, VERSION],
+        opts: &[
+            opt("name", One, false, "NAME  key name (needed unless --id is given)"),
+            VERSION,
+            opt("id", One, false, "HEX  the version whose PKCS#11 CKA_ID this is (current first, else newest)"),
+        ],
     },
     Verb {
         path: &["key", "update"],
@@ -197,6 +249,11 @@ pub const VERBS: &[Verb] = &[
         path: &["key", "attest"],
         summary: "a statement of a key version's properties, signed by the token's attestation key",
         opts: &[NAME, VERSION, opt("file", One, false, "FILE  also write it to this new file")],
+    },
+    Verb {
+        path: &["token", "list"],
+        summary: "every configured token: slot, label, store, initialised, key count (no PIN needed)",
+        opts: &[],
     },
     Verb {
         path: &["token", "show"],
@@ -453,7 +510,6 @@ mod tests {
             "key frobnicate",
             "frobnicate",
             "key list --bogus",
-            "key show",
             "key list extra",
         ] {
             assert!(matches!(parse(&args(s)), Err(CliError::Usage(_))), "{s}");

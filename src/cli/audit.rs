@@ -16,6 +16,8 @@ use std::time::Instant;
 fn operation(path: &[&str]) -> Option<&'static str> {
     Some(match path {
         ["init"] => "TokenInit",
+        ["pin", "change"] => "PinChange",
+        ["pin", "unlock"] => "PinInit",
         ["key", "create"] => "KeyCreate",
         ["key", "list"] => "KeyList",
         ["key", "list-versions"] => "KeyListVersions",
@@ -46,7 +48,7 @@ pub(super) fn logged(
 ) -> std::result::Result<Shown, CliError> {
     let started = Instant::now();
     let result = run(p);
-    if let (Some(op), Ok(token)) = (operation(p.verb.path), pick_token(p.one("token"))) {
+    if let (Some(op), Ok(token)) = (operation(p.verb.path), pick_token(p)) {
         let kid = result
             .as_ref()
             .ok()
@@ -140,7 +142,7 @@ pub(super) fn print(p: &Parsed) -> std::result::Result<(), CliError> {
         })
         .transpose()?;
     let operation = p.one("operation");
-    let token = pick_token(p.one("token"))?;
+    let token = pick_token(p)?;
     let path = audit::path_for(&token.store_path());
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

@@ -115,9 +115,10 @@ pub(super) fn run(
             byok::import_byok(store, master, name, &json, target, &spec, now())?
         }
     };
+    let v = lifecycle::show(store, &key.name, Some(&key.version))?;
     Ok(Shown {
-        json: pool.bundle(&key),
-        table: pool.version_table(&[lifecycle::KeyVersion { key, current: true }]),
+        json: pool.bundle(&v),
+        table: pool.version_table(std::slice::from_ref(&v)),
     })
 }
 

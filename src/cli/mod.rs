@@ -144,11 +144,24 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ["key", "update"] => Some(key_update(p)?),
         _ => None,
     };
+    if p.verb.path == ["key", "show"] {
+        match (p.one("name"), p.one("id")) {
+            (None, None) => return Err(CliError::Usage("key show needs --name or --id".into())),
+            (_, Some(id)) => drop(hex_id(id)?),
+            _ => {}
+        }
+    }
     let import_or_download = byok::usage(p)?;
-    let token = pick_token(p.one("token"))?;
+    if p.verb.path == ["token", "list"] {
+        return token_list();
+    }
+    let token = pick_token(p)?;
     let service = pools::Pool::open_or_fail(&token)?;
     if p.verb.path == ["init"] {
         return init(p, &token, &service);
+    }
+    if let ["pin", what] = p.verb.path {
+        return pin_verb(p, what, &token, &service);
     }
     if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
@@ -159,7 +172,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         ));
     }
     let pin = user_pin(p)?;
-    let master = audit::login(&token, || service.unlock(PinUser::User, pin.as_bytes()))?;
+    let master = login(&token, &service, PinUser::User, &pin)?;
     let rec = service.initialized()?;
     let pool = Pool {
         label: rec.label,
@@ -184,20 +197,19 @@ fn verb(
     change: Option<KeyUpdate>,
     import_or_download: Option<byok::Request>,
 ) -> Result<Shown, CliError> {
-    let bundle = |k: &crate::engine::key::KeyRecord, current: bool| Shown {
-        json: pool.bundle(k),
-        table: pool.version_table(&[lifecycle::KeyVersion {
-            key: k.clone(),
-            current,
-        }]),
+    let shown = |v: &lifecycle::KeyVersion| Shown {
+        json: pool.bundle(v),
+        table: pool.version_table(std::slice::from_ref(v)),
+    };
+    // A version just written, as `key show` shows it.
+    let written = |s: &dyn pools::Store, k: &crate::engine::key::KeyRecord| {
+        lifecycle::show(s, &k.name, Some(&k.version)).map(|v| shown(&v))
     };
     match p.verb.path {
         ["key", "create"] => {
             let spec = spec.ok_or_else(|| CliError::Usage("no key spec".into()))?;
-            Ok(bundle(
-                &lifecycle::create(s, master, name, &spec, now())?,
-                true,
-            ))
+            let k = lifecycle::create(s, master, name, &spec, now())?;
+            Ok(written(s, &k)?)
         }
         ["key", "list"] => {
             let keys = lifecycle::list(s)?;
@@ -217,16 +229,24 @@ fn verb(
             })
         }
         ["key", "show"] => {
-            let v = lifecycle::show(s, name, p.one("version"))?;
-            Ok(bundle(&v.key, v.current))
+            let v = match p.one("id") {
+                Some(id) => {
+                    let named = Some(name).filter(|n| !n.is_empty());
+                    lifecycle::show_by_id(s, named, &hex_id(id)?)?
+                }
+                None => lifecycle::show(s, name, p.one("version"))?,
+            };
+            Ok(shown(&v))
         }
         ["key", "update"] => {
             let change = change.unwrap_or_default();
             let k = lifecycle::update(s, name, p.one("version"), &change, now())?;
-            let current = lifecycle::show(s, name, None)?.key.version == k.version;
-            Ok(bundle(&k, current))
+            Ok(written(s, &k)?)
         }
-        ["key", "rotate"] => Ok(bundle(&lifecycle::rotate(s, master, name, now())?, true)),
+        ["key", "rotate"] => {
+            let k = lifecycle::rotate(s, master, name, now())?;
+            Ok(written(s, &k)?)
+        }
         ["key", "rotation-policy", "show"] => {
             lifecycle::show(s, name, None)?;
             let json = match rotation::get(s, name)? {
@@ -294,7 +314,7 @@ fn verb(
         }
         ["key", "recover"] => {
             let v = lifecycle::recover(s, name)?;
-            Ok(bundle(&v.key, true))
+            Ok(shown(&v))
         }
         ["key", "purge"] => {
             lifecycle::purge(s, name, now())?;
@@ -317,7 +337,8 @@ fn verb(
             let file = p.required("file");
             let blob = std::fs::read(file)
                 .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?;
-            Ok(bundle(&lifecycle::restore(s, master, &blob)?, true))
+            let k = lifecycle::restore(s, master, &blob)?;
+            Ok(written(s, &k)?)
         }
         ["key", "attest"] => attest::key_attest(p, s, master, name),
         ["key", "import"] | ["key", "download"] => match import_or_download {
@@ -339,6 +360,15 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     }
     let so_pin = p.required("so-pin");
     let pin = user_pin(p)?;
+    // Two tokens with one label could not be told apart (`--token`, PKCS#11 URIs).
+    for (slot, other) in tokens()?.iter().enumerate() {
+        if other.store_path() != token.store_path() && label_of(other)?.as_deref() == Some(label) {
+            return Err(CliError::Failed(format!(
+                "slot {slot} ({}) is already labelled '{label}': token labels must differ",
+                other.store_path().display()
+            )));
+        }
+    }
     for pin in [so_pin, pin.as_str()] {
         crate::engine::rules::check_pin_len(pin.as_bytes())?;
     }
@@ -351,7 +381,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         None => token.retention_days,
     };
     if service.record()?.is_some() {
-        service.unlock(PinUser::So, so_pin.as_bytes())?;
+        login(token, service, PinUser::So, so_pin)?;
         let (live, deleted) =
             service.read(|s| Ok::<_, Error>((s.objects()?.len(), s.deleted_names()?.len())))?;
         if live + deleted > 0 && !p.flag("force") {
@@ -405,45 +435,198 @@ fn write_new_file(path: &str, data: &[u8]) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(format!("cannot write {path}: {e}")))
 }
 
-/// The configured token named `label` (by its initialised label), or the first.
-fn pick_token(label: Option<&str>) -> Result<TokenConfig, CliError> {
-    let cfg = config::load()
-        .map_err(|_| CliError::Failed("no usable configuration (see SOFTMHSM_LOG=debug)".into()))?;
-    let Some(label) = label else {
-        return cfg
-            .tokens
-            .into_iter()
-            .next()
-            .ok_or_else(|| CliError::Failed("no token configured".into()));
-    };
-    for t in cfg.tokens {
-        let rec = pools::Pool::open_or_fail(&t)?.record()?;
-        if rec.is_some_and(|r| r.label == label) {
-            return Ok(t);
-        }
-    }
-    Err(CliError::Failed(format!("no token labelled '{label}'")))
+/// The configured tokens, in slot order.
+fn tokens() -> Result<Vec<TokenConfig>, CliError> {
+    Ok(config::load()
+        .map_err(|_| CliError::Failed("no usable configuration (see SOFTMHSM_LOG=debug)".into()))?
+        .tokens)
 }
 
-/// The user PIN: `--pin`, `$SOFTMHSM_PIN`, or a prompt when standard input is a terminal.
+/// The label of a configured token, None if it was never initialised (a
+/// store that does not exist yet is not created to find out).
+fn label_of(t: &TokenConfig) -> Result<Option<String>, CliError> {
+    if !t.store_path().exists() {
+        return Ok(None);
+    }
+    Ok(pools::Pool::open_or_fail(t)?.record()?.map(|r| r.label))
+}
+
+/// The configured token the command names: `--slot N` (its place in the
+/// configuration), `--token LABEL` (its initialised label), or the first.
+fn pick_token(p: &Parsed) -> Result<TokenConfig, CliError> {
+    let tokens = tokens()?;
+    match (p.one("slot"), p.one("token")) {
+        (Some(_), Some(_)) => Err(CliError::Usage("give --slot or --token, not both".into())),
+        (Some(n), None) => {
+            let slot: usize = n
+                .parse()
+                .map_err(|_| CliError::Usage(format!("bad --slot '{n}': a number from 0")))?;
+            let count = tokens.len();
+            tokens.into_iter().nth(slot).ok_or_else(|| {
+                CliError::Failed(format!("no slot {slot}: {count} token(s) configured"))
+            })
+        }
+        (None, Some(label)) => {
+            for t in tokens {
+                if label_of(&t)?.as_deref() == Some(label) {
+                    return Ok(t);
+                }
+            }
+            Err(CliError::Failed(format!("no token labelled '{label}'")))
+        }
+        (None, None) => tokens
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::Failed("no token configured".into())),
+    }
+}
+
+/// `token list`: every configured token, without creating any store.
+fn token_list() -> Result<Shown, CliError> {
+    let mut json = Vec::new();
+    let mut rows = Vec::new();
+    for (slot, t) in tokens()?.iter().enumerate() {
+        let path = t.store_path();
+        let (label, keys) = match label_of(t)? {
+            Some(label) => {
+                let pool = pools::Pool::open_or_fail(t)?;
+                let keys = pool.read(|s| s.lookup(crate::store::Lookup::All))?.len();
+                (Some(label), Some(keys))
+            }
+            None => (None, None),
+        };
+        json.push(serde_json::json!({
+            "slot": slot,
+            "label": label,
+            "store": path,
+            "initialized": label.is_some(),
+            "objects": keys,
+            "versioning": t.versioning,
+        }));
+        rows.push(vec![
+            slot.to_string(),
+            label.clone().unwrap_or_default(),
+            path.display().to_string(),
+            label.is_some().to_string(),
+            keys.map(|k| k.to_string()).unwrap_or_default(),
+        ]);
+    }
+    Ok(Shown {
+        json: Value::Array(json),
+        table: output::table(&["Slot", "Label", "Store", "Initialized", "Objects"], rows),
+    })
+}
+
+/// The user PIN: `--pin`, `--pin-file`, `$SOFTMHSM_PIN`, or a prompt when
+/// standard input is a terminal.
 fn user_pin(p: &Parsed) -> Result<String, CliError> {
-    if let Some(pin) = p.one("pin") {
+    some_pin(p, "pin", "SOFTMHSM_PIN", "PIN: ")
+}
+
+/// The SO PIN: `--so-pin`, `--so-pin-file`, `$SOFTMHSM_SO_PIN`, or a prompt.
+fn so_pin(p: &Parsed) -> Result<String, CliError> {
+    some_pin(p, "so-pin", "SOFTMHSM_SO_PIN", "SO PIN: ")
+}
+
+/// A PIN from `--OPT`, `--OPT-file`, the environment variable `env`, or the
+/// terminal.
+fn some_pin(p: &Parsed, opt: &str, env: &str, ask: &str) -> Result<String, CliError> {
+    if let Some(pin) = p.one(opt) {
         return Ok(pin.to_string());
     }
-    if let Some(pin) = std::env::var("SOFTMHSM_PIN").ok().filter(|v| !v.is_empty()) {
+    if let Some(file) = p.one(&format!("{opt}-file")) {
+        return pin_file(file);
+    }
+    if let Some(pin) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
         return Ok(pin);
     }
     if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "no {}: give --{opt}, --{opt}-file or set {env}",
+            ask.trim_end_matches([':', ' '])
+        )));
+    }
+    prompt_pin(ask)
+}
+
+/// The first line of a PIN file.
+fn pin_file(file: &str) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Failed(format!("cannot read the PIN file {file}: {e}")))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// The new user PIN: `--new-pin`, `--new-pin-file`, or asked twice on a terminal.
+fn new_pin(p: &Parsed) -> Result<String, CliError> {
+    if let Some(pin) = p.one("new-pin") {
+        return Ok(pin.to_string());
+    }
+    if let Some(file) = p.one("new-pin-file") {
+        return pin_file(file);
+    }
+    if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage(
-            "no PIN: give --pin or set SOFTMHSM_PIN".into(),
+            "no new PIN: give --new-pin or --new-pin-file".into(),
         ));
     }
-    prompt_pin()
+    let pin = prompt_pin("new PIN: ")?;
+    if prompt_pin("new PIN again: ")? != pin {
+        return Err(CliError::Failed("the two new PINs differ".into()));
+    }
+    Ok(pin)
+}
+
+/// Check `pin` for `who`, recording the login; a wrong PIN says how many
+/// tries are left before the user PIN locks (the SO PIN never locks).
+fn login(
+    token: &TokenConfig,
+    service: &pools::Pool,
+    who: PinUser,
+    pin: &str,
+) -> Result<MasterKey, CliError> {
+    match audit::login(token, || service.unlock(who, pin.as_bytes())) {
+        Ok(master) => Ok(master),
+        Err(Error(CKR_PIN_INCORRECT)) if who == PinUser::User => {
+            let failures = service.record()?.map_or(0, |r| r.user_failures);
+            let left = pools::MAX_PIN_FAILURES.saturating_sub(failures);
+            Err(CliError::Failed(format!(
+                "wrong PIN: {left} {} left before the user PIN locks",
+                if left == 1 { "try" } else { "tries" }
+            )))
+        }
+        Err(Error(CKR_PIN_INCORRECT)) => Err(CliError::Failed("wrong SO PIN".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `pin change` and `pin unlock`.
+fn pin_verb(
+    p: &Parsed,
+    what: &str,
+    token: &TokenConfig,
+    service: &pools::Pool,
+) -> Result<Shown, CliError> {
+    let (who, current) = match what {
+        "change" => (PinUser::User, user_pin(p)?),
+        _ => (PinUser::So, so_pin(p)?),
+    };
+    let new = new_pin(p)?;
+    crate::engine::rules::check_pin_len(new.as_bytes())?;
+    let master = login(token, service, who, &current)?;
+    service.set_pin(PinUser::User, &master, new.as_bytes())?;
+    let done = match what {
+        "change" => "user PIN changed",
+        _ => "new user PIN set (unlocked)",
+    };
+    Ok(Shown {
+        json: serde_json::json!({ "result": done }),
+        table: done.to_string(),
+    })
 }
 
 /// Read a PIN from the terminal without echo. Echo is switched with `stty`
 /// rather than termios calls, so no `unsafe` lives outside `src/ffi`.
-fn prompt_pin() -> Result<String, CliError> {
+fn prompt_pin(ask: &str) -> Result<String, CliError> {
     let stty = |arg: &str| {
         std::process::Command::new("stty")
             .arg(arg)
@@ -451,7 +634,7 @@ fn prompt_pin() -> Result<String, CliError> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    eprint!("PIN: ");
+    eprint!("{ask}");
     let _ = std::io::stderr().flush();
     let quiet = stty("-echo");
     let mut line = String::new();
@@ -501,7 +684,17 @@ fn key_spec(p: &Parsed) -> Result<KeySpec, CliError> {
         enabled: p.one("enabled").map(boolean).transpose()?.unwrap_or(true),
         nbf: p.one("not-before").map(date).transpose()?,
         exp: p.one("expires").map(date).transpose()?,
+        id: p.one("id").map(hex_id).transpose()?,
     })
+}
+
+/// A `CKA_ID` given in hex (`--id`): 1-64 bytes.
+fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
+    let bad = || CliError::Usage(format!("--id '{s}': give 1-64 bytes in hex, e.g. 0a1b"));
+    if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 128 {
+        return Err(bad());
+    }
+    crate::engine::key::unhex(s).ok_or_else(bad)
 }
 
 /// `key update` options.

@@ -50,12 +50,15 @@ impl Pool {
         Value::Object(a)
     }
 
-    /// A key bundle (`key show`, `create`, `rotate`, `update`, `recover`).
-    pub fn bundle(&self, k: &KeyRecord) -> Value {
+    /// A key bundle (`key show`, `create`, `rotate`, `update`, …), with the
+    /// version's PKCS#11 identity.
+    pub fn bundle(&self, v: &KeyVersion) -> Value {
+        let k = &v.key;
         json!({
             "key": self.jwk(k),
             "attributes": self.attributes(k),
             "tags": k.tags,
+            "pkcs11": pkcs11(v),
         })
     }
 
@@ -67,6 +70,7 @@ impl Pool {
             "current": v.current,
             "attributes": self.attributes(&v.key),
             "tags": v.key.tags,
+            "pkcs11": pkcs11(v),
         })
     }
 
@@ -121,12 +125,15 @@ impl Pool {
                     if v.current { "yes" } else { "" }.to_string(),
                     k.ops.names().join(","),
                     k.exp.map(rfc3339).unwrap_or_default(),
+                    String::from_utf8_lossy(&v.label).into_owned(),
+                    hex(&v.id),
                 ]
             })
             .collect();
         table(
             &[
-                "Name", "Version", "Kty", "Size", "Enabled", "Current", "Ops", "Expires",
+                "Name", "Version", "Kty", "Size", "Enabled", "Current", "Ops", "Expires", "Label",
+                "ID",
             ],
             rows,
         )
@@ -147,6 +154,16 @@ impl Pool {
             .collect();
         table(&["Name", "Kty", "Deleted", "Scheduled purge"], rows)
     }
+}
+
+/// A version's PKCS#11 identity: `CKA_LABEL` (as text; bytes that are not
+/// UTF-8 are replaced) and `CKA_ID` in hex.
+fn pkcs11(v: &KeyVersion) -> Value {
+    json!({ "label": String::from_utf8_lossy(&v.label), "id": hex(&v.id) })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The Managed HSM `kty` of a key.

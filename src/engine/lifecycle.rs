@@ -88,6 +88,8 @@ pub struct KeySpec {
     pub nbf: Option<i64>,
     /// `attributes.exp`.
     pub exp: Option<i64>,
+    /// `CKA_ID` (None: the 16 bytes of the version id, so every version has its own).
+    pub id: Option<Vec<u8>>,
 }
 
 /// What `key update` changes; None leaves a field as it is.
@@ -112,6 +114,10 @@ pub struct KeyVersion {
     pub key: KeyRecord,
     /// Whether it is the current version of its name.
     pub current: bool,
+    /// Its PKCS#11 `CKA_LABEL` (of the private/secret half).
+    pub label: Vec<u8>,
+    /// Its PKCS#11 `CKA_ID`.
+    pub id: Vec<u8>,
 }
 
 /// A soft-deleted key (its current version).

@@ -331,6 +331,18 @@ pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechanismDef> {
     REGISTRY.iter().find(|d| d.ty == ty)
 }
 
+/// Whether `ty` generates a key of its own with `C_GenerateKey` (`pair`
+/// false) or a key pair with `C_GenerateKeyPair` (`pair` true), by its
+/// registry row; anything else is `CKR_MECHANISM_INVALID` there.
+pub fn generates(ty: CK_MECHANISM_TYPE, pair: bool) -> bool {
+    let flag = if pair {
+        CKF_GENERATE_KEY_PAIR
+    } else {
+        CKF_GENERATE
+    };
+    lookup(ty).is_some_and(|d| d.flags & flag != 0)
+}
+
 /// The `CKF_*` flag of each key operation a mechanism can serve.
 const OP_FLAGS: [(KeyOps, CK_FLAGS); 6] = [
     (KeyOps::SIGN, CKF_SIGN),

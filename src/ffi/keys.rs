@@ -28,7 +28,7 @@ pub unsafe extern "C" fn C_GenerateKey(
         if key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        if m.ty != CKM_AES_KEY_GEN {
+        if !crate::engine::mechanism::generates(m.ty, false) {
             return Err(Error(CKR_MECHANISM_INVALID));
         }
         expect_no_param(&m)?;
@@ -63,7 +63,7 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
         if pub_key.is_null() || priv_key.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
-        if m.ty != CKM_RSA_PKCS_KEY_PAIR_GEN && m.ty != CKM_EC_KEY_PAIR_GEN {
+        if !crate::engine::mechanism::generates(m.ty, true) {
             return Err(Error(CKR_MECHANISM_INVALID));
         }
         expect_no_param(&m)?;

@@ -303,7 +303,7 @@ pub mod fuzzing {
 
     /// The key material of a `C_CreateObject` import template.
     pub fn import_material(t: &Template) -> Result<SecretBytes> {
-        object::import_material(t)
+        crate::pool::import::material(t)
     }
 }
 

@@ -40,6 +40,29 @@ pub fn list(store: &dyn Store) -> Outcome<Vec<KeyVersion>> {
     Ok(keys)
 }
 
+/// The key version whose `CKA_ID` is `id` (of `name` when given): of several,
+/// the current one, else the newest — as a PKCS#11 find by `CKA_ID` answers.
+pub fn show_by_id(store: &dyn Store, name: Option<&str>, id: &[u8]) -> Outcome<KeyVersion> {
+    let ids = store.lookup(crate::store::Lookup::CkaId(id))?;
+    let mut best: Option<(bool, i64, KeyVersion)> = None;
+    for row in store.objects_by_ids(&ids)? {
+        let Some(row_name) = &row.name else { continue };
+        if name.is_some_and(|n| !n.eq_ignore_ascii_case(row_name)) {
+            continue;
+        }
+        let rank = (row.current, row.id);
+        if best.as_ref().is_none_or(|(c, i, _)| rank > (*c, *i)) {
+            best = Some((rank.0, rank.1, key_version(&row)?));
+        }
+    }
+    best.map(|(_, _, v)| v)
+        .ok_or_else(|| Refusal::UnknownKey(format!("with id {}", hex(id))))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// One version of `name` (the current one when `version` is None).
 pub fn show(store: &dyn Store, name: &str, version: Option<&str>) -> Outcome<KeyVersion> {
     let row = find_row(store, name, version)?;
@@ -107,6 +130,7 @@ pub fn import(
         enabled: spec.enabled.unwrap_or(true),
         nbf: spec.nbf,
         exp: spec.exp,
+        id: None,
     };
     check_spec(name, &spec)?;
     let (Material::Pkcs8(bytes) | Material::Aes(bytes)) = material;
@@ -156,7 +180,10 @@ fn store_version(
         body: Body::Key(key.clone()),
         label: name.clone().into_bytes(),
         // Java and libp11 pair keys and certificates by CKA_ID (as key_request does).
-        id: unhex(&version).unwrap_or_default(),
+        id: match &spec.id {
+            Some(id) => id.clone(),
+            None => unhex(&version).unwrap_or_default(),
+        },
         uid: random_hex_id()?,
         modifiable: true,
         destroyable: true,
@@ -257,6 +284,8 @@ pub fn rotate_from(
         enabled: true,
         nbf: None,
         exp: super::rotation::new_version_expiry(store, name, now)?,
+        // A new version gets its own id.
+        id: None,
     };
     let replaces = from.map(str::to_string);
     create_replacing(store, master, &current.name, &spec, now, replaces)
@@ -568,6 +597,8 @@ fn key_version(row: &ObjectRow) -> Outcome<KeyVersion> {
         Body::Key(key) => Ok(KeyVersion {
             key,
             current: row.current,
+            label: rec.label,
+            id: rec.id,
         }),
         Body::Stored { .. } => Err(Refusal::UnknownKey(row.name.clone().unwrap_or_default())),
     }

@@ -2,8 +2,11 @@
 //! write. PKCS#11 (through `token/`) and the admin CLI both come here, so every
 //! rule holds the same way from both doors.
 //!
-//! A [`Pool`] holds one store connection, an in-memory snapshot of the pool's
-//! objects (with parsed keys), and the change sequence the snapshot reflects.
+//! A [`Pool`] holds one store connection, an in-memory snapshot of the
+//! objects this process uses (loaded from the store when a handle or a find
+//! first names them, with their parsed keys; which objects exist is the
+//! store's indexes' to say, so nothing here grows with the pool), and the
+//! change sequence the snapshot reflects.
 //! [`Pool::fresh`] — called before every `*Init`, `C_FindObjectsInit` and
 //! `C_GetAttributeValue` — compares that sequence with the store's
 //! [`ChangeSignal`] (one `pread`) and applies only the rows changed since:
@@ -15,6 +18,7 @@
 pub mod attest;
 pub mod audit;
 pub mod byok;
+pub mod import;
 pub mod lifecycle;
 pub mod objects;
 pub mod rotation;
@@ -49,7 +53,7 @@ pub const STALENESS_BOUND: Duration = Duration::from_secs(1);
 pub struct Snapshot {
     /// The token label exactly as the store row has it (empty before init).
     pub label: String,
-    /// Token objects mirrored from the store, and this process's session objects.
+    /// The token objects this process has used, and its session objects.
     pub objects: Objects,
     /// The token's deletion settings (its keys' recovery level), read with the label.
     pub recovery: Recovery,
@@ -525,6 +529,7 @@ mod tests {
             enabled: true,
             nbf: None,
             exp: None,
+            id: None,
         };
         writer
             .write(|s| {

@@ -93,6 +93,7 @@ mod tests {
             enabled: true,
             nbf: None,
             exp: Some(t0 + 60 * DAY),
+            id: None,
         };
         lifecycle::create(&mut store, &master, "k", &spec, t0).unwrap();
         (dir, store, master)
