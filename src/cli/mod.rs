@@ -362,10 +362,10 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     let pin = user_pin(p)?;
     // Two tokens with one label could not be told apart (`--token`, PKCS#11 URIs).
     for (slot, other) in tokens()?.iter().enumerate() {
-        if other.store_path() != token.store_path() && label_of(other)?.as_deref() == Some(label) {
+        if other.location() != token.location() && label_of(other)?.as_deref() == Some(label) {
             return Err(CliError::Failed(format!(
                 "slot {slot} ({}) is already labelled '{label}': token labels must differ",
-                other.store_path().display()
+                other.location()
             )));
         }
     }
@@ -403,7 +403,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     let rec = service.initialized()?;
     let json = serde_json::json!({
         "label": rec.label,
-        "path": token.store_path(),
+        "path": token.location().to_string(),
         "retentionDays": rec.retention_days,
         "purgeProtection": rec.purge_protection,
     });
@@ -414,7 +414,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
                 rec.label.clone(),
                 rec.retention_days.to_string(),
                 rec.purge_protection.to_string(),
-                token.store_path().display().to_string(),
+                token.location().to_string(),
             ]],
         ),
         json,
@@ -443,9 +443,10 @@ fn tokens() -> Result<Vec<TokenConfig>, CliError> {
 }
 
 /// The label of a configured token, None if it was never initialised (a
-/// store that does not exist yet is not created to find out).
+/// store file that does not exist yet is not created to find out; a
+/// PostgreSQL pool is opened, which gives an empty database its schema).
 fn label_of(t: &TokenConfig) -> Result<Option<String>, CliError> {
-    if !t.store_path().exists() {
+    if t.url.is_none() && !t.store_path().exists() {
         return Ok(None);
     }
     Ok(pools::Pool::open_or_fail(t)?.record()?.map(|r| r.label))
@@ -486,7 +487,7 @@ fn token_list() -> Result<Shown, CliError> {
     let mut json = Vec::new();
     let mut rows = Vec::new();
     for (slot, t) in tokens()?.iter().enumerate() {
-        let path = t.store_path();
+        let store = t.location().to_string();
         let (label, keys) = match label_of(t)? {
             Some(label) => {
                 let pool = pools::Pool::open_or_fail(t)?;
@@ -498,7 +499,7 @@ fn token_list() -> Result<Shown, CliError> {
         json.push(serde_json::json!({
             "slot": slot,
             "label": label,
-            "store": path,
+            "store": store,
             "initialized": label.is_some(),
             "objects": keys,
             "versioning": t.versioning,
@@ -506,7 +507,7 @@ fn token_list() -> Result<Shown, CliError> {
         rows.push(vec![
             slot.to_string(),
             label.clone().unwrap_or_default(),
-            path.display().to_string(),
+            store.clone(),
             label.is_some().to_string(),
             keys.map(|k| k.to_string()).unwrap_or_default(),
         ]);
