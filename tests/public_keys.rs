@@ -188,3 +188,34 @@ p11_test! {
         ok(t.session.verify(&Mechanism::Ecdsa, imported, &digest, &sig), "C_Verify without login");
     }
 }
+
+p11_test! {
+    fn wrap_only_session_public_key_wraps_caller_bytes_and_nothing_else_encrypts() {
+        // The Managed HSM's wrapKey of caller bytes (a DEK) through C_Encrypt on
+        // a session public key whose only public ops are verify and wrapKey;
+        // openssl unwraps it with the private key. Without wrapKey it refuses.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem = dir.path().join("k.pem");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem.to_str().unwrap()]);
+        let modulus = String::from_utf8(run(&["rsa", "-in", "k.pem", "-noout", "-modulus"])).expect("utf-8");
+        let n = modulus.trim().strip_prefix("Modulus=").map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex")).collect::<Vec<u8>>()).expect("Modulus=…");
+        let t = Token::fresh();
+        let mut tpl = rsa_template(&n, &[1, 0, 1]);
+        tpl.extend([Attribute::Encrypt(false), Attribute::Wrap(true)]);
+        let wrap_only = create(&t, &tpl, "wrap-only RSA public key");
+        let dek = [0x5au8; 32];
+        let ct = ok(t.session.encrypt(&Mechanism::RsaPkcs, wrap_only, &dek), "C_Encrypt(CKM_RSA_PKCS) as wrapKey");
+        std::fs::write(dir.path().join("ct.bin"), &ct).expect("write ciphertext");
+        let pt = run(&["pkeyutl", "-decrypt", "-inkey", "k.pem", "-in", "ct.bin", "-pkeyopt", "rsa_padding_mode:pkcs1"]);
+        assert_eq!(pt, dek, "openssl unwraps what the wrap-only session public key wrapped");
+        let mut tpl = rsa_template(&n, &[1, 0, 1]);
+        tpl.extend([Attribute::Encrypt(false), Attribute::Wrap(false)]);
+        let verify_only = create(&t, &tpl, "verify-only RSA public key");
+        assert_rv(t.session.encrypt(&Mechanism::RsaPkcs, verify_only, &dek), CKR_KEY_FUNCTION_NOT_PERMITTED, "C_EncryptInit without encrypt or wrapKey");
+    }
+}

@@ -443,8 +443,7 @@ fn tokens() -> Result<Vec<TokenConfig>, CliError> {
 }
 
 /// The label of a configured token, None if it was never initialised (a
-/// store file that does not exist yet is not created to find out; a
-/// PostgreSQL pool is opened, which gives an empty database its schema).
+/// store file that does not exist yet is not created to find out).
 fn label_of(t: &TokenConfig) -> Result<Option<String>, CliError> {
     if t.url.is_none() && !t.store_path().exists() {
         return Ok(None);
@@ -487,7 +486,7 @@ fn token_list() -> Result<Shown, CliError> {
     let mut json = Vec::new();
     let mut rows = Vec::new();
     for (slot, t) in tokens()?.iter().enumerate() {
-        let store = t.location().to_string();
+        let path = t.location().to_string();
         let (label, keys) = match label_of(t)? {
             Some(label) => {
                 let pool = pools::Pool::open_or_fail(t)?;
@@ -499,7 +498,7 @@ fn token_list() -> Result<Shown, CliError> {
         json.push(serde_json::json!({
             "slot": slot,
             "label": label,
-            "store": store,
+            "store": path,
             "initialized": label.is_some(),
             "objects": keys,
             "versioning": t.versioning,
@@ -507,7 +506,7 @@ fn token_list() -> Result<Shown, CliError> {
         rows.push(vec![
             slot.to_string(),
             label.clone().unwrap_or_default(),
-            store.clone(),
+            path.clone(),
             label.is_some().to_string(),
             keys.map(|k| k.to_string()).unwrap_or_default(),
         ]);

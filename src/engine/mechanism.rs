@@ -1,4 +1,44 @@
-//! A caller's `CK_MECHANISM` as a safe Rust value.
+//! A caller's `CK_MECHANISM` as a safe Rust value, and the mechanism
+//! registry: one [`MechanismDef`] row per mechanism.
+//!
+//! # What a new mechanism touches
+//!
+//! - **A mechanism of an existing family** (another local hash with PSS or
+//!   ECDSA, another curve): one row in [`REGISTRY`] — its `CK_MECHANISM_INFO`,
+//!   [`ParamKind`], [`Keys`], flags (the key operations it serves), local
+//!   hash, family and [`Jwa`] name. `C_GetMechanismList`/`Info`, the ABI's
+//!   parameter reader (`ffi::mechanism`), `rules::sign_plan`/`cipher_plan`,
+//!   `CKA_ALLOWED_MECHANISMS` (`rules::usable_mechanisms`), the audit log's
+//!   algorithm ([`MechanismDef::jwa`]) and the fuzz `mechanism` target all
+//!   read the row. (A hash the token has never had is also a `crypto::Hash`
+//!   variant.)
+//! - **A new signature family** (ML-DSA, issue 17): its row, a
+//!   [`SignFamily`] variant, the provider method on each key half (a method
+//!   of the key traits in `crypto/mod.rs`, written in `crypto/aws_lc.rs` and
+//!   `crypto/rustcrypto.rs`; the router routes whole keys, so it does not
+//!   change), and its arm in `SignCtx::sign` and `VerifyCtx::verify`
+//!   (`token/operation.rs`; both match the family exhaustively, so the
+//!   compiler names the missing arms). A parameter of a new shape is a
+//!   [`ParamKind`] variant and its reader in `ffi::mechanism`; a new key type
+//!   (AKP) is key-type work besides: `KeyKind`, `ParsedKey`/`ParsedPublic`
+//!   and the provider's parse and generate methods.
+//! - **A new cipher family**: its row, a `rules::CipherScheme` variant, the
+//!   provider method(s) on the key (`crypto/mod.rs`, both providers), and
+//!   its arm in `CipherCtx::run` (`token/operation.rs`, exhaustive), plus one
+//!   in `CipherCtx::known_len` when its output length is known before
+//!   computing it. Its parameter is read by its row's [`ParamKind`]; a new
+//!   shape is a `ParamKind` variant, its reader in `ffi::mechanism` and its
+//!   checked form (`rules::CipherParam`) in `rules::cipher_plan`.
+//! - **A new operation** (ML-KEM's `C_EncapsulateKey`): a new entry point in
+//!   `ffi/`; its mechanisms are still rows, serving a new `CKF_*` flag.
+//!
+//! Drift is caught by `rules::tests::every_registry_row_is_consistent` (a
+//! row's flags against what it does), `token::operation::tests::
+//! every_signing_row_signs_and_verifies_through_its_family` and
+//! `every_cipher_row_runs_through_its_family` (every row is decided from
+//! the row alone and reaches its provider on every key kind it claims) and
+//! `tests/mechanism_registry.rs` (every listed mechanism through the C ABI,
+//! checked by independent implementations, and nothing else).
 
 use crate::crypto::Hash;
 use crate::error::{Error, Result};
@@ -117,8 +157,37 @@ pub fn expect_no_param(m: &Mechanism) -> Result<()> {
 // --- the mechanism registry -------------------------------------------------
 
 use super::key::{KeyKind, KeyOps};
-use super::rules::{CipherScheme, SignScheme};
+use super::rules::CipherScheme;
 use crate::crypto::Curve;
+
+/// The provider operation a signature mechanism ends in. Everything else about
+/// a signature mechanism (its local hash, parameter, keys, JWA name) is data
+/// in its row; the family alone is code: one provider method per key half and
+/// one arm in `token::operation`'s `SignCtx::sign` and `VerifyCtx::verify`
+/// (both `match` on it exhaustively, so the compiler finds a missing arm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignFamily {
+    /// RSASSA-PKCS1-v1_5: RS256/384/512 over a digest (`sign_pkcs1`); for
+    /// `CKM_RSA_PKCS` a DigestInfo input is RS*, other input RSNULL (`sign_pkcs1_raw`).
+    RsaPkcs1,
+    /// RSASSA-PSS with salt = hash length: PS256/384/512 (`sign_pss`).
+    RsaPss,
+    /// ECDSA over a digest of the curve's hash, raw `r || s` (`sign_prehash`).
+    Ecdsa,
+}
+
+/// A signature mechanism's row data: its family, what the token hashes
+/// locally first, and the Managed HSM algorithm it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signing {
+    /// The provider operation.
+    pub family: SignFamily,
+    /// `CKM_SHA*_…` mechanisms hash the caller's data here first; `None`: the
+    /// caller gives the digest (or, for `CKM_RSA_PKCS`, the DigestInfo or raw data).
+    pub prehash: Option<Hash>,
+    /// The JWA name.
+    pub jwa: Jwa,
+}
 
 /// How the ABI reads a mechanism's `pParameter` (PKCS#11 3.0 §2, per mechanism).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +269,7 @@ pub struct MechanismDef {
     /// The keys it takes.
     pub keys: Keys,
     /// As a signature mechanism.
-    pub sign: Option<(SignScheme, Jwa)>,
+    pub sign: Option<Signing>,
     /// As an encrypt/decrypt/wrap/unwrap mechanism.
     pub cipher: Option<(CipherScheme, Jwa)>,
     /// As a digest.
@@ -246,7 +315,7 @@ const fn signing(
     size: (CK_ULONG, CK_ULONG),
     param: ParamKind,
     keys: Keys,
-    scheme: SignScheme,
+    (family, prehash): (SignFamily, Option<Hash>),
     jwa: Jwa,
 ) -> MechanismDef {
     let flags = match keys {
@@ -254,7 +323,11 @@ const fn signing(
         _ => SV,
     };
     let mut d = row(ty, name, size, flags, param, keys);
-    d.sign = Some((scheme, jwa));
+    d.sign = Some(Signing {
+        family,
+        prehash,
+        jwa,
+    });
     d
 }
 
@@ -294,7 +367,7 @@ pub const REGISTRY: &[MechanismDef] = &[
     row(CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", AES_BYTES, CKF_GENERATE, ParamKind::None, Keys::None),
     {
         // Both a signature and a cipher mechanism.
-        let mut d = signing(CKM_RSA_PKCS, "CKM_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1Raw, Jwa::RsByInput);
+        let mut d = signing(CKM_RSA_PKCS, "CKM_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, (SignFamily::RsaPkcs1, None), Jwa::RsByInput);
         d.flags |= ED | WU;
         d.cipher = Some((CipherScheme::RsaPkcs1, Jwa::Name("RSA1_5")));
         d
@@ -309,18 +382,18 @@ pub const REGISTRY: &[MechanismDef] = &[
     cipher(CKM_AES_KEY_WRAP_KWP, "CKM_AES_KEY_WRAP_KWP", ED | WU, ParamKind::None, Keys::Aes, CipherScheme::AesKwp, Jwa::Name("CKM_AES_KEY_WRAP_PAD")),
     // BYOK import: unwrap only, and only by a key whose sole op is import.
     cipher(CKM_RSA_AES_KEY_WRAP, "CKM_RSA_AES_KEY_WRAP", CKF_UNWRAP, ParamKind::RsaAesKeyWrap, Keys::Rsa, CipherScheme::RsaAesKw, Jwa::Name("CKM_RSA_AES_KEY_WRAP")),
-    signing(CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha256), Jwa::Name("RS256")),
-    signing(CKM_SHA384_RSA_PKCS, "CKM_SHA384_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha384), Jwa::Name("RS384")),
-    signing(CKM_SHA512_RSA_PKCS, "CKM_SHA512_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, SignScheme::RsaPkcs1(Hash::Sha512), Jwa::Name("RS512")),
-    signing(CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(None), Jwa::PsByParam),
-    signing(CKM_SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha256)), Jwa::Name("PS256")),
-    signing(CKM_SHA384_RSA_PKCS_PSS, "CKM_SHA384_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha384)), Jwa::Name("PS384")),
-    signing(CKM_SHA512_RSA_PKCS_PSS, "CKM_SHA512_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, SignScheme::RsaPss(Some(Hash::Sha512)), Jwa::Name("PS512")),
-    signing(CKM_ECDSA, "CKM_ECDSA", (256, 521), ParamKind::None, Keys::Ec(ALL_CURVES), SignScheme::Ecdsa(None), Jwa::EsByCurve),
+    signing(CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, (SignFamily::RsaPkcs1, Some(Hash::Sha256)), Jwa::Name("RS256")),
+    signing(CKM_SHA384_RSA_PKCS, "CKM_SHA384_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, (SignFamily::RsaPkcs1, Some(Hash::Sha384)), Jwa::Name("RS384")),
+    signing(CKM_SHA512_RSA_PKCS, "CKM_SHA512_RSA_PKCS", RSA_BITS, ParamKind::None, Keys::Rsa, (SignFamily::RsaPkcs1, Some(Hash::Sha512)), Jwa::Name("RS512")),
+    signing(CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, (SignFamily::RsaPss, None), Jwa::PsByParam),
+    signing(CKM_SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, (SignFamily::RsaPss, Some(Hash::Sha256)), Jwa::Name("PS256")),
+    signing(CKM_SHA384_RSA_PKCS_PSS, "CKM_SHA384_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, (SignFamily::RsaPss, Some(Hash::Sha384)), Jwa::Name("PS384")),
+    signing(CKM_SHA512_RSA_PKCS_PSS, "CKM_SHA512_RSA_PKCS_PSS", RSA_BITS, ParamKind::Pss, Keys::Rsa, (SignFamily::RsaPss, Some(Hash::Sha512)), Jwa::Name("PS512")),
+    signing(CKM_ECDSA, "CKM_ECDSA", (256, 521), ParamKind::None, Keys::Ec(ALL_CURVES), (SignFamily::Ecdsa, None), Jwa::EsByCurve),
     // ES256/ES256K/ES384/ES512 each pair one curve with one hash.
-    signing(CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", (256, 256), ParamKind::None, Keys::Ec(&[Curve::P256, Curve::P256K]), SignScheme::Ecdsa(Some(Hash::Sha256)), Jwa::EsByCurve),
-    signing(CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384", (384, 384), ParamKind::None, Keys::Ec(&[Curve::P384]), SignScheme::Ecdsa(Some(Hash::Sha384)), Jwa::Name("ES384")),
-    signing(CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512", (521, 521), ParamKind::None, Keys::Ec(&[Curve::P521]), SignScheme::Ecdsa(Some(Hash::Sha512)), Jwa::Name("ES512")),
+    signing(CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", (256, 256), ParamKind::None, Keys::Ec(&[Curve::P256, Curve::P256K]), (SignFamily::Ecdsa, Some(Hash::Sha256)), Jwa::EsByCurve),
+    signing(CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384", (384, 384), ParamKind::None, Keys::Ec(&[Curve::P384]), (SignFamily::Ecdsa, Some(Hash::Sha384)), Jwa::Name("ES384")),
+    signing(CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512", (521, 521), ParamKind::None, Keys::Ec(&[Curve::P521]), (SignFamily::Ecdsa, Some(Hash::Sha512)), Jwa::Name("ES512")),
     digest(CKM_SHA256, "CKM_SHA256", Hash::Sha256),
     digest(CKM_SHA384, "CKM_SHA384", Hash::Sha384),
     digest(CKM_SHA512, "CKM_SHA512", Hash::Sha512),
@@ -377,7 +450,7 @@ impl MechanismDef {
     pub fn jwa(&self, op: KeyOps, kind: KeyKind, param: &Param) -> Option<String> {
         let signing = op == KeyOps::SIGN || op == KeyOps::VERIFY;
         let jwa = if signing {
-            self.sign.map(|(_, j)| j)
+            self.sign.map(|s| s.jwa)
         } else {
             self.cipher.map(|(_, j)| j)
         }?;

@@ -6,7 +6,7 @@
 use super::key::{KeyKind, KeyOps, KeyRecord};
 use super::mechanism::{
     expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
-    Param, REGISTRY,
+    Param, ParamKind, SignFamily, REGISTRY,
 };
 use crate::crypto::{Curve, Hash};
 use crate::error::{Error, Result};
@@ -17,51 +17,53 @@ pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 /// AES key sizes in bytes.
 pub const AES_BYTES: [u32; 3] = [16, 24, 32];
 
-/// How a sign/verify mechanism treats its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignScheme {
-    /// `CKM_RSA_PKCS`: a DigestInfo for SHA-256/384/512 → RS*, other data → RSNULL.
-    RsaPkcs1Raw,
-    /// `CKM_SHA*_RSA_PKCS`: hash locally, then RS*.
-    RsaPkcs1(Hash),
-    /// `CKM_RSA_PKCS_PSS` (digest input, `None`) or `CKM_SHA*_RSA_PKCS_PSS` (hash locally).
-    RsaPss(Option<Hash>),
-    /// `CKM_ECDSA` (digest input, `None`) or `CKM_ECDSA_SHA*` (hash locally).
-    Ecdsa(Option<Hash>),
-}
-
-/// A decided sign/verify operation: what to hash locally, and the algorithm.
+/// A decided sign/verify operation, fixed at `*Init` so that `C_Sign` only
+/// hashes and calls the provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignPlan {
-    /// The mechanism's input treatment.
-    pub scheme: SignScheme,
-    /// For PSS: the hash (from the parameter).
-    pub pss_hash: Option<Hash>,
+    /// The provider operation.
+    pub family: SignFamily,
+    /// What the token hashes locally first (the row's `prehash`).
+    pub prehash: Option<Hash>,
+    /// The hash of the digest the provider signs, where one is fixed: the
+    /// parameter's (PSS), else the row's local hash, else the curve's
+    /// (ECDSA). The input must then be exactly that long
+    /// (`CKR_DATA_LEN_RANGE`). `None`: `CKM_RSA_PKCS`, whose input decides.
+    pub digest: Option<Hash>,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
 /// mechanism must be a registry row that signs (`CKR_MECHANISM_INVALID`), be in the
 /// key's narrowed `CKA_ALLOWED_MECHANISMS` (the same code), fit the key type
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
-/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
+/// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now. Nothing
+/// here names a family: the row says it all.
 pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
     let def = lookup(mech.ty)
         .filter(|d| d.serves(op))
         .ok_or(Error(CKR_MECHANISM_INVALID))?;
-    let (scheme, _) = def.sign.ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let signing = def.sign.ok_or(Error(CKR_MECHANISM_INVALID))?;
     check_allowed(key, mech.ty)?;
     if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
-    let pss_hash = match scheme {
-        SignScheme::RsaPss(fixed) => Some(pss_param(mech, fixed)?),
+    let param_hash = match def.param {
+        ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         _ => {
             expect_no_param(mech)?;
             None
         }
     };
+    let curve_hash = match key.kind {
+        KeyKind::Ec(c) => Some(c.hash()),
+        _ => None,
+    };
     check_usable(key, op, now)?;
-    Ok(SignPlan { scheme, pss_hash })
+    Ok(SignPlan {
+        family: signing.family,
+        prehash: signing.prehash,
+        digest: param_hash.or(signing.prehash).or(curve_hash),
+    })
 }
 
 /// PS256/384/512 only: hash = MGF1 hash = SHA-256/384/512, salt = hash length;
@@ -87,7 +89,11 @@ fn pss_param(mech: &Mechanism, fixed: Option<Hash>) -> Result<Hash> {
     }
 }
 
-/// How an encrypt/decrypt/wrap/unwrap mechanism works.
+/// The provider operation an encrypt/decrypt/wrap/unwrap mechanism ends in:
+/// its family. Its parameter is read by its row's [`ParamKind`] (one reader
+/// per kind, shared by every family that takes it); the family alone is code,
+/// one arm in `token::operation`'s `CipherCtx::run` (and `known_len` where the
+/// output length is known before computing it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CipherScheme {
     /// `CKM_RSA_PKCS`: RSA1_5.
@@ -109,15 +115,16 @@ pub enum CipherScheme {
     RsaAesKw,
 }
 
-/// A decided encrypt/decrypt/wrap/unwrap operation with its parameters.
+/// A cipher mechanism's parameter, read by its row's [`ParamKind`] and checked
+/// against the Managed HSM rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cipher {
-    /// RSA1_5.
-    RsaPkcs1,
-    /// RSA-OAEP (SHA-1) or RSA-OAEP-256 (SHA-256), empty label.
-    RsaOaep(Hash),
+pub enum CipherParam {
+    /// None ([`ParamKind::None`]).
+    None,
+    /// RSA-OAEP's hash, SHA-1 or SHA-256 (MGF1 the same, empty label).
+    Oaep(Hash),
     /// AES-GCM with a 12-byte IV.
-    AesGcm {
+    Gcm {
         /// The IV.
         iv: Vec<u8>,
         /// Additional authenticated data.
@@ -125,17 +132,8 @@ pub enum Cipher {
         /// Tag length in bytes (12–16).
         tag_len: usize,
     },
-    /// AES-CBC, with or without PKCS#7 padding.
-    AesCbc {
-        /// The IV.
-        iv: [u8; 16],
-        /// PKCS#7 padding.
-        pad: bool,
-    },
-    /// RFC 3394 key wrap.
-    AesKw,
-    /// RFC 5649 key wrap with padding.
-    AesKwp,
+    /// A 16-byte IV (AES-CBC); multi-part operations move it along.
+    Iv([u8; 16]),
     /// RSA-OAEP of an ephemeral AES key, then RFC 5649 under it (BYOK).
     RsaAesKw {
         /// The OAEP hash (MGF1 the same, empty label).
@@ -143,6 +141,16 @@ pub enum Cipher {
         /// The ephemeral AES key's length in bytes.
         aes_bytes: usize,
     },
+}
+
+/// A decided encrypt/decrypt/wrap/unwrap operation: the family and its
+/// checked parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cipher {
+    /// The provider operation.
+    pub scheme: CipherScheme,
+    /// The parameter.
+    pub param: CipherParam,
 }
 
 /// The cipher scheme of `ty` if its registry row serves `op`, else
@@ -162,38 +170,34 @@ pub fn cipher_serves(ty: CK_MECHANISM_TYPE, op: KeyOps) -> Result<CipherScheme> 
 /// (`CKR_KEY_TYPE_INCONSISTENT`), carry valid parameters
 /// (`CKR_MECHANISM_PARAM_INVALID`), and the key must allow `op` now.
 pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<Cipher> {
-    let scheme = cipher_serves(mech.ty, op)?;
+    let def = lookup(mech.ty)
+        .filter(|d| d.serves(op))
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    let (scheme, _) = def.cipher.ok_or(Error(CKR_MECHANISM_INVALID))?;
     check_allowed(key, mech.ty)?;
-    if !lookup(mech.ty).is_some_and(|d| d.keys.fits(key.kind)) {
+    if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
-    let cipher = match scheme {
-        CipherScheme::RsaPkcs1 => {
+    // One reader per parameter kind; no family is named here.
+    let param = match def.param {
+        ParamKind::None => {
+            // AES-KW: RFC 3394's default IV only, a caller's IV is not a Managed HSM option.
             expect_no_param(mech)?;
-            Cipher::RsaPkcs1
+            CipherParam::None
         }
-        CipherScheme::RsaOaep => Cipher::RsaOaep(oaep_param(mech)?),
-        CipherScheme::AesGcm => gcm_param(mech)?,
-        CipherScheme::AesCbc { pad } => {
+        ParamKind::Oaep => CipherParam::Oaep(oaep_param(mech)?),
+        ParamKind::Gcm => gcm_param(mech)?,
+        ParamKind::Iv => {
             let Param::Bytes(iv) = &mech.param else {
                 return Err(param_invalid());
             };
-            let iv = <[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?;
-            Cipher::AesCbc { iv, pad }
+            CipherParam::Iv(<[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?)
         }
-        CipherScheme::AesKw => {
-            // RFC 3394's default IV only: a caller-supplied IV is not a Managed HSM option.
-            expect_no_param(mech)?;
-            Cipher::AesKw
-        }
-        CipherScheme::AesKwp => {
-            expect_no_param(mech)?;
-            Cipher::AesKwp
-        }
-        CipherScheme::RsaAesKw => rsa_aes_param(mech)?,
+        ParamKind::RsaAesKeyWrap => rsa_aes_param(mech)?,
+        ParamKind::Pss => return Err(param_invalid()),
     };
     check_usable(key, needed_op(scheme, op, key.ops), now)?;
-    Ok(cipher)
+    Ok(Cipher { scheme, param })
 }
 
 /// The key op a cipher operation needs. BYOK: the key-exchange key unwraps
@@ -262,7 +266,7 @@ fn oaep_param(mech: &Mechanism) -> Result<Hash> {
 
 /// RSA-AES key wrap: an AES-128, -192 or -256 ephemeral key; OAEP as for
 /// `CKM_RSA_PKCS_OAEP` (SHA-1 or SHA-256, the same MGF1, empty label).
-fn rsa_aes_param(mech: &Mechanism) -> Result<Cipher> {
+fn rsa_aes_param(mech: &Mechanism) -> Result<CipherParam> {
     let Param::RsaAesKeyWrap { aes_bits, oaep } = &mech.param else {
         return Err(param_invalid());
     };
@@ -273,21 +277,21 @@ fn rsa_aes_param(mech: &Mechanism) -> Result<Cipher> {
         ty: CKM_RSA_PKCS_OAEP,
         param: (**oaep).clone(),
     };
-    Ok(Cipher::RsaAesKw {
+    Ok(CipherParam::RsaAesKw {
         oaep: oaep_param(&inner)?,
         aes_bytes: (*aes_bits / 8) as usize,
     })
 }
 
 /// AES-GCM: a 12-byte IV, any AAD, a tag of 96–128 bits in steps of 8.
-fn gcm_param(mech: &Mechanism) -> Result<Cipher> {
+fn gcm_param(mech: &Mechanism) -> Result<CipherParam> {
     let Param::Gcm { iv, aad, tag_bits } = &mech.param else {
         return Err(param_invalid());
     };
     if iv.len() != 12 || !(96..=128).contains(tag_bits) || tag_bits % 8 != 0 {
         return Err(param_invalid());
     }
-    Ok(Cipher::AesGcm {
+    Ok(CipherParam::Gcm {
         iv: iv.clone(),
         aad: aad.clone(),
         tag_len: (*tag_bits / 8) as usize,
@@ -596,11 +600,17 @@ mod tests {
         let plan = |m: &Mechanism| cipher_plan(m, &k, KeyOps::DECRYPT, 0);
         assert_eq!(
             plan(&oaep(CKM_SHA_1, CKG_MGF1_SHA1, b"")),
-            Ok(Cipher::RsaOaep(Hash::Sha1))
+            Ok(Cipher {
+                scheme: CipherScheme::RsaOaep,
+                param: CipherParam::Oaep(Hash::Sha1)
+            })
         );
         assert_eq!(
             plan(&oaep(CKM_SHA256, CKG_MGF1_SHA256, b"")),
-            Ok(Cipher::RsaOaep(Hash::Sha256))
+            Ok(Cipher {
+                scheme: CipherScheme::RsaOaep,
+                param: CipherParam::Oaep(Hash::Sha256)
+            })
         );
         for m in [
             oaep(CKM_SHA384, CKG_MGF1_SHA384, b""),
@@ -636,9 +646,13 @@ mod tests {
     #[test]
     fn key_wrap_encrypts_under_wrap_key_and_decrypts_under_unwrap_key() {
         for (mech, cipher) in [
-            (CKM_AES_KEY_WRAP, Cipher::AesKw),
-            (CKM_AES_KEY_WRAP_KWP, Cipher::AesKwp),
+            (CKM_AES_KEY_WRAP, CipherScheme::AesKw),
+            (CKM_AES_KEY_WRAP_KWP, CipherScheme::AesKwp),
         ] {
+            let cipher = Cipher {
+                scheme: cipher,
+                param: CipherParam::None,
+            };
             let kw = Mechanism::new(mech);
             let all = key(KeyKind::Aes(128), possible_ops(KeyKind::Aes(128)));
             for op in [

@@ -2,8 +2,9 @@
 //! output-length convention every producing call follows.
 
 use super::objects::{ParsedKey, ParsedPublic};
-use crate::crypto::{self, Curve, Hash, Hasher, SecretBytes};
-use crate::engine::rules::{Cipher, SignPlan, SignScheme};
+use crate::crypto::{self, Hash, Hasher, SecretBytes};
+use crate::engine::mechanism::SignFamily;
+use crate::engine::rules::{Cipher, CipherParam, CipherScheme, SignPlan};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -72,26 +73,6 @@ pub trait Staged {
     fn mode(&mut self) -> &mut Mode;
 }
 
-/// The key side of a sign operation.
-#[derive(Clone)]
-pub enum Signer {
-    /// RSA private key.
-    Rsa(std::sync::Arc<dyn crypto::RsaPrivateKey>),
-    /// EC private key.
-    Ec(std::sync::Arc<dyn crypto::EcPrivateKey>, Curve),
-}
-
-impl Signer {
-    /// The signer of a parsed private key; AES keys do not sign.
-    pub fn from_key(k: ParsedKey) -> Result<Signer> {
-        match k {
-            ParsedKey::Rsa(r) => Ok(Signer::Rsa(r)),
-            ParsedKey::Ec(e, c) => Ok(Signer::Ec(e, c)),
-            ParsedKey::Aes(_) => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
-        }
-    }
-}
-
 /// A sign or verify operation in progress.
 pub struct SignOp<K> {
     key: K,
@@ -109,23 +90,19 @@ impl<K> Staged for SignOp<K> {
     }
 }
 
-/// Signing in progress.
-pub type SignCtx = SignOp<Signer>;
+/// Signing in progress: the private half (the plan at `*Init` refused every
+/// key kind no signing row takes).
+pub type SignCtx = SignOp<ParsedKey>;
 /// Verification in progress.
 pub type VerifyCtx = SignOp<ParsedPublic>;
 
 impl<K> SignOp<K> {
     /// Start an operation.
     pub fn new(key: K, plan: SignPlan) -> SignOp<K> {
-        let hash = match plan.scheme {
-            SignScheme::RsaPkcs1(h) => Some(h),
-            SignScheme::RsaPss(Some(h)) | SignScheme::Ecdsa(Some(h)) => Some(h),
-            _ => None,
-        };
         SignOp {
             key,
             plan,
-            hasher: hash.map(|h| crypto::provider().hasher(h)),
+            hasher: plan.prehash.map(|h| crypto::provider().hasher(h)),
             buffer: Vec::new(),
             mode: Mode::Fresh,
         }
@@ -157,6 +134,27 @@ impl<K> SignOp<K> {
             (None, None) => std::mem::take(&mut self.buffer),
         }
     }
+
+    /// PSS: the parameter's hash, which the plan always decides.
+    fn pss_hash(&self) -> Result<Hash> {
+        self.plan.digest.ok_or(Error(CKR_MECHANISM_PARAM_INVALID))
+    }
+
+    /// The input to hand the provider: a family that signs a digest gets
+    /// exactly the digest's length (`CKR_DATA_LEN_RANGE`).
+    fn input(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
+        let input = self.take_input(single);
+        match self.plan.digest {
+            Some(h) if input.len() != h.len() => Err(Error(CKR_DATA_LEN_RANGE)),
+            _ => Ok(input),
+        }
+    }
+}
+
+/// The key half a family's provider method needs; another half is the wrong
+/// type of key (the plan refuses it first, so this is never reached).
+fn half<T>(key: Option<T>) -> Result<T> {
+    key.ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))
 }
 
 /// Split a PKCS#1 DigestInfo into its hash and digest, for SHA-256/384/512.
@@ -173,46 +171,45 @@ impl SignCtx {
     /// Signature length.
     pub fn sig_len(&self) -> usize {
         match &self.key {
-            Signer::Rsa(k) => k.size(),
-            Signer::Ec(_, c) => 2 * c.field_len(),
+            ParsedKey::Rsa(k) => k.size(),
+            ParsedKey::Ec(_, c) => 2 * c.field_len(),
+            // Never: no signing row takes an AES key, so the plan refused it.
+            ParsedKey::Aes(_) => 0,
         }
     }
 
     /// The most input a digest-input mechanism accepts.
     pub fn input_limit(&self) -> usize {
         match &self.key {
-            Signer::Rsa(k) => k.size(),
-            Signer::Ec(..) => 64,
+            ParsedKey::Rsa(k) => k.size(),
+            ParsedKey::Ec(..) | ParsedKey::Aes(_) => 64,
         }
     }
 
-    /// Compute the signature over the collected (or single-part) input.
+    /// Compute the signature over the collected (or single-part) input: the
+    /// one place a signature family meets its provider's sign method.
     pub fn sign(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
-        let input = self.take_input(single);
-        match (&self.key, self.plan.scheme) {
-            (Signer::Rsa(k), SignScheme::RsaPkcs1Raw) => match parse_digest_info(&input) {
-                // The DigestInfo case is RS256/384/512, done by the fastest RSA code.
-                Some((h, digest)) => k.sign_pkcs1(h, digest),
-                None => k.sign_pkcs1_raw(&input),
+        let input = self.input(single)?;
+        let rsa = || {
+            half(match &self.key {
+                ParsedKey::Rsa(k) => Some(k),
+                _ => None,
+            })
+        };
+        match self.plan.family {
+            SignFamily::RsaPkcs1 => match self.plan.digest {
+                Some(h) => rsa()?.sign_pkcs1(h, &input),
+                // CKM_RSA_PKCS: a DigestInfo is RS256/384/512, done by the fastest RSA code.
+                None => match parse_digest_info(&input) {
+                    Some((h, digest)) => rsa()?.sign_pkcs1(h, digest),
+                    None => rsa()?.sign_pkcs1_raw(&input),
+                },
             },
-            (Signer::Rsa(k), SignScheme::RsaPkcs1(h)) => k.sign_pkcs1(h, &input),
-            (Signer::Rsa(k), SignScheme::RsaPss(_)) => {
-                let h = self
-                    .plan
-                    .pss_hash
-                    .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
-                if input.len() != h.len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.sign_pss(h, &input)
-            }
-            (Signer::Ec(k, c), SignScheme::Ecdsa(_)) => {
-                if input.len() != c.hash().len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.sign_prehash(&input)
-            }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            SignFamily::RsaPss => rsa()?.sign_pss(self.pss_hash()?, &input),
+            SignFamily::Ecdsa => match &self.key {
+                ParsedKey::Ec(k, _) => k.sign_prehash(&input),
+                _ => half(None),
+            },
         }
     }
 }
@@ -234,35 +231,32 @@ impl VerifyCtx {
         }
     }
 
-    /// Check `signature` over the collected (or single-part) input.
+    /// Check `signature` over the collected (or single-part) input: the one
+    /// place a signature family meets its provider's verify method.
     pub fn verify(&mut self, single: Option<&[u8]>, signature: &[u8]) -> Result<()> {
         if signature.len() != self.sig_len() {
             return Err(Error(CKR_SIGNATURE_LEN_RANGE));
         }
-        let input = self.take_input(single);
-        match (&self.key, self.plan.scheme) {
-            (ParsedPublic::Rsa(k), SignScheme::RsaPkcs1Raw) => match parse_digest_info(&input) {
-                Some((h, digest)) => k.verify_pkcs1(h, digest, signature),
-                None => k.verify_pkcs1_raw(&input, signature),
+        let input = self.input(single)?;
+        let rsa = || {
+            half(match &self.key {
+                ParsedPublic::Rsa(k) => Some(k),
+                _ => None,
+            })
+        };
+        match self.plan.family {
+            SignFamily::RsaPkcs1 => match self.plan.digest {
+                Some(h) => rsa()?.verify_pkcs1(h, &input, signature),
+                None => match parse_digest_info(&input) {
+                    Some((h, digest)) => rsa()?.verify_pkcs1(h, digest, signature),
+                    None => rsa()?.verify_pkcs1_raw(&input, signature),
+                },
             },
-            (ParsedPublic::Rsa(k), SignScheme::RsaPkcs1(h)) => k.verify_pkcs1(h, &input, signature),
-            (ParsedPublic::Rsa(k), SignScheme::RsaPss(_)) => {
-                let h = self
-                    .plan
-                    .pss_hash
-                    .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
-                if input.len() != h.len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.verify_pss(h, &input, signature)
-            }
-            (ParsedPublic::Ec(k, c), SignScheme::Ecdsa(_)) => {
-                if input.len() != c.hash().len() {
-                    return Err(Error(CKR_DATA_LEN_RANGE));
-                }
-                k.verify_prehash(&input, signature)
-            }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            SignFamily::RsaPss => rsa()?.verify_pss(self.pss_hash()?, &input, signature),
+            SignFamily::Ecdsa => match &self.key {
+                ParsedPublic::Ec(k, _) => k.verify_prehash(&input, signature),
+                _ => half(None),
+            },
         }
     }
 }
@@ -393,18 +387,45 @@ impl CipherCtx {
     /// upper bound PKCS#11 §5.2 allows.
     pub fn known_len(&self, input: usize, stage: Stage) -> Option<usize> {
         let total = self.buffer.len() + input;
-        match (&self.key, &self.cipher, stage) {
-            (_, Cipher::RsaPkcs1 | Cipher::RsaOaep(_), Stage::Update) => Some(0),
-            (CipherKey::RsaPublic(k), _, _) => Some(k.size()),
-            (CipherKey::RsaPrivate(k), _, _) => Some(k.size()),
-            (_, Cipher::AesGcm { .. }, Stage::Update) => Some(0),
-            (_, Cipher::AesGcm { tag_len, .. }, _) if self.encrypt => Some(total + tag_len),
-            (_, Cipher::AesGcm { tag_len, .. }, _) => Some(total.saturating_sub(*tag_len)),
+        match (self.cipher.scheme, &self.cipher.param) {
+            (CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep, _) if stage == Stage::Update => {
+                Some(0)
+            }
+            (CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep | CipherScheme::RsaAesKw, _) => {
+                self.rsa_size()
+            }
+            (CipherScheme::AesGcm, _) if stage == Stage::Update => Some(0),
+            (CipherScheme::AesGcm, CipherParam::Gcm { tag_len, .. }) if self.encrypt => {
+                Some(total + tag_len)
+            }
+            (CipherScheme::AesGcm, CipherParam::Gcm { tag_len, .. }) => {
+                Some(total.saturating_sub(*tag_len))
+            }
             _ => None,
         }
     }
 
-    /// Compute one step without changing the operation (see [`CipherCtx::commit`]).
+    /// The modulus size of an RSA key, either half.
+    fn rsa_size(&self) -> Option<usize> {
+        match &self.key {
+            CipherKey::RsaPublic(k) => Some(k.size()),
+            CipherKey::RsaPrivate(k) => Some(k.size()),
+            CipherKey::Aes(_) => None,
+        }
+    }
+
+    /// The AES key (the plan refused every other key for an AES family).
+    fn aes(&self) -> Result<&dyn crypto::AesKey> {
+        match &self.key {
+            CipherKey::Aes(k) => Ok(k.as_ref()),
+            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+        }
+    }
+
+    /// Compute one step without changing the operation (see
+    /// [`CipherCtx::commit`]): the one place a cipher family meets its
+    /// provider methods (an exhaustive `match`, so a new family's arm is
+    /// asked for by the compiler).
     pub fn run(&self, data: &[u8], stage: Stage) -> Result<Step> {
         let end = |out: SecretBytes| Step {
             out,
@@ -414,12 +435,8 @@ impl CipherCtx {
             out: SecretBytes::default(),
             carry: Carry::Append,
         };
-        if stage == Stage::Update && !matches!(self.cipher, Cipher::AesCbc { .. }) {
-            let limit = match &self.key {
-                CipherKey::RsaPublic(k) => k.size(),
-                CipherKey::RsaPrivate(k) => k.size(),
-                CipherKey::Aes(_) => MAX_BUFFERED,
-            };
+        if stage == Stage::Update && !matches!(self.cipher.scheme, CipherScheme::AesCbc { .. }) {
+            let limit = self.rsa_size().unwrap_or(MAX_BUFFERED);
             if self.buffer.len() + data.len() > limit {
                 return Err(Error(if self.encrypt {
                     CKR_DATA_LEN_RANGE
@@ -433,36 +450,45 @@ impl CipherCtx {
             Stage::Single => data,
             _ => &self.buffer,
         };
-        match (&self.key, &self.cipher) {
-            (CipherKey::RsaPublic(k), Cipher::RsaPkcs1) => Ok(end(k.encrypt_pkcs1(input)?.into())),
-            (CipherKey::RsaPublic(k), Cipher::RsaOaep(h)) => {
-                Ok(end(k.encrypt_oaep(*h, input)?.into()))
-            }
-            (CipherKey::RsaPrivate(k), c) => {
-                if input.len() != k.size() {
-                    return Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        let oaep = match self.cipher.param {
+            CipherParam::Oaep(h) => Some(h),
+            _ => None,
+        };
+        match self.cipher.scheme {
+            CipherScheme::RsaPkcs1 | CipherScheme::RsaOaep => match (&self.key, oaep) {
+                (CipherKey::RsaPublic(k), None) => Ok(end(k.encrypt_pkcs1(input)?.into())),
+                (CipherKey::RsaPublic(k), Some(h)) => Ok(end(k.encrypt_oaep(h, input)?.into())),
+                (CipherKey::RsaPrivate(k), _) if input.len() != k.size() => {
+                    Err(Error(CKR_ENCRYPTED_DATA_LEN_RANGE))
                 }
-                let out = match c {
-                    // One code for every RSA1_5 failure: no padding oracle.
-                    Cipher::RsaPkcs1 => k
-                        .decrypt_pkcs1(input)
-                        .map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))?,
-                    Cipher::RsaOaep(h) => k.decrypt_oaep(*h, input)?,
-                    _ => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                // One code for every RSA1_5 failure: no padding oracle.
+                (CipherKey::RsaPrivate(k), None) => Ok(end(k
+                    .decrypt_pkcs1(input)
+                    .map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))?)),
+                (CipherKey::RsaPrivate(k), Some(h)) => Ok(end(k.decrypt_oaep(h, input)?)),
+                (CipherKey::Aes(_), _) => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            },
+            CipherScheme::AesGcm => {
+                let (k, CipherParam::Gcm { iv, aad, tag_len }) = (self.aes()?, &self.cipher.param)
+                else {
+                    return Err(Error(CKR_MECHANISM_PARAM_INVALID));
                 };
-                Ok(end(out))
+                Ok(end(if self.encrypt {
+                    k.gcm_seal(iv, aad, input, *tag_len)?.into()
+                } else {
+                    k.gcm_open(iv, aad, input, *tag_len)?
+                }))
             }
-            (CipherKey::Aes(k), Cipher::AesGcm { iv, aad, tag_len }) => Ok(end(if self.encrypt {
-                k.gcm_seal(iv, aad, input, *tag_len)?.into()
-            } else {
-                k.gcm_open(iv, aad, input, *tag_len)?
-            })),
-            (CipherKey::Aes(k), Cipher::AesCbc { iv, pad }) => {
-                self.cbc_step(k.as_ref(), iv, *pad, data, stage)
+            CipherScheme::AesCbc { pad } => {
+                let (k, CipherParam::Iv(iv)) = (self.aes()?, &self.cipher.param) else {
+                    return Err(Error(CKR_MECHANISM_PARAM_INVALID));
+                };
+                self.cbc_step(k, iv, pad, data, stage)
             }
             // The Managed HSM's wrapKey/unwrapKey of caller-supplied bytes.
-            (CipherKey::Aes(k), Cipher::AesKw | Cipher::AesKwp) => {
-                let kwp = self.cipher == Cipher::AesKwp;
+            CipherScheme::AesKw | CipherScheme::AesKwp => {
+                let k = self.aes()?;
+                let kwp = self.cipher.scheme == CipherScheme::AesKwp;
                 let out = if self.encrypt {
                     SecretBytes::from(if kwp {
                         k.kwp_wrap(input)?
@@ -484,7 +510,8 @@ impl CipherCtx {
                 };
                 Ok(end(out))
             }
-            _ => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+            // BYOK import is C_UnwrapKey only (`unwrap_bytes`); its row serves nothing else.
+            CipherScheme::RsaAesKw => Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
         }
     }
 
@@ -563,7 +590,7 @@ impl CipherCtx {
             }
             Carry::Chain(rest, iv) => {
                 self.buffer = rest;
-                if let Cipher::AesCbc { iv: cur, .. } = &mut self.cipher {
+                if let CipherParam::Iv(cur) = &mut self.cipher.param {
                     *cur = iv;
                 }
                 true
@@ -576,12 +603,14 @@ impl CipherCtx {
 /// Unwrap `wrapped` with `key` under `cipher` (C_UnwrapKey): decryption in one
 /// go, with the ciphertext errors reported as wrapped-key errors.
 pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<SecretBytes> {
-    let r = match (key, cipher) {
-        (CipherKey::Aes(k), Cipher::AesKw) => k.kw_unwrap(wrapped),
-        (CipherKey::Aes(k), Cipher::AesKwp) => k.kwp_unwrap(wrapped),
-        (CipherKey::RsaPrivate(k), Cipher::RsaAesKw { oaep, aes_bytes }) => {
-            crate::pool::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped)
-        }
+    let r = match (key, cipher.scheme, &cipher.param) {
+        (CipherKey::Aes(k), CipherScheme::AesKw, _) => k.kw_unwrap(wrapped),
+        (CipherKey::Aes(k), CipherScheme::AesKwp, _) => k.kwp_unwrap(wrapped),
+        (
+            CipherKey::RsaPrivate(k),
+            CipherScheme::RsaAesKw,
+            CipherParam::RsaAesKw { oaep, aes_bytes },
+        ) => crate::pool::byok::unwrap_rsa_aes(k.as_ref(), *oaep, *aes_bytes, wrapped),
         _ => {
             let ctx = CipherCtx::new(key.clone(), cipher.clone(), false);
             ctx.run(wrapped, Stage::Single).map(|s| s.out)
@@ -594,4 +623,221 @@ pub fn unwrap_bytes(key: &CipherKey, cipher: &Cipher, wrapped: &[u8]) -> Result<
         }
         e => e,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Curve, PublicKey};
+    use crate::engine::key::{KeyKind, KeyOps, KeyRecord};
+    use crate::engine::mechanism::{Jwa, Mechanism, Param, ParamKind, REGISTRY};
+    use crate::engine::rules::{cipher_plan, possible_ops, sign_plan};
+    use std::collections::BTreeMap;
+
+    fn record(kind: KeyKind) -> KeyRecord {
+        KeyRecord {
+            kind,
+            name: "k".into(),
+            version: "v".into(),
+            public: None,
+            ops: KeyOps::SIGN.with(KeyOps::VERIFY),
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: 0,
+            updated: 0,
+            tags: BTreeMap::new(),
+            local: true,
+            gen_mechanism: None,
+            public_private: false,
+            public_label: None,
+            public_hidden: false,
+            private_hidden: false,
+            allowed_mechanisms: None,
+        }
+    }
+
+    /// Both halves of a fresh key of `kind`, parsed by the library's provider.
+    fn pair(kind: KeyKind) -> (ParsedKey, ParsedPublic) {
+        let p = crypto::provider();
+        match kind {
+            KeyKind::Rsa(bits) => {
+                let k = p
+                    .rsa_private(&p.generate_rsa(bits as usize).unwrap())
+                    .unwrap();
+                let PublicKey::Rsa { n, e } = k.public() else {
+                    unreachable!()
+                };
+                let public = p.rsa_public(&n, &e).unwrap();
+                (ParsedKey::Rsa(k), ParsedPublic::Rsa(public))
+            }
+            KeyKind::Ec(c) => {
+                let k = p.ec_private(c, &p.generate_ec(c).unwrap()).unwrap();
+                let PublicKey::Ec { point, .. } = k.public() else {
+                    unreachable!()
+                };
+                let public = p.ec_public(c, &point).unwrap();
+                (ParsedKey::Ec(k, c), ParsedPublic::Ec(public, c))
+            }
+            KeyKind::Aes(_) => unreachable!("no signing row takes an AES key"),
+        }
+    }
+
+    /// The drift check of "a new family is one row plus one provider method":
+    /// every registry row that signs is decided by `sign_plan` from its row
+    /// alone and reaches its family's provider methods through
+    /// `SignCtx::sign` and `VerifyCtx::verify` on every key kind it takes,
+    /// and names its Managed HSM algorithm.
+    #[test]
+    fn every_signing_row_signs_and_verifies_through_its_family() {
+        let mut kinds = vec![KeyKind::Rsa(2048)];
+        kinds.extend(Curve::ALL.map(KeyKind::Ec));
+        let pairs: Vec<_> = kinds.iter().map(|k| (*k, pair(*k))).collect();
+        for d in REGISTRY.iter().filter(|d| d.sign.is_some()) {
+            let signing = d.sign.unwrap();
+            let hash = signing.prehash.unwrap_or(Hash::Sha256);
+            let mech = Mechanism {
+                ty: d.ty,
+                param: match d.param {
+                    ParamKind::Pss => Param::Pss {
+                        hash: match hash {
+                            Hash::Sha256 => CKM_SHA256,
+                            Hash::Sha384 => CKM_SHA384,
+                            _ => CKM_SHA512,
+                        },
+                        mgf: match hash {
+                            Hash::Sha256 => CKG_MGF1_SHA256,
+                            Hash::Sha384 => CKG_MGF1_SHA384,
+                            _ => CKG_MGF1_SHA512,
+                        },
+                        salt_len: hash.len() as CK_ULONG,
+                    },
+                    _ => Param::None,
+                },
+            };
+            let mut fitted = 0;
+            for (kind, (private, public)) in pairs.iter().filter(|(k, _)| d.keys.fits(*k)) {
+                fitted += 1;
+                let what = format!("{} on {kind:?}", d.name);
+                let rec = record(*kind);
+                let plan = sign_plan(&mech, &rec, KeyOps::SIGN, 0).expect(&what);
+                assert_eq!(plan.family, signing.family, "{what}");
+                let input = match (plan.prehash, plan.digest) {
+                    (Some(_), _) => b"a message of any length".to_vec(),
+                    (None, Some(h)) => vec![7; h.len()],
+                    // CKM_RSA_PKCS: a DigestInfo (RS256).
+                    (None, None) => [Hash::Sha256.digest_info_prefix(), &[7; 32]].concat(),
+                };
+                let mut signer = SignCtx::new(private.clone(), plan);
+                let sig = signer.sign(Some(&input)).expect(&what);
+                assert_eq!(sig.len(), signer.sig_len(), "{what}");
+                let plan = sign_plan(&mech, &rec, KeyOps::VERIFY, 0).expect(&what);
+                let verify =
+                    |sig: &[u8]| VerifyCtx::new(public.clone(), plan).verify(Some(&input), sig);
+                assert_eq!(verify(&sig), Ok(()), "{what}");
+                let mut bad = sig.clone();
+                bad[sig.len() / 2] ^= 1;
+                assert_eq!(verify(&bad), Err(Error(CKR_SIGNATURE_INVALID)), "{what}");
+                let named = d.jwa(KeyOps::SIGN, *kind, &mech.param).is_some();
+                assert!(
+                    named || signing.jwa == Jwa::RsByInput,
+                    "{what}: no JWA name"
+                );
+            }
+            assert!(fitted > 0, "{} fits no key kind", d.name);
+        }
+    }
+
+    /// A parameter of each kind that the Managed HSM rules accept.
+    fn good_param(kind: ParamKind) -> Param {
+        let oaep = Param::Oaep {
+            hash: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            source: CKZ_DATA_SPECIFIED,
+            label: Vec::new(),
+        };
+        match kind {
+            ParamKind::None => Param::None,
+            ParamKind::Oaep => oaep,
+            ParamKind::Gcm => Param::Gcm {
+                iv: vec![1; 12],
+                aad: b"aad".to_vec(),
+                tag_bits: 128,
+            },
+            ParamKind::Iv => Param::Bytes(vec![2; 16]),
+            ParamKind::RsaAesKeyWrap => Param::RsaAesKeyWrap {
+                aes_bits: 256,
+                oaep: Box::new(oaep),
+            },
+            ParamKind::Pss => unreachable!("no cipher row reads PSS parameters"),
+        }
+    }
+
+    /// The same drift check for cipher rows: `cipher_plan` decides every one
+    /// from its row alone, and `CipherCtx::run` (or `unwrap_bytes`, for the
+    /// BYOK row) reaches its family's provider methods on every key kind it
+    /// claims; what encrypts decrypts back, and a length query's answer
+    /// bounds the output.
+    #[test]
+    fn every_cipher_row_runs_through_its_family() {
+        let p = crypto::provider();
+        let rsa = pair(KeyKind::Rsa(2048));
+        let (ParsedKey::Rsa(private), ParsedPublic::Rsa(public)) = rsa else {
+            unreachable!()
+        };
+        let aes = p.aes(&[9; 32]).unwrap();
+        let keys = [
+            (
+                KeyKind::Rsa(2048),
+                CipherKey::RsaPublic(public),
+                CipherKey::RsaPrivate(private),
+            ),
+            (
+                KeyKind::Aes(256),
+                CipherKey::Aes(aes.clone()),
+                CipherKey::Aes(aes),
+            ),
+        ];
+        let text = [5u8; 32];
+        for d in REGISTRY.iter().filter(|d| d.cipher.is_some()) {
+            let mech = Mechanism {
+                ty: d.ty,
+                param: good_param(d.param),
+            };
+            let mut fitted = 0;
+            for (kind, enc, dec) in keys.iter().filter(|(k, ..)| d.keys.fits(*k)) {
+                fitted += 1;
+                let what = format!("{} on {kind:?}", d.name);
+                let mut rec = record(*kind);
+                rec.ops = possible_ops(*kind);
+                if !d.serves(KeyOps::ENCRYPT) {
+                    // BYOK: unwrap only, by a key whose one op is import.
+                    rec.ops = KeyOps::IMPORT;
+                    let c = cipher_plan(&mech, &rec, KeyOps::UNWRAP, 0).expect(&what);
+                    let r = unwrap_bytes(dec, &c, &[0; 64]);
+                    assert!(
+                        matches!(
+                            r,
+                            Err(Error(CKR_WRAPPED_KEY_INVALID | CKR_WRAPPED_KEY_LEN_RANGE))
+                        ),
+                        "{what}"
+                    );
+                    continue;
+                }
+                let c = cipher_plan(&mech, &rec, KeyOps::ENCRYPT, 0).expect(&what);
+                let enc = CipherCtx::new(enc.clone(), c.clone(), true);
+                let sealed = enc.run(&text, Stage::Single).expect(&what).out;
+                if let Some(n) = enc.known_len(text.len(), Stage::Single) {
+                    assert!(sealed.len() <= n, "{what}: length query {n}");
+                }
+                let c = cipher_plan(&mech, &rec, KeyOps::DECRYPT, 0).expect(&what);
+                let dec = CipherCtx::new(dec.clone(), c, false);
+                let opened = dec.run(&sealed, Stage::Single).expect(&what).out;
+                assert_eq!(&opened[..], &text[..], "{what}");
+                let named = d.jwa(KeyOps::ENCRYPT, *kind, &mech.param).is_some();
+                assert!(named, "{what}: no JWA name");
+            }
+            assert!(fitted > 0, "{} fits no key kind", d.name);
+        }
+    }
 }

@@ -4,8 +4,8 @@
 use super::objects::Entry;
 use super::objects::ParsedKey;
 use super::operation::{
-    check_out, unwrap_bytes, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Signer,
-    Stage, Staged, VerifyCtx,
+    check_out, unwrap_bytes, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Stage,
+    Staged, VerifyCtx,
 };
 use super::slot::{LoggedIn, Slot};
 use crate::crypto::{self, SecretBytes};
@@ -242,8 +242,8 @@ impl Session {
         let plan = rules::sign_plan(mech, k, KeyOps::SIGN, now())?;
         let master = self.slot.state().master.clone();
         let label = self.slot.pool.label();
-        let signer = Signer::from_key(e.private_key(master.as_deref(), &label)?)?;
-        ops.sign = Some(SignCtx::new(signer, plan));
+        let key = e.private_key(master.as_deref(), &label)?;
+        ops.sign = Some(SignCtx::new(key, plan));
         Ok(())
     }
 
