@@ -218,6 +218,32 @@ fn writes_and_notifications_come_back_after_a_server_restart() {
 }
 
 #[test]
+fn while_the_server_is_down_writes_fail_cleanly_and_reads_too_then_both_work_again() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let loc = Location::Url(cluster.database());
+    let mut store = open(&loc).unwrap();
+    store.init_token("t", SO_PIN, 1000, 90).unwrap();
+    let kept = store.insert_object(&key("kept", "v1")).unwrap();
+    cluster.while_down(|| {
+        let started = Instant::now();
+        assert_eq!(
+            store.insert_object(&key("k", "v1")).unwrap_err(),
+            Error(CKR_DEVICE_ERROR)
+        );
+        assert_eq!(store.objects().unwrap_err(), Error(CKR_DEVICE_ERROR));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at once, no hang"
+        );
+    });
+    // Back: the same store reconnects by itself, and nothing was half-written.
+    let row = store.insert_object(&key("k", "v1")).unwrap();
+    assert_eq!(store.objects().unwrap(), vec![kept, row]);
+}
+
+#[test]
 fn a_dropped_store_closes_both_its_connections() {
     let Some(cluster) = pg_cluster::shared() else {
         return;
