@@ -42,7 +42,7 @@ fn token_show(token: &TokenConfig, store: &dyn Store) -> Result<Shown, CliError>
         "versions": versions,
         "deletedKeys": deleted,
         "attestationKey": pem,
-        "path": token.store_path(),
+        "path": token.location().to_string(),
     });
     let mut table = output::table(
         &[

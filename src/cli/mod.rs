@@ -451,7 +451,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     let rec = service.initialized()?;
     let json = serde_json::json!({
         "label": rec.label,
-        "path": token.store_path(),
+        "path": token.location().to_string(),
         "retentionDays": rec.retention_days,
         "purgeProtection": rec.purge_protection,
     });
@@ -462,7 +462,7 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
                 rec.label.clone(),
                 rec.retention_days.to_string(),
                 rec.purge_protection.to_string(),
-                token.store_path().display().to_string(),
+                token.location().to_string(),
             ]],
         ),
         json,

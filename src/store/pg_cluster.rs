@@ -24,6 +24,8 @@ pub struct Cluster {
     port: u16,
     /// `Some(user)` when commands run as that user (the tests run as root).
     run_as: Option<String>,
+    /// The server's options (port, socket directory, …), for a start after a stop.
+    opts: String,
 }
 
 impl Cluster {
@@ -68,6 +70,7 @@ impl Cluster {
             bin,
             port: 0,
             run_as,
+            opts: String::new(),
         };
         if let Some(user) = &cluster.run_as {
             let (uid, gid) = ids(user)?;
@@ -92,28 +95,13 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..3 {
             cluster.port = free_port()?;
-            let opts = format!(
+            cluster.opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} \
                  -c fsync=off -c max_connections=300",
                 cluster.port,
                 cluster.dir.display()
             );
-            let log = cluster.dir.join("log");
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &data.to_string_lossy(),
-                    "-l",
-                    &log.to_string_lossy(),
-                    "-w",
-                    "-t",
-                    "60",
-                    "-o",
-                    &opts,
-                    "start",
-                ],
-            ) {
+            match cluster.start_server() {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last = e,
             }
@@ -200,6 +188,40 @@ impl Cluster {
             ],
         )
         .expect("restart the test cluster");
+    }
+
+    /// Start the server of this cluster's data directory.
+    fn start_server(&self) -> Result<(), String> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &self.opts,
+                "start",
+            ],
+        )
+    }
+
+    /// Stop the server (fast: sessions are cut), run `f` while it is down,
+    /// start it again.
+    pub fn while_down(&self, f: impl FnOnce()) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
+        )
+        .expect("stop the test cluster");
+        f();
+        self.start_server().expect("start the test cluster again");
     }
 
     fn stop(&self) {

@@ -32,6 +32,9 @@
 //!
 //! Reads are single statements, except [`Store::changes_since`], which reads
 //! the log and the rows in one `REPEATABLE READ` snapshot so they agree.
+//! Round trips are what a loaded machine pays for (each one a context switch
+//! to the server): a write costs two beyond its own statements, a catch-up
+//! three.
 //!
 //! # Connections and fork
 //!
@@ -138,44 +141,44 @@ impl PgStore {
         }
     }
 
-    /// Run a read in one `REPEATABLE READ` snapshot.
-    fn read_snapshot<T>(&self, f: impl Fn(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
-        self.read(|db| in_tx(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &f))
-    }
-
     /// Run a write `f` as one transaction holding the pool's write lock, then
     /// announce the change sequence it reached (NOTIFY to other processes,
-    /// delivered at commit; the atomic for this one).
+    /// delivered at commit; the atomic for this one). Beginning (with the
+    /// lock and the sequence number before) is one round trip, and so is
+    /// ending (the number after, the NOTIFY if it moved, and COMMIT): on a
+    /// loaded machine each round trip is a context switch to the server.
     fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
         let conn = self.conn.get_mut();
         let target = &self.target;
-        let schema = &self.schema;
+        let begin =
+            format!("BEGIN; SELECT id FROM pool_lock WHERE id = 1 FOR UPDATE; SELECT {CHANGE_SEQ}");
         let out = (|| {
-            let began = conn.get(target)?.batch("BEGIN");
-            match began {
+            let began = match conn.get(target)?.last_row(&begin) {
                 Err(Fail::Db(e)) if broken(&e) => {
-                    // Nothing was sent but BEGIN: safe to try again.
+                    // The connection was dead before anything ran: safe to try again.
                     log::debug!("store {}: reconnecting after: {}", target.shown, cause(&e));
                     conn.discard();
-                    conn.get(target)?.batch("BEGIN")?;
+                    conn.get(target)?.last_row(&begin)
                 }
-                other => other?,
-            }
+                other => other,
+            };
             let db = conn.get(target)?;
             let body = (|| {
-                db.query_one("SELECT id FROM pool_lock WHERE id = 1 FOR UPDATE", &[])?;
-                let before = change_seq(db)?;
+                let before = number(&began?, 0)?;
                 let v = f(db)?;
-                let after = change_seq(db)?;
-                if after > before {
-                    db.query_one(
-                        "SELECT pg_notify($1, $2)",
-                        &[&CHANNEL, &format!("{schema} {after}")],
-                    )?;
-                }
-                Ok((v, after))
+                let end = db.last_row(&format!(
+                    "SELECT m, CASE WHEN m > {before}
+                                    THEN pg_notify('{CHANNEL}', current_schema() || ' ' || m) END
+                     FROM (SELECT {CHANGE_SEQ} AS m) s;
+                     COMMIT"
+                ))?;
+                Ok((v, number(&end, 0)?))
             })();
-            finish(db, body)
+            if body.is_err() {
+                // On a broken connection the server rolls back by itself.
+                let _ = db.batch("ROLLBACK");
+            }
+            body
         })();
         match out {
             Ok((v, seq)) => {
@@ -241,17 +244,6 @@ fn broken(e: &postgres::Error) -> bool {
     })
 }
 
-/// Run `f` between `begin` and COMMIT, rolling back on any failure.
-fn in_tx<T>(
-    db: &mut Db,
-    begin: &str,
-    f: impl FnOnce(&mut Db) -> std::result::Result<T, Fail>,
-) -> std::result::Result<T, Fail> {
-    db.batch(begin)?;
-    let body = f(db);
-    finish(db, body)
-}
-
 /// COMMIT after a successful body, ROLLBACK after a failed one.
 fn finish<T>(db: &mut Db, body: std::result::Result<T, Fail>) -> std::result::Result<T, Fail> {
     match body {
@@ -267,15 +259,24 @@ fn finish<T>(db: &mut Db, body: std::result::Result<T, Fail>) -> std::result::Re
     }
 }
 
+/// The highest change sequence number committed (0: none yet), as an SQL
+/// expression.
+const CHANGE_SEQ: &str = "GREATEST(COALESCE((SELECT MAX(seq) FROM changes), 0),
+                                  (SELECT floor FROM change_floor WHERE id = 1))";
+
 /// The highest change sequence number committed (0: none yet).
 fn change_seq(db: &mut Db) -> std::result::Result<i64, Fail> {
     Ok(db
-        .query_one(
-            "SELECT GREATEST(COALESCE(MAX(seq), 0), (SELECT floor FROM change_floor WHERE id = 1))
-             FROM changes",
-            &[],
-        )?
+        .query_one(&format!("SELECT {CHANGE_SEQ}"), &[])?
         .try_get(0)?)
+}
+
+/// Column `i` of a text row as a number (a damaged answer is a device error).
+fn number(row: &[Option<String>], i: usize) -> std::result::Result<i64, Fail> {
+    row.get(i)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .ok_or(Fail::Rv(Error(CKR_DEVICE_ERROR)))
 }
 
 /// A stored count as the `u32` the record carries (a value out of range is a
@@ -535,42 +536,54 @@ impl Store for PgStore {
     /// was restored, or failed over to a standby that had not received the
     /// newest commits) reloads too.
     fn changes_since(&self, seq: i64) -> Result<Changes> {
-        self.read_snapshot(|db| {
-            let now = change_seq(db)?;
-            let r = db.query_one(
-                "SELECT (SELECT floor FROM change_floor WHERE id = 1),
-                        EXISTS (SELECT 1 FROM changes WHERE seq > $1 AND object_id = 0)",
-                &[&seq],
-            )?;
-            let (floor, remade): (i64, bool) = (r.try_get(0)?, r.try_get(1)?);
-            if seq < 0 || remade || seq < floor || seq > now {
-                return Ok(Changes::Reload { seq: now });
-            }
-            let touched = db
-                .query(
-                    "SELECT DISTINCT object_id FROM changes
-                     WHERE seq > $1 AND object_id <> 0 ORDER BY object_id",
-                    &[&seq],
-                )?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<std::result::Result<Vec<i64>, _>>()?;
-            let rows = db
-                .query(
-                    &format!(
-                        "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL AND id IN
-                           (SELECT object_id FROM changes WHERE seq > $1) ORDER BY id"
-                    ),
-                    &[&seq],
-                )?
-                .iter()
-                .map(object_row)
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(Changes::Since {
-                seq: now,
-                touched,
-                rows,
-            })
+        // One snapshot for the log and the rows, in three round trips: the
+        // transaction's start with the log's state, the rows, the end.
+        let head = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+             SELECT {CHANGE_SEQ},
+                    (SELECT floor FROM change_floor WHERE id = 1),
+                    EXISTS (SELECT 1 FROM changes WHERE seq > {seq} AND object_id = 0),
+                    (SELECT string_agg(o::text, ',') FROM
+                       (SELECT DISTINCT object_id AS o FROM changes
+                        WHERE seq > {seq} AND object_id <> 0) d)"
+        );
+        self.read(|db| {
+            let body = (|| {
+                let head = db.last_row(&head)?;
+                let (now, floor) = (number(&head, 0)?, number(&head, 1)?);
+                let remade = head.get(2).and_then(|v| v.as_deref()) == Some("t");
+                if seq < 0 || remade || seq < floor || seq > now {
+                    return Ok(Changes::Reload { seq: now });
+                }
+                let mut touched = head
+                    .get(3)
+                    .and_then(|v| v.as_deref())
+                    .map(|list| {
+                        list.split(',')
+                            .map(|id| id.parse().map_err(|_| Fail::Rv(Error(CKR_DEVICE_ERROR))))
+                            .collect::<std::result::Result<Vec<i64>, Fail>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default();
+                touched.sort_unstable();
+                let rows = db
+                    .query(
+                        &format!(
+                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL AND id IN
+                               (SELECT object_id FROM changes WHERE seq > $1) ORDER BY id"
+                        ),
+                        &[&seq],
+                    )?
+                    .iter()
+                    .map(object_row)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Changes::Since {
+                    seq: now,
+                    touched,
+                    rows,
+                })
+            })();
+            finish(db, body)
         })
     }
 

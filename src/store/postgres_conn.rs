@@ -13,7 +13,7 @@ use crate::error::Error;
 use cryptoki_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY};
 use postgres::config::Host;
 use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Row, Statement};
+use postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -182,6 +182,25 @@ impl Db {
     /// Run statements without parameters (`BEGIN`, `COMMIT`, DDL).
     pub fn batch(&mut self, sql: &str) -> Result<(), Fail> {
         Ok(self.client.batch_execute(sql)?)
+    }
+
+    /// Run several statements in one round trip (simple protocol: no
+    /// parameters, so only SQL this module writes, with numbers formatted in);
+    /// the last row any of them returned, as text.
+    pub fn last_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, Fail> {
+        let row = self
+            .client
+            .simple_query(sql)?
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .next_back()
+            .ok_or(Fail::Rv(Error(CKR_DEVICE_ERROR)))?;
+        Ok((0..row.len())
+            .map(|i| row.get(i).map(str::to_string))
+            .collect())
     }
 
     /// Every row of a query.

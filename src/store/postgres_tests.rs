@@ -218,6 +218,32 @@ fn writes_and_notifications_come_back_after_a_server_restart() {
 }
 
 #[test]
+fn while_the_server_is_down_writes_fail_cleanly_and_reads_too_then_both_work_again() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let loc = Location::Url(cluster.database());
+    let mut store = open(&loc).unwrap();
+    store.init_token("t", SO_PIN, 1000, 90).unwrap();
+    let kept = store.insert_object(&key("kept", "v1")).unwrap();
+    cluster.while_down(|| {
+        let started = Instant::now();
+        assert_eq!(
+            store.insert_object(&key("k", "v1")).unwrap_err(),
+            Error(CKR_DEVICE_ERROR)
+        );
+        assert_eq!(store.objects().unwrap_err(), Error(CKR_DEVICE_ERROR));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at once, no hang"
+        );
+    });
+    // Back: the same store reconnects by itself, and nothing was half-written.
+    let row = store.insert_object(&key("k", "v1")).unwrap();
+    assert_eq!(store.objects().unwrap(), vec![kept, row]);
+}
+
+#[test]
 fn a_dropped_store_closes_both_its_connections() {
     let Some(cluster) = pg_cluster::shared() else {
         return;
@@ -281,4 +307,30 @@ fn a_host_name_is_resolved_without_starting_a_thread() {
     let mut store = open(&Location::Url(url)).unwrap();
     store.init_token("t", SO_PIN, 1000, 90).unwrap();
     assert_eq!(tokio_threads(), 0);
+}
+
+/// Store-level rates on a durable server (fsync on), for BENCHMARKS.md:
+/// `bash tests/with-postgres.sh cargo test --release --lib
+/// store_write_and_catch_up_rates -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: needs SOFTMHSM_STORE_URL (tests/with-postgres.sh)"]
+fn store_write_and_catch_up_rates() {
+    let url = std::env::var("SOFTMHSM_STORE_URL").unwrap();
+    let mut store = open(&Location::Url(url)).unwrap();
+    store.init_token("t", SO_PIN, 1000, 90).unwrap();
+    let t = Instant::now();
+    for i in 0..300 {
+        store.insert_object(&key(&format!("k{i}"), "v1")).unwrap();
+    }
+    println!("insert_object: {:.0}/s", 300.0 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for _ in 0..300 {
+        store
+            .changes_since(store.change_seq().unwrap() - 1)
+            .unwrap();
+    }
+    println!(
+        "change_seq + changes_since: {:.0}/s",
+        300.0 / t.elapsed().as_secs_f64()
+    );
 }
