@@ -22,6 +22,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod objects;
 pub mod rotation;
+pub mod security_domain;
 
 /// The store handle the pool lends for the steps of one logical operation
 /// ([`Pool::read`], [`Pool::write`]).
