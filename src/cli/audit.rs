@@ -34,6 +34,9 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["key", "rotation-policy", "show"] => "KeyRotationPolicyGet",
         ["key", "rotation-policy", "update"] => "KeyRotationPolicySet",
         ["key", "rotate-due"] => "KeyRotateDue",
+        ["security-domain", "download"] => "SecurityDomainDownload",
+        ["security-domain", "init-recovery"] => "SecurityDomainInitRecovery",
+        ["security-domain", "upload"] => "SecurityDomainUpload",
         _ => return None,
     })
 }

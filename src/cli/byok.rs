@@ -155,7 +155,7 @@ fn download(
 /// Read a private key file: PEM `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY`
 /// (PKCS#1) or `EC PRIVATE KEY` (SEC1, RFC 5915), or PKCS#8 DER; always
 /// returned as PKCS#8 DER.
-fn private_key_file(file: &str) -> Result<SecretBytes, CliError> {
+pub(super) fn private_key_file(file: &str) -> Result<SecretBytes, CliError> {
     let data = SecretBytes::new(
         std::fs::read(file).map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?,
     );
@@ -193,7 +193,7 @@ fn private_key(data: &[u8]) -> Result<SecretBytes, String> {
 }
 
 /// The PEM blocks of a text: (label, the block from BEGIN to END inclusive).
-fn pem_blocks(text: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(super) fn pem_blocks(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = text;
     std::iter::from_fn(move || {
         let start = rest.find("-----BEGIN ")?;
@@ -255,7 +255,7 @@ fn sec1_curve(der: &[u8]) -> Option<&[u8]> {
 }
 
 /// One DER element of tag `tag` off the front: (content, rest).
-fn der_split(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+pub(super) fn der_split(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     let (&t, rest) = der.split_first()?;
     let (&first, rest) = rest.split_first()?;
     if t != tag {

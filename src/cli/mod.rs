@@ -10,6 +10,7 @@ mod attest;
 mod audit;
 pub mod byok;
 pub mod output;
+mod security_domain;
 
 use crate::config::{self, TokenConfig};
 use crate::crypto::Curve;
@@ -145,6 +146,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         _ => None,
     };
     let import_or_download = byok::usage(p)?;
+    if security_domain::is_ours(p) {
+        return security_domain::run(p);
+    }
     let token = pick_token(p.one("token"))?;
     let service = pools::Pool::open_or_fail(&token)?;
     if p.verb.path == ["init"] {
