@@ -393,3 +393,130 @@ p11_test! {
         assert_eq!(shown["wrappingKeys"][2].as_str().unwrap(), digest.split(' ').next().unwrap());
     }
 }
+
+/// The keys `key list` shows, by name, with their JSON.
+fn listed() -> Vec<(String, Value)> {
+    json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .nth(4)
+                    .unwrap()
+                    .to_string(),
+                k.clone(),
+            )
+        })
+        .collect()
+}
+
+/// What a full backup must carry of the pool, as the CLI shows it.
+fn pool_state() -> Value {
+    let names: Vec<String> = listed().into_iter().map(|(n, _)| n).collect();
+    let keys: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "versions": json(&["key", "list-versions", "--name", n]),
+                "policy": json(&["key", "rotation-policy", "show", "--name", n]),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys, "deleted": json(&["key", "list-deleted"]) })
+}
+
+p11_test! {
+    fn a_whole_pool_backup_restores_into_the_recovered_pool() {
+        if !tool("openssl") {
+            return;
+        }
+        let dir = store_dir();
+        let keys = wrapping_keys(&dir);
+        let old = old_pool(&dir, &keys);
+        // Versions, tags, a rotation policy, a disabled key, a deleted key.
+        json(&["key", "rotate", "--name", "sig"]);
+        json(&["key", "create", "--name", "aes", "--kty", "oct", "--tags", "team=pay", "env=prod"]);
+        json(&["key", "rotation-policy", "update", "--name", "aes", "--value",
+               r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P90D"},"action":{"type":"Rotate"}}],"attributes":{"expiryTime":"P1Y"}}"#]);
+        json(&["key", "create", "--name", "off", "--kty", "EC", "--enabled", "false"]);
+        json(&["key", "create", "--name", "gone", "--kty", "EC"]);
+        json(&["key", "delete", "--name", "gone"]);
+        let before = pool_state();
+        let full = dir.join("pool.bak");
+        let shown = json(&["backup", "start", "--file", arg(&full), "--so-pin", SO_PIN]);
+        assert_eq!((shown["keys"].as_u64(), shown["deletedKeys"].as_u64(), shown["versions"].as_u64()), (Some(3), Some(1), Some(5)));
+
+        // A pool with another security domain does not open it.
+        use_pool(&dir, "stranger");
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        assert_refused(&cli(&["restore", "start", "--file", arg(&full), "--so-pin", SO_PIN]), 1, "another security domain");
+
+        // The recovered pool restores all of it.
+        let ex = new_pool_with_exchange_key(&dir, "new");
+        let (run, blob) = restore_blob(&dir, &old.sd, &ex, &[&keys[1].0, &keys[2].0], "blob.json");
+        assert_eq!(run.code, 0, "restore-blob: {}", run.stderr);
+        json(&["security-domain", "upload", "--sd-file", arg(&blob), "--restore-blob", "--so-pin", NEW_SO_PIN]);
+        let restored = json(&["restore", "start", "--file", arg(&full), "--so-pin", NEW_SO_PIN]);
+        assert_eq!(restored["versions"], 5);
+        assert_eq!(pool_state(), before, "every key, version, attribute, tag, policy and deletion");
+        json(&["key", "recover", "--name", "gone"]);
+        // Version 1 of sig is the one that signed before.
+        assert_eq!(sign_version_one(), old.signature);
+        // Restoring again is refused: the names are taken.
+        assert_refused(&cli(&["restore", "start", "--file", arg(&full), "--so-pin", NEW_SO_PIN]), 1, "already exist");
+    }
+}
+
+/// Sign `MSG` with the first version of `sig` (found by its CKA_ID).
+fn sign_version_one() -> Vec<u8> {
+    let first = json(&["key", "list-versions", "--name", "sig"])[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let version = first.rsplit('/').next().unwrap();
+    let id: Vec<u8> = (0..version.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&version[i..i + 2], 16).unwrap())
+        .collect();
+    let t = Token::reopen_existing();
+    let found = t.find(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Id(id),
+    ]);
+    assert_eq!(found.len(), 1, "version one of sig");
+    let sig = ok(
+        t.session.sign(&Mechanism::Sha256RsaPkcs, found[0], MSG),
+        "C_Sign(RS256)",
+    );
+    let Token {
+        session, pkcs11, ..
+    } = t;
+    drop(session);
+    ok(pkcs11.finalize(), "C_Finalize");
+    sig
+}
+
+p11_test! {
+    fn one_key_of_a_whole_pool_backup_restores_alone() {
+        let dir = store_dir();
+        use_pool(&dir, "old");
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        json(&["key", "create", "--name", "one", "--kty", "oct"]);
+        json(&["key", "create", "--name", "two", "--kty", "oct"]);
+        let full = dir.join("pool.bak");
+        json(&["backup", "start", "--file", arg(&full), "--so-pin", SO_PIN]);
+        json(&["key", "delete", "--name", "two"]);
+        json(&["key", "purge", "--name", "two"]);
+        let shown = json(&["restore", "start", "--file", arg(&full), "--key-name", "two", "--so-pin", SO_PIN]);
+        assert_eq!(shown["keys"], 1);
+        let names: Vec<String> = listed().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["one", "two"]);
+        assert_refused(&cli(&["restore", "start", "--file", arg(&full), "--key-name", "three", "--so-pin", SO_PIN]), 1, "not in the backup");
+        assert_refused(&cli(&["restore", "start", "--file", arg(&full), "--key-name", "one", "--so-pin", SO_PIN]), 1, "already exist");
+    }
+}

@@ -37,6 +37,8 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["security-domain", "download"] => "SecurityDomainDownload",
         ["security-domain", "init-recovery"] => "SecurityDomainInitRecovery",
         ["security-domain", "upload"] => "SecurityDomainUpload",
+        ["backup", "start"] => "FullBackup",
+        ["restore", "start"] => "FullRestore",
         _ => return None,
     })
 }

@@ -1,13 +1,15 @@
 //! The `security-domain` verbs (shaped after `az keyvault security-domain`):
 //! `download`, `init-recovery`, `restore-blob` (offline: no pool, no PIN) and
-//! `upload`. The rules live in [`crate::pool::security_domain`]; this file
-//! reads and writes files and options.
+//! `upload`; and the whole-pool `backup start` / `restore start` sealed under
+//! the security domain. The rules live in [`crate::pool::security_domain`] and
+//! [`crate::pool::full_backup`]; this file reads and writes files and options.
 
 use super::args::{opt, Arity::*, Parsed, Verb};
 use super::byok::{der_split, pem_blocks, private_key_file};
 use super::{audit, pick_token, user_pin, write_new_file, CliError, Shown};
 use crate::crypto::{spki, PublicKey, SecretBytes};
 use crate::engine::attributes::now;
+use crate::pool::full_backup;
 use crate::pool::security_domain::{self as sd, Adoption, SecurityDomain};
 use crate::pool::{PinUser, Pool};
 
@@ -50,11 +52,28 @@ pub const VERBS: &[Verb] = &[
             opt("so-pin", One, false, "PIN  Security Officer PIN (else $SOFTMHSM_SO_PIN, else a prompt)"),
         ],
     },
+    Verb {
+        path: &["backup", "start"],
+        summary: "write the whole pool (every key and version, deleted keys, policies, certificates) to a file sealed under the security domain (SO PIN)",
+        opts: &[
+            opt("file", One, true, "FILE  the backup file to create"),
+            opt("so-pin", One, false, "PIN  Security Officer PIN (else $SOFTMHSM_SO_PIN, else a prompt)"),
+        ],
+    },
+    Verb {
+        path: &["restore", "start"],
+        summary: "restore a whole-pool backup (or one key of it) into a pool holding the same security domain (SO PIN)",
+        opts: &[
+            opt("file", One, true, "FILE  a file written by backup start"),
+            opt("key-name", One, false, "NAME  restore only this key (selective key restore)"),
+            opt("so-pin", One, false, "PIN  Security Officer PIN (else $SOFTMHSM_SO_PIN, else a prompt)"),
+        ],
+    },
 ];
 
 /// Whether `p` is one of these verbs.
 pub fn is_ours(p: &Parsed) -> bool {
-    p.verb.path.first() == Some(&"security-domain")
+    VERBS.iter().any(|v| v.path == p.verb.path)
 }
 
 /// Run one of these verbs.
@@ -130,7 +149,38 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
                 ),
             })
         }
+        ["backup", "start"] => {
+            let file = p.required("file");
+            let (service, master) = so_login(p)?;
+            let (blob, summary) = service.read(|s| full_backup::backup(s, &master, now()))?;
+            write_new_file(file, &blob)?;
+            Ok(shown_summary("backed up", file, &summary))
+        }
+        ["restore", "start"] => {
+            let file = p.required("file");
+            let blob = read(file)?;
+            let (service, master) = so_login(p)?;
+            let only = p.one("key-name");
+            let summary = service.write(|s| full_backup::restore(s, &master, &blob, only))?;
+            Ok(shown_summary("restored", file, &summary))
+        }
         _ => Err(CliError::Usage("unknown command".into())),
+    }
+}
+
+fn shown_summary(what: &str, file: &str, s: &full_backup::Summary) -> Shown {
+    Shown {
+        json: serde_json::json!({
+            "file": file,
+            "keys": s.keys,
+            "versions": s.versions,
+            "deletedKeys": s.deleted,
+            "objects": s.objects,
+        }),
+        table: format!(
+            "{what} {} key(s), {} deleted key(s), {} version(s) in all, {} other object(s): {file}",
+            s.keys, s.deleted, s.versions, s.objects
+        ),
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod attest;
 pub mod audit;
 pub mod byok;
+pub mod full_backup;
 pub mod import;
 pub mod lifecycle;
 pub mod objects;

@@ -523,7 +523,7 @@ fn exchange_aad(label: &str) -> Vec<u8> {
 }
 
 /// Whether a record is the exchange key's data object.
-fn is_exchange(rec: &Record) -> bool {
+pub(crate) fn is_exchange(rec: &Record) -> bool {
     matches!(&rec.body, Body::Stored { class, attrs, .. }
         if *class == CKO_DATA && attrs.get(&CKA_LABEL).map(Vec::as_slice) == Some(EXCHANGE_LABEL.as_bytes()))
 }

@@ -1,0 +1,217 @@
+//! Whole-pool backup and restore (`backup start`, `restore start`, as the
+//! Managed HSM's full backup and selective key restore): every key with all
+//! its versions, attributes, tags and rotation policy, every soft-deleted key
+//! with its deletion date, and the certificates and data objects, in one blob
+//! sealed under the master key with an AAD naming the pool label — that is,
+//! under the security domain: it restores into the pool that made it and
+//! into any pool that adopted its security domain, and nowhere else. Key
+//! material stays sealed as stored (AAD = each version's kid) inside it.
+//!
+//! Limits: a soft-deleted key is backed up with its current version only
+//! (the store lists no older version of a deleted key); its purge date
+//! after a restore is its deletion date plus the restoring pool's retention.
+//! The restore writes one transaction per key: names are checked free before
+//! the first write, so only a failure of the store itself leaves a partial
+//! restore, and running it again refuses the names already restored.
+
+use super::lifecycle::{decode_key, key_backup, restore_decoded, token_label, Backup};
+use super::objects::row_keys;
+use super::security_domain::is_exchange;
+use crate::engine::key::{hex, unhex, Record};
+use crate::engine::lifecycle::{Outcome, Refusal};
+use crate::error::Error;
+use crate::store::{MasterKey, NewObject, Store};
+use cryptoki_sys::CKR_GENERAL_ERROR;
+use serde::{Deserialize, Serialize};
+
+/// First bytes of a whole-pool backup file.
+const MAGIC: &[u8] = b"SOFTMHSM-POOL-BACKUP-1\n";
+
+/// The AAD of a whole-pool backup of the pool labelled `label`.
+fn aad(label: &str) -> Vec<u8> {
+    format!("softmhsm pool backup v1 {label}").into_bytes()
+}
+
+/// The sealed content.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PoolBackup {
+    pool_id: String,
+    created: i64,
+    keys: Vec<Backup>,
+    deleted: Vec<DeletedBackup>,
+    objects: Vec<StoredObject>,
+}
+
+/// A soft-deleted key and its dates.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DeletedBackup {
+    key: Backup,
+    deleted_at: i64,
+    purge_at: i64,
+}
+
+/// A certificate or data object: its record, and its sealed part if any.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredObject {
+    attrs: String,
+    sealed: Option<String>,
+}
+
+/// What a backup holds or a restore brought back.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Live keys.
+    pub keys: usize,
+    /// Key versions, live keys and deleted ones.
+    pub versions: usize,
+    /// Soft-deleted keys.
+    pub deleted: usize,
+    /// Certificates and data objects.
+    pub objects: usize,
+}
+
+/// `backup start`: the whole pool as one sealed blob.
+pub fn backup(store: &dyn Store, master: &MasterKey, now: i64) -> Outcome<(Vec<u8>, Summary)> {
+    let label = token_label(store)?;
+    let mut content = PoolBackup {
+        pool_id: label.clone(),
+        created: now,
+        keys: Vec::new(),
+        deleted: Vec::new(),
+        objects: Vec::new(),
+    };
+    let mut summary = Summary::default();
+    let mut names: Vec<String> = Vec::new();
+    for row in store.objects()? {
+        match &row.name {
+            Some(name) => {
+                if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    names.push(name.clone());
+                }
+            }
+            None => {
+                if Record::from_json(&row.attrs).is_ok_and(|r| is_exchange(&r)) {
+                    continue;
+                }
+                content.objects.push(StoredObject {
+                    attrs: row.attrs.clone(),
+                    sealed: row.sealed.as_deref().map(hex),
+                });
+            }
+        }
+    }
+    names.sort_by_key(|n| n.to_lowercase());
+    for name in &names {
+        let rows = store.versions_of(name)?;
+        summary.versions += rows.len();
+        content.keys.push(key_backup(store, name, &rows)?);
+    }
+    for d in store.deleted_names()? {
+        let name = d.row.name.clone().unwrap_or_default();
+        summary.versions += 1;
+        content.deleted.push(DeletedBackup {
+            key: key_backup(store, &name, std::slice::from_ref(&d.row))?,
+            deleted_at: d.deleted_at,
+            purge_at: d.purge_at,
+        });
+    }
+    summary.keys = content.keys.len();
+    summary.deleted = content.deleted.len();
+    summary.objects = content.objects.len();
+    let json = serde_json::to_vec(&content).map_err(|_| Error(CKR_GENERAL_ERROR))?;
+    let mut blob = MAGIC.to_vec();
+    blob.extend(master.seal(&aad(&label), &json)?);
+    Ok((blob, summary))
+}
+
+/// `restore start`: bring back every key (or only `only`) of a whole-pool
+/// backup made in a pool with this security domain; the certificates and
+/// data objects too when restoring everything. Refused, before any write,
+/// if any of its key names is taken here (live or deleted).
+pub fn restore(
+    store: &mut dyn Store,
+    master: &MasterKey,
+    blob: &[u8],
+    only: Option<&str>,
+) -> Outcome<Summary> {
+    let damaged = || {
+        Refusal::Invalid(
+            "the backup is damaged, not a whole-pool backup, or from a pool with another security domain"
+                .to_string(),
+        )
+    };
+    let label = token_label(store)?;
+    let sealed = blob.strip_prefix(MAGIC).ok_or_else(damaged)?;
+    let json = master.open(&aad(&label), sealed).map_err(|_| damaged())?;
+    let content: PoolBackup = serde_json::from_slice(&json).map_err(|_| damaged())?;
+    if content.pool_id != label {
+        return Err(damaged());
+    }
+    let wanted = |name: &str| only.is_none_or(|o| o.eq_ignore_ascii_case(name));
+    let mut live = Vec::new();
+    for k in content.keys.iter().filter(|k| wanted(&k.name)) {
+        live.push(decode_key(master, &label, k)?);
+    }
+    let mut deleted = Vec::new();
+    for d in content.deleted.iter().filter(|d| wanted(&d.key.name)) {
+        deleted.push((decode_key(master, &label, &d.key)?, d.deleted_at));
+    }
+    if let Some(name) = only {
+        if live.is_empty() && deleted.is_empty() {
+            return Err(Refusal::UnknownKey(format!("{name} (not in the backup)")));
+        }
+    }
+    let mut taken = Vec::new();
+    for name in live
+        .iter()
+        .map(|b| &b.name)
+        .chain(deleted.iter().map(|d| &d.0.name))
+    {
+        if !store.versions_of(name)?.is_empty() || store.deleted_name(name)?.is_some() {
+            taken.push(name.clone());
+        }
+    }
+    if !taken.is_empty() {
+        return Err(Refusal::Invalid(format!(
+            "keys with these names already exist (deleted keys too): {}; delete and purge them first",
+            taken.join(", ")
+        )));
+    }
+    let mut objects = Vec::new();
+    if only.is_none() {
+        for o in &content.objects {
+            let rec = Record::from_json(&o.attrs).map_err(|_| damaged())?;
+            let sealed = match &o.sealed {
+                Some(h) => Some(unhex(h).ok_or_else(damaged)?),
+                None => None,
+            };
+            objects.push(NewObject {
+                attrs: o.attrs.clone(),
+                keys: row_keys(&rec),
+                sealed,
+                ..Default::default()
+            });
+        }
+    }
+    let mut summary = Summary::default();
+    for b in live {
+        summary.versions += b.rows.len();
+        summary.keys += 1;
+        restore_decoded(store, b)?;
+    }
+    for (b, deleted_at) in deleted {
+        let name = b.name.clone();
+        summary.versions += b.rows.len();
+        summary.deleted += 1;
+        restore_decoded(store, b)?;
+        store.soft_delete_name(&name, deleted_at)?;
+    }
+    for o in &objects {
+        store.insert_object(o)?;
+        summary.objects += 1;
+    }
+    Ok(summary)
+}
