@@ -14,7 +14,9 @@
 //! the first write, so only a failure of the store itself leaves a partial
 //! restore, and running it again refuses the names already restored.
 
-use super::lifecycle::{decode_key, key_backup, restore_decoded, token_label, Backup};
+use super::lifecycle::{
+    decode_key, key_backup, restore_decoded, token_label, Backup, DecodedBackup,
+};
 use super::objects::row_keys;
 use super::security_domain::is_exchange;
 use crate::engine::key::{hex, unhex, Record};
@@ -122,9 +124,96 @@ pub fn backup(store: &dyn Store, master: &MasterKey, now: i64) -> Outcome<(Vec<u
     summary.deleted = content.deleted.len();
     summary.objects = content.objects.len();
     let json = serde_json::to_vec(&content).map_err(|_| Error(CKR_GENERAL_ERROR))?;
+    Ok((seal(master, &label, &json)?, summary))
+}
+
+/// The blob of a whole-pool backup's JSON for the pool labelled `label`: the
+/// magic, then the JSON sealed under the master key. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn seal(master: &MasterKey, label: &str, json: &[u8]) -> Result<Vec<u8>, Error> {
     let mut blob = MAGIC.to_vec();
-    blob.extend(master.seal(&aad(&label), &json)?);
-    Ok((blob, summary))
+    blob.extend(master.seal(&aad(label), json)?);
+    Ok(blob)
+}
+
+/// A whole-pool backup opened and checked, ready to go into a store.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Live keys, each checked as a key backup is.
+    pub keys: Vec<DecodedBackup>,
+    /// Soft-deleted keys and their deletion dates.
+    pub deleted: Vec<(DecodedBackup, i64)>,
+    /// Certificates and data objects (none when one key was asked for).
+    pub objects: Vec<NewObject>,
+}
+
+/// Open and check a blob made by [`backup`] in a pool with this security
+/// domain (`master`, `label`), keeping the keys `only` names (all by
+/// default), without touching a store.
+pub fn decode(
+    master: &MasterKey,
+    label: &str,
+    blob: &[u8],
+    only: Option<&str>,
+) -> Outcome<Decoded> {
+    let damaged = || {
+        Refusal::Invalid(
+            "the backup is damaged, not a whole-pool backup, or from a pool with another security domain"
+                .to_string(),
+        )
+    };
+    let sealed = blob.strip_prefix(MAGIC).ok_or_else(damaged)?;
+    let json = master.open(&aad(label), sealed).map_err(|_| damaged())?;
+    let content: PoolBackup = serde_json::from_slice(&json).map_err(|_| damaged())?;
+    if content.pool_id != label {
+        return Err(damaged());
+    }
+    let mut names: Vec<String> = content
+        .keys
+        .iter()
+        .map(|k| &k.name)
+        .chain(content.deleted.iter().map(|d| &d.key.name))
+        .map(|n| n.to_lowercase())
+        .collect();
+    let count = names.len();
+    names.sort();
+    names.dedup();
+    if names.len() != count {
+        return Err(damaged());
+    }
+    let wanted = |name: &str| only.is_none_or(|o| o.eq_ignore_ascii_case(name));
+    let mut keys = Vec::new();
+    for k in content.keys.iter().filter(|k| wanted(&k.name)) {
+        keys.push(decode_key(master, label, k)?);
+    }
+    let mut deleted = Vec::new();
+    for d in content.deleted.iter().filter(|d| wanted(&d.key.name)) {
+        deleted.push((decode_key(master, label, &d.key)?, d.deleted_at));
+    }
+    let mut objects = Vec::new();
+    if only.is_none() {
+        for o in &content.objects {
+            let rec = Record::from_json(&o.attrs).map_err(|_| damaged())?;
+            if rec.key().is_some() {
+                return Err(damaged());
+            }
+            let sealed = match &o.sealed {
+                Some(h) => Some(unhex(h).ok_or_else(damaged)?),
+                None => None,
+            };
+            objects.push(NewObject {
+                attrs: o.attrs.clone(),
+                keys: row_keys(&rec),
+                sealed,
+                ..Default::default()
+            });
+        }
+    }
+    Ok(Decoded {
+        keys,
+        deleted,
+        objects,
+    })
 }
 
 /// `restore start`: bring back every key (or only `only`) of a whole-pool
@@ -137,28 +226,12 @@ pub fn restore(
     blob: &[u8],
     only: Option<&str>,
 ) -> Outcome<Summary> {
-    let damaged = || {
-        Refusal::Invalid(
-            "the backup is damaged, not a whole-pool backup, or from a pool with another security domain"
-                .to_string(),
-        )
-    };
     let label = token_label(store)?;
-    let sealed = blob.strip_prefix(MAGIC).ok_or_else(damaged)?;
-    let json = master.open(&aad(&label), sealed).map_err(|_| damaged())?;
-    let content: PoolBackup = serde_json::from_slice(&json).map_err(|_| damaged())?;
-    if content.pool_id != label {
-        return Err(damaged());
-    }
-    let wanted = |name: &str| only.is_none_or(|o| o.eq_ignore_ascii_case(name));
-    let mut live = Vec::new();
-    for k in content.keys.iter().filter(|k| wanted(&k.name)) {
-        live.push(decode_key(master, &label, k)?);
-    }
-    let mut deleted = Vec::new();
-    for d in content.deleted.iter().filter(|d| wanted(&d.key.name)) {
-        deleted.push((decode_key(master, &label, &d.key)?, d.deleted_at));
-    }
+    let Decoded {
+        keys: live,
+        deleted,
+        objects,
+    } = decode(master, &label, blob, only)?;
     if let Some(name) = only {
         if live.is_empty() && deleted.is_empty() {
             return Err(Refusal::UnknownKey(format!("{name} (not in the backup)")));
@@ -179,22 +252,6 @@ pub fn restore(
             "keys with these names already exist (deleted keys too): {}; delete and purge them first",
             taken.join(", ")
         )));
-    }
-    let mut objects = Vec::new();
-    if only.is_none() {
-        for o in &content.objects {
-            let rec = Record::from_json(&o.attrs).map_err(|_| damaged())?;
-            let sealed = match &o.sealed {
-                Some(h) => Some(unhex(h).ok_or_else(damaged)?),
-                None => None,
-            };
-            objects.push(NewObject {
-                attrs: o.attrs.clone(),
-                keys: row_keys(&rec),
-                sealed,
-                ..Default::default()
-            });
-        }
     }
     let mut summary = Summary::default();
     for b in live {

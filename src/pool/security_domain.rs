@@ -480,7 +480,14 @@ pub fn restore_blob(
     to_json(&blob)
 }
 
-/// Open a restore blob with the exchange private key (PKCS#8).
+/// Open a restore blob with the exchange private key (PKCS#8). Public for
+/// the fuzz targets; [`upload`] is the way in.
+#[doc(hidden)]
+pub fn open_restore_blob(json: &[u8], exchange_pkcs8: &[u8]) -> Outcome<SecurityDomain> {
+    open_blob(json, &*crypto::provider().rsa_private(exchange_pkcs8)?)
+}
+
+/// Open a restore blob with the exchange private key.
 fn open_blob(json: &[u8], exchange: &dyn crypto::RsaPrivateKey) -> Outcome<SecurityDomain> {
     let blob: RestoreBlob = serde_json::from_slice(json)
         .map_err(|e| invalid(format!("not a security domain restore blob: {e}")))?;
