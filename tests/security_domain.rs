@@ -520,3 +520,45 @@ p11_test! {
         assert_refused(&cli(&["restore", "start", "--file", arg(&full), "--key-name", "one", "--so-pin", SO_PIN]), 1, "already exist");
     }
 }
+
+/// The `operationName` of every line of the current pool's audit log.
+fn audited() -> Vec<String> {
+    let dir = PathBuf::from(std::env::var_os("SOFTMHSM_DIR").unwrap());
+    std::fs::read_to_string(dir.join("audit-softmhsm.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["operationName"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+p11_test! {
+    fn upload_in_one_step_with_the_file_and_a_pkcs1_public_key_and_audited() {
+        if !tool("openssl") {
+            return;
+        }
+        let dir = store_dir();
+        let mut keys = wrapping_keys(&dir);
+        // One wrapping key as a traditional PKCS#1 RSA PUBLIC KEY.
+        let pkcs1 = dir.join("wk2.pkcs1.pem");
+        openssl(&dir, &["rsa", "-in", arg(&keys[1].0), "-RSAPublicKey_out", "-out", arg(&pkcs1)]);
+        keys[1].1 = pkcs1;
+        let old = old_pool(&dir, &keys);
+        let ops = audited();
+        assert!(ops.contains(&"SecurityDomainDownload".to_string()), "{ops:?}");
+
+        let ex = new_pool_with_exchange_key(&dir, "new");
+        let usage = cli(&["security-domain", "upload", "--sd-file", arg(&old.sd), "--so-pin", NEW_SO_PIN]);
+        assert_refused(&usage, 2, "--restore-blob");
+        json(&["security-domain", "upload", "--sd-file", arg(&old.sd), "--sd-exchange-key", arg(&ex),
+               "--sd-wrapping-keys", arg(&keys[0].0), arg(&keys[1].0), "--so-pin", NEW_SO_PIN]);
+        json(&["key", "restore", "--file", arg(&old.backup)]);
+        assert_eq!(sign("sig"), old.signature);
+        let ops = audited();
+        for op in ["SecurityDomainInitRecovery", "SecurityDomainUpload", "KeyRestore"] {
+            assert!(ops.contains(&op.to_string()), "{op} in {ops:?}");
+        }
+    }
+}

@@ -45,10 +45,12 @@ pub const VERBS: &[Verb] = &[
     },
     Verb {
         path: &["security-domain", "upload"],
-        summary: "the new, empty pool adopts the security domain in a restore blob (SO PIN; sets the user PIN)",
+        summary: "the new, empty pool adopts a security domain: from a restore blob, or from the file and a quorum of private keys (SO PIN; sets the user PIN)",
         opts: &[
-            opt("sd-file", One, true, "FILE  the restore blob written by restore-blob"),
-            opt("restore-blob", Flag, true, "the file is a restore blob"),
+            opt("sd-file", One, true, "FILE  the restore blob written by restore-blob (with --restore-blob), else the security-domain file"),
+            opt("restore-blob", Flag, false, "the file is a restore blob"),
+            opt("sd-exchange-key", One, false, "FILE  without --restore-blob: this pool's exchange public key (init-recovery)"),
+            opt("sd-wrapping-keys", Many, false, "PEM...  without --restore-blob: private keys of at least a quorum of the wrapping keys"),
             opt("so-pin", One, false, "PIN  Security Officer PIN (else $SOFTMHSM_SO_PIN, else a prompt)"),
         ],
     },
@@ -128,7 +130,26 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
         }
         ["security-domain", "upload"] => {
             let file = p.required("sd-file");
-            let blob = read(file)?;
+            let direct = match (p.flag("restore-blob"), p.one("sd-exchange-key"), p.many("sd-wrapping-keys")) {
+                (true, None, None) => None,
+                (false, Some(ex), Some(keys)) => Some((ex, keys)),
+                _ => {
+                    return Err(CliError::Usage(
+                        "give --restore-blob (a blob made by restore-blob), or --sd-exchange-key and --sd-wrapping-keys (the security-domain file and private keys)".into(),
+                    ))
+                }
+            };
+            let blob = match direct {
+                None => read(file)?,
+                // restore-blob and upload in one step: the private keys meet the pool's machine.
+                Some((ex, keys)) => {
+                    let keys = keys
+                        .iter()
+                        .map(|f| private_key_file(f))
+                        .collect::<Result<Vec<SecretBytes>, _>>()?;
+                    sd::restore_blob(&read(file)?, &keys, &public_key_file(ex)?)?
+                }
+            };
             let so_pin = so_pin(p)?;
             let user_pin = user_pin(p)?;
             crate::engine::rules::check_pin_len(user_pin.as_bytes())?;
