@@ -562,3 +562,35 @@ p11_test! {
         }
     }
 }
+
+p11_test! {
+    fn encrypted_private_keys_open_with_their_passwords() {
+        if !tool("openssl") {
+            return;
+        }
+        let dir = store_dir();
+        let keys = wrapping_keys(&dir);
+        let old = old_pool(&dir, &keys);
+        let ex = new_pool_with_exchange_key(&dir, "new");
+        let enc = dir.join("wk1.enc.key");
+        openssl(&dir, &["pkey", "-in", arg(&keys[0].0), "-aes-256-cbc", "-passout", "pass:first secret", "-out", arg(&enc)]);
+        let blob = dir.join("blob.json");
+        let run = |passwords: &[&str]| {
+            let mut a = vec!["security-domain", "restore-blob", "--sd-file", arg(&old.sd), "--sd-exchange-key", arg(&ex),
+                             "--sd-file-restore-blob", arg(&blob), "--sd-wrapping-keys", arg(&enc), arg(&keys[1].0)];
+            if !passwords.is_empty() {
+                a.push("--passwords");
+                a.extend(passwords);
+            }
+            cli_with(&a, None)
+        };
+        assert_refused(&run(&[]), 1, "encrypted");
+        assert_refused(&run(&["first secret"]), 2, "one each");
+        assert_refused(&run(&["wrong", ""]), 1, "wrong password");
+        assert!(!blob.exists());
+        let ok_run = run(&["first secret", ""]);
+        assert_eq!(ok_run.code, 0, "{}", ok_run.stderr);
+        json(&["security-domain", "upload", "--sd-file", arg(&blob), "--restore-blob", "--so-pin", NEW_SO_PIN]);
+        json(&["key", "restore", "--file", arg(&old.backup)]);
+    }
+}

@@ -5,7 +5,7 @@
 //! [`crate::pool::full_backup`]; this file reads and writes files and options.
 
 use super::args::{opt, Arity::*, Parsed, Verb};
-use super::byok::{der_split, pem_blocks, private_key_file};
+use super::byok::{der_split, pem_blocks, private_key_file, private_key_file_with};
 use super::{audit, pick_token, user_pin, write_new_file, CliError, Shown};
 use crate::crypto::{spki, PublicKey, SecretBytes};
 use crate::engine::attributes::now;
@@ -39,7 +39,8 @@ pub const VERBS: &[Verb] = &[
         opts: &[
             opt("sd-file", One, true, "FILE  the security-domain file"),
             opt("sd-exchange-key", One, true, "FILE  the exchange public key written by init-recovery"),
-            opt("sd-wrapping-keys", Many, true, "PEM...  private keys (PKCS#8 or PKCS#1 PEM, unencrypted) of at least a quorum of the wrapping keys"),
+            opt("sd-wrapping-keys", Many, true, "PEM...  private keys (PKCS#8 or PKCS#1 PEM) of at least a quorum of the wrapping keys"),
+            opt("passwords", Many, false, "PW...  one per private key, in order, for ENCRYPTED PRIVATE KEY files (\"\" for an unencrypted one)"),
             opt("sd-file-restore-blob", One, true, "FILE  the restore blob to create"),
         ],
     },
@@ -207,13 +208,24 @@ fn shown_summary(what: &str, file: &str, s: &full_backup::Summary) -> Shown {
 
 /// `restore-blob`: offline, no pool and no PIN.
 fn restore_blob(p: &Parsed) -> Result<Shown, CliError> {
+    let files = p.many("sd-wrapping-keys").unwrap_or_default();
+    let passwords = match p.many("passwords") {
+        Some(pw) if pw.len() != files.len() => {
+            return Err(CliError::Usage(format!(
+                "--passwords gives {} password(s) for {} private key(s): one each, in order (\"\" for none)",
+                pw.len(),
+                files.len()
+            )))
+        }
+        Some(pw) => pw.iter().map(|p| Some(p.as_str()).filter(|p| !p.is_empty())).collect(),
+        None => vec![None; files.len()],
+    };
     let file = read(p.required("sd-file"))?;
     let exchange = public_key_file(p.required("sd-exchange-key"))?;
-    let keys = p
-        .many("sd-wrapping-keys")
-        .unwrap_or_default()
+    let keys = files
         .iter()
-        .map(|f| private_key_file(f))
+        .zip(passwords)
+        .map(|(f, pw)| private_key_file_with(f, pw))
         .collect::<Result<Vec<SecretBytes>, _>>()?;
     let out = p.required("sd-file-restore-blob");
     let blob = sd::restore_blob(&file, &keys, &exchange)?;
