@@ -272,3 +272,70 @@ pub fn restore(
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::key::KeyKind;
+    use crate::pool::lifecycle::{self, KeySpec};
+
+    fn pool() -> (tempfile::TempDir, crate::store::SqliteStore, MasterKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let master = store.init_token("pool", b"12345678", 1000, 90).unwrap();
+        (dir, store, master)
+    }
+
+    fn aes(store: &mut dyn Store, master: &MasterKey, name: &str) {
+        let spec = KeySpec {
+            kind: KeyKind::Aes(256),
+            ops: None,
+            tags: Default::default(),
+            enabled: true,
+            nbf: None,
+            exp: None,
+        };
+        lifecycle::create(store, master, name, &spec, 1).unwrap();
+    }
+
+    #[test]
+    fn a_backup_decodes_only_under_its_own_security_domain() {
+        let (_d, mut store, master) = pool();
+        aes(&mut store, &master, "a");
+        aes(&mut store, &master, "b");
+        lifecycle::delete(&mut store, "b", 5).unwrap();
+        let (blob, summary) = backup(&store, &master, 10).unwrap();
+        assert_eq!((summary.keys, summary.deleted, summary.versions), (1, 1, 2));
+        let d = decode(&master, "pool", &blob, None).unwrap();
+        assert_eq!((d.keys.len(), d.deleted.len()), (1, 1));
+        assert_eq!(d.deleted[0].1, 5, "the deletion date");
+        let other = MasterKey::generate().unwrap();
+        assert!(
+            decode(&other, "pool", &blob, None).is_err(),
+            "another master key"
+        );
+        assert!(
+            decode(&master, "other", &blob, None).is_err(),
+            "another label"
+        );
+        let only = decode(&master, "pool", &blob, Some("B")).unwrap();
+        assert_eq!((only.keys.len(), only.deleted.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_backup_naming_a_key_twice_is_refused() {
+        let (_d, mut store, master) = pool();
+        aes(&mut store, &master, "a");
+        let rows = store.versions_of("a").unwrap();
+        let one = key_backup(&store, "a", &rows).unwrap();
+        let twice = PoolBackup {
+            pool_id: "pool".into(),
+            created: 0,
+            keys: vec![one, key_backup(&store, "a", &rows).unwrap()],
+            deleted: Vec::new(),
+            objects: Vec::new(),
+        };
+        let blob = seal(&master, "pool", &serde_json::to_vec(&twice).unwrap()).unwrap();
+        assert!(decode(&master, "pool", &blob, None).is_err());
+    }
+}

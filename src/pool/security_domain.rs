@@ -113,21 +113,19 @@ impl SecurityDomain {
 
     /// HMAC-SHA-256 of `data` under a key derived from the master key for
     /// this purpose only.
-    fn mac(&self, data: &[u8]) -> Hmac<Sha256> {
-        let key = Zeroizing::new(hmac_once(
-            self.master.expose(),
-            b"softmhsm security-domain file mac v1",
-        ));
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).expect("any key length");
+    fn mac(&self, data: &[u8]) -> Result<Hmac<Sha256>, Error> {
+        let mut derive = hmac(self.master.expose())?;
+        derive.update(b"softmhsm security-domain file mac v1");
+        let key = Zeroizing::new(<[u8; 32]>::from(derive.finalize().into_bytes()));
+        let mut mac = hmac(&key[..])?;
         mac.update(data);
-        mac
+        Ok(mac)
     }
 }
 
-fn hmac_once(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+/// HMAC-SHA-256 under `key` (any length is accepted: the error cannot happen).
+fn hmac(key: &[u8]) -> Result<Hmac<Sha256>, Error> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| Error(CKR_GENERAL_ERROR))
 }
 
 fn altered() -> Refusal {
@@ -340,7 +338,7 @@ pub fn download(
         let aad = SdFile::share_aad(&header, share.x);
         (entry.encrypted_key, entry.iv, entry.ciphertext) = encrypt_to(key, &aad, &share.y)?;
     }
-    file.mac = Base64::encode_string(&sd.mac(&file.mac_input()).finalize().into_bytes());
+    file.mac = Base64::encode_string(&sd.mac(&file.mac_input())?.finalize().into_bytes());
     to_json(&file)
 }
 
@@ -433,7 +431,7 @@ pub fn recover(json: &[u8], private_keys: &[SecretBytes]) -> Outcome<SecurityDom
     let secret = shamir::combine(&shares, file.quorum)?;
     let sd = SecurityDomain::decode(&secret)?;
     let mac = Base64::decode_vec(&file.mac).map_err(|_| altered())?;
-    sd.mac(&file.mac_input())
+    sd.mac(&file.mac_input())?
         .verify_slice(&mac)
         .map_err(|_| altered())?;
     if sd.label != file.pool_id {
