@@ -63,8 +63,10 @@ pub const MIN_WRAPPING_KEYS: usize = 3;
 pub const MIN_RSA_BITS: usize = 2048;
 /// `CKA_LABEL` of the data object that holds the sealed exchange private key.
 pub const EXCHANGE_LABEL: &str = "softmhsm-security-domain-exchange-key";
-/// Size of the exchange key pair made by [`init_recovery`].
-const EXCHANGE_BITS: usize = 3072;
+/// Size of the exchange key pair made by [`init_recovery`]: the smallest
+/// wrapping key's, since the blob it protects holds what the shares do (and a
+/// 3072-bit key takes 10-45 s to make in a debug build of the pure-Rust provider).
+const EXCHANGE_BITS: usize = 2048;
 /// First byte of the encoded secret (its layout's version).
 const SECRET_VERSION: u8 = 1;
 /// Bytes of an AES-GCM IV and tag.
