@@ -283,10 +283,14 @@ pub const VERBS: &[Verb] = &[
     },
 ];
 
-/// Every verb: the table above, then the key import/download verbs (kept in
-/// `byok.rs` so each group of verbs lives with its code).
+/// Every verb: the table above, then the key import/download verbs and the
+/// security-domain verbs (kept in `byok.rs` and `security_domain.rs` so each
+/// group of verbs lives with its code).
 pub fn all_verbs() -> impl Iterator<Item = &'static Verb> {
-    VERBS.iter().chain(super::byok::VERBS)
+    VERBS
+        .iter()
+        .chain(super::byok::VERBS)
+        .chain(super::security_domain::VERBS)
 }
 
 /// A parsed command line.

@@ -37,6 +37,11 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["key", "rotation-policy", "show"] => "KeyRotationPolicyGet",
         ["key", "rotation-policy", "update"] => "KeyRotationPolicySet",
         ["key", "rotate-due"] => "KeyRotateDue",
+        ["security-domain", "download"] => "SecurityDomainDownload",
+        ["security-domain", "init-recovery"] => "SecurityDomainInitRecovery",
+        ["security-domain", "upload"] => "SecurityDomainUpload",
+        ["backup", "start"] => "FullBackup",
+        ["restore", "start"] => "FullRestore",
         _ => return None,
     })
 }

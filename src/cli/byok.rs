@@ -156,15 +156,24 @@ fn download(
 /// Read a private key file: PEM `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY`
 /// (PKCS#1) or `EC PRIVATE KEY` (SEC1, RFC 5915), or PKCS#8 DER; always
 /// returned as PKCS#8 DER.
-fn private_key_file(file: &str) -> Result<SecretBytes, CliError> {
+pub(super) fn private_key_file(file: &str) -> Result<SecretBytes, CliError> {
+    private_key_file_with(file, None)
+}
+
+/// [`private_key_file`]; with a password, an `ENCRYPTED PRIVATE KEY`
+/// (PKCS#8 PBES2, as `openssl genpkey -aes-256-cbc` writes) is decrypted too.
+pub(super) fn private_key_file_with(
+    file: &str,
+    password: Option<&str>,
+) -> Result<SecretBytes, CliError> {
     let data = SecretBytes::new(
         std::fs::read(file).map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?,
     );
-    private_key(&data).map_err(|why| CliError::Failed(format!("{file}: {why}")))
+    private_key(&data, password).map_err(|why| CliError::Failed(format!("{file}: {why}")))
 }
 
-/// See [`private_key_file`].
-fn private_key(data: &[u8]) -> Result<SecretBytes, String> {
+/// See [`private_key_file_with`].
+fn private_key(data: &[u8], password: Option<&str>) -> Result<SecretBytes, String> {
     if data.first() == Some(&0x30) {
         return Ok(SecretBytes::new(data.to_vec()));
     }
@@ -173,6 +182,16 @@ fn private_key(data: &[u8]) -> Result<SecretBytes, String> {
     let (label, pem) = pem_blocks(text)
         .find(|(label, _)| label.ends_with("PRIVATE KEY"))
         .ok_or("no PEM private key in the file")?;
+    if let (Some(password), "ENCRYPTED PRIVATE KEY") = (password, label) {
+        let (_, der) =
+            pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|e| format!("bad PEM: {e}"))?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|e| format!("bad encrypted private key: {e}"))?;
+        let plain = info
+            .decrypt(password)
+            .map_err(|_| "cannot decrypt the private key: wrong password?".to_string())?;
+        return Ok(SecretBytes::new(plain.as_bytes().to_vec()));
+    }
     if label == "ENCRYPTED PRIVATE KEY" || pem.contains("ENCRYPTED") {
         return Err("encrypted private keys are not read: decrypt it first \
                     (openssl pkey -in KEY -out PLAIN.pem)"
@@ -194,7 +213,7 @@ fn private_key(data: &[u8]) -> Result<SecretBytes, String> {
 }
 
 /// The PEM blocks of a text: (label, the block from BEGIN to END inclusive).
-fn pem_blocks(text: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(super) fn pem_blocks(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = text;
     std::iter::from_fn(move || {
         let start = rest.find("-----BEGIN ")?;
@@ -256,7 +275,7 @@ fn sec1_curve(der: &[u8]) -> Option<&[u8]> {
 }
 
 /// One DER element of tag `tag` off the front: (content, rest).
-fn der_split(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+pub(super) fn der_split(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     let (&t, rest) = der.split_first()?;
     let (&first, rest) = rest.split_first()?;
     if t != tag {
@@ -293,11 +312,11 @@ mod tests {
     fn encrypted_and_foreign_pem_are_refused() {
         let enc =
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert!(private_key(enc.as_bytes())
+        assert!(private_key(enc.as_bytes(), None)
             .unwrap_err()
             .contains("encrypted"));
         let cert = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
-        assert!(private_key(cert.as_bytes())
+        assert!(private_key(cert.as_bytes(), None)
             .unwrap_err()
             .contains("no PEM private key"));
     }

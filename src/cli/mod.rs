@@ -10,6 +10,7 @@ mod attest;
 mod audit;
 pub mod byok;
 pub mod output;
+mod security_domain;
 
 use crate::config::{self, TokenConfig};
 use crate::crypto::Curve;
@@ -164,6 +165,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     let import_or_download = byok::usage(p)?;
     if p.verb.path == ["token", "list"] {
         return token_list();
+    }
+    if security_domain::is_ours(p) {
+        return security_domain::run(p);
     }
     let token = pick_token(p)?;
     // Only init makes a store: any other verb on a path with none (a typo in

@@ -29,6 +29,7 @@ pub mod aws_lc;
 pub mod router;
 pub mod rustcrypto;
 pub mod seal;
+pub mod shamir;
 pub mod spki;
 
 /// Bytes of key material or plaintext; wiped from memory on drop.

@@ -124,6 +124,22 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// The key from its 32 bytes (a security domain being adopted);
+    /// `CKR_ARGUMENTS_BAD` for any other length.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<MasterKey> {
+        if bytes.len() != KEY_LEN {
+            return Err(Error(cryptoki_sys::CKR_ARGUMENTS_BAD));
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(bytes);
+        Ok(MasterKey(key))
+    }
+
+    /// The raw key bytes, to be split into security-domain shares and nothing else.
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0[..]
+    }
+
     /// The raw key bytes, for tests that check they never reach the disk.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8] {

@@ -430,10 +430,11 @@ pub fn purge(store: &mut dyn Store, name: &str, now: i64) -> Outcome<()> {
 /// First bytes of a key backup file.
 const BACKUP_MAGIC: &[u8] = b"SOFTMHSM-KEY-BACKUP-1\n";
 
-/// The backup's content, sealed whole under the master key.
+/// The backup's content, sealed whole under the master key (a key backup
+/// holds one; a whole-pool backup one per key).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Backup {
-    name: String,
+pub(crate) struct Backup {
+    pub(crate) name: String,
     versions: Vec<BackupVersion>,
     /// The key's rotation policy (REST JSON); absent in backups made before
     /// policies were backed up, and for keys without one.
@@ -464,7 +465,14 @@ pub fn backup(store: &dyn Store, master: &MasterKey, name: &str) -> Outcome<Vec<
         return Err(Refusal::UnknownKey(name.to_string()));
     }
     let label = token_label(store)?;
-    let backup = Backup {
+    let backup = key_backup(store, name, &rows)?;
+    let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
+    Ok(seal_backup(master, &label, &json)?)
+}
+
+/// The backup of one key from its rows (oldest first), material as stored.
+pub(crate) fn key_backup(store: &dyn Store, name: &str, rows: &[ObjectRow]) -> Outcome<Backup> {
+    Ok(Backup {
         name: rows[0].name.clone().unwrap_or_else(|| name.to_string()),
         versions: rows
             .iter()
@@ -475,9 +483,7 @@ pub fn backup(store: &dyn Store, master: &MasterKey, name: &str) -> Outcome<Vec<
             })
             .collect(),
         rotation_policy: store.rotation_policy(name)?,
-    };
-    let json = serde_json::to_vec(&backup).map_err(|_| Error(CKR_GENERAL_ERROR))?;
-    Ok(seal_backup(master, &label, &json)?)
+    })
 }
 
 /// The blob of a backup's JSON for the pool labelled `label`: the magic, then
@@ -512,6 +518,17 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
         .open(&backup_aad(label), sealed)
         .map_err(|_| damaged())?;
     let backup: Backup = serde_json::from_slice(&json).map_err(|_| damaged())?;
+    decode_key(master, label, &backup)
+}
+
+/// Check one key of a backup: every version must be a key of the backup's
+/// name and its material must open under `master` with its own kid.
+pub(crate) fn decode_key(
+    master: &MasterKey,
+    label: &str,
+    backup: &Backup,
+) -> Outcome<DecodedBackup> {
+    let damaged = || Refusal::Invalid("the backup is damaged or not from this pool".to_string());
     let mut rows = Vec::with_capacity(backup.versions.len());
     let mut last = None;
     for v in &backup.versions {
@@ -552,7 +569,7 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
         None => None,
     };
     Ok(DecodedBackup {
-        name: backup.name,
+        name: backup.name.clone(),
         rows,
         last,
         rotation_policy,
@@ -564,6 +581,11 @@ pub fn decode_backup(master: &MasterKey, label: &str, blob: &[u8]) -> Outcome<De
 pub fn restore(store: &mut dyn Store, master: &MasterKey, blob: &[u8]) -> Outcome<KeyRecord> {
     let label = token_label(store)?;
     let b = decode_backup(master, &label, blob)?;
+    restore_decoded(store, b)
+}
+
+/// Put a checked key backup into the store; refused if the name is taken.
+pub(crate) fn restore_decoded(store: &mut dyn Store, b: DecodedBackup) -> Outcome<KeyRecord> {
     match store.restore_versions(&b.rows, b.rotation_policy.as_deref()) {
         Err(Error(CKR_ATTRIBUTE_VALUE_INVALID)) => Err(Refusal::Invalid(format!(
             "a key named '{}' already exists (deleted keys too): delete and purge it first",

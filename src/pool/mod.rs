@@ -19,10 +19,12 @@ pub mod attest;
 pub mod audit;
 pub mod byok;
 pub mod check;
+pub mod full_backup;
 pub mod import;
 pub mod lifecycle;
 pub mod objects;
 pub mod rotation;
+pub mod security_domain;
 
 /// The store handle the pool lends for the steps of one logical operation
 /// ([`Pool::read`], [`Pool::write`]).
