@@ -793,3 +793,19 @@ p11_test! {
         assert_eq!(json(&["key", "list"]).as_array().unwrap().len(), 2, "check changed nothing");
     }
 }
+
+p11_test! {
+    fn refused_values_exit_1_before_any_pin_is_asked() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        init(&[]);
+        // No PIN anywhere and no terminal: a check after the PIN would be a usage error (2).
+        for (args, what) in [
+            (&["key", "create", "--name", "k", "--kty", "RSA", "--size", "1024"][..], "size"),
+            (&["key", "create", "--name", "k", "--kty", "EC", "--curve", "P-224"], "P-224"),
+            (&["key", "create", "--name", "bad_name", "--kty", "oct"], "bad_name"),
+        ] {
+            assert_refused(&cli_with(args, None), 1, what);
+        }
+        assert_refused(&cli_with(&["key", "create", "--name", "k", "--kty", "DSA"], None), 2, "DSA");
+    }
+}

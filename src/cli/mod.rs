@@ -148,7 +148,13 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     // Usage is checked in full before the store is touched.
     format(p)?;
     let spec = match p.verb.path {
-        ["key", "create"] => Some(key_spec(p)?),
+        ["key", "create"] => {
+            let spec = key_spec(p)?;
+            // The Managed HSM's rules refuse a bad name, size or curve
+            // (exit 1) before any PIN is asked for.
+            crate::engine::lifecycle::check_spec(p.required("name"), &spec)?;
+            Some(spec)
+        }
         _ => None,
     };
     let change = match p.verb.path {
@@ -775,8 +781,9 @@ fn curve(s: &str) -> Result<Curve, CliError> {
         .into_iter()
         .find(|c| c.jwk_name().eq_ignore_ascii_case(s))
         .ok_or_else(|| {
-            CliError::Usage(format!(
-                "unknown --curve '{s}': use P-256, P-256K, P-384 or P-521"
+            // A value the Managed HSM refuses (exit 1), like an RSA size it has not.
+            CliError::Failed(format!(
+                "unsupported --curve '{s}': use P-256, P-256K, P-384 or P-521"
             ))
         })
 }
