@@ -172,6 +172,27 @@ fn old_pool(dir: &Path, keys: &[(PathBuf, PathBuf)]) -> OldPool {
     }
 }
 
+/// The start of every recovery test: three wrapping keys, an old pool with a
+/// key and its downloaded security domain, and a new pool with an exchange
+/// key (None when openssl is missing outside CI).
+struct Recovery {
+    dir: PathBuf,
+    keys: Vec<(PathBuf, PathBuf)>,
+    old: OldPool,
+    ex: PathBuf,
+}
+
+fn recovery() -> Option<Recovery> {
+    if !tool("openssl") {
+        return None;
+    }
+    let dir = store_dir();
+    let keys = wrapping_keys(&dir);
+    let old = old_pool(&dir, &keys);
+    let ex = new_pool_with_exchange_key(&dir, "new");
+    Some(Recovery { dir, keys, old, ex })
+}
+
 p11_test! {
     fn a_quorum_of_two_moves_the_pool_and_its_keys_sign_the_same() {
         if !tool("openssl") {
@@ -206,13 +227,9 @@ p11_test! {
 
 p11_test! {
     fn one_private_key_alone_is_refused() {
-        if !tool("openssl") {
+        let Some(Recovery { dir, keys, old, ex }) = recovery() else {
             return;
-        }
-        let dir = store_dir();
-        let keys = wrapping_keys(&dir);
-        let old = old_pool(&dir, &keys);
-        let ex = new_pool_with_exchange_key(&dir, "new");
+        };
         let (run, blob) = restore_blob(&dir, &old.sd, &ex, &[&keys[1].0], "blob.json");
         assert_refused(&run, 1, "quorum is 2 of 3");
         assert!(!blob.exists(), "no blob written");
@@ -224,13 +241,9 @@ p11_test! {
 
 p11_test! {
     fn a_private_key_of_another_pair_is_refused() {
-        if !tool("openssl") {
+        let Some(Recovery { dir, keys, old, ex }) = recovery() else {
             return;
-        }
-        let dir = store_dir();
-        let keys = wrapping_keys(&dir);
-        let old = old_pool(&dir, &keys);
-        let ex = new_pool_with_exchange_key(&dir, "new");
+        };
         let stranger = dir.join("stranger.key");
         openssl(&dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", arg(&stranger)]);
         let (run, blob) = restore_blob(&dir, &old.sd, &ex, &[&keys[0].0, &stranger], "blob.json");
@@ -273,13 +286,9 @@ fn tampered_fields(v: &Value) -> Vec<(String, Value)> {
 
 p11_test! {
     fn tampering_with_any_field_of_the_file_is_refused() {
-        if !tool("openssl") {
+        let Some(Recovery { dir, keys, old, ex }) = recovery() else {
             return;
-        }
-        let dir = store_dir();
-        let keys = wrapping_keys(&dir);
-        let old = old_pool(&dir, &keys);
-        let ex = new_pool_with_exchange_key(&dir, "new");
+        };
         let original: Value = serde_json::from_slice(&std::fs::read(&old.sd).unwrap()).unwrap();
         let quorum = [keys[0].0.as_path(), keys[1].0.as_path()];
         let mut cases = tampered_fields(&original);
@@ -565,13 +574,9 @@ p11_test! {
 
 p11_test! {
     fn encrypted_private_keys_open_with_their_passwords() {
-        if !tool("openssl") {
+        let Some(Recovery { dir, keys, old, ex }) = recovery() else {
             return;
-        }
-        let dir = store_dir();
-        let keys = wrapping_keys(&dir);
-        let old = old_pool(&dir, &keys);
-        let ex = new_pool_with_exchange_key(&dir, "new");
+        };
         let enc = dir.join("wk1.enc.key");
         openssl(&dir, &["pkey", "-in", arg(&keys[0].0), "-aes-256-cbc", "-passout", "pass:first secret", "-out", arg(&enc)]);
         let blob = dir.join("blob.json");

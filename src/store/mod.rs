@@ -357,6 +357,23 @@ pub trait Store: Send {
     fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool>;
 }
 
+/// The one name (lower-cased) every row given to
+/// [`Store::restore_versions`] must carry (`CKR_ARGUMENTS_BAD` otherwise).
+pub(crate) fn restored_name(rows: &[NewObject]) -> Result<String> {
+    let bad = crate::error::Error(cryptoki_sys::CKR_ARGUMENTS_BAD);
+    let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
+        Some(n) => n.to_lowercase(),
+        None => return Err(bad),
+    };
+    if rows
+        .iter()
+        .any(|r| r.name.as_deref().map(str::to_lowercase).as_deref() != Some(&name_lc))
+    {
+        return Err(bad);
+    }
+    Ok(name_lc)
+}
+
 /// Where a token's store lives.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {

@@ -62,8 +62,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use cryptoki_sys::{
-    CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_DEVICE_ERROR,
-    CKR_FUNCTION_REJECTED, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_TOKEN_NOT_RECOGNIZED,
+    CKR_ACTION_PROHIBITED, CKR_ATTRIBUTE_VALUE_INVALID, CKR_DEVICE_ERROR, CKR_FUNCTION_REJECTED,
+    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_TOKEN_NOT_RECOGNIZED,
     CKR_TOKEN_WRITE_PROTECTED,
 };
 use postgres::Row;
@@ -976,16 +976,7 @@ impl Store for PgStore {
         rows: &[NewObject],
         policy: Option<&str>,
     ) -> Result<Vec<ObjectRow>> {
-        let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
-            Some(n) => n.to_lowercase(),
-            None => return Err(Error(CKR_ARGUMENTS_BAD)),
-        };
-        if rows
-            .iter()
-            .any(|r| r.name.as_deref().map(str::to_lowercase).as_deref() != Some(&name_lc))
-        {
-            return Err(Error(CKR_ARGUMENTS_BAD));
-        }
+        let name_lc = super::restored_name(rows)?;
         self.write(|db| {
             let taken: bool = db
                 .query_one(

@@ -9,7 +9,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::ffi::shm::SharedCounter;
 use cryptoki_sys::{
-    CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
+    CKR_ACTION_PROHIBITED, CKR_ATTRIBUTE_VALUE_INVALID, CKR_FUNCTION_REJECTED,
     CKR_OBJECT_HANDLE_INVALID, CKR_PIN_INCORRECT, CKR_TOKEN_NOT_RECOGNIZED,
     CKR_TOKEN_WRITE_PROTECTED,
 };
@@ -875,16 +875,7 @@ impl Store for SqliteStore {
         rows: &[NewObject],
         policy: Option<&str>,
     ) -> Result<Vec<ObjectRow>> {
-        let name_lc = match rows.first().and_then(|r| r.name.as_deref()) {
-            Some(n) => n.to_lowercase(),
-            None => return Err(Error(CKR_ARGUMENTS_BAD)),
-        };
-        if rows
-            .iter()
-            .any(|r| r.name.as_deref().map(str::to_lowercase).as_deref() != Some(&name_lc))
-        {
-            return Err(Error(CKR_ARGUMENTS_BAD));
-        }
+        let name_lc = super::restored_name(rows)?;
         let tx = write_tx(&mut self.conn, &self.signal)?;
         let taken: bool = tx
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = ?1)")?
