@@ -33,6 +33,10 @@ pub struct TokenConfig {
     pub kdf_iterations: u32,
     /// Soft-delete retention fixed when the token is initialised.
     pub retention_days: u32,
+    /// The longest a change committed elsewhere can stay unseen when its
+    /// signal was lost (a writer killed between commit and signal, a lost
+    /// PostgreSQL notification): the pool asks the database at least this often.
+    pub max_staleness_ms: u64,
 }
 
 impl TokenConfig {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("versioning", &self.versioning)
             .field("kdf_iterations", &self.kdf_iterations)
             .field("retention_days", &self.retention_days)
+            .field("max_staleness_ms", &self.max_staleness_ms)
             .finish()
     }
 }
@@ -91,6 +96,8 @@ struct FileToken {
     kdf_iterations: Option<u32>,
     #[serde(default)]
     retention_days: Option<u32>,
+    #[serde(default)]
+    max_staleness_ms: Option<u64>,
 }
 
 /// Read the configuration from the environment.
@@ -116,8 +123,26 @@ pub fn load() -> Result<Config> {
             versioning: true,
             kdf_iterations: env_iterations.unwrap_or(DEFAULT_KDF_ITERATIONS),
             retention_days: DEFAULT_RETENTION_DAYS,
+            max_staleness_ms: match std::env::var("SOFTMHSM_MAX_STALENESS_MS") {
+                Ok(v) => staleness(v.parse().ok()).map_err(|why| {
+                    log::error!("bad SOFTMHSM_MAX_STALENESS_MS {v:?}: {why}");
+                    Error(CKR_GENERAL_ERROR)
+                })?,
+                Err(_) => DEFAULT_MAX_STALENESS_MS,
+            },
         }],
     })
+}
+
+/// The default [`TokenConfig::max_staleness_ms`].
+pub const DEFAULT_MAX_STALENESS_MS: u64 = 1000;
+
+/// A staleness bound in milliseconds: 10 to 60,000 (None: not a number).
+fn staleness(ms: Option<u64>) -> std::result::Result<u64, String> {
+    match ms {
+        Some(ms) if (10..=60_000).contains(&ms) => Ok(ms),
+        _ => Err("max_staleness_ms must be 10 to 60000".into()),
+    }
 }
 
 /// The zero-config token directory.
@@ -183,6 +208,10 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
                     .or(t.kdf_iterations)
                     .unwrap_or(DEFAULT_KDF_ITERATIONS),
                 retention_days,
+                max_staleness_ms: match t.max_staleness_ms {
+                    Some(ms) => staleness(Some(ms)).map_err(bad)?,
+                    None => DEFAULT_MAX_STALENESS_MS,
+                },
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -233,6 +262,11 @@ mod tests {
     fn bad_configuration_is_refused() {
         assert!(parse("[[token]]\npath = \"/a\"\nversioning = \"maybe\"\n", None).is_err());
         assert!(parse("[[token]]\npath = \"/a\"\nretention_days = 3\n", None).is_err());
+        assert!(parse("[[token]]\npath = \"/a\"\nmax_staleness_ms = 5\n", None).is_err());
+        let c = parse("[[token]]\npath = \"/a\"\nmax_staleness_ms = 250\n", None).unwrap();
+        assert_eq!(c.tokens[0].max_staleness_ms, 250);
+        let c = parse("[[token]]\npath = \"/a\"\n", None).unwrap();
+        assert_eq!(c.tokens[0].max_staleness_ms, DEFAULT_MAX_STALENESS_MS);
         assert!(parse("[[token]]\nbogus = 1\n", None).is_err());
         assert!(parse("[[token]]\nversioning = \"on\"\n", None).is_err());
         assert!(parse("", None).is_err());

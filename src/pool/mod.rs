@@ -46,10 +46,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-/// The longest a change committed by another process can stay unseen when its
-/// writer was killed between its commit and its signal: the pool then asks the
-/// database itself at least this often (on the next call after the interval).
-pub const STALENESS_BOUND: Duration = Duration::from_secs(1);
+/// The default longest a change committed by another process can stay unseen
+/// when its writer was killed between its commit and its signal: the pool then
+/// asks the database itself at least this often (on the next call after the
+/// interval). A token's `max_staleness_ms` sets its own.
+pub const STALENESS_BOUND: Duration =
+    Duration::from_millis(crate::config::DEFAULT_MAX_STALENESS_MS);
 
 /// What the pool knows of its objects: the token label and every live object.
 #[derive(Default)]
@@ -95,6 +97,8 @@ pub struct Pool {
     path: PathBuf,
     /// The store's location for messages (a path, or a URL without password).
     location: Arc<str>,
+    /// The token's `max_staleness_ms`.
+    staleness_ms: u64,
     versioning: bool,
     kdf_iterations: u32,
     retention_days: u32,
@@ -161,6 +165,7 @@ impl Pool {
     ) -> Pool {
         Pool {
             location,
+            staleness_ms: config.max_staleness_ms,
             signal: store.as_ref().map(|s| s.signal()),
             path,
             versioning: config.versioning,
@@ -259,7 +264,7 @@ impl Pool {
         if seen >= 0 {
             let announced = self.signal.as_ref().map_or(i64::MAX, |s| s.latest());
             let last = self.checked.load(Ordering::Relaxed);
-            let bound = STALENESS_BOUND.as_millis() as u64;
+            let bound = self.staleness_ms;
             if announced <= seen && self.millis().saturating_sub(last) < bound {
                 return Ok(());
             }
@@ -548,6 +553,7 @@ mod tests {
             versioning: true,
             kdf_iterations: 1,
             retention_days: 90,
+            max_staleness_ms: 1000,
         };
         let writer = Pool::open_or_fail(&config).unwrap();
         let master = writer.init_token(b"so-pin-1", "lazy").unwrap();
