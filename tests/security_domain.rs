@@ -635,11 +635,20 @@ p11_test! {
         let t = Token::reopen_existing();
         assert_rv(t.try_keypair(Kp::Ec(OID_P256), "k", true), CKR_FUNCTION_REJECTED, "C_GenerateKeyPair in a provisioned pool");
         assert_rv(t.session.generate_key(&Mechanism::AesKeyGen, &Token::aes_template(32, "a", false)), CKR_FUNCTION_REJECTED, "C_GenerateKey of a session key");
+        let aes = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(vec![1u8; 32]),
+        ];
+        assert_rv(t.session.create_object(&aes), CKR_FUNCTION_REJECTED, "C_CreateObject of an AES key");
         let Token { session, pkcs11, .. } = t;
         drop(session);
         ok(pkcs11.finalize(), "C_Finalize");
 
+        assert_eq!(json(&["token", "show"])["status"], "Provisioned");
         download(&dir, &keys);
+        assert_eq!(json(&["token", "show"])["status"], "Active", "active after download");
         json(&["key", "create", "--name", "k", "--kty", "EC"]);
         let t = Token::reopen_existing();
         ok(t.try_keypair(Kp::Ec(OID_P256), "p", true), "C_GenerateKeyPair once active");

@@ -412,7 +412,7 @@ fn verb(
 }
 
 /// The pool's activation status as the Managed HSM names it.
-fn status(rec: &pools::TokenRecord) -> &'static str {
+pub(super) fn status(rec: &pools::TokenRecord) -> &'static str {
     if rec.provisioned {
         "Provisioned"
     } else {
