@@ -608,13 +608,13 @@ p11_test! {
 /// The CLI's refusal in a provisioned pool.
 const PROVISIONED: &str = "waiting for its security domain to be downloaded";
 
-/// Mark the pool in `dir/name` provisioned behind the CLI's back, as another
+/// Mark the current pool provisioned behind the CLI's back, as another
 /// process would see a pool made with `--require-security-domain` (the only
-/// way to have keys in a provisioned pool, to show that using them is refused).
-fn provision_behind(dir: &Path, name: &str) {
-    use softmhsm::store::Store;
-    let path = dir.join(name).join(softmhsm::config::STORE_FILE);
-    let mut store = softmhsm::store::SqliteStore::open(&path).unwrap();
+/// way to have keys in a provisioned pool, to show that using them is
+/// refused). Through the configuration, so on whichever store the test runs.
+fn provision_behind() {
+    let config = softmhsm::config::load().unwrap();
+    let mut store = softmhsm::store::open(&config.tokens[0].location()).unwrap();
     store.set_provisioned(true).unwrap();
 }
 
@@ -663,7 +663,7 @@ p11_test! {
         let t = Token::reopen_existing();
         let pair = t.keypair(Kp::Ec(OID_P256), "k");
         ok(t.session.sign(&Mechanism::Ecdsa, pair.private, &[7u8; 32]), "C_Sign while active");
-        provision_behind(&dir, "p");
+        provision_behind();
         assert_rv(t.session.sign(&Mechanism::Ecdsa, pair.private, &[7u8; 32]), CKR_FUNCTION_REJECTED, "C_SignInit in a provisioned pool");
         assert_rv(t.session.verify(&Mechanism::Ecdsa, pair.public, &[7u8; 32], &[0u8; 64]), CKR_FUNCTION_REJECTED, "C_VerifyInit in a provisioned pool");
         refused(&["key", "rotate", "--name", "k"], 1, PROVISIONED);
