@@ -13,6 +13,7 @@ use common::cli::*;
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki_sys::CKR_FUNCTION_REJECTED;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -454,11 +455,14 @@ p11_test! {
                r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P90D"},"action":{"type":"Rotate"}}],"attributes":{"expiryTime":"P1Y"}}"#]);
         json(&["key", "create", "--name", "off", "--kty", "EC", "--enabled", "false"]);
         json(&["key", "create", "--name", "gone", "--kty", "EC"]);
+        json(&["key", "rotate", "--name", "gone"]);
+        let gone_versions = json(&["key", "list-versions", "--name", "gone"]);
         json(&["key", "delete", "--name", "gone"]);
         let before = pool_state();
         let full = dir.join("pool.bak");
         let shown = json(&["backup", "start", "--file", arg(&full), "--so-pin", SO_PIN]);
-        assert_eq!((shown["keys"].as_u64(), shown["deletedKeys"].as_u64(), shown["versions"].as_u64()), (Some(3), Some(1), Some(5)));
+        // The deleted key is carried with both its versions.
+        assert_eq!((shown["keys"].as_u64(), shown["deletedKeys"].as_u64(), shown["versions"].as_u64()), (Some(3), Some(1), Some(6)));
 
         // A pool with another security domain does not open it.
         use_pool(&dir, "stranger");
@@ -471,9 +475,10 @@ p11_test! {
         assert_eq!(run.code, 0, "restore-blob: {}", run.stderr);
         json(&["security-domain", "upload", "--sd-file", arg(&blob), "--restore-blob", "--so-pin", NEW_SO_PIN]);
         let restored = json(&["restore", "start", "--file", arg(&full), "--so-pin", NEW_SO_PIN]);
-        assert_eq!(restored["versions"], 5);
+        assert_eq!(restored["versions"], 6);
         assert_eq!(pool_state(), before, "every key, version, attribute, tag, policy and deletion");
         json(&["key", "recover", "--name", "gone"]);
+        assert_eq!(json(&["key", "list-versions", "--name", "gone"]), gone_versions, "both versions of the deleted key");
         // Version 1 of sig is the one that signed before.
         assert_eq!(sign_version_one(), old.signature);
         // Restoring again is refused: the names are taken.
@@ -595,6 +600,107 @@ p11_test! {
         assert!(!blob.exists());
         let ok_run = run(&["first secret", ""]);
         assert_eq!(ok_run.code, 0, "{}", ok_run.stderr);
+        json(&["security-domain", "upload", "--sd-file", arg(&blob), "--restore-blob", "--so-pin", NEW_SO_PIN]);
+        json(&["key", "restore", "--file", arg(&old.backup)]);
+    }
+}
+
+/// The CLI's refusal in a provisioned pool.
+const PROVISIONED: &str = "waiting for its security domain to be downloaded";
+
+/// Mark the current pool provisioned behind the CLI's back, as another
+/// process would see a pool made with `--require-security-domain` (the only
+/// way to have keys in a provisioned pool, to show that using them is
+/// refused). Through the configuration, so on whichever store the test runs.
+fn provision_behind() {
+    let config = softmhsm::config::load().unwrap();
+    let mut store = softmhsm::store::open(&config.tokens[0].location()).unwrap();
+    store.set_provisioned(true).unwrap();
+}
+
+p11_test! {
+    fn a_provisioned_pool_refuses_key_creation_until_its_domain_is_downloaded() {
+        if !tool("openssl") {
+            return;
+        }
+        let dir = store_dir();
+        let keys = wrapping_keys(&dir);
+        use_pool(&dir, "old");
+        let shown = json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--require-security-domain"]);
+        assert_eq!(shown["status"], "Provisioned");
+        refused(&["key", "create", "--name", "k", "--kty", "EC"], 1, PROVISIONED);
+        refused(&["key", "list"], 1, PROVISIONED);
+        refused(&["backup", "start", "--file", arg(&dir.join("pool.bak")), "--so-pin", SO_PIN], 1, PROVISIONED);
+
+        let t = Token::reopen_existing();
+        assert_rv(t.try_keypair(Kp::Ec(OID_P256), "k", true), CKR_FUNCTION_REJECTED, "C_GenerateKeyPair in a provisioned pool");
+        assert_rv(t.session.generate_key(&Mechanism::AesKeyGen, &Token::aes_template(32, "a", false)), CKR_FUNCTION_REJECTED, "C_GenerateKey of a session key");
+        let aes = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(vec![1u8; 32]),
+        ];
+        assert_rv(t.session.create_object(&aes), CKR_FUNCTION_REJECTED, "C_CreateObject of an AES key");
+        let Token { session, pkcs11, .. } = t;
+        drop(session);
+        ok(pkcs11.finalize(), "C_Finalize");
+
+        assert_eq!(json(&["token", "show"])["status"], "Provisioned");
+        download(&dir, &keys);
+        assert_eq!(json(&["token", "show"])["status"], "Active", "active after download");
+        json(&["key", "create", "--name", "k", "--kty", "EC"]);
+        let t = Token::reopen_existing();
+        ok(t.try_keypair(Kp::Ec(OID_P256), "p", true), "C_GenerateKeyPair once active");
+    }
+}
+
+p11_test! {
+    fn a_provisioned_pool_refuses_signing_seen_by_a_running_process() {
+        let dir = store_dir();
+        use_pool(&dir, "p");
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let t = Token::reopen_existing();
+        let pair = t.keypair(Kp::Ec(OID_P256), "k");
+        ok(t.session.sign(&Mechanism::Ecdsa, pair.private, &[7u8; 32]), "C_Sign while active");
+        provision_behind();
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, pair.private, &[7u8; 32]), CKR_FUNCTION_REJECTED, "C_SignInit in a provisioned pool");
+        assert_rv(t.session.verify(&Mechanism::Ecdsa, pair.public, &[7u8; 32], &[0u8; 64]), CKR_FUNCTION_REJECTED, "C_VerifyInit in a provisioned pool");
+        refused(&["key", "rotate", "--name", "k"], 1, PROVISIONED);
+    }
+}
+
+p11_test! {
+    fn plain_init_and_reinit_without_the_flag_make_an_active_pool() {
+        let dir = store_dir();
+        use_pool(&dir, "p");
+        assert_eq!(json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN])["status"], "Active");
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--force", "--require-security-domain"]);
+        refused(&["key", "create", "--name", "k", "--kty", "oct"], 1, PROVISIONED);
+        assert_eq!(json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN])["status"], "Active");
+        json(&["key", "create", "--name", "k", "--kty", "oct"]);
+    }
+}
+
+p11_test! {
+    fn c_inittoken_makes_an_active_pool() {
+        let t = Token::fresh();
+        ok(t.try_keypair(Kp::Ec(OID_P256), "k", true), "C_GenerateKeyPair after C_InitToken");
+    }
+}
+
+p11_test! {
+    fn upload_makes_a_provisioned_pool_active() {
+        let Some(Recovery { dir, keys, old, .. }) = recovery() else {
+            return;
+        };
+        use_pool(&dir, "adopting");
+        json(&["init", "--label", "fresh", "--so-pin", NEW_SO_PIN, "--require-security-domain"]);
+        let ex = dir.join("adopting-exchange.pem");
+        json(&["security-domain", "init-recovery", "--sd-exchange-key", arg(&ex), "--so-pin", NEW_SO_PIN]);
+        let (run, blob) = restore_blob(&dir, &old.sd, &ex, &[&keys[0].0, &keys[1].0], "blob.json");
+        assert_eq!(run.code, 0, "restore-blob: {}", run.stderr);
         json(&["security-domain", "upload", "--sd-file", arg(&blob), "--restore-blob", "--so-pin", NEW_SO_PIN]);
         json(&["key", "restore", "--file", arg(&old.backup)]);
     }

@@ -132,6 +132,7 @@ pub const VERBS: &[Verb] = &[
             opt("retention-days", One, false, "N  soft-delete retention, 7-90 (default 90)"),
             opt("purge-protection", Flag, false, "forbid purging deleted keys before their purge date (cannot be undone)"),
             opt("force", Flag, false, "re-initialise a token that holds keys, erasing them (never a purge-protected one)"),
+            opt("require-security-domain", Flag, false, "keep the pool provisioned (every key operation refused) until `security-domain download` has run once"),
         ],
     },
     Verb {

@@ -38,6 +38,7 @@ fn token_show(token: &TokenConfig, store: &dyn Store) -> Result<Shown, CliError>
         "created": rec.created,
         "retentionDays": rec.retention_days,
         "purgeProtection": rec.purge_protection,
+        "status": super::status(&rec),
         "keys": keys,
         "versions": versions,
         "deletedKeys": deleted,

@@ -199,6 +199,10 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
             "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
         ));
     }
+    if p.verb.path != ["check"] {
+        // Before any PIN is asked for: no key verb runs in a provisioned pool.
+        service.check_active()?;
+    }
     let pin = user_pin(p)?;
     let master = login(&token, &service, PinUser::User, &pin)?;
     let rec = service.initialized()?;
@@ -407,6 +411,15 @@ fn verb(
     }
 }
 
+/// The pool's activation status as the Managed HSM names it.
+pub(super) fn status(rec: &pools::TokenRecord) -> &'static str {
+    if rec.provisioned {
+        "Provisioned"
+    } else {
+        "Active"
+    }
+}
+
 /// `softmhsm init`: initialise the token (re-initialising needs the current SO
 /// PIN, as `C_InitToken` does), set the user PIN, optionally turn on purge protection.
 fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown, CliError> {
@@ -456,6 +469,10 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         if p.flag("purge-protection") {
             s.set_purge_protection(true)?;
         }
+        // Re-initialising without the flag makes an active pool again.
+        if p.flag("require-security-domain") {
+            s.set_provisioned(true)?;
+        }
         Ok::<_, CliError>(())
     })?;
     let rec = service.initialized()?;
@@ -464,14 +481,22 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         "path": token.location().to_string(),
         "retentionDays": rec.retention_days,
         "purgeProtection": rec.purge_protection,
+        "status": status(&rec),
     });
     Ok(Shown {
         table: output::table(
-            &["Label", "Retention days", "Purge protection", "Path"],
+            &[
+                "Label",
+                "Retention days",
+                "Purge protection",
+                "Status",
+                "Path",
+            ],
             vec![vec![
                 rec.label.clone(),
                 rec.retention_days.to_string(),
                 rec.purge_protection.to_string(),
+                status(&rec).to_string(),
                 token.location().to_string(),
             ]],
         ),

@@ -17,7 +17,7 @@ use crate::pool::{PinUser, Pool};
 pub const VERBS: &[Verb] = &[
     Verb {
         path: &["security-domain", "download"],
-        summary: "split the pool's security domain into shares encrypted to 3-10 RSA keys, a quorum of which recovers it (SO PIN)",
+        summary: "split the pool's security domain into shares encrypted to 3-10 RSA keys, a quorum of which recovers it; a provisioned pool (init --require-security-domain) becomes active (SO PIN)",
         opts: &[
             opt("sd-wrapping-keys", Many, true, "PEM...  3-10 RSA public keys (PUBLIC KEY or CERTIFICATE PEM, 2048 bits or more)"),
             opt("sd-quorum", One, true, "M  how many of the keys recover the domain (2 to the number of keys)"),
@@ -98,6 +98,8 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
             let domain = service.read(|s| SecurityDomain::of_pool(s, &master))?;
             let json = sd::download(&domain, &keys, quorum, now())?;
             write_new_file(out, &json)?;
+            // Only once the file is written: a provisioned pool is active for good.
+            service.activate()?;
             Ok(Shown {
                 json: serde_json::json!({
                     "file": out,
@@ -174,6 +176,7 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
         ["backup", "start"] => {
             let file = p.required("file");
             let (service, master) = so_login(p)?;
+            service.check_active()?;
             let (blob, summary) = service.read(|s| full_backup::backup(s, &master, now()))?;
             write_new_file(file, &blob)?;
             Ok(shown_summary("backed up", file, &summary))
@@ -182,6 +185,7 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
             let file = p.required("file");
             let blob = read(file)?;
             let (service, master) = so_login(p)?;
+            service.check_active()?;
             let only = p.one("key-name");
             let summary = service.write(|s| full_backup::restore(s, &master, &blob, only))?;
             Ok(shown_summary("restored", file, &summary))

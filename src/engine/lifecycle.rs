@@ -33,6 +33,9 @@ pub enum Refusal {
     TooManyVersions(String),
     /// Purge protection forbids purging before this date.
     PurgeProtected(String, i64),
+    /// The pool is provisioned: no key operation until its security domain
+    /// has been downloaded (`init --require-security-domain`).
+    Provisioned,
     /// The token or store refused, with its `CK_RV`.
     Token(Error),
 }
@@ -58,6 +61,9 @@ impl fmt::Display for Refusal {
                 f,
                 "purge protection: key '{n}' cannot be purged before {}",
                 rfc3339(*at)
+            ),
+            Refusal::Provisioned => f.write_str(
+                "the pool is waiting for its security domain to be downloaded (softmhsm security-domain download)",
             ),
             Refusal::Token(e) => write!(f, "token error {e:?}"),
         }

@@ -7,9 +7,10 @@
 //! into any pool that adopted its security domain, and nowhere else. Key
 //! material stays sealed as stored (AAD = each version's kid) inside it.
 //!
-//! Limits: a soft-deleted key is backed up with its current version only
-//! (the store lists no older version of a deleted key); its purge date
-//! after a restore is its deletion date plus the restoring pool's retention.
+//! A soft-deleted key is backed up with every version (read through
+//! [`Store::all_objects`], the one listing that includes deleted rows) and
+//! restored deleted, keeping its deletion date; its purge date after a
+//! restore is its deletion date plus the restoring pool's retention.
 //! The restore writes one transaction per key: names are checked free before
 //! the first write, so only a failure of the store itself leaves a partial
 //! restore, and running it again refuses the names already restored.
@@ -111,11 +112,28 @@ pub fn backup(store: &dyn Store, master: &MasterKey, now: i64) -> Outcome<(Vec<u
         summary.versions += rows.len();
         content.keys.push(key_backup(store, name, &rows)?);
     }
-    for d in store.deleted_names()? {
+    let deleted = store.deleted_names()?;
+    let mut every = if deleted.is_empty() {
+        Vec::new()
+    } else {
+        store.all_objects()?
+    };
+    for d in deleted {
         let name = d.row.name.clone().unwrap_or_default();
-        summary.versions += 1;
+        // A deleted name has no live row (a deleted name is taken until
+        // purged or recovered), so every row of that name is one of its
+        // versions, oldest first (by id) as `versions_of` lists them.
+        let (rows, rest): (Vec<_>, Vec<_>) = every.into_iter().partition(|r| {
+            r.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+        });
+        every = rest;
+        // Purged between the two reads: the row deleted_names gave stands.
+        let rows = if rows.is_empty() { vec![d.row] } else { rows };
+        summary.versions += rows.len();
         content.deleted.push(DeletedBackup {
-            key: key_backup(store, &name, std::slice::from_ref(&d.row))?,
+            key: key_backup(store, &name, &rows)?,
             deleted_at: d.deleted_at,
             purge_at: d.purge_at,
         });
@@ -321,6 +339,30 @@ mod tests {
         );
         let only = decode(&master, "pool", &blob, Some("B")).unwrap();
         assert_eq!((only.keys.len(), only.deleted.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_deleted_key_round_trips_with_every_version_and_its_date() {
+        let (_d, mut store, master) = pool();
+        aes(&mut store, &master, "old");
+        lifecycle::rotate(&mut store, &master, "old", 2).unwrap();
+        lifecycle::delete(&mut store, "old", 7).unwrap();
+        let (blob, summary) = backup(&store, &master, 10).unwrap();
+        assert_eq!((summary.deleted, summary.versions), (1, 2));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        other.init_token("pool", b"12345678", 1000, 90).unwrap();
+        let restored = restore(&mut other, &master, &blob, None).unwrap();
+        assert_eq!((restored.deleted, restored.versions), (1, 2));
+        let gone = other.deleted_name("old").unwrap().unwrap();
+        assert_eq!(gone.deleted_at, 7, "the deletion date is kept");
+        assert!(
+            other.versions_of("old").unwrap().is_empty(),
+            "still deleted"
+        );
+        lifecycle::recover(&mut other, "old").unwrap();
+        assert_eq!(lifecycle::versions(&other, "old").unwrap().len(), 2);
     }
 
     #[test]

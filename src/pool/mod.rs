@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub objects: Objects,
     /// The token's deletion settings (its keys' recovery level), read with the label.
     pub recovery: Recovery,
+    /// Whether the pool is provisioned (key operations refused), read with the label.
+    pub provisioned: bool,
 }
 
 /// Store the lookup keys of rows written before the store kept them (a
@@ -130,6 +132,10 @@ pub fn refusal_rv(r: Refusal) -> Error {
         Refusal::UnknownKey(_) | Refusal::NotDeleted(_) => Error(CKR_OBJECT_HANDLE_INVALID),
         Refusal::BadName(_) => Error(CKR_ATTRIBUTE_VALUE_INVALID),
         Refusal::PurgeProtected(..) => Error(CKR_ACTION_PROHIBITED),
+        // CKR_ACTION_PROHIBITED is the spec's for C_CopyObject,
+        // C_SetAttributeValue and C_DestroyObject only; a function the token
+        // rejects in its present state is CKR_FUNCTION_REJECTED.
+        Refusal::Provisioned => Error(CKR_FUNCTION_REJECTED),
     }
 }
 
@@ -238,6 +244,7 @@ impl Pool {
                 let rows = store.objects_by_ids(&loaded)?;
                 let mut snap = self.snap_mut();
                 snap.recovery = rec.as_ref().map(recovery).unwrap_or_default();
+                snap.provisioned = rec.as_ref().is_some_and(|r| r.provisioned);
                 snap.label = rec.map(|r| r.label).unwrap_or_default();
                 snap.objects.reload(&rows);
                 seq
@@ -380,6 +387,28 @@ impl Pool {
             attest::provision(s, &master);
             Ok::<_, Error>(master)
         })
+    }
+
+    /// The one activation check (issue 14): a provisioned pool refuses every
+    /// key operation — creating, importing, unwrapping or using a key, from
+    /// PKCS#11 and from the CLI — until its security domain is downloaded.
+    /// Cheap on the hot path: the state is read with the token row, and a
+    /// change by any process is a token reload seen by [`Pool::fresh`].
+    pub fn check_active(&self) -> std::result::Result<(), Refusal> {
+        self.fresh()?;
+        if self.snapshot().provisioned {
+            return Err(Refusal::Provisioned);
+        }
+        Ok(())
+    }
+
+    /// `security-domain download` succeeded: the pool is active for good
+    /// (a no-op when it already is).
+    pub fn activate(&self) -> Result<()> {
+        if self.initialized()?.provisioned {
+            self.write(|s| s.set_provisioned(false))?;
+        }
+        Ok(())
     }
 
     /// Check `pin` for `who` and unwrap the master key. The PIN key derivation

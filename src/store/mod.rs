@@ -140,6 +140,9 @@ pub struct TokenRecord {
     pub retention_days: u32,
     /// Purge protection: a deleted key cannot be purged before its scheduled purge date.
     pub purge_protection: bool,
+    /// The Managed HSM's "provisioned" state: key operations are refused until
+    /// the security domain is downloaded (`init --require-security-domain`).
+    pub provisioned: bool,
 }
 
 /// A stored object row: one key version (both halves of a key pair), a
@@ -351,6 +354,9 @@ pub trait Store: Send {
     ) -> Result<Vec<ObjectRow>>;
     /// Turn purge protection on (never off).
     fn set_purge_protection(&mut self, on: bool) -> Result<()>;
+    /// Set the token's provisioned state ([`TokenRecord::provisioned`]);
+    /// `CKR_TOKEN_NOT_RECOGNIZED` before init. A re-initialised token is active.
+    fn set_provisioned(&mut self, on: bool) -> Result<()>;
     /// The token's attestation key, if it has one.
     fn attestation_key(&self) -> Result<Option<AttestationRow>>;
     /// Store an attestation key unless the token has one; true if stored.

@@ -380,7 +380,8 @@ impl Store for PgStore {
         self.read(|db| {
             let Some(r) = db.query_opt(
                 "SELECT label, created, kdf_iterations, user_wrapped IS NOT NULL,
-                        user_failures, so_failures, retention_days, purge_protection
+                        user_failures, so_failures, retention_days, purge_protection,
+                        provisioned
                  FROM token WHERE id = 1",
                 &[],
             )?
@@ -396,6 +397,7 @@ impl Store for PgStore {
                 so_failures: count(&r, 5)?,
                 retention_days: count(&r, 6)?,
                 purge_protection: r.try_get(7)?,
+                provisioned: r.try_get(8)?,
             }))
         })
     }
@@ -1039,6 +1041,16 @@ impl Store for PgStore {
                 "UPDATE token SET purge_protection = $1 WHERE id = 1",
                 &[&on],
             )?;
+            Ok(())
+        })
+    }
+
+    fn set_provisioned(&mut self, on: bool) -> Result<()> {
+        self.write(|db| {
+            let n = db.execute("UPDATE token SET provisioned = $1 WHERE id = 1", &[&on])?;
+            if n == 0 {
+                return Err(Fail::Rv(Error(CKR_TOKEN_NOT_RECOGNIZED)));
+            }
             Ok(())
         })
     }

@@ -95,6 +95,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER token_settings_logged
         AFTER UPDATE OF label, purge_protection, retention_days ON token
         FOR EACH ROW EXECUTE FUNCTION softmhsm_token_logged();",
+    // 2: activation, as SQLite's version 6: a pool made with
+    // `init --require-security-domain` stays provisioned until its security
+    // domain is downloaded; every process sees the change (a token reload).
+    "ALTER TABLE token ADD COLUMN provisioned boolean NOT NULL DEFAULT false;
+    CREATE TRIGGER token_state_logged AFTER UPDATE OF provisioned ON token
+        FOR EACH ROW EXECUTE FUNCTION softmhsm_token_logged();",
 ];
 
 /// The schema version this build writes.

@@ -82,6 +82,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX objects_version ON objects (version);
     -- Opening a pool asks whether any deleted key is due for purging.
     CREATE INDEX objects_purge_at ON objects (purge_at) WHERE purge_at IS NOT NULL;",
+    // 6: activation. A pool made with `init --require-security-domain` stays
+    // provisioned (key operations refused) until its security domain is
+    // downloaded; every process sees the change (a token reload).
+    "ALTER TABLE token ADD COLUMN provisioned INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER token_state_logged AFTER UPDATE OF provisioned ON token
+        BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
 ];
 
 /// The schema version this build writes.

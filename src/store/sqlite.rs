@@ -293,7 +293,8 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT label, created, kdf_iterations, user_wrapped IS NOT NULL,
-                        user_failures, so_failures, retention_days, purge_protection
+                        user_failures, so_failures, retention_days, purge_protection,
+                        provisioned
                  FROM token WHERE id = 1",
             )?
             .query_row([], |r| {
@@ -306,6 +307,7 @@ impl Store for SqliteStore {
                     so_failures: r.get(5)?,
                     retention_days: r.get(6)?,
                     purge_protection: r.get(7)?,
+                    provisioned: r.get(8)?,
                 })
             })
             .optional()?;
@@ -934,6 +936,18 @@ impl Store for SqliteStore {
         }
         tx.prepare_cached("UPDATE token SET purge_protection = ?1 WHERE id = 1")?
             .execute([on])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_provisioned(&mut self, on: bool) -> Result<()> {
+        let tx = write_tx(&mut self.conn, &self.signal)?;
+        let n = tx
+            .prepare_cached("UPDATE token SET provisioned = ?1 WHERE id = 1")?
+            .execute([on])?;
+        if n == 0 {
+            return Err(Error(CKR_TOKEN_NOT_RECOGNIZED));
+        }
         tx.commit()?;
         Ok(())
     }

@@ -161,6 +161,7 @@ suite!(
     purge_only_touches_deleted_keys,
     purge_protection_refuses_purge_before_the_date,
     purge_protection_cannot_be_turned_off,
+    provisioned_state_is_a_reload_and_reinit_clears_it,
     keys_past_their_purge_date_are_purged_at_open,
     attributes_of_a_deleted_row_cannot_be_rewritten,
     restore_versions_makes_the_last_current_and_refuses_a_taken_name,
@@ -728,6 +729,35 @@ fn purge_protection_cannot_be_turned_off(f: &Fixture) {
     assert_eq!(
         store.set_purge_protection(false).unwrap_err(),
         Error(CKR_ACTION_PROHIBITED)
+    );
+}
+
+fn provisioned_state_is_a_reload_and_reinit_clears_it(f: &Fixture) {
+    let mut store = f.open();
+    assert_eq!(
+        store.set_provisioned(true).unwrap_err(),
+        Error(CKR_TOKEN_NOT_RECOGNIZED)
+    );
+    store.init_token("t", SO_PIN, ITERATIONS, 90).unwrap();
+    assert!(
+        !store.token().unwrap().unwrap().provisioned,
+        "active at init"
+    );
+    let before = store.change_seq().unwrap();
+    store.set_provisioned(true).unwrap();
+    assert!(store.token().unwrap().unwrap().provisioned);
+    assert!(
+        matches!(store.changes_since(before).unwrap(), Changes::Reload { .. }),
+        "other processes reload the token row"
+    );
+    assert!(f.open().token().unwrap().unwrap().provisioned, "persisted");
+    store.set_provisioned(false).unwrap();
+    assert!(!store.token().unwrap().unwrap().provisioned);
+    store.set_provisioned(true).unwrap();
+    store.init_token("t", SO_PIN, ITERATIONS, 90).unwrap();
+    assert!(
+        !store.token().unwrap().unwrap().provisioned,
+        "a re-initialised token is active"
     );
 }
 

@@ -172,6 +172,7 @@ impl Session {
 
     /// The key behind a key handle: `CKR_KEY_HANDLE_INVALID` if there is none.
     fn key(&self, h: CK_OBJECT_HANDLE) -> Result<(Arc<Entry>, Part)> {
+        self.slot.check_active()?;
         let (e, part) = self.object(h).map_err(|_| Error(CKR_KEY_HANDLE_INVALID))?;
         match &e.rec.body {
             Body::Key(_) => Ok((e, part)),
@@ -518,6 +519,7 @@ impl Session {
                 CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
             )
         };
+        self.slot.check_active()?;
         let (e, part) = self.object(h).map_err(|_| Error(handle_invalid))?;
         let Body::Key(k) = &e.rec.body else {
             return Err(Error(handle_invalid));

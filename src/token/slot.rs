@@ -338,6 +338,12 @@ impl Slot {
         policy::get_attribute(&e.view(part, &snap.label, snap.recovery), ty)
     }
 
+    /// [`Pool::check_active`] as a `CK_RV`: every key use (`*Init` with a
+    /// key, wrap, unwrap) and key creation in the token passes here.
+    pub fn check_active(&self) -> Result<()> {
+        self.pool.check_active().map_err(refusal_rv)
+    }
+
     /// Store a new object (token: in the store, then the snapshot) and return its entry.
     pub fn add(
         &self,
@@ -346,6 +352,9 @@ impl Slot {
         rec: crate::engine::key::Record,
         secret: Option<SecretBytes>,
     ) -> Result<Arc<Entry>> {
+        if rec.key().is_some() {
+            self.check_active()?;
+        }
         if !token {
             return Ok(self.pool.add_session_object(session.handle, rec, secret));
         }
@@ -379,6 +388,8 @@ impl Slot {
         if self.state().login != LoggedIn::User {
             return Err(Error(CKR_USER_NOT_LOGGED_IN));
         }
+        // Before the material is made: an RSA key takes a while.
+        self.check_active()?;
         let p = crypto::provider();
         let material = match req.kind {
             KeyKind::Rsa(bits) => p.generate_rsa(bits as usize)?,
