@@ -19,6 +19,7 @@ pub mod attest;
 pub mod audit;
 pub mod byok;
 pub mod check;
+pub mod dataplane;
 pub mod full_backup;
 pub mod import;
 pub mod lifecycle;
