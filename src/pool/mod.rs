@@ -22,6 +22,7 @@ pub mod check;
 pub mod dataplane;
 pub mod full_backup;
 pub mod import;
+pub mod jwk;
 pub mod lifecycle;
 pub mod objects;
 pub mod rotation;
