@@ -374,3 +374,24 @@ p11_test! {
         refused(&["key", "import", "--name", "bad", "--jwk-file", file.to_str().unwrap()], 1, "not its private key's");
     }
 }
+
+p11_test! {
+    fn expired_key_still_verifies_but_no_longer_signs() {
+        init();
+        json(&["key", "create", "--name", "ec", "--kty", "EC"]);
+        let digest = b64(&sha256(MSG));
+        let sig = b64(&sign("ec", "ES256"));
+        json(&["key", "update", "--name", "ec", "--expires", "2001-01-01T00:00:00Z"]);
+        refused(&["key", "sign", "--name", "ec", "--algorithm", "ES256", "--digest", &digest], 1, "may not sign");
+        let v = json(&["key", "verify", "--name", "ec", "--algorithm", "ES256", "--digest", &digest, "--signature", &sig]);
+        assert_eq!(v["value"], serde_json::json!(true));
+    }
+}
+
+p11_test! {
+    fn not_yet_valid_key_is_refused() {
+        init();
+        json(&["key", "create", "--name", "aes", "--kty", "oct", "--not-before", "2099-01-01T00:00:00Z"]);
+        refused(&["key", "wrap", "--name", "aes", "--algorithm", "A256KW", "--value", &b64(&[7; 32])], 1, "may not wrapKey");
+    }
+}

@@ -10,7 +10,7 @@
 use super::lifecycle::{find_row, token_label, Outcome, Refusal};
 use super::objects::{Entry, ParsedKey, ParsedPublic};
 use crate::crypto::{self, Hash};
-use crate::engine::key::{Body, KeyOps, KeyRecord};
+use crate::engine::key::{Body, KeyKind, KeyOps, KeyRecord};
 use crate::engine::mechanism::{lookup, Mechanism, Param};
 use crate::engine::policy;
 use crate::engine::rules::{cipher_plan, sign_plan, CipherScheme};
@@ -349,15 +349,18 @@ pub fn cipher(
     if plan.scheme == CipherScheme::RsaAesKw {
         return Err(invalid(format!("{alg} does not fit this key")));
     }
-    let label = token_label(store)?;
-    let key = match (o.entry.private_key(Some(master), &label)?, op.forward()) {
-        (ParsedKey::Aes(k), _) => CipherKey::Aes(k),
-        (ParsedKey::Rsa(k), false) => CipherKey::RsaPrivate(k),
-        (ParsedKey::Rsa(_), true) => match o.entry.public_key()? {
+    let misfit = || invalid(format!("{alg} does not fit this key"));
+    // RSA encryption needs only the public key: the sealed material stays closed.
+    let key = match (o.key.kind, op.forward()) {
+        (KeyKind::Rsa(_), true) => match o.entry.public_key()? {
             ParsedPublic::Rsa(k) => CipherKey::RsaPublic(k),
-            ParsedPublic::Ec(..) => return Err(invalid(format!("{alg} does not fit this key"))),
+            ParsedPublic::Ec(..) => return Err(misfit()),
         },
-        (ParsedKey::Ec(..), _) => return Err(invalid(format!("{alg} does not fit this key"))),
+        _ => match o.entry.private_key(Some(master), &token_label(store)?)? {
+            ParsedKey::Aes(k) => CipherKey::Aes(k),
+            ParsedKey::Rsa(k) => CipherKey::RsaPrivate(k),
+            ParsedKey::Ec(..) => return Err(misfit()),
+        },
     };
     let gcm_iv = match &mech.param {
         Param::Gcm { iv, .. } => Some(iv.clone()),
