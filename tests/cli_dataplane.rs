@@ -395,3 +395,28 @@ p11_test! {
         refused(&["key", "wrap", "--name", "aes", "--algorithm", "A256KW", "--value", &b64(&[7; 32])], 1, "may not wrapKey");
     }
 }
+
+p11_test! {
+    fn aes_cbc_pad_encrypts_as_openssl_decrypts() {
+        if !tool("openssl") {
+            return;
+        }
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key: Vec<u8> = (100u8..132).collect();
+        let jwk = d.join("aes.jwk");
+        std::fs::write(&jwk, serde_json::json!({ "kty": "oct", "k": b64(&key) }).to_string()).unwrap();
+        json(&["key", "import", "--name", "aes", "--jwk-file", jwk.to_str().unwrap()]);
+        let iv = [9u8; 16];
+        refused(&["key", "encrypt", "--name", "aes", "--algorithm", "A256CBCPAD", "--value", &b64(MSG)], 1, "needs --iv");
+        refused(&["key", "encrypt", "--name", "aes", "--algorithm", "A256CBCPAD", "--value", &b64(MSG), "--iv", &b64(&iv), "--aad", "YQ"], 1, "takes no --aad");
+        let e = json(&["key", "encrypt", "--name", "aes", "--algorithm", "A256CBCPAD", "--value", &b64(MSG), "--iv", &b64(&iv)]);
+        std::fs::write(d.join("ct.bin"), unb64(&e["value"])).unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        openssl(d, &["enc", "-d", "-aes-256-cbc", "-K", &hex(&key), "-iv", &hex(&iv), "-in", "ct.bin", "-out", "pt.bin"]);
+        assert_eq!(std::fs::read(d.join("pt.bin")).unwrap(), MSG);
+        let r = json(&["key", "decrypt", "--name", "aes", "--algorithm", "A256CBCPAD", "--value", e["value"].as_str().unwrap(), "--iv", &b64(&iv)]);
+        assert_eq!(unb64(&r["value"]), MSG);
+    }
+}

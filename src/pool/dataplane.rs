@@ -239,8 +239,36 @@ pub fn verify(
     }
 }
 
+/// The cipher algorithm families and the optional parameters each takes
+/// (`iv`, `aad`, `tag`), as the REST `KeyOperationsParameters` use them.
+const CIPHER_FAMILIES: &[(&str, [bool; 3])] = &[
+    ("RSA", [false, false, false]),
+    ("GCM", [true, true, true]),
+    ("CBC", [true, false, false]),
+    ("CBCPAD", [true, false, false]),
+    ("KW", [false, false, false]),
+];
+
 /// The PKCS#11 mechanism a cipher algorithm is, with its parameter from `input`.
 fn cipher_mechanism(alg: &str, op: CipherOp, input: &CipherInput) -> Outcome<Mechanism> {
+    let unknown = || invalid(format!("unknown algorithm '{alg}'"));
+    let family = match alg {
+        "RSA1_5" | "RSA-OAEP" | "RSA-OAEP-256" => "RSA",
+        _ => ["A128", "A192", "A256"]
+            .iter()
+            .find_map(|size| alg.strip_prefix(size))
+            .ok_or_else(unknown)?,
+    };
+    let &(_, takes) = CIPHER_FAMILIES
+        .iter()
+        .find(|(f, _)| *f == family)
+        .ok_or_else(unknown)?;
+    let given = [&input.iv, &input.aad, &input.tag];
+    for ((name, takes), given) in ["--iv", "--aad", "--tag"].iter().zip(takes).zip(given) {
+        if given.is_some() && !takes {
+            return Err(invalid(format!("{alg} takes no {name}")));
+        }
+    }
     let oaep = |h: Hash| {
         let (hash, mgf) = sha_mechanisms(h);
         Mechanism {
@@ -253,42 +281,29 @@ fn cipher_mechanism(alg: &str, op: CipherOp, input: &CipherInput) -> Outcome<Mec
             },
         }
     };
-    let aes = alg
-        .strip_prefix("A128")
-        .or_else(|| alg.strip_prefix("A192"))
-        .or_else(|| alg.strip_prefix("A256"));
-    let symmetric = aes.is_some();
-    if !symmetric && (input.iv.is_some() || input.aad.is_some() || input.tag.is_some()) {
-        return Err(invalid(format!("{alg} takes no --iv, --aad or --tag")));
-    }
-    let iv = || {
-        input
-            .iv
-            .clone()
-            .ok_or_else(|| invalid(format!("{alg} needs --iv (16 bytes)")))
+    let needs = |what: &str, v: &Option<Vec<u8>>| {
+        v.clone()
+            .ok_or_else(|| invalid(format!("{alg} needs {what}")))
     };
-    Ok(match (alg, aes) {
+    Ok(match (alg, family) {
         ("RSA1_5", _) => Mechanism::new(CKM_RSA_PKCS),
         ("RSA-OAEP", _) => oaep(Hash::Sha1),
         ("RSA-OAEP-256", _) => oaep(Hash::Sha256),
-        (_, Some("GCM")) => {
-            let iv = match (op.forward(), &input.iv) {
-                (true, Some(_)) => {
+        (_, "GCM") => {
+            let iv = if op.forward() {
+                // The service chooses the IV, so that no caller can reuse one.
+                if input.iv.is_some() {
                     return Err(invalid(format!(
                         "{alg} encryption chooses its own IV: give no --iv"
-                    )))
+                    )));
                 }
-                (true, None) => {
-                    let mut iv = vec![0; GCM_IV_LEN];
-                    crypto::provider().random(&mut iv)?;
-                    iv
-                }
-                (false, Some(iv)) => iv.clone(),
-                (false, None) => return Err(invalid(format!("{alg} decryption needs --iv"))),
+                let mut iv = vec![0; GCM_IV_LEN];
+                crypto::provider().random(&mut iv)?;
+                iv
+            } else {
+                needs("--tag to decrypt", &input.tag)?;
+                needs("--iv to decrypt", &input.iv)?
             };
-            if !op.forward() && input.tag.is_none() {
-                return Err(invalid(format!("{alg} decryption needs --tag")));
-            }
             Mechanism {
                 ty: CKM_AES_GCM,
                 param: Param::Gcm {
@@ -298,26 +313,15 @@ fn cipher_mechanism(alg: &str, op: CipherOp, input: &CipherInput) -> Outcome<Mec
                 },
             }
         }
-        (_, Some(mode @ ("CBC" | "CBCPAD"))) => Mechanism {
-            ty: if mode == "CBC" {
-                CKM_AES_CBC
-            } else {
-                CKM_AES_CBC_PAD
-            },
-            param: Param::Bytes(iv()?),
+        (_, "CBC") => Mechanism {
+            ty: CKM_AES_CBC,
+            param: Param::Bytes(needs("--iv (16 bytes)", &input.iv)?),
         },
-        (_, Some("KW")) => Mechanism::new(CKM_AES_KEY_WRAP),
-        _ => return Err(invalid(format!("unknown algorithm '{alg}'"))),
-    })
-    .and_then(|m| {
-        let gcm = matches!(m.param, Param::Gcm { .. });
-        if symmetric && !gcm && (input.aad.is_some() || input.tag.is_some()) {
-            return Err(invalid(format!("{alg} takes no --aad or --tag")));
-        }
-        if alg.ends_with("KW") && input.iv.is_some() {
-            return Err(invalid(format!("{alg} takes no --iv")));
-        }
-        Ok(m)
+        (_, "CBCPAD") => Mechanism {
+            ty: CKM_AES_CBC_PAD,
+            param: Param::Bytes(needs("--iv (16 bytes)", &input.iv)?),
+        },
+        _ => Mechanism::new(CKM_AES_KEY_WRAP),
     })
 }
 
