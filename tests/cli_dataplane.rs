@@ -372,6 +372,11 @@ p11_test! {
         let file = d.join("bad.jwk");
         std::fs::write(&file, jwk.to_string()).unwrap();
         refused(&["key", "import", "--name", "bad", "--jwk-file", file.to_str().unwrap()], 1, "not its private key's");
+        // And an RSA JWK whose dp is not its primes'.
+        let mut jwk = jwk_of(d, "rsa.pem", false);
+        jwk["dp"] = jwk["dq"].clone();
+        std::fs::write(&file, jwk.to_string()).unwrap();
+        refused(&["key", "import", "--name", "bad", "--jwk-file", file.to_str().unwrap()], 1, "dp, dq or qi");
     }
 }
 

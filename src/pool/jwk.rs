@@ -31,15 +31,15 @@ pub fn material(json: &[u8]) -> Outcome<Material> {
         .as_str()
         .ok_or_else(|| invalid("the JWK has no 'kty'"))?;
     let p = crypto::provider();
-    let bad = |_| invalid("the JWK's private key is not consistent");
+    let bad = |_: ()| invalid("the JWK's private key is not consistent");
     let (material, public) = match kty.strip_suffix("-HSM").unwrap_or(kty) {
         "oct" => return Ok(Material::Aes(member(&jwk, "k")?)),
         "RSA" => {
-            // dp, dq and qi are required as the Managed HSM requires them; the
-            // provider derives its own from p and q.
-            for m in ["dp", "dq", "qi"] {
-                member(&jwk, m)?;
-            }
+            let crt = [
+                member(&jwk, "dp")?,
+                member(&jwk, "dq")?,
+                member(&jwk, "qi")?,
+            ];
             let parts = RsaParts {
                 n: member(&jwk, "n")?.to_vec(),
                 e: member(&jwk, "e")?.to_vec(),
@@ -47,7 +47,16 @@ pub fn material(json: &[u8]) -> Outcome<Material> {
                 p: Some(member(&jwk, "p")?),
                 q: Some(member(&jwk, "q")?),
             };
-            let der = p.import_rsa(&parts).map_err(bad)?;
+            let der = p.import_rsa(&parts).map_err(|_| bad(()))?;
+            // The provider derives dp, dq and qi from p and q: the JWK's must be those.
+            let derived = crypto::spki::rsa_crt_values(&der).ok_or_else(|| bad(()))?;
+            if crt
+                .iter()
+                .zip(&derived)
+                .any(|(given, d)| strip(given) != d.as_slice())
+            {
+                return Err(invalid("the JWK's dp, dq or qi do not match its p and q"));
+            }
             let public = PublicKey::Rsa {
                 n: strip(&parts.n).to_vec(),
                 e: strip(&parts.e).to_vec(),
@@ -73,7 +82,7 @@ pub fn material(json: &[u8]) -> Outcome<Material> {
                     "the JWK's x, y and d of {crv} are {len} bytes each"
                 )));
             }
-            let der = p.import_ec(curve, &d).map_err(bad)?;
+            let der = p.import_ec(curve, &d).map_err(|_| bad(()))?;
             let point = [&[4u8][..], &x, &y].concat();
             (Material::Pkcs8(der), PublicKey::Ec { curve, point })
         }
