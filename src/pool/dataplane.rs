@@ -399,3 +399,78 @@ pub fn random(count: usize) -> Outcome<Vec<u8>> {
     crypto::provider().random(&mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Curve;
+
+    /// The key a REST algorithm name is for.
+    fn kind_for(alg: &str) -> KeyKind {
+        match alg {
+            "ES256" => KeyKind::Ec(Curve::P256),
+            "ES256K" => KeyKind::Ec(Curve::P256K),
+            "ES384" => KeyKind::Ec(Curve::P384),
+            "ES512" => KeyKind::Ec(Curve::P521),
+            a if a.starts_with("A128") => KeyKind::Aes(128),
+            a if a.starts_with("A192") => KeyKind::Aes(192),
+            a if a.starts_with("A256") => KeyKind::Aes(256),
+            _ => KeyKind::Rsa(2048),
+        }
+    }
+
+    #[test]
+    fn every_signature_algorithm_is_the_registry_mechanism_of_that_name() {
+        for (alg, _) in SIGN_ALGS {
+            let (mech, _) = sign_mechanism(alg).unwrap();
+            let jwa = lookup(mech.ty).and_then(|d| d.jwa(KeyOps::SIGN, kind_for(alg), &mech.param));
+            // CKM_RSA_PKCS: the DigestInfo decides, which sign_input builds.
+            let expected = (!alg.starts_with("RS")).then(|| alg.to_string());
+            assert_eq!(jwa, expected, "{alg}");
+        }
+    }
+
+    #[test]
+    fn every_cipher_algorithm_is_the_registry_mechanism_of_that_name() {
+        let input = CipherInput {
+            iv: Some(vec![0; 16]),
+            tag: Some(vec![0; 16]),
+            ..CipherInput::default()
+        };
+        for alg in [
+            "RSA1_5",
+            "RSA-OAEP",
+            "RSA-OAEP-256",
+            "A128GCM",
+            "A192GCM",
+            "A256GCM",
+            "A128CBC",
+            "A192CBC",
+            "A256CBC",
+            "A128CBCPAD",
+            "A192CBCPAD",
+            "A256CBCPAD",
+            "A128KW",
+            "A192KW",
+            "A256KW",
+        ] {
+            let gcm = alg.ends_with("GCM");
+            let input = CipherInput {
+                tag: input.tag.clone().filter(|_| gcm),
+                ..input.clone()
+            };
+            let input = CipherInput {
+                iv: input
+                    .iv
+                    .clone()
+                    .filter(|_| !alg.ends_with("KW") && !alg.starts_with("RSA")),
+                ..input
+            };
+            let mech = cipher_mechanism(alg, CipherOp::Decrypt, &input).unwrap();
+            let jwa =
+                lookup(mech.ty).and_then(|d| d.jwa(KeyOps::DECRYPT, kind_for(alg), &mech.param));
+            assert_eq!(jwa.as_deref(), Some(alg), "{alg}");
+        }
+        assert!(cipher_mechanism("A256XTS", CipherOp::Encrypt, &CipherInput::default()).is_err());
+    }
+}
