@@ -271,6 +271,7 @@ p11_test! {
         let out = cli(&["audit", "--operation", "KeySign"]).stdout;
         let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("a KeySign line")).unwrap();
         assert!(line["kid"].as_str().unwrap().contains("/keys/ec/"), "{line}");
+        assert_eq!(line["algorithm"], "ES256", "{line}");
     }
 }
 

@@ -87,6 +87,8 @@ pub(super) fn logged(
             result.is_ok(),
             &description,
             kid.as_deref(),
+            // The data-plane verbs name their algorithm, as a PKCS#11 refusal does.
+            p.one("algorithm"),
             started,
         );
     }
@@ -102,19 +104,21 @@ pub(super) fn login<T>(token: &TokenConfig, unlock: impl FnOnce() -> Result<T>) 
         .as_ref()
         .err()
         .map_or("CKR_OK".to_string(), |e| e.to_string());
-    record(token, "Login", r.is_ok(), &description, None, started);
+    record(token, "Login", r.is_ok(), &description, None, None, started);
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     token: &TokenConfig,
     op: &str,
     ok: bool,
     description: &str,
     kid: Option<&str>,
+    algorithm: Option<&str>,
     t: Instant,
 ) {
-    audit::record(
+    audit::record_algorithm(
         &token.store_path(),
         &Event {
             operation: op,
@@ -124,6 +128,7 @@ fn record(
             duration: t.elapsed(),
             caller: Caller::Cli,
         },
+        algorithm,
     );
 }
 
