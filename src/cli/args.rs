@@ -121,6 +121,45 @@ pub(super) const VERSION: Opt = opt(
     "VERSION  a key version (default: the current one)",
 );
 
+const DP_SIGN_ALG: Opt = opt(
+    "algorithm",
+    One,
+    true,
+    "RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES256K|ES384|ES512",
+);
+const DIGEST: Opt = opt(
+    "digest",
+    One,
+    true,
+    "B64URL  the digest to sign (as long as the algorithm's hash)",
+);
+const DP_CIPHER_ALG: Opt = opt(
+    "algorithm",
+    One,
+    true,
+    "RSA1_5|RSA-OAEP|RSA-OAEP-256|A128GCM|A192GCM|A256GCM|A128CBC|A192CBC|A256CBC|A128CBCPAD|A192CBCPAD|A256CBCPAD",
+);
+const DP_WRAP_ALG: Opt = opt(
+    "algorithm",
+    One,
+    true,
+    "RSA-OAEP-256|RSA-OAEP|RSA1_5|A128KW|A192KW|A256KW",
+);
+const DP_VALUE: Opt = opt("value", One, true, "B64URL  the bytes to operate on");
+const DP_IV: Opt = opt(
+    "iv",
+    One,
+    false,
+    "B64URL  AES-CBC's IV (16 bytes); AES-GCM decryption's (encryption makes one and prints it)",
+);
+const DP_AAD: Opt = opt(
+    "aad",
+    One,
+    false,
+    "B64URL  AES-GCM additional authenticated data",
+);
+const DP_TAG: Opt = opt("tag", One, false, "B64URL  AES-GCM decryption's tag");
+
 /// Every verb.
 pub const VERBS: &[Verb] = &[
     Verb {
@@ -250,6 +289,41 @@ pub const VERBS: &[Verb] = &[
         path: &["key", "attest"],
         summary: "a statement of a key version's properties, signed by the token's attestation key",
         opts: &[NAME, VERSION, opt("file", One, false, "FILE  also write it to this new file")],
+    },
+    Verb {
+        path: &["key", "sign"],
+        summary: "sign a digest with a key version (az keyvault key sign); prints {kid, value}",
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST],
+    },
+    Verb {
+        path: &["key", "verify"],
+        summary: "check a signature of a digest (az keyvault key verify); prints {kid, value: true|false}",
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, opt("signature", One, true, "B64URL  the signature")],
+    },
+    Verb {
+        path: &["key", "encrypt"],
+        summary: "encrypt a value (az keyvault key encrypt; RSA with the public key); prints {kid, value} (AES-GCM: and iv, tag, aad)",
+        opts: &[NAME, VERSION, DP_CIPHER_ALG, DP_VALUE, DP_IV, DP_AAD],
+    },
+    Verb {
+        path: &["key", "decrypt"],
+        summary: "decrypt a value (az keyvault key decrypt); prints {kid, value}",
+        opts: &[NAME, VERSION, DP_CIPHER_ALG, DP_VALUE, DP_IV, DP_AAD, DP_TAG],
+    },
+    Verb {
+        path: &["key", "wrap"],
+        summary: "wrap a key's bytes (the REST wrapKey); prints {kid, value}",
+        opts: &[NAME, VERSION, DP_WRAP_ALG, DP_VALUE],
+    },
+    Verb {
+        path: &["key", "unwrap"],
+        summary: "unwrap a wrapped key's bytes (the REST unwrapKey); prints {kid, value}",
+        opts: &[NAME, VERSION, DP_WRAP_ALG, DP_VALUE],
+    },
+    Verb {
+        path: &["key", "random"],
+        summary: "random bytes from the token's generator (the REST getRandomBytes); prints {value}",
+        opts: &[opt("count", One, true, "N  how many bytes, 1-128")],
     },
     Verb {
         path: &["check"],

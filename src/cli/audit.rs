@@ -32,6 +32,13 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["key", "backup"] => "KeyBackup",
         ["key", "restore"] => "KeyRestore",
         ["key", "attest"] => "KeyAttest",
+        ["key", "sign"] => "KeySign",
+        ["key", "verify"] => "KeyVerify",
+        ["key", "encrypt"] => "KeyEncrypt",
+        ["key", "decrypt"] => "KeyDecrypt",
+        ["key", "wrap"] => "KeyWrap",
+        ["key", "unwrap"] => "KeyUnwrap",
+        ["key", "random"] => "GetRandomBytes",
         ["key", "import"] => "KeyImport",
         ["key", "download"] => "KeyGet",
         ["key", "rotation-policy", "show"] => "KeyRotationPolicyGet",
@@ -80,6 +87,8 @@ pub(super) fn logged(
             result.is_ok(),
             &description,
             kid.as_deref(),
+            // The data-plane verbs name their algorithm, as a PKCS#11 refusal does.
+            p.one("algorithm"),
             started,
         );
     }
@@ -95,19 +104,21 @@ pub(super) fn login<T>(token: &TokenConfig, unlock: impl FnOnce() -> Result<T>) 
         .as_ref()
         .err()
         .map_or("CKR_OK".to_string(), |e| e.to_string());
-    record(token, "Login", r.is_ok(), &description, None, started);
+    record(token, "Login", r.is_ok(), &description, None, None, started);
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     token: &TokenConfig,
     op: &str,
     ok: bool,
     description: &str,
     kid: Option<&str>,
+    algorithm: Option<&str>,
     t: Instant,
 ) {
-    audit::record(
+    audit::record_algorithm(
         &token.store_path(),
         &Event {
             operation: op,
@@ -117,6 +128,7 @@ fn record(
             duration: t.elapsed(),
             caller: Caller::Cli,
         },
+        algorithm,
     );
 }
 

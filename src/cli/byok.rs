@@ -21,6 +21,7 @@ pub const VERBS: &[Verb] = &[
         opts: &[
             NAME,
             opt("file", One, false, "FILE  a PEM private key (PKCS#8, or traditional RSA/EC)"),
+            opt("jwk-file", One, false, "FILE  a private JWK: RSA (n e d p q dp dq qi), EC (crv x y d) or oct (k)"),
             opt("byok-file", One, false, "FILE  a Managed HSM BYOK blob made for a key-exchange key (key create --ops import)"),
             opt("kty", One, false, "RSA|EC|oct  what the BYOK blob holds (-HSM suffix accepted; default: told by the content)"),
             opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey (default: all the type allows)"),
@@ -41,6 +42,8 @@ pub const VERBS: &[Verb] = &[
 pub enum Request {
     /// `key import --file`.
     Pem(String, ImportSpec),
+    /// `key import --jwk-file`.
+    Jwk(String, ImportSpec),
     /// `key import --byok-file`.
     Byok(String, Option<Target>, ImportSpec),
     /// `key download`.
@@ -60,6 +63,16 @@ pub fn usage(p: &super::args::Parsed) -> Result<Option<Request>, CliError> {
                 nbf: p.one("not-before").map(date).transpose()?,
                 exp: p.one("expires").map(date).transpose()?,
             };
+            if let Some(f) = p.one("jwk-file") {
+                if p.one("file").is_some() || p.one("byok-file").is_some() || p.one("kty").is_some()
+                {
+                    return Err(CliError::Usage(
+                        "--jwk-file takes no --file, --byok-file or --kty (the JWK tells its type)"
+                            .into(),
+                    ));
+                }
+                return Ok(Some(Request::Jwk(f.to_string(), spec)));
+            }
             match (p.one("file"), p.one("byok-file")) {
                 (Some(f), None) => {
                     if p.one("kty").is_some() {
@@ -74,7 +87,7 @@ pub fn usage(p: &super::args::Parsed) -> Result<Option<Request>, CliError> {
                     Ok(Some(Request::Byok(f.to_string(), target, spec)))
                 }
                 _ => Err(CliError::Usage(
-                    "give either --file (a PEM private key) or --byok-file (a BYOK blob)".into(),
+                    "give either --file (a PEM private key), --jwk-file (a JWK) or --byok-file (a BYOK blob)".into(),
                 )),
             }
         }
@@ -108,6 +121,15 @@ pub(super) fn run(
         Request::Pem(file, spec) => {
             let der = private_key_file(&file)?;
             lifecycle::import(store, master, name, &Material::Pkcs8(der), &spec, now())?
+        }
+        Request::Jwk(file, spec) => {
+            let json = SecretBytes::new(
+                std::fs::read(&file)
+                    .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?,
+            );
+            let material = crate::pool::jwk::material(&json)
+                .map_err(|why| CliError::Failed(format!("{file}: {why}")))?;
+            lifecycle::import(store, master, name, &material, &spec, now())?
         }
         Request::Byok(file, target, spec) => {
             let json = std::fs::read(&file)

@@ -9,6 +9,7 @@ pub mod args;
 mod attest;
 mod audit;
 pub mod byok;
+mod dataplane;
 pub mod output;
 mod security_domain;
 
@@ -169,6 +170,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         }
     }
     let import_or_download = byok::usage(p)?;
+    dataplane::usage(p)?;
     if p.verb.path == ["token", "list"] {
         return token_list();
     }
@@ -403,6 +405,7 @@ fn verb(
             Ok(written(s, &k)?)
         }
         ["key", "attest"] => attest::key_attest(p, s, master, name),
+        _ if dataplane::is_ours(p) => dataplane::run(p, s, master),
         ["key", "import"] | ["key", "download"] => match import_or_download {
             Some(req) => byok::run(req, name, p.one("version"), s, master, pool),
             None => Err(CliError::Usage("unknown command".into())),

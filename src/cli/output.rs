@@ -210,6 +210,13 @@ pub fn b64url(data: &[u8]) -> String {
     s
 }
 
+/// Base64url back to bytes: unpadded as [`b64url`] writes it, or padded;
+/// None when it is not base64url.
+pub fn from_b64url(s: &str) -> Option<Vec<u8>> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(s.trim_end_matches('=')).ok()
+}
+
 /// A plain text table with a header row.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

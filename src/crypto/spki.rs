@@ -137,6 +137,21 @@ fn read_len(input: &[u8]) -> Option<(usize, &[u8])> {
     Some((len, body))
 }
 
+/// The CRT values `dp`, `dq`, `qi` (big-endian, no leading zeros) of an RSA
+/// key in PKCS#8 DER (RFC 8017 A.1.2 inside RFC 5208), for checking a JWK's
+/// against the ones its primes give; None if it is not one.
+pub fn rsa_crt_values(pkcs8: &[u8]) -> Option<[Vec<u8>; 3]> {
+    use pkcs8::der::Decode as _;
+    let info = pkcs8::PrivateKeyInfo::from_der(pkcs8).ok()?;
+    let key = rsa::pkcs1::RsaPrivateKey::from_der(info.private_key).ok()?;
+    let strip = |b: &[u8]| b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..].to_vec();
+    Some([
+        strip(key.exponent1.as_bytes()),
+        strip(key.exponent2.as_bytes()),
+        strip(key.coefficient.as_bytes()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

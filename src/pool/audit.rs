@@ -85,7 +85,7 @@ pub struct Line {
     /// The key involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    /// The Managed HSM algorithm (JWA name) of a refused crypto operation.
+    /// The Managed HSM algorithm (JWA name) of a refused crypto operation or a CLI data-plane verb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
     /// Milliseconds the operation took.

@@ -596,7 +596,7 @@ pub(crate) fn restore_decoded(store: &mut dyn Store, b: DecodedBackup) -> Outcom
 }
 
 /// The row of one live version of `name`.
-fn find_row(store: &dyn Store, name: &str, version: Option<&str>) -> Outcome<ObjectRow> {
+pub(crate) fn find_row(store: &dyn Store, name: &str, version: Option<&str>) -> Outcome<ObjectRow> {
     let rows = store.versions_of(name)?;
     let found = match version {
         Some(v) => rows.into_iter().find(|r| {
