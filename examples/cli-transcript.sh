@@ -87,7 +87,9 @@ run "key restore tls" "$BIN" key restore --file tls.backup
 if cmp -s tls.pem tls-restored.pem && openssl dgst -sha256 -verify tls-restored.pem -signature before.sig msg.txt >/dev/null; then
     pass "the restored key verifies the pre-backup signature (openssl)"
 else fail "the restored key verifies the pre-backup signature (openssl)"; fi
-printf 'x' | dd of=tls.backup bs=1 seek=100 conv=notrunc 2>/dev/null
+# flip one bit of byte 100 (writing a fixed byte would leave it unchanged one time in 256)
+b=$(od -An -tu1 -j100 -N1 tls.backup | tr -d ' ')
+printf "\\$(printf '%03o' $((b ^ 1)))" | dd of=tls.backup bs=1 seek=100 conv=notrunc 2>/dev/null
 "$BIN" key delete --name tls >/dev/null && "$BIN" key purge --name tls >/dev/null
 refused "a tampered backup is refused" 1 "damaged" "$BIN" key restore --file tls.backup
 
