@@ -223,6 +223,20 @@ pub struct NewObject {
     pub replaces: Option<String>,
 }
 
+impl NewObject {
+    /// The row this becomes once stored under `id`.
+    pub fn stored(&self, id: i64, current: bool) -> ObjectRow {
+        ObjectRow {
+            id,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            current,
+            attrs: self.attrs.clone(),
+            sealed: self.sealed.clone(),
+        }
+    }
+}
+
 /// One PIN's stored state, read to check a PIN outside any lock.
 #[derive(Clone)]
 pub struct PinSlot {

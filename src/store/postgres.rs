@@ -679,14 +679,7 @@ impl Store for PgStore {
                 )?
                 .try_get::<_, i64>(0)?)
         })?;
-        Ok(ObjectRow {
-            id,
-            name: new.name.clone(),
-            version: new.version.clone(),
-            current: true,
-            attrs: new.attrs.clone(),
-            sealed: new.sealed.clone(),
-        })
+        Ok(new.stored(id, true))
     }
 
     fn update_attrs(&mut self, id: i64, attrs: &str, keys: &RowKeys) -> Result<()> {
@@ -1010,14 +1003,7 @@ impl Store for PgStore {
                         ],
                     )?
                     .try_get(0)?;
-                out.push(ObjectRow {
-                    id,
-                    name: new.name.clone(),
-                    version: new.version.clone(),
-                    current,
-                    attrs: new.attrs.clone(),
-                    sealed: new.sealed.clone(),
-                });
+                out.push(new.stored(id, current));
             }
             if let Some(p) = policy {
                 put_policy(db, &name_lc, p)?;

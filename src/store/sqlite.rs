@@ -523,14 +523,7 @@ impl Store for SqliteStore {
         ])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(ObjectRow {
-            id,
-            name: new.name.clone(),
-            version: new.version.clone(),
-            current: true,
-            attrs: new.attrs.clone(),
-            sealed: new.sealed.clone(),
-        })
+        Ok(new.stored(id, true))
     }
 
     /// Replace a row's attribute JSON and lookup keys.
@@ -904,14 +897,7 @@ impl Store for SqliteStore {
                 new.keys.public_label,
                 new.keys.ckaid
             ])?;
-            out.push(ObjectRow {
-                id: tx.last_insert_rowid(),
-                name: new.name.clone(),
-                version: new.version.clone(),
-                current,
-                attrs: new.attrs.clone(),
-                sealed: new.sealed.clone(),
-            });
+            out.push(new.stored(tx.last_insert_rowid(), current));
         }
         if let Some(p) = policy {
             // A purged key's policy went with it, so the name has none left.
