@@ -62,7 +62,7 @@ fn token_error(e: Error) -> String {
         CKR_USER_PIN_NOT_INITIALIZED => "the token has no user PIN yet".into(),
         CKR_TOKEN_NOT_RECOGNIZED => "the token is not initialised (run softmhsm init)".into(),
         CKR_PIN_LEN_RANGE => "PINs are 4-255 characters".into(),
-        CKR_DEVICE_ERROR | CKR_DEVICE_MEMORY => crate::store::last_failure()
+        CKR_DEVICE_ERROR | CKR_DEVICE_MEMORY => pools::last_store_failure()
             .unwrap_or_else(|| "the token store cannot be used (see SOFTMHSM_LOG=debug)".into()),
         CKR_TOKEN_WRITE_PROTECTED => "purge protection: the token holds keys (live, or deleted and not yet past their purge date), so it cannot be re-initialised".into(),
         rv => format!("token error 0x{rv:08x}"),
@@ -582,7 +582,7 @@ fn token_list() -> Result<Shown, CliError> {
         let (label, keys) = match label_of(t)? {
             Some(label) => {
                 let pool = pools::Pool::open_or_fail(t)?;
-                let keys = pool.read(|s| s.lookup(crate::store::Lookup::All))?.len();
+                let keys = pool.read(|s| s.lookup(pools::Lookup::All))?.len();
                 (Some(label), Some(keys))
             }
             None => (None, None),

@@ -39,6 +39,7 @@ use crate::engine::key::{Body, Record};
 use crate::engine::lifecycle::Refusal;
 use crate::engine::policy::{Part, Recovery};
 use crate::error::{Error, Result};
+pub use crate::store::last_failure as last_store_failure;
 pub use crate::store::Lookup;
 use crate::store::{ChangeSignal, Changes};
 use cryptoki_sys::*;
