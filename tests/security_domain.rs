@@ -131,17 +131,28 @@ fn private_key(t: &Token, name: &str) -> cryptoki::object::ObjectHandle {
 /// Sign `MSG` with `name` (RS256: deterministic, so the same key gives the same bytes).
 fn sign(name: &str) -> Vec<u8> {
     let t = Token::reopen_existing();
+    let key = private_key(&t, name);
+    sign_and_close(t, key)
+}
+
+/// Sign `MSG` with `key` (RS256), then close the session and finalise the
+/// library, so the next step's process-wide state starts afresh.
+fn sign_and_close(t: Token, key: cryptoki::object::ObjectHandle) -> Vec<u8> {
     let sig = ok(
-        t.session
-            .sign(&Mechanism::Sha256RsaPkcs, private_key(&t, name), MSG),
+        t.session.sign(&Mechanism::Sha256RsaPkcs, key, MSG),
         "C_Sign(RS256)",
     );
+    close(t);
+    sig
+}
+
+/// Close the session and finalise the library.
+fn close(t: Token) {
     let Token {
         session, pkcs11, ..
     } = t;
     drop(session);
     ok(pkcs11.finalize(), "C_Finalize");
-    sig
 }
 
 /// The old pool (the harness's directory, label `TOKEN_LABEL`): a key `sig`,
@@ -503,16 +514,7 @@ fn sign_version_one() -> Vec<u8> {
         Attribute::Id(id),
     ]);
     assert_eq!(found.len(), 1, "version one of sig");
-    let sig = ok(
-        t.session.sign(&Mechanism::Sha256RsaPkcs, found[0], MSG),
-        "C_Sign(RS256)",
-    );
-    let Token {
-        session, pkcs11, ..
-    } = t;
-    drop(session);
-    ok(pkcs11.finalize(), "C_Finalize");
-    sig
+    sign_and_close(t, found[0])
 }
 
 p11_test! {
@@ -642,9 +644,7 @@ p11_test! {
             Attribute::Value(vec![1u8; 32]),
         ];
         assert_rv(t.session.create_object(&aes), CKR_FUNCTION_REJECTED, "C_CreateObject of an AES key");
-        let Token { session, pkcs11, .. } = t;
-        drop(session);
-        ok(pkcs11.finalize(), "C_Finalize");
+        close(t);
 
         assert_eq!(json(&["token", "show"])["status"], "Provisioned");
         download(&dir, &keys);
