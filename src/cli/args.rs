@@ -80,6 +80,12 @@ pub const GLOBAL: &[Opt] = &[
         "FILE  read the user PIN from the first line of FILE",
     ),
     opt(
+        "user",
+        One,
+        false,
+        "NAME  act as this principal (its PIN from --pin, --pin-file, $SOFTMHSM_PIN or the prompt); default: the plain user PIN",
+    ),
+    opt(
         "output",
         One,
         false,
@@ -366,6 +372,7 @@ pub fn all_verbs() -> impl Iterator<Item = &'static Verb> {
         .iter()
         .chain(super::byok::VERBS)
         .chain(super::security_domain::VERBS)
+        .chain(super::access::VERBS)
 }
 
 /// A parsed command line.

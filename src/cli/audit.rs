@@ -49,6 +49,11 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["security-domain", "upload"] => "SecurityDomainUpload",
         ["backup", "start"] => "FullBackup",
         ["restore", "start"] => "FullRestore",
+        ["principal", "create"] => "PrincipalCreate",
+        ["principal", "delete"] => "PrincipalDelete",
+        ["principal", "set-pin"] => "PrincipalSetPin",
+        ["role", "assignment", "create"] => "RoleAssignmentCreate",
+        ["role", "assignment", "delete"] => "RoleAssignmentDelete",
         _ => return None,
     })
 }

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage. Errors are one
 //! line on standard error.
 
+mod access;
 pub mod args;
 mod attest;
 mod audit;
@@ -18,6 +19,7 @@ use crate::crypto::Curve;
 use crate::engine::attributes::now;
 use crate::engine::key::{KeyKind, KeyOps};
 use crate::error::Error;
+use crate::pool::access::DataAction;
 use crate::pool::lifecycle::{self, KeySpec, KeyUpdate, Refusal};
 use crate::pool::rotation;
 use crate::pool::{self as pools, MasterKey, PinUser};
@@ -171,6 +173,11 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     }
     let import_or_download = byok::usage(p)?;
     dataplane::usage(p)?;
+    access::usage(p)?;
+    if p.verb.path == ["role", "definition", "list"] {
+        // Published data: no token, no PIN.
+        return access::definitions();
+    }
     if p.verb.path == ["token", "list"] {
         return token_list();
     }
@@ -193,6 +200,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if let ["pin", what] = p.verb.path {
         return pin_verb(p, what, &token, &service);
     }
+    if access::is_ours(p) {
+        return access::run(p, &token, &service);
+    }
     if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
     }
@@ -205,8 +215,11 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         // Before any PIN is asked for: no key verb runs in a provisioned pool.
         service.check_active()?;
     }
-    let pin = user_pin(p)?;
-    let master = login(&token, &service, PinUser::User, &pin)?;
+    // As the plain user PIN, or as principal --user; every key verb is
+    // checked against the acting identity's role assignments.
+    let (master, who) = access::acting(p, &token, &service)?;
+    access::check_key_verb(p, &service, &who)?;
+    let grants = service.grants(&who)?;
     let rec = service.initialized()?;
     let pool = Pool {
         label: rec.label,
@@ -216,7 +229,18 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     let name = p.one("name").unwrap_or_default();
     // Every verb is one call into the pool service, which lends its store for
     // the verb's lifecycle steps and keeps its snapshot coherent after them.
-    service.write(|s| verb(p, s, &master, &pool, name, spec, change, import_or_download))
+    service.write(|s| {
+        verb(
+            p,
+            s,
+            (&master, &grants),
+            &pool,
+            name,
+            spec,
+            change,
+            import_or_download,
+        )
+    })
 }
 
 /// The key verbs, on a store the pool lends.
@@ -224,7 +248,7 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
 fn verb(
     p: &Parsed,
     s: &mut dyn pools::Store,
-    master: &MasterKey,
+    (master, grants): (&MasterKey, &pools::access::Grants),
     pool: &Pool,
     name: &str,
     spec: Option<KeySpec>,
@@ -246,7 +270,9 @@ fn verb(
             Ok(written(s, &k)?)
         }
         ["key", "list"] => {
-            let keys = lifecycle::list(s)?;
+            let mut keys = lifecycle::list(s)?;
+            // A principal sees the keys it may read, as a find does.
+            keys.retain(|k| grants.allows(DataAction::KeysRead, Some(&k.key.name)));
             Ok(Shown {
                 json: keys.iter().map(|k| pool.item(k)).collect(),
                 table: pool.version_table(&keys),
@@ -370,7 +396,8 @@ fn verb(
             })
         }
         ["key", "list-deleted"] => {
-            let keys = lifecycle::deleted(s)?;
+            let mut keys = lifecycle::deleted(s)?;
+            keys.retain(|d| grants.allows(DataAction::DeletedKeysRead, Some(&d.key.name)));
             Ok(Shown {
                 json: keys.iter().map(|d| pool.deleted(d)).collect(),
                 table: pool.deleted_table(&keys),

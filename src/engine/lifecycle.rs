@@ -36,6 +36,8 @@ pub enum Refusal {
     /// The pool is provisioned: no key operation until its security domain
     /// has been downloaded (`init --require-security-domain`).
     Provisioned,
+    /// The acting identity holds no role that grants the action here (local RBAC).
+    Denied(String),
     /// The token or store refused, with its `CK_RV`.
     Token(Error),
 }
@@ -65,6 +67,7 @@ impl fmt::Display for Refusal {
             Refusal::Provisioned => f.write_str(
                 "the pool is waiting for its security domain to be downloaded (softmhsm security-domain download)",
             ),
+            Refusal::Denied(why) => write!(f, "not permitted: {why}"),
             Refusal::Token(e) => write!(f, "token error {e:?}"),
         }
     }

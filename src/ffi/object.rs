@@ -3,6 +3,7 @@
 use super::{entry, put, template};
 use crate::engine::policy::{self, AttrValue};
 use crate::error::{Error, Result};
+use crate::pool::access::DataAction;
 use crate::pool::import;
 use crate::token::{self, audit, objects::handle, slot::LoggedIn};
 use cryptoki_sys::*;
@@ -57,7 +58,7 @@ pub unsafe extern "C" fn C_CreateObject(
         if private && s.slot.state().login != LoggedIn::User {
             return Err(Error(CKR_USER_NOT_LOGGED_IN));
         }
-        let e = s.slot.add(&s, token, rec, secret)?;
+        let e = s.slot.add(&s, token, rec, secret, DataAction::KeysImport)?;
         // SAFETY: `phObject` is not NULL (checked above) and, by §5.7.1, writable.
         unsafe { put(object, handle(e.id, policy::Part::Main)) }
     })

@@ -1,7 +1,7 @@
 //! Session management (PKCS#11 3.1 §5.6).
 
 use super::slot::pin_arg;
-use super::{entry, put};
+use super::{entry, input, put};
 use crate::error::{Error, Result};
 use crate::token::{self, audit};
 use cryptoki_sys::*;
@@ -60,7 +60,8 @@ pub unsafe extern "C" fn C_GetSessionInfo(
     })
 }
 
-/// C_Login, PKCS#11 3.1 §5.6.8.
+/// C_Login, PKCS#11 3.1 §5.6.8. A user PIN of the form "name:PIN", where a
+/// principal of that name exists, logs in as that principal (local RBAC).
 #[no_mangle]
 pub unsafe extern "C" fn C_Login(
     session: CK_SESSION_HANDLE,
@@ -69,7 +70,7 @@ pub unsafe extern "C" fn C_Login(
     pin_len: CK_ULONG,
 ) -> CK_RV {
     // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.8), as `login` needs.
-    entry(|| unsafe { login(session, user, pin, pin_len) })
+    entry(|| unsafe { login(session, user, pin, pin_len, None) })
 }
 
 /// C_Login and C_LoginUser.
@@ -81,26 +82,35 @@ unsafe fn login(
     user: CK_USER_TYPE,
     pin: *const CK_UTF8CHAR,
     pin_len: CK_ULONG,
+    principal: Option<&str>,
 ) -> Result<()> {
     let lib = token::library()?;
     let s = lib.session(session)?;
     // SAFETY: this function's contract is `pin_arg`'s.
     let pin = unsafe { pin_arg(pin, pin_len) }?;
-    audit::token_call(&s.slot, "Login", || lib.login(&s, user, pin))
+    audit::token_call(&s.slot, "Login", || lib.login(&s, user, pin, principal))
 }
 
-/// C_LoginUser, PKCS#11 3.0 §5.6.9: the token has one user, so a user name adds nothing.
+/// C_LoginUser, PKCS#11 3.0 §5.6.9: `CKU_USER` with a user name logs in as
+/// that principal (an unknown name is `CKR_PIN_INCORRECT`, as a wrong PIN);
+/// an empty name is C_Login; the SO has no name (`CKR_USER_TYPE_INVALID`).
 #[no_mangle]
 pub unsafe extern "C" fn C_LoginUser(
     session: CK_SESSION_HANDLE,
     user: CK_USER_TYPE,
     pin: *mut CK_UTF8CHAR,
     pin_len: CK_ULONG,
-    _name: *mut CK_UTF8CHAR,
-    _name_len: CK_ULONG,
+    name: *mut CK_UTF8CHAR,
+    name_len: CK_ULONG,
 ) -> CK_RV {
-    // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.9), as `login` needs.
-    entry(|| unsafe { login(session, user, pin, pin_len) })
+    entry(|| {
+        // SAFETY: a non-NULL `pUsername` holds `ulUsernameLen` bytes (§5.6.9).
+        let name = unsafe { input(name, name_len) }?;
+        let name = std::str::from_utf8(name).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
+        let principal = Some(name).filter(|n| !n.is_empty());
+        // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.9), as `login` needs.
+        unsafe { login(session, user, pin, pin_len, principal) }
+    })
 }
 
 /// C_Logout, PKCS#11 3.1 §5.6.10.

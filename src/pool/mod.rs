@@ -15,6 +15,7 @@
 //! Lock order: the store, then the snapshot. No lock is held across a PIN key
 //! derivation.
 
+pub mod access;
 pub mod attest;
 pub mod audit;
 pub mod byok;
@@ -115,6 +116,8 @@ pub struct Pool {
     /// Milliseconds after `epoch` of the last catch-up against the database.
     checked: AtomicU64,
     epoch: Instant,
+    /// Principals' grants, read on first use (None: read again).
+    access: RwLock<Option<Arc<access::AccessTable>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,6 +142,9 @@ pub fn refusal_rv(r: Refusal) -> Error {
         // C_SetAttributeValue and C_DestroyObject only; a function the token
         // rejects in its present state is CKR_FUNCTION_REJECTED.
         Refusal::Provisioned => Error(CKR_FUNCTION_REJECTED),
+        // Callers with a more precise code (a crypto *Init's
+        // CKR_KEY_FUNCTION_NOT_PERMITTED) map it themselves.
+        Refusal::Denied(_) => Error(CKR_ACTION_PROHIBITED),
     }
 }
 
@@ -185,6 +191,7 @@ impl Pool {
             seen: AtomicI64::new(-1),
             checked: AtomicU64::new(0),
             epoch: Instant::now(),
+            access: RwLock::new(None),
         }
     }
 
@@ -250,9 +257,15 @@ impl Pool {
                 snap.provisioned = rec.as_ref().is_some_and(|r| r.provisioned);
                 snap.label = rec.map(|r| r.label).unwrap_or_default();
                 snap.objects.reload(&rows);
+                drop(snap);
+                self.access_changed();
                 seq
             }
             Changes::Since { seq, touched, rows } => {
+                // Id -1: an assignment or a principal changed.
+                if touched.contains(&-1) {
+                    self.access_changed();
+                }
                 self.snap_mut().objects.apply(&touched, &rows);
                 seq
             }

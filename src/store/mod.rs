@@ -26,7 +26,7 @@ pub mod sqlite;
 mod suite;
 
 pub use crate::crypto::seal::{self, MasterKey};
-pub use pin::check_pin;
+pub use pin::{check_pin, check_principal_pin};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -250,6 +250,32 @@ pub struct PinSlot {
     pub kdf_iterations: u32,
 }
 
+/// A principal as stored (its credential stays in the store).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Its name (`[A-Za-z0-9-_.@]`, 1–64), unique case-insensitively.
+    pub name: String,
+    /// Its object id (a UUID).
+    pub object_id: String,
+    /// Seconds since the epoch when it was made.
+    pub created: i64,
+}
+
+/// A role assignment as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The assignment's id (a UUID).
+    pub id: String,
+    /// The principal's name (as the principal spells it).
+    pub principal: String,
+    /// The role definition's id.
+    pub role_id: String,
+    /// Where it applies: `/`, `/keys` or `/keys/<name>`.
+    pub scope: String,
+    /// Seconds since the epoch when it was made.
+    pub created: i64,
+}
+
 /// What changed since a change sequence number.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Changes {
@@ -375,6 +401,29 @@ pub trait Store: Send {
     fn attestation_key(&self) -> Result<Option<AttestationRow>>;
     /// Store an attestation key unless the token has one; true if stored.
     fn set_attestation_key(&mut self, key: &AttestationRow) -> Result<bool>;
+    /// Every principal, by name.
+    fn principals(&self) -> Result<Vec<Principal>>;
+    /// A principal (case-insensitive name) and its PIN state (the token's
+    /// KDF cost), or None if there is no such principal.
+    fn principal_pin(&self, name: &str) -> Result<Option<(Principal, PinSlot)>>;
+    /// Store a new principal with `master` wrapped under its `pin`; false
+    /// if the name is taken (`CKR_TOKEN_NOT_RECOGNIZED` before init).
+    fn add_principal(&mut self, p: &Principal, master: &MasterKey, pin: &[u8]) -> Result<bool>;
+    /// Wrap `master` under a new PIN for principal `name` and reset its
+    /// counter; false if there is no such principal.
+    fn set_principal_pin(&mut self, name: &str, master: &MasterKey, pin: &[u8]) -> Result<bool>;
+    /// Count a principal's login: a failure adds one, a success resets.
+    fn count_principal_login(&mut self, name: &str, success: bool) -> Result<()>;
+    /// Delete a principal and its assignments; false if there is none.
+    fn delete_principal(&mut self, name: &str) -> Result<bool>;
+    /// Every role assignment, oldest first.
+    fn assignments(&self) -> Result<Vec<Assignment>>;
+    /// Store an assignment; false if its principal does not exist or the
+    /// same (principal, role, scope) is already assigned.
+    fn add_assignment(&mut self, a: &Assignment) -> Result<bool>;
+    /// Delete the assignment of `role_id` to `principal` at `scope`; false
+    /// if there is none.
+    fn delete_assignment(&mut self, principal: &str, role_id: &str, scope: &str) -> Result<bool>;
 }
 
 /// The one name (lower-cased) every row given to

@@ -100,3 +100,41 @@ pub(super) fn unwrap_slot(who: PinUser, slot: &PinSlot, pin: &[u8]) -> Result<Ma
         _ => Err(Error(CKR_USER_PIN_NOT_INITIALIZED)),
     }
 }
+
+/// The AAD of a principal's wrapped master key: bound to its object id, so a
+/// blob copied onto another principal's row does not open.
+pub(super) fn principal_aad(object_id: &str) -> Vec<u8> {
+    format!("softmhsm master key v1 principal {object_id}").into_bytes()
+}
+
+/// Wrap `master` under a principal's new `pin`: (salt, wrapped).
+pub(crate) fn principal_wrap(
+    master: &MasterKey,
+    object_id: &str,
+    pin: &[u8],
+    kdf_iterations: u32,
+) -> Result<([u8; SALT_LEN], Vec<u8>)> {
+    let salt = new_salt()?;
+    let wrapped = master.wrap_under_pin(pin, &salt, kdf_iterations, &principal_aad(object_id))?;
+    Ok((salt, wrapped))
+}
+
+/// Check a principal's `pin` against its stored state and unwrap the master
+/// key (the slow step: run it without holding any lock). A principal locks
+/// after [`MAX_PIN_FAILURES`] consecutive failures (`CKR_PIN_LOCKED`), as
+/// the user PIN does; counts nothing.
+pub fn check_principal_pin(object_id: &str, slot: &PinSlot, pin: &[u8]) -> Result<MasterKey> {
+    if slot.failures >= MAX_PIN_FAILURES {
+        return Err(Error(CKR_PIN_LOCKED));
+    }
+    match (&slot.salt, &slot.wrapped) {
+        (Some(salt), Some(wrapped)) => MasterKey::unwrap_under_pin(
+            wrapped,
+            pin,
+            salt,
+            slot.kdf_iterations,
+            &principal_aad(object_id),
+        ),
+        _ => Err(Error(CKR_USER_PIN_NOT_INITIALIZED)),
+    }
+}

@@ -430,6 +430,9 @@ impl Store for PgStore {
             }
             db.execute("DELETE FROM objects", &[])?;
             db.execute("DELETE FROM policies", &[])?;
+            // A new pool has no principals: their wraps are of the old master key.
+            db.execute("DELETE FROM assignments", &[])?;
+            db.execute("DELETE FROM principals", &[])?;
             db.execute("DELETE FROM token", &[])?;
             db.execute(
                 "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
@@ -1068,6 +1071,169 @@ impl Store for PgStore {
             Ok(n == 1)
         })
     }
+
+    fn principals(&self) -> Result<Vec<super::Principal>> {
+        self.read(|db| {
+            db.query(
+                "SELECT name, object_id, created FROM principals ORDER BY name_lc",
+                &[],
+            )?
+            .iter()
+            .map(principal_row)
+            .collect()
+        })
+    }
+
+    fn principal_pin(&self, name: &str) -> Result<Option<(super::Principal, PinSlot)>> {
+        let name_lc = name.to_lowercase();
+        self.read(|db| {
+            let Some(r) = db.query_opt(
+                "SELECT p.name, p.object_id, p.created, p.salt, p.wrapped, p.failures,
+                        t.kdf_iterations
+                 FROM principals p, token t WHERE t.id = 1 AND p.name_lc = $1",
+                &[&name_lc],
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((
+                principal_row(&r)?,
+                PinSlot {
+                    salt: r.try_get(3)?,
+                    wrapped: r.try_get(4)?,
+                    failures: count(&r, 5)?,
+                    kdf_iterations: count(&r, 6)?,
+                },
+            )))
+        })
+    }
+
+    fn add_principal(
+        &mut self,
+        p: &super::Principal,
+        master: &MasterKey,
+        pin: &[u8],
+    ) -> Result<bool> {
+        let iterations = self
+            .token()?
+            .ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?
+            .kdf_iterations;
+        let (salt, wrapped) = pin::principal_wrap(master, &p.object_id, pin, iterations)?;
+        self.write(|db| {
+            let n = db.execute(
+                "INSERT INTO principals (name_lc, name, object_id, created, salt, wrapped)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &p.name.to_lowercase(),
+                    &p.name,
+                    &p.object_id,
+                    &p.created,
+                    &&salt[..],
+                    &wrapped,
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn set_principal_pin(&mut self, name: &str, master: &MasterKey, pin: &[u8]) -> Result<bool> {
+        let Some((p, slot)) = self.principal_pin(name)? else {
+            return Ok(false);
+        };
+        let (salt, wrapped) = pin::principal_wrap(master, &p.object_id, pin, slot.kdf_iterations)?;
+        self.write(|db| {
+            let n = db.execute(
+                "UPDATE principals SET salt = $1, wrapped = $2, failures = 0
+                 WHERE name_lc = $3 AND object_id = $4",
+                &[&&salt[..], &wrapped, &name.to_lowercase(), &p.object_id],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn count_principal_login(&mut self, name: &str, success: bool) -> Result<()> {
+        let sql = if success {
+            "UPDATE principals SET failures = 0 WHERE name_lc = $1 AND failures <> 0"
+        } else {
+            "UPDATE principals SET failures = failures + 1 WHERE name_lc = $1"
+        };
+        self.write(|db| {
+            db.execute(sql, &[&name.to_lowercase()])?;
+            Ok(())
+        })
+    }
+
+    fn delete_principal(&mut self, name: &str) -> Result<bool> {
+        let name_lc = name.to_lowercase();
+        self.write(|db| {
+            db.execute(
+                "DELETE FROM assignments WHERE principal_lc = $1",
+                &[&name_lc],
+            )?;
+            Ok(db.execute("DELETE FROM principals WHERE name_lc = $1", &[&name_lc])? == 1)
+        })
+    }
+
+    fn assignments(&self) -> Result<Vec<super::Assignment>> {
+        self.read(|db| {
+            db.query(
+                "SELECT a.id, COALESCE(p.name, a.principal_lc), a.role_id, a.scope, a.created
+                 FROM assignments a LEFT JOIN principals p ON p.name_lc = a.principal_lc
+                 ORDER BY a.created, a.id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(super::Assignment {
+                    id: r.try_get(0)?,
+                    principal: r.try_get(1)?,
+                    role_id: r.try_get(2)?,
+                    scope: r.try_get(3)?,
+                    created: r.try_get(4)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn add_assignment(&mut self, a: &super::Assignment) -> Result<bool> {
+        self.write(|db| {
+            let n = db.execute(
+                "INSERT INTO assignments (id, principal_lc, role_id, scope, scope_lc, created)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE EXISTS (SELECT 1 FROM principals WHERE name_lc = $2)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &a.id,
+                    &a.principal.to_lowercase(),
+                    &a.role_id,
+                    &a.scope,
+                    &a.scope.to_lowercase(),
+                    &a.created,
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn delete_assignment(&mut self, principal: &str, role_id: &str, scope: &str) -> Result<bool> {
+        self.write(|db| {
+            let n = db.execute(
+                "DELETE FROM assignments WHERE principal_lc = $1 AND role_id = $2 AND scope_lc = $3",
+                &[&principal.to_lowercase(), &role_id, &scope.to_lowercase()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+}
+
+/// Map a `principals` row (name, object_id, created).
+fn principal_row(r: &Row) -> std::result::Result<super::Principal, Fail> {
+    Ok(super::Principal {
+        name: r.try_get(0)?,
+        object_id: r.try_get(1)?,
+        created: r.try_get(2)?,
+    })
 }
 
 #[cfg(test)]

@@ -101,6 +101,36 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE token ADD COLUMN provisioned boolean NOT NULL DEFAULT false;
     CREATE TRIGGER token_state_logged AFTER UPDATE OF provisioned ON token
         FOR EACH ROW EXECUTE FUNCTION softmhsm_token_logged();",
+    // 3: local RBAC, as SQLite's version 7: principals with their own wrap of
+    // the master key, role assignments, and change-log id -1 for "access
+    // changed".
+    "CREATE TABLE principals (
+        name_lc   text   PRIMARY KEY,
+        name      text   NOT NULL,
+        object_id text   NOT NULL UNIQUE,
+        created   bigint NOT NULL,
+        salt      bytea  NOT NULL,
+        wrapped   bytea  NOT NULL,
+        failures  bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE assignments (
+        id           text   PRIMARY KEY,
+        principal_lc text   NOT NULL,
+        role_id      text   NOT NULL,
+        scope        text   NOT NULL,
+        scope_lc     text   NOT NULL,
+        created      bigint NOT NULL,
+        UNIQUE (principal_lc, role_id, scope_lc)
+    );
+    CREATE FUNCTION softmhsm_access_logged() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO changes (object_id) VALUES (-1);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER principals_delete_logged AFTER DELETE ON principals
+        FOR EACH ROW EXECUTE FUNCTION softmhsm_access_logged();
+    CREATE TRIGGER assignments_logged AFTER INSERT OR DELETE ON assignments
+        FOR EACH ROW EXECUTE FUNCTION softmhsm_access_logged();",
 ];
 
 /// The schema version this build writes.

@@ -88,6 +88,34 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE token ADD COLUMN provisioned INTEGER NOT NULL DEFAULT 0;
     CREATE TRIGGER token_state_logged AFTER UPDATE OF provisioned ON token
         BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
+    // 7: local RBAC (issue 13). Principals, each with its own wrap of the
+    // master key (salt, wrapped, failure counter), and role assignments.
+    // Object id -1 in the change log stands for "access changed": every
+    // process re-reads the assignments at its next call.
+    "CREATE TABLE principals (
+        name_lc   TEXT    PRIMARY KEY,
+        name      TEXT    NOT NULL,
+        object_id TEXT    NOT NULL UNIQUE,
+        created   INTEGER NOT NULL,
+        salt      BLOB    NOT NULL,
+        wrapped   BLOB    NOT NULL,
+        failures  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE assignments (
+        id           TEXT    PRIMARY KEY,
+        principal_lc TEXT    NOT NULL,
+        role_id      TEXT    NOT NULL,
+        scope        TEXT    NOT NULL,
+        scope_lc     TEXT    NOT NULL,
+        created      INTEGER NOT NULL,
+        UNIQUE (principal_lc, role_id, scope_lc)
+    );
+    CREATE TRIGGER principals_delete_logged AFTER DELETE ON principals
+        BEGIN INSERT INTO changes (object_id) VALUES (-1); END;
+    CREATE TRIGGER assignments_insert_logged AFTER INSERT ON assignments
+        BEGIN INSERT INTO changes (object_id) VALUES (-1); END;
+    CREATE TRIGGER assignments_delete_logged AFTER DELETE ON assignments
+        BEGIN INSERT INTO changes (object_id) VALUES (-1); END;",
 ];
 
 /// The schema version this build writes.

@@ -287,6 +287,52 @@ impl Store for SqliteStore {
         attest::set_attestation_key(write_tx(&mut self.conn, &self.signal)?, key)
     }
 
+    fn principals(&self) -> Result<Vec<super::Principal>> {
+        access::principals(&self.conn)
+    }
+
+    fn principal_pin(&self, name: &str) -> Result<Option<(super::Principal, PinSlot)>> {
+        access::principal_pin(&self.conn, name)
+    }
+
+    fn add_principal(
+        &mut self,
+        p: &super::Principal,
+        master: &MasterKey,
+        pin: &[u8],
+    ) -> Result<bool> {
+        access::add_principal(&mut self.conn, &self.signal, p, master, pin)
+    }
+
+    fn set_principal_pin(&mut self, name: &str, master: &MasterKey, pin: &[u8]) -> Result<bool> {
+        let set = access::set_principal_pin(&mut self.conn, &self.signal, name, master, pin)?;
+        // The wrap under the old PIN leaves the WAL.
+        self.scrub_wal();
+        Ok(set)
+    }
+
+    fn count_principal_login(&mut self, name: &str, success: bool) -> Result<()> {
+        access::count_principal_login(&mut self.conn, &self.signal, name, success)
+    }
+
+    fn delete_principal(&mut self, name: &str) -> Result<bool> {
+        let gone = access::delete_principal(&mut self.conn, &self.signal, name)?;
+        self.scrub_wal();
+        Ok(gone)
+    }
+
+    fn assignments(&self) -> Result<Vec<super::Assignment>> {
+        access::assignments(&self.conn)
+    }
+
+    fn add_assignment(&mut self, a: &super::Assignment) -> Result<bool> {
+        access::add_assignment(&mut self.conn, &self.signal, a)
+    }
+
+    fn delete_assignment(&mut self, principal: &str, role_id: &str, scope: &str) -> Result<bool> {
+        access::delete_assignment(&mut self.conn, &self.signal, principal, role_id, scope)
+    }
+
     /// The token record, or None if the token was never initialised.
     fn token(&self) -> Result<Option<TokenRecord>> {
         let record = self
@@ -355,6 +401,9 @@ impl Store for SqliteStore {
         // A wiped key's rotation policy goes with it, or a new key of the
         // same name would inherit it.
         tx.prepare_cached("DELETE FROM policies")?.execute([])?;
+        // A new pool has no principals: their wraps are of the old master key.
+        tx.prepare_cached("DELETE FROM assignments")?.execute([])?;
+        tx.prepare_cached("DELETE FROM principals")?.execute([])?;
         tx.prepare_cached("DELETE FROM token")?.execute([])?;
         tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
@@ -1097,6 +1146,9 @@ fn object_row(r: &Row<'_>) -> rusqlite::Result<ObjectRow> {
 
 #[path = "sqlite_attest.rs"]
 mod attest;
+
+#[path = "sqlite_access.rs"]
+mod access;
 
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]

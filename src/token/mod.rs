@@ -178,7 +178,13 @@ impl Library {
     }
 
     /// C_Login with the session-state rules of PKCS#11 3.1 §5.6.6.
-    pub fn login(&self, session: &Session, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+    pub fn login(
+        &self,
+        session: &Session,
+        user: CK_USER_TYPE,
+        pin: &[u8],
+        principal: Option<&str>,
+    ) -> Result<()> {
         let who = match user {
             CKU_SO => crate::pool::PinUser::So,
             CKU_USER => crate::pool::PinUser::User,
@@ -194,6 +200,13 @@ impl Library {
         {
             return Err(Error(CKR_SESSION_READ_ONLY_EXISTS));
         }
-        session.slot.login(who, pin)
+        match (who, principal) {
+            (crate::pool::PinUser::User, None) => match session.slot.principal_in_pin(pin)? {
+                // "name:PIN" for a principal of that name (2.40 applications).
+                Some((name, pin)) => session.slot.login(who, pin, Some(&name)),
+                None => session.slot.login(who, pin, None),
+            },
+            _ => session.slot.login(who, pin, principal),
+        }
     }
 }

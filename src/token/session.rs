@@ -16,6 +16,7 @@ use crate::engine::mechanism::Mechanism;
 use crate::engine::policy::{self, Part};
 use crate::engine::rules;
 use crate::error::{Error, Result};
+use crate::pool::access::DataAction;
 use cryptoki_sys::*;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -240,6 +241,13 @@ impl Session {
             // A public key is the wrong type of key for signing.
             return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
         }
+        if e.is_token() {
+            self.slot.authorize(
+                DataAction::KeysSign,
+                &k.name,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            )?;
+        }
         let plan = rules::sign_plan(mech, k, KeyOps::SIGN, now())?;
         let master = self.slot.state().master.clone();
         let label = self.slot.pool.label();
@@ -288,6 +296,13 @@ impl Session {
         let Body::Key(k) = &e.rec.body else {
             return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
         };
+        if e.is_token() {
+            self.slot.authorize(
+                DataAction::KeysVerify,
+                &k.name,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            )?;
+        }
         let plan = rules::sign_plan(mech, k, KeyOps::VERIFY, now())?;
         ops.verify = Some(VerifyCtx::new(e.public_key()?, plan));
         Ok(())
@@ -389,8 +404,30 @@ impl Session {
         let Body::Key(k) = &e.rec.body else {
             return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
         };
+        if e.is_token() {
+            self.permit_cipher(mech.ty, k, op, CKR_KEY_FUNCTION_NOT_PERMITTED)?;
+        }
         let cipher = rules::cipher_plan(mech, k, op, now())?;
         self.cipher_side(&e, part, cipher, op)
+    }
+
+    /// The access check of a cipher operation `op` on token key `k`: the
+    /// Managed HSM's action, as the audit log names it (AES-KW, and RSA on a
+    /// key with wrapKey/unwrapKey but not encrypt/decrypt, are wrap/unwrap).
+    fn permit_cipher(
+        &self,
+        ty: CK_MECHANISM_TYPE,
+        k: &crate::engine::key::KeyRecord,
+        op: KeyOps,
+        denied: CK_RV,
+    ) -> Result<()> {
+        let action = match rules::cipher_operation(ty, k.ops, op) {
+            KeyOps::WRAP => DataAction::KeysWrap,
+            KeyOps::UNWRAP => DataAction::KeysUnwrap,
+            KeyOps::DECRYPT => DataAction::KeysDecrypt,
+            _ => DataAction::KeysEncrypt,
+        };
+        self.slot.authorize(action, &k.name, denied)
     }
 
     /// The parsed key a cipher operation uses, from the right half of a pair.
@@ -528,6 +565,15 @@ impl Session {
             Error(CKR_KEY_TYPE_INCONSISTENT) => Error(type_inconsistent),
             e => e,
         };
+        if e.is_token() {
+            let action = if op == KeyOps::WRAP {
+                DataAction::KeysWrap
+            } else {
+                DataAction::KeysUnwrap
+            };
+            self.slot
+                .authorize(action, &k.name, CKR_KEY_FUNCTION_NOT_PERMITTED)?;
+        }
         let cipher = rules::cipher_plan(mech, k, op, now()).map_err(retype)?;
         self.cipher_side(&e, part, cipher, op).map_err(retype)
     }
@@ -597,7 +643,8 @@ impl Session {
         {
             return Err(Error(CKR_USER_NOT_LOGGED_IN));
         }
-        self.slot.add(self, false, req.record, None)
+        self.slot
+            .add(self, false, req.record, None, DataAction::KeysImport)
     }
 
     /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key
@@ -647,6 +694,12 @@ impl Session {
         if self.slot.state().login != LoggedIn::User {
             return Err(Error(CKR_USER_NOT_LOGGED_IN));
         }
-        self.slot.add(self, req.token, req.record, Some(material))
+        self.slot.add(
+            self,
+            req.token,
+            req.record,
+            Some(material),
+            DataAction::KeysImport,
+        )
     }
 }

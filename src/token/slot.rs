@@ -12,6 +12,7 @@ use crate::engine::key::{Body, KeyKind};
 use crate::engine::policy::{self, AttrValue, Part};
 use crate::engine::rules::check_pin_len;
 use crate::error::{Error, Result};
+use crate::pool::access::{DataAction, Identity};
 use crate::pool::{
     refusal_rv, rotation, Lookup, MasterKey, PinUser, Pool, TokenRecord, MAX_PIN_FAILURES,
 };
@@ -36,6 +37,9 @@ pub struct TokenState {
     pub login: LoggedIn,
     /// The master key while someone is logged in.
     pub master: Option<Arc<MasterKey>>,
+    /// As whom the logged-in user acts (local RBAC): the SO, the plain user
+    /// PIN, or a named principal.
+    pub identity: Identity,
 }
 
 /// One slot with its token: the login state of this application; the pool
@@ -61,6 +65,7 @@ impl Slot {
             state: RwLock::new(TokenState {
                 login: LoggedIn::Nobody,
                 master: None,
+                identity: Identity::User,
             }),
         }
     }
@@ -101,8 +106,10 @@ impl Slot {
         self.sync()
     }
 
-    /// C_Login for `who` (the caller checked session-state rules).
-    pub fn login(&self, who: PinUser, pin: &[u8]) -> Result<()> {
+    /// C_Login for `who` (the caller checked session-state rules); with
+    /// `principal`, the user logs in as that principal (C_LoginUser, or
+    /// C_Login with "name:PIN").
+    pub fn login(&self, who: PinUser, pin: &[u8], principal: Option<&str>) -> Result<()> {
         self.initialized()?;
         {
             let st = self.state();
@@ -116,20 +123,85 @@ impl Slot {
                 _ => {}
             }
         }
-        let master = Arc::new(self.pool.unlock(who, pin)?);
+        let (master, identity) = match (who, principal) {
+            (PinUser::User, Some(name)) => {
+                let (master, name) = self.pool.login_principal(name, pin)?;
+                (master, Identity::Principal(name))
+            }
+            (PinUser::So, Some(_)) => return Err(Error(CKR_USER_TYPE_INVALID)),
+            (PinUser::User, None) => (self.pool.unlock(who, pin)?, Identity::User),
+            (PinUser::So, None) => (self.pool.unlock(who, pin)?, Identity::So),
+        };
+        let master = Arc::new(master);
+        let rotates = self
+            .pool
+            .allows(&identity, DataAction::KeysRotate, None)
+            .unwrap_or(false);
         {
             let mut st = self.state_mut();
             st.master = Some(master.clone());
+            st.identity = identity;
             st.login = match who {
                 PinUser::So => LoggedIn::So,
                 PinUser::User => LoggedIn::User,
             };
         }
         self.sync()?;
-        if who == PinUser::User && self.config.versioning {
+        // Rotation by policy is the work of someone who may rotate every key.
+        if who == PinUser::User && self.config.versioning && rotates {
             self.apply_rotation_policies(&master);
         }
         Ok(())
+    }
+
+    /// The principal `pin` names as "name:PIN", if a principal of that name
+    /// exists (C_Login from a 2.40 application): (name, PIN).
+    pub fn principal_in_pin<'a>(&self, pin: &'a [u8]) -> Result<Option<(String, &'a [u8])>> {
+        let Some(colon) = pin.iter().position(|&b| b == b':') else {
+            return Ok(None);
+        };
+        let Ok(name) = std::str::from_utf8(&pin[..colon]) else {
+            return Ok(None);
+        };
+        if !crate::pool::access::valid_principal_name(name)
+            || self.pool.principal_failures(name)?.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some((name.to_string(), &pin[colon + 1..])))
+    }
+
+    /// As whom the logged-in user acts.
+    pub fn identity(&self) -> Identity {
+        self.state().identity.clone()
+    }
+
+    /// The one access check for a token key (DESIGN §6): whether the
+    /// logged-in identity may do `action` on key `name`; refused with `denied`.
+    pub fn authorize(&self, action: DataAction, name: &str, denied: CK_RV) -> Result<()> {
+        let st = self.state();
+        let allowed = match &st.identity {
+            // The plain user PIN holds Crypto User + Crypto Officer at `/`:
+            // no lookup on its crypto path.
+            Identity::User if st.login == LoggedIn::User => {
+                self.pool.allows(&Identity::User, action, Some(name))?
+            }
+            who => {
+                let who = who.clone();
+                drop(st);
+                self.pool.allows(&who, action, Some(name))?
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            log::debug!(
+                "{} refused: {}",
+                action.name(),
+                self.identity().audit_name()
+            );
+            Err(Error(denied))
+        }
     }
 
     /// Rotate the keys whose rotation policy says so. Never fails the login:
@@ -173,6 +245,7 @@ impl Slot {
         }
         st.login = LoggedIn::Nobody;
         st.master = None;
+        st.identity = Identity::User;
         self.pool.forget_secrets();
         Ok(())
     }
@@ -197,12 +270,27 @@ impl Slot {
 
     /// C_SetPIN: the logged-in user's (or SO's) PIN, or the user's when nobody is.
     pub fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()> {
-        let who = match self.state().login {
-            LoggedIn::So => PinUser::So,
-            _ => PinUser::User,
+        let (who, identity) = {
+            let st = self.state();
+            let who = match st.login {
+                LoggedIn::So => PinUser::So,
+                _ => PinUser::User,
+            };
+            (
+                who,
+                (st.login == LoggedIn::User).then(|| st.identity.clone()),
+            )
         };
         self.initialized()?;
         check_pin_len(new)?;
+        if let Some(Identity::Principal(name)) = identity {
+            // A principal changes its own PIN.
+            let (master, _) = self.pool.login_principal(&name, old)?;
+            return self
+                .pool
+                .set_principal_pin(&master, &name, new)
+                .map_err(refusal_rv);
+        }
         let master = self.pool.unlock(who, old)?;
         self.pool.set_pin(who, &master, new)
     }
@@ -247,9 +335,22 @@ impl Slot {
         Ok((e, part))
     }
 
-    /// Whether an object is visible now: private objects only to a logged-in user.
+    /// Whether an object is visible now: private objects only to a logged-in
+    /// user; a token key to a principal only where it may read the key
+    /// (`keys/read`: outside its assignments a key is as absent).
     fn visible(&self, e: &Entry, part: Part) -> bool {
-        !policy::is_private(&e.rec, part) || self.state().login == LoggedIn::User
+        let st = self.state();
+        if let (Identity::Principal(who), LoggedIn::User, Body::Key(k), true) =
+            (&st.identity, st.login, &e.rec.body, e.is_token())
+        {
+            let who = Identity::Principal(who.clone());
+            drop(st);
+            return self
+                .pool
+                .allows(&who, DataAction::KeysRead, Some(&k.name))
+                .unwrap_or(false);
+        }
+        !policy::is_private(&e.rec, part) || st.login == LoggedIn::User
     }
 
     /// C_FindObjectsInit: the handles of every visible object matching `t`,
@@ -345,12 +446,15 @@ impl Slot {
     }
 
     /// Store a new object (token: in the store, then the snapshot) and return its entry.
+    /// A new token key (made by `action`: `keys/create` or `keys/import`)
+    /// needs that permission on its name (`CKR_FUNCTION_REJECTED`).
     pub fn add(
         &self,
         session: &Session,
         token: bool,
         rec: crate::engine::key::Record,
         secret: Option<SecretBytes>,
+        action: DataAction,
     ) -> Result<Arc<Entry>> {
         if rec.key().is_some() {
             self.check_active()?;
@@ -358,18 +462,29 @@ impl Slot {
         if !token {
             return Ok(self.pool.add_session_object(session.handle, rec, secret));
         }
+        if let Some(k) = rec.key() {
+            self.authorize(action, &k.name, CKR_FUNCTION_REJECTED)?;
+        }
         self.initialized()?;
         let master = self.state().master.clone();
         self.pool.add_token_object(master.as_deref(), rec, secret)
     }
 
-    /// Replace an object's record (C_SetAttributeValue).
+    /// Replace an object's record (C_SetAttributeValue): a token key needs
+    /// `keys/write` (`CKR_ACTION_PROHIBITED`).
     pub fn update(&self, e: &Entry, rec: crate::engine::key::Record) -> Result<()> {
+        if let (Body::Key(k), true) = (&e.rec.body, e.is_token()) {
+            self.authorize(DataAction::KeysWrite, &k.name, CKR_ACTION_PROHIBITED)?;
+        }
         self.pool.update(e, rec)
     }
 
-    /// C_DestroyObject of one object ([`Pool::destroy`]).
+    /// C_DestroyObject of one object ([`Pool::destroy`]): a token key needs
+    /// `keys/delete` (`CKR_ACTION_PROHIBITED`).
     pub fn destroy(&self, e: &Entry, part: Part) -> Result<()> {
+        if let (Body::Key(k), true) = (&e.rec.body, e.is_token()) {
+            self.authorize(DataAction::KeysDelete, &k.name, CKR_ACTION_PROHIBITED)?;
+        }
         self.pool.destroy(e, part)
     }
 
@@ -408,7 +523,13 @@ impl Slot {
         if let Some(pk) = &public_key {
             policy::set_public(&mut req.record, pk);
         }
-        self.add(session, req.token, req.record, Some(material))
+        self.add(
+            session,
+            req.token,
+            req.record,
+            Some(material),
+            DataAction::KeysCreate,
+        )
     }
 }
 
