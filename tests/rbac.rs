@@ -563,3 +563,37 @@ fn interface_3_0(raw: &Raw) -> &CK_FUNCTION_LIST_3_0 {
     // SAFETY: the interface and its function list are static in the module.
     unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_0) }
 }
+
+p11_test! {
+    fn two_principals_in_two_processes_at_once() {
+        softmhsm_only!("local RBAC is softmhsm's");
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        for k in ["ka", "kb"] {
+            json(&["key", "create", "--name", k, "--kty", "EC"]);
+        }
+        principal("a", "Crypto User", &["/keys/ka"]);
+        principal("b", "Crypto User", &["/keys/kb"]);
+        let t = Token::reopen_existing();
+        let kb = one(&t, ObjectClass::PRIVATE_KEY, "kb");
+        ok(t.session.logout(), "C_Logout(user)");
+        ok(t.session.login(UserType::User, Some(&pin(&format!("a:{PRINCIPAL_PIN}")))), "C_Login(a)");
+        let ka = t.find_private_by_label("ka");
+        assert_eq!(ka.len(), 1, "a finds ka");
+        // b works from other processes (the CLI) while a signs here.
+        let other = std::thread::spawn(|| {
+            let digest = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+            for _ in 0..5 {
+                let r = as_principal("b", &["key", "sign", "--name", "kb", "--algorithm", "ES256", "--digest", digest]);
+                assert_eq!(r.code, 0, "b signs with kb: {}", r.stderr);
+                let r = as_principal("b", &["key", "sign", "--name", "ka", "--algorithm", "ES256", "--digest", digest]);
+                assert_eq!(r.code, 1, "b may not sign with ka");
+            }
+        });
+        let mech = cryptoki::mechanism::Mechanism::Ecdsa;
+        for _ in 0..50 {
+            ok(t.session.sign(&mech, ka[0], &[3u8; 32]), "a signs with ka");
+            assert_rv(t.session.sign(&mech, obj(kb), &[3u8; 32]), CKR_KEY_HANDLE_INVALID, "a with kb's handle");
+        }
+        other.join().expect("b's processes");
+    }
+}

@@ -165,6 +165,10 @@ suite!(
     keys_past_their_purge_date_are_purged_at_open,
     attributes_of_a_deleted_row_cannot_be_rewritten,
     restore_versions_makes_the_last_current_and_refuses_a_taken_name,
+    a_principal_pin_unwraps_the_master_key_and_no_other_principals_blob,
+    principal_failures_are_counted_and_reset_by_a_new_pin,
+    assignments_need_a_principal_are_unique_and_logged_as_access_changes,
+    deleting_a_principal_deletes_its_assignments_and_reinit_wipes_both,
 );
 
 fn so_and_user_unlock_the_same_master_key(f: &Fixture) {
@@ -894,4 +898,148 @@ fn lookups_find_live_rows_by_either_label_ckaid_and_version(f: &Fixture) {
         vec![b, c],
         "live rows among the ids"
     );
+}
+
+fn principal(name: &str, object_id: &str) -> Principal {
+    Principal {
+        name: name.into(),
+        object_id: object_id.into(),
+        created: now(),
+    }
+}
+
+fn assignment(id: &str, principal: &str, scope: &str) -> Assignment {
+    Assignment {
+        id: id.into(),
+        principal: principal.into(),
+        role_id: "21dbd100-6940-42c2-9190-5d6cb909625b".into(),
+        scope: scope.into(),
+        created: now(),
+    }
+}
+
+fn a_principal_pin_unwraps_the_master_key_and_no_other_principals_blob(f: &Fixture) {
+    let (mut store, master) = initialised(f);
+    assert!(store
+        .add_principal(&principal("App1", "id-1"), &master, b"pin-one")
+        .unwrap());
+    assert!(store
+        .add_principal(&principal("app2", "id-2"), &master, b"pin-two")
+        .unwrap());
+    assert!(
+        !store
+            .add_principal(&principal("APP1", "id-3"), &master, b"x")
+            .unwrap(),
+        "names are unique case-insensitively"
+    );
+    let (p, slot) = store.principal_pin("app1").unwrap().unwrap();
+    assert_eq!((p.name.as_str(), p.object_id.as_str()), ("App1", "id-1"));
+    let opened = check_principal_pin(&p.object_id, &slot, b"pin-one").unwrap();
+    assert!(same_key(&opened, &master));
+    assert_eq!(
+        check_principal_pin(&p.object_id, &slot, b"pin-two").unwrap_err(),
+        Error(CKR_PIN_INCORRECT)
+    );
+    // app2's blob copied onto app1 does not open: the AAD names the object id.
+    let (_, other) = store.principal_pin("app2").unwrap().unwrap();
+    assert_eq!(
+        check_principal_pin("id-1", &other, b"pin-two").unwrap_err(),
+        Error(CKR_PIN_INCORRECT)
+    );
+    assert!(store.principal_pin("nobody").unwrap().is_none());
+    let names: Vec<String> = store
+        .principals()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["App1", "app2"]);
+}
+
+fn principal_failures_are_counted_and_reset_by_a_new_pin(f: &Fixture) {
+    let (mut store, master) = initialised(f);
+    store
+        .add_principal(&principal("a", "id-a"), &master, b"pin-a")
+        .unwrap();
+    for _ in 0..MAX_PIN_FAILURES {
+        store.count_principal_login("a", false).unwrap();
+    }
+    let (p, slot) = store.principal_pin("a").unwrap().unwrap();
+    assert_eq!(slot.failures, MAX_PIN_FAILURES);
+    assert_eq!(
+        check_principal_pin(&p.object_id, &slot, b"pin-a").unwrap_err(),
+        Error(CKR_PIN_LOCKED),
+        "locked even against the right PIN"
+    );
+    assert_eq!(
+        user_failures(store.as_ref()),
+        0,
+        "the user PIN is untouched"
+    );
+    assert!(store.set_principal_pin("A", &master, b"pin-b").unwrap());
+    let (p, slot) = store.principal_pin("a").unwrap().unwrap();
+    assert_eq!(slot.failures, 0);
+    assert!(check_principal_pin(&p.object_id, &slot, b"pin-b").is_ok());
+    assert!(!store.set_principal_pin("zz", &master, b"pin-b").unwrap());
+}
+
+fn assignments_need_a_principal_are_unique_and_logged_as_access_changes(f: &Fixture) {
+    let (mut store, master) = initialised(f);
+    store
+        .add_principal(&principal("app1", "id-1"), &master, b"pin-one")
+        .unwrap();
+    let seq = store.change_seq().unwrap();
+    assert!(!store
+        .add_assignment(&assignment("a0", "ghost", "/"))
+        .unwrap());
+    assert!(store
+        .add_assignment(&assignment("a1", "APP1", "/keys/Web"))
+        .unwrap());
+    assert!(
+        !store
+            .add_assignment(&assignment("a2", "app1", "/keys/web"))
+            .unwrap(),
+        "the same role at the same scope (case-insensitive) once"
+    );
+    let list = store.assignments().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].principal.as_str(), list[0].scope.as_str()),
+        ("app1", "/keys/Web")
+    );
+    match store.changes_since(seq).unwrap() {
+        Changes::Since { touched, .. } => assert!(touched.contains(&-1), "{touched:?}"),
+        other => panic!("{other:?}"),
+    }
+    let seq = store.change_seq().unwrap();
+    assert!(store
+        .delete_assignment("app1", "21dbd100-6940-42c2-9190-5d6cb909625b", "/KEYS/web")
+        .unwrap());
+    assert!(store.assignments().unwrap().is_empty());
+    match store.changes_since(seq).unwrap() {
+        Changes::Since { touched, .. } => assert_eq!(touched, [-1]),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn deleting_a_principal_deletes_its_assignments_and_reinit_wipes_both(f: &Fixture) {
+    let (mut store, master) = initialised(f);
+    for (n, id) in [("a", "id-a"), ("b", "id-b")] {
+        store
+            .add_principal(&principal(n, id), &master, b"pin-x")
+            .unwrap();
+        assert!(store.add_assignment(&assignment(id, n, "/")).unwrap());
+    }
+    assert!(store.delete_principal("A").unwrap());
+    assert!(!store.delete_principal("a").unwrap());
+    let left: Vec<String> = store
+        .assignments()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.principal)
+        .collect();
+    assert_eq!(left, ["b"]);
+    store.init_token("again", SO_PIN, ITERATIONS, 90).unwrap();
+    assert!(store.principals().unwrap().is_empty());
+    assert!(store.assignments().unwrap().is_empty());
 }
