@@ -263,6 +263,28 @@ PL --sign -m ECDSA-SHA256 --id "$NEWV" -i msg -o sig --signature-format openssl 
 check "rotation: sign --id <new version> verifies with the NEW public key (openssl)" \
     openssl dgst -sha256 -verify tls-new.pem -signature sig msg
 
+# --- local RBAC (issue 13): principal app1 holds Crypto User at /keys/web only ------
+fresh_token
+cd "$WORK"
+head -c 1000 /dev/urandom > msg
+S() { SOFTMHSM_PIN="$PIN" timeout 60 "$CLI" "$@"; }
+S init --label rbac --so-pin "$SO" >/dev/null
+S key create --name web --kty EC >/dev/null && S key create --name db --kty EC >/dev/null
+check "rbac: principal create app1" S principal create --name app1 --principal-pin app1-pin --so-pin "$SO"
+check "rbac: Crypto User at /keys/web for app1" S role assignment create --role "Managed HSM Crypto User" --assignee app1 --scope /keys/web --so-pin "$SO"
+A() { P --login --pin app1:app1-pin "$@"; }
+A --list-objects > app1-objects.txt 2>&1
+check "rbac: --pin app1:<pin> lists web" grep -q 'label: *web$' app1-objects.txt
+check "rbac: ... and not db" eval "! grep -q 'label: *db\$' app1-objects.txt"
+WEBID=$(awk '/label: *web$/{f=1} f && /^ *ID:/{print $2; exit}' app1-objects.txt)
+DBID=$(PL --list-objects --type privkey 2>/dev/null | awk '/label: *db$/{f=1} f && /^ *ID:/{print $2; exit}')
+check "rbac: app1 signs with web (ECDSA-SHA256)" A --sign -m ECDSA-SHA256 --id "$WEBID" -i msg -o sig --signature-format openssl
+check "rbac: openssl verifies app1's signature with web's public key" eval \
+    'P --read-object --type pubkey --id "$WEBID" -o web.der && openssl pkey -pubin -inform DER -in web.der -out web.pem && openssl dgst -sha256 -verify web.pem -signature sig msg'
+check "rbac: app1 cannot sign with db" eval '! A --sign -m ECDSA-SHA256 --id "$DBID" -i msg -o sig2'
+check "rbac: app1 cannot delete db" eval '! A --delete-object --type privkey --id "$DBID"'
+check "rbac: the user PIN still signs with db" PL --sign -m ECDSA-SHA256 --id "$DBID" -i msg -o sig3
+
 # a store that cannot be used is named on standard error, with its cause, by default (once)
 NOTDIR="$WORK/not-a-dir"; echo x > "$NOTDIR"
 out=$(SOFTMHSM_DIR="$NOTDIR" timeout 60 pkcs11-tool --module "$MODULE" -L 2>&1 >/dev/null)
