@@ -597,3 +597,42 @@ p11_test! {
         other.join().expect("b's processes");
     }
 }
+
+p11_test! {
+    fn a_custom_role_grants_exactly_its_data_actions() {
+        softmhsm_only!("local RBAC is softmhsm's");
+        pool_with_keys();
+        let spec = r#"{"roleName": "Signer", "description": "signs, reads",
+            "permissions": [{"dataActions": ["Microsoft.KeyVault/managedHsm/keys/sign/action",
+                                             "Microsoft.KeyVault/managedHsm/keys/read/action"]}]}"#;
+        let made = json(&["role", "definition", "create", "--role-definition", spec, "--so-pin", SO_PIN]);
+        assert_eq!(made["roleType"], "CustomRole");
+        assert_eq!(made["permissions"][0]["dataActions"].as_array().unwrap().len(), 2);
+        refused(
+            &["role", "definition", "create", "--role-definition", &spec.replace("sign/action", "fly/action"), "--so-pin", SO_PIN],
+            1,
+            "unknown data action",
+        );
+        refused(&["role", "definition", "create", "--role-definition", spec, "--so-pin", SO_PIN], 1, "exists");
+        let list = json(&["role", "definition", "list"]);
+        assert_eq!(list.as_array().unwrap().len(), 10, "nine built-in roles and Signer");
+        principal("app1", "Signer", &["/keys/ec1"]);
+        let t = Token::reopen_existing();
+        ok(t.session.logout(), "C_Logout(user)");
+        ok(t.session.login(UserType::User, Some(&pin(&format!("app1:{PRINCIPAL_PIN}")))), "C_Login(app1)");
+        let key = t.find_private_by_label("ec1");
+        assert_eq!(key.len(), 1, "Signer reads ec1");
+        ok(t.session.sign(&cryptoki::mechanism::Mechanism::Ecdsa, key[0], &[2u8; 32]), "Signer signs");
+        assert_rv(
+            t.session.update_attributes(key[0], &[Attribute::Label(b"ec1".to_vec())]),
+            CKR_ACTION_PROHIBITED,
+            "Signer writing ec1",
+        );
+        assert!(t.find_private_by_label("aes1").is_empty(), "aes1 is outside the scope");
+        refused(&["role", "definition", "delete", "--name", "Signer", "--so-pin", SO_PIN], 1, "assigned 1 time");
+        refused(&["role", "definition", "delete", "--name", "Crypto User", "--so-pin", SO_PIN], 1, "built in");
+        json(&["role", "assignment", "delete", "--role", "signer", "--assignee", "app1", "--scope", "/keys/ec1", "--so-pin", SO_PIN]);
+        json(&["role", "definition", "delete", "--name", "Signer", "--so-pin", SO_PIN]);
+        assert_eq!(json(&["role", "definition", "list"]).as_array().unwrap().len(), 9);
+    }
+}

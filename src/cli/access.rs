@@ -7,7 +7,7 @@
 use super::args::{opt, Arity::*, Parsed, Verb, SO_PIN, SO_PIN_FILE};
 use super::{output, so_pin, user_pin, CliError, Shown};
 use crate::config::TokenConfig;
-use crate::pool::access::{self, DataAction, Identity, Role, Scope, ROLES};
+use crate::pool::access::{self, DataAction, Identity, RoleDef, Scope, ROLES};
 use crate::pool::{MasterKey, PinUser, Pool};
 use serde_json::{json, Value};
 
@@ -67,8 +67,26 @@ pub const VERBS: &[Verb] = &[
     },
     Verb {
         path: &["role", "definition", "list"],
-        summary: "the built-in role definitions: roleName, id, permissions[].dataActions (no PIN needed)",
+        summary: "the role definitions, built-in and custom: roleName, id, roleType, permissions[].dataActions (no PIN needed)",
         opts: &[],
+    },
+    Verb {
+        path: &["role", "definition", "create"],
+        summary: "a custom role (as the SO with --so-pin, else as the user: needs roleDefinitions/write)",
+        opts: &[
+            opt("role-definition", One, true, "JSON|@FILE  {\"roleName\": …, \"description\": …, \"permissions\": [{\"dataActions\": [\"Microsoft.KeyVault/managedHsm/keys/sign/action\", …]}]}"),
+            SO_PIN,
+            SO_PIN_FILE,
+        ],
+    },
+    Verb {
+        path: &["role", "definition", "delete"],
+        summary: "delete a custom role that no assignment uses (needs roleDefinitions/delete)",
+        opts: &[
+            opt("name", One, true, "NAME|ID  the custom role"),
+            SO_PIN,
+            SO_PIN_FILE,
+        ],
     },
     Verb {
         path: &["role", "assignment", "create"],
@@ -97,23 +115,64 @@ pub fn is_ours(p: &Parsed) -> bool {
     VERBS.iter().any(|v| v.path == p.verb.path)
 }
 
-/// The checks made before any PIN is asked for: role and scope spelled right.
+/// The checks made before any PIN is asked for: a scope spelled right, a
+/// role definition that parses.
 pub fn usage(p: &Parsed) -> Result<(), CliError> {
-    if let Some(r) = p.one("role") {
-        role(r)?;
-    }
     if let Some(s) = p.one("scope") {
         scope(s)?;
+    }
+    if p.verb.path == ["role", "definition", "create"] {
+        role_spec(p)?;
     }
     Ok(())
 }
 
-fn role(name: &str) -> Result<&'static Role, CliError> {
-    access::role(name).ok_or_else(|| {
+fn role(pool: &Pool, name: &str) -> Result<RoleDef, CliError> {
+    pool.find_role(name)?.ok_or_else(|| {
         CliError::Failed(format!(
             "unknown role '{name}' (softmhsm role definition list shows the roles)"
         ))
     })
+}
+
+/// `--role-definition JSON|@FILE` as `az keyvault role definition create`
+/// takes it: `roleName`, `description`, `permissions[].dataActions`
+/// (every name a published data action).
+fn role_spec(p: &Parsed) -> Result<(String, String, Vec<DataAction>), CliError> {
+    let value = p.required("role-definition");
+    let text = match value.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| CliError::Failed(format!("cannot read {file}: {e}")))?,
+        None => value.to_string(),
+    };
+    let bad = |why: String| CliError::Failed(format!("bad role definition: {why}"));
+    let v: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let name = v["roleName"]
+        .as_str()
+        .ok_or_else(|| bad("no roleName".into()))?
+        .to_string();
+    let description = v["description"].as_str().unwrap_or_default().to_string();
+    let mut actions = Vec::new();
+    for perm in v["permissions"].as_array().into_iter().flatten() {
+        for a in perm["dataActions"].as_array().into_iter().flatten() {
+            let a = a
+                .as_str()
+                .ok_or_else(|| bad("a data action is not a string".into()))?;
+            actions.push(
+                DataAction::parse(a).ok_or_else(|| bad(format!("unknown data action '{a}'")))?,
+            );
+        }
+        if perm["notDataActions"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(bad("notDataActions are not supported".into()));
+        }
+    }
+    if actions.is_empty() {
+        return Err(bad("no permissions[].dataActions".into()));
+    }
+    Ok((name, description, actions))
 }
 
 fn scope(s: &str) -> Result<Scope, CliError> {
@@ -125,12 +184,13 @@ fn scope(s: &str) -> Result<Scope, CliError> {
 }
 
 /// A role definition as the REST API shows it.
-fn definition(r: &Role) -> Value {
+fn definition(r: &RoleDef) -> Value {
     json!({
         "id": format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{}", r.id),
         "name": r.id,
         "roleName": r.name,
-        "roleType": "BuiltInRole",
+        "description": r.description,
+        "roleType": if r.builtin { "BuiltInRole" } else { "CustomRole" },
         "type": "Microsoft.Authorization/roleDefinitions",
         "assignableScopes": ["/"],
         "permissions": [{
@@ -143,8 +203,11 @@ fn definition(r: &Role) -> Value {
 }
 
 /// A role assignment as `az keyvault role assignment list` shows it.
-fn assignment(a: &access::Assignment) -> Value {
-    let role_name = access::role_by_id(&a.role_id).map_or("", |r| r.name);
+fn assignment(a: &access::Assignment, roles: &[RoleDef]) -> Value {
+    let role_name = roles
+        .iter()
+        .find(|r| r.id == a.role_id)
+        .map_or("", |r| r.name.as_str());
     json!({
         "id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", a.scope, a.id),
         "name": a.id,
@@ -233,18 +296,24 @@ fn permit(
     Ok(pool.authorize(who, action, key)?)
 }
 
-/// `role definition list`: the built-in roles as published.
-pub fn definitions() -> Result<Shown, CliError> {
+/// `role definition list`: the built-in roles as published, and the
+/// pool's custom ones when it has a store (`pool`).
+pub fn definitions(pool: Option<&Pool>) -> Result<Shown, CliError> {
+    let roles = match pool {
+        Some(pool) => pool.roles()?,
+        None => ROLES.iter().map(RoleDef::from).collect(),
+    };
     Ok(Shown {
-        json: ROLES.iter().map(definition).collect(),
+        json: roles.iter().map(definition).collect(),
         table: output::table(
-            &["Role", "Id", "Data actions"],
-            ROLES
+            &["Role", "Id", "Type", "Data actions"],
+            roles
                 .iter()
                 .map(|r| {
                     vec![
-                        r.name.to_string(),
-                        r.id.to_string(),
+                        r.name.clone(),
+                        r.id.clone(),
+                        if r.builtin { "built-in" } else { "custom" }.to_string(),
                         r.actions.len().to_string(),
                     ]
                 })
@@ -256,7 +325,26 @@ pub fn definitions() -> Result<Shown, CliError> {
 /// Run one of these verbs.
 pub fn run(p: &Parsed, token: &TokenConfig, pool: &Pool) -> Result<Shown, CliError> {
     match p.verb.path {
-        ["role", "definition", "list"] => definitions(),
+        ["role", "definition", "list"] => definitions(Some(pool)),
+        ["role", "definition", "create"] => {
+            let (name, description, actions) = role_spec(p)?;
+            let who = admin_or_user(p, token, pool)?;
+            permit(pool, &who, DataAction::RoleDefinitionsWrite, None)?;
+            let made = pool.create_role(&name, &description, &actions)?;
+            Ok(Shown {
+                json: definition(&made),
+                table: format!("role {} ({}) created", made.name, made.id),
+            })
+        }
+        ["role", "definition", "delete"] => {
+            let who = admin_or_user(p, token, pool)?;
+            permit(pool, &who, DataAction::RoleDefinitionsDelete, None)?;
+            let gone = pool.delete_role(p.required("name"))?;
+            Ok(Shown {
+                json: definition(&gone),
+                table: format!("role {} ({}) deleted", gone.name, gone.id),
+            })
+        }
         ["principal", "create"] => {
             let name = p.required("name");
             let pin = principal_pin(p)?;
@@ -297,20 +385,20 @@ pub fn run(p: &Parsed, token: &TokenConfig, pool: &Pool) -> Result<Shown, CliErr
             })
         }
         ["role", "assignment", "create"] => {
-            let role = role(p.required("role"))?;
+            let role = role(pool, p.required("role"))?;
             let scope = scope(p.required("scope"))?;
             let who = admin_or_user(p, token, pool)?;
             permit(pool, &who, DataAction::RoleAssignmentsWrite, None)?;
-            let a = pool.assign(p.required("assignee"), role, &scope)?;
-            Ok(assignments_shown(&[a]))
+            let a = pool.assign(p.required("assignee"), &role, &scope)?;
+            Ok(assignments_shown(&[a], &pool.roles()?))
         }
         ["role", "assignment", "delete"] => {
-            let role = role(p.required("role"))?;
+            let role = role(pool, p.required("role"))?;
             let scope = scope(p.required("scope"))?;
             let who = admin_or_user(p, token, pool)?;
             permit(pool, &who, DataAction::RoleAssignmentsDelete, None)?;
             let assignee = p.required("assignee");
-            pool.unassign(assignee, role, &scope)?;
+            pool.unassign(assignee, &role, &scope)?;
             Ok(Shown {
                 json: json!({ "deleted": { "assignee": assignee, "roleName": role.name, "scope": scope.text() } }),
                 table: format!("removed {} from {assignee} at {}", role.name, scope.text()),
@@ -333,7 +421,7 @@ pub fn run(p: &Parsed, token: &TokenConfig, pool: &Pool) -> Result<Shown, CliErr
                         .is_none_or(|w| Scope::parse(&a.scope).is_some_and(|s| s.same(w)))
                 })
                 .collect();
-            Ok(assignments_shown(&list))
+            Ok(assignments_shown(&list, &pool.roles()?))
         }
         _ => Err(CliError::Usage("unknown command".into())),
     }
@@ -369,17 +457,19 @@ fn principal_shown(rows: &[(access::Principal, u32)]) -> Shown {
     }
 }
 
-fn assignments_shown(list: &[access::Assignment]) -> Shown {
+fn assignments_shown(list: &[access::Assignment], roles: &[RoleDef]) -> Shown {
     Shown {
-        json: list.iter().map(assignment).collect(),
+        json: list.iter().map(|a| assignment(a, roles)).collect(),
         table: output::table(
             &["Principal", "Role", "Scope", "Id"],
             list.iter()
                 .map(|a| {
                     vec![
                         a.principal.clone(),
-                        access::role_by_id(&a.role_id)
-                            .map_or(a.role_id.clone(), |r| r.name.to_string()),
+                        roles
+                            .iter()
+                            .find(|r| r.id == a.role_id)
+                            .map_or(a.role_id.clone(), |r| r.name.clone()),
                         a.scope.clone(),
                         a.id.clone(),
                     ]

@@ -52,6 +52,8 @@ fn operation(path: &[&str]) -> Option<&'static str> {
         ["principal", "create"] => "PrincipalCreate",
         ["principal", "delete"] => "PrincipalDelete",
         ["principal", "set-pin"] => "PrincipalSetPin",
+        ["role", "definition", "create"] => "RoleDefinitionCreate",
+        ["role", "definition", "delete"] => "RoleDefinitionDelete",
         ["role", "assignment", "create"] => "RoleAssignmentCreate",
         ["role", "assignment", "delete"] => "RoleAssignmentDelete",
         _ => return None,

@@ -175,8 +175,13 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     dataplane::usage(p)?;
     access::usage(p)?;
     if p.verb.path == ["role", "definition", "list"] {
-        // Published data: no token, no PIN.
-        return access::definitions();
+        // No PIN; the built-in roles even without a token.
+        let pool = pick_token(p)
+            .ok()
+            .filter(store_exists)
+            .and_then(|t| pools::Pool::open_or_fail(&t).ok())
+            .filter(|pool| pool.record().is_ok_and(|r| r.is_some()));
+        return access::definitions(pool.as_ref());
     }
     if p.verb.path == ["token", "list"] {
         return token_list();

@@ -141,6 +141,15 @@ impl DataAction {
         format!("{ACTION_PREFIX}{suffix}")
     }
 
+    /// The action a published name names, with or without its prefix.
+    pub fn parse(name: &str) -> Option<DataAction> {
+        let suffix = name.strip_prefix(ACTION_PREFIX).unwrap_or(name);
+        ACTIONS
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(suffix))
+            .map(|(a, _)| *a)
+    }
+
     /// Whether the action is on keys (granted at `/keys/<name>` too).
     pub fn on_keys(self) -> bool {
         (self as u8) <= KeysVerify as u8
@@ -282,6 +291,57 @@ pub fn role_by_id(id: &str) -> Option<&'static Role> {
     ROLES.iter().find(|r| r.id == id)
 }
 
+/// A role definition: a built-in one (from [`ROLES`]) or a custom one
+/// (stored in the pool, `role definition create`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDef {
+    /// Its id (a UUID).
+    pub id: String,
+    /// `roleName`.
+    pub name: String,
+    /// Its description (empty for the built-in ones).
+    pub description: String,
+    /// What it permits.
+    pub actions: Vec<DataAction>,
+    /// Whether it is one of the nine built-in roles.
+    pub builtin: bool,
+}
+
+impl From<&Role> for RoleDef {
+    fn from(r: &Role) -> RoleDef {
+        RoleDef {
+            id: r.id.into(),
+            name: r.name.into(),
+            description: String::new(),
+            actions: r.actions.to_vec(),
+            builtin: true,
+        }
+    }
+}
+
+impl RoleDef {
+    /// A stored custom role (names this build does not know grant nothing).
+    fn stored(row: &crate::store::RoleRow) -> RoleDef {
+        let names: Vec<String> = serde_json::from_str(&row.actions).unwrap_or_else(|e| {
+            log::warn!("role definition {}: unreadable data actions: {e}", row.id);
+            Vec::new()
+        });
+        RoleDef {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            description: row.description.clone(),
+            actions: names.iter().filter_map(|n| DataAction::parse(n)).collect(),
+            builtin: false,
+        }
+    }
+
+    /// Whether `name_or_id` names this role (its id, or its name, case-insensitively).
+    pub fn is(&self, name_or_id: &str) -> bool {
+        let want = name_or_id.trim();
+        self.id.eq_ignore_ascii_case(want) || self.name.eq_ignore_ascii_case(want)
+    }
+}
+
 /// Where an assignment applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -352,25 +412,34 @@ impl Grants {
     pub fn of_roles(roles: &[&Role]) -> Grants {
         let mut g = Grants::default();
         for r in roles {
-            g.add(r, &Scope::Pool);
+            g.add(r.actions, &Scope::Pool);
         }
         g
     }
 
-    /// The grants of a principal's assignments (unknown roles and scopes,
-    /// from a newer build, grant nothing).
-    pub fn of_assignments<'a>(assignments: impl Iterator<Item = &'a Assignment>) -> Grants {
+    /// The grants of a principal's assignments, of built-in roles and of
+    /// the custom roles `custom` (unknown roles and scopes, from a newer
+    /// build or a role deleted meanwhile, grant nothing).
+    pub fn of_assignments<'a>(
+        assignments: impl Iterator<Item = &'a Assignment>,
+        custom: &[RoleDef],
+    ) -> Grants {
         let mut g = Grants::default();
         for a in assignments {
-            if let (Some(role), Some(scope)) = (role_by_id(&a.role_id), Scope::parse(&a.scope)) {
-                g.add(role, &scope);
+            let Some(scope) = Scope::parse(&a.scope) else {
+                continue;
+            };
+            if let Some(role) = role_by_id(&a.role_id) {
+                g.add(role.actions, &scope);
+            } else if let Some(role) = custom.iter().find(|r| r.id == a.role_id) {
+                g.add(&role.actions, &scope);
             }
         }
         g
     }
 
-    fn add(&mut self, role: &Role, scope: &Scope) {
-        for a in role.actions {
+    fn add(&mut self, actions: &[DataAction], scope: &Scope) {
+        for a in actions {
             match scope {
                 Scope::Pool => self.pool |= a.bit(),
                 Scope::Keys if a.on_keys() => self.keys |= a.bit(),
@@ -450,7 +519,11 @@ pub struct AccessTable {
 }
 
 impl AccessTable {
-    fn load(principals: &[Principal], assignments: &[Assignment]) -> AccessTable {
+    fn load(
+        principals: &[Principal],
+        assignments: &[Assignment],
+        custom: &[RoleDef],
+    ) -> AccessTable {
         let grants = principals
             .iter()
             .map(|p| {
@@ -458,7 +531,7 @@ impl AccessTable {
                 let mine = assignments
                     .iter()
                     .filter(|a| a.principal.eq_ignore_ascii_case(&p.name));
-                (lc, Arc::new(Grants::of_assignments(mine)))
+                (lc, Arc::new(Grants::of_assignments(mine, custom)))
             })
             .collect();
         AccessTable { grants }
@@ -499,9 +572,10 @@ impl Pool {
         {
             return Ok(t.clone());
         }
-        let (principals, assignments) =
-            self.read(|s| Ok::<_, Error>((s.principals()?, s.assignments()?)))?;
-        let table = Arc::new(AccessTable::load(&principals, &assignments));
+        let (principals, assignments, roles) = self
+            .read(|s| Ok::<_, Error>((s.principals()?, s.assignments()?, s.role_definitions()?)))?;
+        let custom: Vec<RoleDef> = roles.iter().map(RoleDef::stored).collect();
+        let table = Arc::new(AccessTable::load(&principals, &assignments, &custom));
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Some(table.clone());
         Ok(table)
     }
@@ -646,17 +720,99 @@ impl Pool {
         Ok(())
     }
 
+    /// Every role definition: the built-in ones, then the custom ones.
+    pub fn roles(&self) -> Result<Vec<RoleDef>> {
+        let mut all: Vec<RoleDef> = ROLES.iter().map(RoleDef::from).collect();
+        all.extend(
+            self.read(|s| s.role_definitions())?
+                .iter()
+                .map(RoleDef::stored),
+        );
+        Ok(all)
+    }
+
+    /// The role `name_or_id` names: a built-in one (also by its name
+    /// without "Managed HSM "), else a custom one.
+    pub fn find_role(&self, name_or_id: &str) -> Result<Option<RoleDef>> {
+        if let Some(r) = role(name_or_id) {
+            return Ok(Some(r.into()));
+        }
+        Ok(self
+            .roles()?
+            .into_iter()
+            .find(|r| !r.builtin && r.is(name_or_id)))
+    }
+
+    /// `role definition create`: a custom role permitting `actions`.
+    pub fn create_role(
+        &self,
+        name: &str,
+        description: &str,
+        actions: &[DataAction],
+    ) -> Outcome<RoleDef> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 256 {
+            return Err(Refusal::Invalid(
+                "a role needs a roleName of 1-256 characters".into(),
+            ));
+        }
+        if actions.is_empty() {
+            return Err(Refusal::Invalid(
+                "a role needs at least one data action".into(),
+            ));
+        }
+        if self.find_role(name)?.is_some() {
+            return Err(Refusal::Invalid(format!("a role named '{name}' exists")));
+        }
+        let mut names: Vec<String> = actions.iter().map(|a| a.name()).collect();
+        names.sort();
+        names.dedup();
+        let row = crate::store::RoleRow {
+            id: new_uuid()?,
+            name: name.to_string(),
+            description: description.to_string(),
+            actions: serde_json::to_string(&names)
+                .map_err(|_| Error(cryptoki_sys::CKR_GENERAL_ERROR))?,
+            created: crate::engine::attributes::now(),
+        };
+        if !self.write(|s| s.add_role_definition(&row))? {
+            return Err(Refusal::Invalid(format!("a role named '{name}' exists")));
+        }
+        Ok(RoleDef::stored(&row))
+    }
+
+    /// `role definition delete`: a custom role no assignment uses.
+    pub fn delete_role(&self, name_or_id: &str) -> Outcome<RoleDef> {
+        let Some(role) = self.find_role(name_or_id)? else {
+            return Err(Refusal::Invalid(format!("no role named '{name_or_id}'")));
+        };
+        if role.builtin {
+            return Err(Refusal::Invalid(format!(
+                "'{}' is built in: it cannot be deleted",
+                role.name
+            )));
+        }
+        match self.write(|s| s.delete_role_definition(&role.id))? {
+            None => Err(Refusal::Invalid(format!("no role named '{name_or_id}'"))),
+            Some(0) => Ok(role),
+            Some(n) => Err(Refusal::Invalid(format!(
+                "'{}' is assigned {n} time(s): delete those assignments first",
+                role.name
+            ))),
+        }
+    }
+
     /// Every role assignment.
     pub fn assignments(&self) -> Result<Vec<Assignment>> {
         self.read(|s| s.assignments())
     }
 
     /// Assign `role` to principal `principal` at `scope`.
-    pub fn assign(&self, principal: &str, role: &Role, scope: &Scope) -> Outcome<Assignment> {
+    pub fn assign(&self, principal: &str, role: &RoleDef, scope: &Scope) -> Outcome<Assignment> {
         let a = Assignment {
             id: new_uuid()?,
             principal: principal.to_string(),
-            role_id: role.id.to_string(),
+            role_id: role.id.clone(),
             scope: scope.text(),
             created: crate::engine::attributes::now(),
         };
@@ -672,8 +828,8 @@ impl Pool {
     }
 
     /// Remove the assignment of `role` to `principal` at `scope`.
-    pub fn unassign(&self, principal: &str, role: &Role, scope: &Scope) -> Outcome<()> {
-        if !self.write(|s| s.delete_assignment(principal, role.id, &scope.text()))? {
+    pub fn unassign(&self, principal: &str, role: &RoleDef, scope: &Scope) -> Outcome<()> {
+        if !self.write(|s| s.delete_assignment(principal, &role.id, &scope.text()))? {
             return Err(Refusal::Invalid(format!(
                 "'{principal}' holds no {} at {}",
                 role.name,
@@ -734,7 +890,7 @@ mod tests {
             scope: "/keys/Web".into(),
             created: 0,
         };
-        let g = Grants::of_assignments(std::iter::once(&a));
+        let g = Grants::of_assignments(std::iter::once(&a), &[]);
         assert!(g.allows(KeysSign, Some("web")));
         assert!(!g.allows(KeysSign, Some("db")));
         assert!(!g.allows(KeysSign, None));

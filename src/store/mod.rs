@@ -276,6 +276,21 @@ pub struct Assignment {
     pub created: i64,
 }
 
+/// A custom role definition as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleRow {
+    /// Its id (a UUID).
+    pub id: String,
+    /// `roleName`, unique case-insensitively.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its data actions: a JSON array of published names.
+    pub actions: String,
+    /// Seconds since the epoch when it was made.
+    pub created: i64,
+}
+
 /// What changed since a change sequence number.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Changes {
@@ -424,6 +439,14 @@ pub trait Store: Send {
     /// Delete the assignment of `role_id` to `principal` at `scope`; false
     /// if there is none.
     fn delete_assignment(&mut self, principal: &str, role_id: &str, scope: &str) -> Result<bool>;
+    /// Every custom role definition, by name.
+    fn role_definitions(&self) -> Result<Vec<RoleRow>>;
+    /// Store a custom role definition; false if its name or id is taken.
+    fn add_role_definition(&mut self, r: &RoleRow) -> Result<bool>;
+    /// Delete custom role `id` unless an assignment uses it: Ok(None) when
+    /// there is no such role, Ok(Some(n)) with the assignments that use it
+    /// (deleted only when n is 0).
+    fn delete_role_definition(&mut self, id: &str) -> Result<Option<usize>>;
 }
 
 /// The one name (lower-cased) every row given to

@@ -433,6 +433,7 @@ impl Store for PgStore {
             // A new pool has no principals: their wraps are of the old master key.
             db.execute("DELETE FROM assignments", &[])?;
             db.execute("DELETE FROM principals", &[])?;
+            db.execute("DELETE FROM role_definitions", &[])?;
             db.execute("DELETE FROM token", &[])?;
             db.execute(
                 "INSERT INTO token (id, label, created, kdf_iterations, retention_days,
@@ -1223,6 +1224,63 @@ impl Store for PgStore {
                 &[&principal.to_lowercase(), &role_id, &scope.to_lowercase()],
             )?;
             Ok(n == 1)
+        })
+    }
+
+    fn role_definitions(&self) -> Result<Vec<super::RoleRow>> {
+        self.read(|db| {
+            db.query(
+                "SELECT id, name, description, actions, created FROM role_definitions
+                 ORDER BY name_lc",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(super::RoleRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    description: r.try_get(2)?,
+                    actions: r.try_get(3)?,
+                    created: r.try_get(4)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn add_role_definition(&mut self, r: &super::RoleRow) -> Result<bool> {
+        self.write(|db| {
+            let n = db.execute(
+                "INSERT INTO role_definitions (id, name, name_lc, description, actions, created)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &r.id,
+                    &r.name,
+                    &r.name.to_lowercase(),
+                    &r.description,
+                    &r.actions,
+                    &r.created,
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn delete_role_definition(&mut self, id: &str) -> Result<Option<usize>> {
+        self.write(|db| {
+            let r = db.query_one(
+                "SELECT EXISTS (SELECT 1 FROM role_definitions WHERE id = $1),
+                        (SELECT COUNT(*) FROM assignments WHERE role_id = $1)",
+                &[&id],
+            )?;
+            let (exists, used): (bool, i64) = (r.try_get(0)?, r.try_get(1)?);
+            if !exists {
+                return Ok(None);
+            }
+            if used == 0 {
+                db.execute("DELETE FROM role_definitions WHERE id = $1", &[&id])?;
+            }
+            Ok(Some(usize::try_from(used).unwrap_or(usize::MAX)))
         })
     }
 }

@@ -122,6 +122,14 @@ const MIGRATIONS: &[&str] = &[
         created      bigint NOT NULL,
         UNIQUE (principal_lc, role_id, scope_lc)
     );
+    CREATE TABLE role_definitions (
+        id          text   PRIMARY KEY,
+        name        text   NOT NULL,
+        name_lc     text   NOT NULL UNIQUE,
+        description text   NOT NULL,
+        actions     text   NOT NULL,
+        created     bigint NOT NULL
+    );
     CREATE FUNCTION softmhsm_access_logged() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO changes (object_id) VALUES (-1);
@@ -130,6 +138,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER principals_delete_logged AFTER DELETE ON principals
         FOR EACH ROW EXECUTE FUNCTION softmhsm_access_logged();
     CREATE TRIGGER assignments_logged AFTER INSERT OR DELETE ON assignments
+        FOR EACH ROW EXECUTE FUNCTION softmhsm_access_logged();
+    CREATE TRIGGER roles_logged AFTER INSERT OR DELETE ON role_definitions
         FOR EACH ROW EXECUTE FUNCTION softmhsm_access_logged();",
 ];
 

@@ -89,7 +89,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER token_state_logged AFTER UPDATE OF provisioned ON token
         BEGIN INSERT INTO changes (object_id) VALUES (0); END;",
     // 7: local RBAC (issue 13). Principals, each with its own wrap of the
-    // master key (salt, wrapped, failure counter), and role assignments.
+    // master key (salt, wrapped, failure counter), role assignments and custom
+    // role definitions.
     // Object id -1 in the change log stands for "access changed": every
     // process re-reads the assignments at its next call.
     "CREATE TABLE principals (
@@ -110,6 +111,20 @@ const MIGRATIONS: &[&str] = &[
         created      INTEGER NOT NULL,
         UNIQUE (principal_lc, role_id, scope_lc)
     );
+    -- Custom role definitions (the built-in ones are code): data actions as
+    -- a JSON array of their published names.
+    CREATE TABLE role_definitions (
+        id          TEXT    PRIMARY KEY,
+        name        TEXT    NOT NULL,
+        name_lc     TEXT    NOT NULL UNIQUE,
+        description TEXT    NOT NULL,
+        actions     TEXT    NOT NULL,
+        created     INTEGER NOT NULL
+    );
+    CREATE TRIGGER roles_insert_logged AFTER INSERT ON role_definitions
+        BEGIN INSERT INTO changes (object_id) VALUES (-1); END;
+    CREATE TRIGGER roles_delete_logged AFTER DELETE ON role_definitions
+        BEGIN INSERT INTO changes (object_id) VALUES (-1); END;
     CREATE TRIGGER principals_delete_logged AFTER DELETE ON principals
         BEGIN INSERT INTO changes (object_id) VALUES (-1); END;
     CREATE TRIGGER assignments_insert_logged AFTER INSERT ON assignments

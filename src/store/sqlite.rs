@@ -333,6 +333,18 @@ impl Store for SqliteStore {
         access::delete_assignment(&mut self.conn, &self.signal, principal, role_id, scope)
     }
 
+    fn role_definitions(&self) -> Result<Vec<super::RoleRow>> {
+        access::role_definitions(&self.conn)
+    }
+
+    fn add_role_definition(&mut self, r: &super::RoleRow) -> Result<bool> {
+        access::add_role_definition(&mut self.conn, &self.signal, r)
+    }
+
+    fn delete_role_definition(&mut self, id: &str) -> Result<Option<usize>> {
+        access::delete_role_definition(&mut self.conn, &self.signal, id)
+    }
+
     /// The token record, or None if the token was never initialised.
     fn token(&self) -> Result<Option<TokenRecord>> {
         let record = self
@@ -404,6 +416,8 @@ impl Store for SqliteStore {
         // A new pool has no principals: their wraps are of the old master key.
         tx.prepare_cached("DELETE FROM assignments")?.execute([])?;
         tx.prepare_cached("DELETE FROM principals")?.execute([])?;
+        tx.prepare_cached("DELETE FROM role_definitions")?
+            .execute([])?;
         tx.prepare_cached("DELETE FROM token")?.execute([])?;
         tx.prepare_cached(
             "INSERT INTO token (id, label, created, kdf_iterations, retention_days,

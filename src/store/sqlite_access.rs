@@ -5,7 +5,7 @@ use super::{write_tx, FileSignal};
 use crate::crypto::seal::MasterKey;
 use crate::error::{Error, Result};
 use crate::store::pin::principal_wrap;
-use crate::store::{Assignment, PinSlot, Principal};
+use crate::store::{Assignment, PinSlot, Principal, RoleRow};
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -200,4 +200,66 @@ pub(super) fn delete_assignment(
         ])?;
     tx.commit()?;
     Ok(n == 1)
+}
+
+pub(super) fn role_definitions(conn: &Connection) -> Result<Vec<RoleRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, description, actions, created FROM role_definitions ORDER BY name_lc",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RoleRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            description: r.get(2)?,
+            actions: r.get(3)?,
+            created: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(super) fn add_role_definition(
+    conn: &mut Connection,
+    signal: &FileSignal,
+    r: &RoleRow,
+) -> Result<bool> {
+    let tx = write_tx(conn, signal)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO role_definitions (id, name, name_lc, description, actions, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            r.id,
+            r.name,
+            r.name.to_lowercase(),
+            r.description,
+            r.actions,
+            r.created
+        ])?;
+    tx.commit()?;
+    Ok(n == 1)
+}
+
+pub(super) fn delete_role_definition(
+    conn: &mut Connection,
+    signal: &FileSignal,
+    id: &str,
+) -> Result<Option<usize>> {
+    let tx = write_tx(conn, signal)?;
+    let exists: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM role_definitions WHERE id = ?1)")?
+        .query_row([id], |r| r.get(0))?;
+    if !exists {
+        return Ok(None);
+    }
+    let used: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM assignments WHERE role_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    if used == 0 {
+        tx.prepare_cached("DELETE FROM role_definitions WHERE id = ?1")?
+            .execute([id])?;
+    }
+    tx.commit()?;
+    Ok(Some(usize::try_from(used).unwrap_or(usize::MAX)))
 }

@@ -169,6 +169,7 @@ suite!(
     principal_failures_are_counted_and_reset_by_a_new_pin,
     assignments_need_a_principal_are_unique_and_logged_as_access_changes,
     deleting_a_principal_deletes_its_assignments_and_reinit_wipes_both,
+    custom_roles_are_unique_by_name_and_kept_while_assigned,
 );
 
 fn so_and_user_unlock_the_same_master_key(f: &Fixture) {
@@ -1042,4 +1043,38 @@ fn deleting_a_principal_deletes_its_assignments_and_reinit_wipes_both(f: &Fixtur
     store.init_token("again", SO_PIN, ITERATIONS, 90).unwrap();
     assert!(store.principals().unwrap().is_empty());
     assert!(store.assignments().unwrap().is_empty());
+}
+
+fn custom_roles_are_unique_by_name_and_kept_while_assigned(f: &Fixture) {
+    let (mut store, master) = initialised(f);
+    let role = |id: &str, name: &str| RoleRow {
+        id: id.into(),
+        name: name.into(),
+        description: String::new(),
+        actions: r#"["Microsoft.KeyVault/managedHsm/keys/sign/action"]"#.into(),
+        created: now(),
+    };
+    let seq = store.change_seq().unwrap();
+    assert!(store.add_role_definition(&role("r1", "Signer")).unwrap());
+    assert!(!store.add_role_definition(&role("r2", "SIGNER")).unwrap());
+    match store.changes_since(seq).unwrap() {
+        Changes::Since { touched, .. } => assert_eq!(touched, [-1]),
+        other => panic!("{other:?}"),
+    }
+    store
+        .add_principal(&principal("p", "id-p"), &master, b"pin-p")
+        .unwrap();
+    let mut a = assignment("a1", "p", "/");
+    a.role_id = "r1".into();
+    assert!(store.add_assignment(&a).unwrap());
+    assert_eq!(store.delete_role_definition("r1").unwrap(), Some(1));
+    assert_eq!(
+        store.role_definitions().unwrap().len(),
+        1,
+        "kept while assigned"
+    );
+    assert!(store.delete_assignment("p", "r1", "/").unwrap());
+    assert_eq!(store.delete_role_definition("r1").unwrap(), Some(0));
+    assert_eq!(store.delete_role_definition("r1").unwrap(), None);
+    assert!(store.role_definitions().unwrap().is_empty());
 }
