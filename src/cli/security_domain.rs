@@ -202,10 +202,13 @@ fn shown_summary(what: &str, file: &str, s: &full_backup::Summary) -> Shown {
             "versions": s.versions,
             "deletedKeys": s.deleted,
             "objects": s.objects,
+            "principals": s.principals,
+            "roleDefinitions": s.roles,
+            "roleAssignments": s.assignments,
         }),
         table: format!(
-            "{what} {} key(s), {} deleted key(s), {} version(s) in all, {} other object(s): {file}",
-            s.keys, s.deleted, s.versions, s.objects
+            "{what} {} key(s), {} deleted key(s), {} version(s) in all, {} other object(s), {} principal(s), {} custom role(s), {} role assignment(s): {file}",
+            s.keys, s.deleted, s.versions, s.objects, s.principals, s.roles, s.assignments
         ),
     }
 }

@@ -11,6 +11,10 @@
 //! [`Store::all_objects`], the one listing that includes deleted rows) and
 //! restored deleted, keeping its deletion date; its purge date after a
 //! restore is its deletion date plus the restoring pool's retention.
+//! Local RBAC comes along: principals with their PIN wraps of the master key
+//! (the same master key in every pool of this security domain), custom roles
+//! and assignments; a restore keeps a principal or role of the same name that
+//! the pool already has.
 //! The restore writes one transaction per key: names are checked free before
 //! the first write, so only a failure of the store itself leaves a partial
 //! restore, and running it again refuses the names already restored.
@@ -23,7 +27,7 @@ use super::security_domain::is_exchange;
 use crate::engine::key::{hex, unhex, Record};
 use crate::engine::lifecycle::{Outcome, Refusal};
 use crate::error::Error;
-use crate::store::{MasterKey, NewObject, Store};
+use crate::store::{Assignment, MasterKey, NewObject, Principal, PrincipalRecord, RoleRow, Store};
 use cryptoki_sys::CKR_GENERAL_ERROR;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +48,54 @@ struct PoolBackup {
     keys: Vec<Backup>,
     deleted: Vec<DeletedBackup>,
     objects: Vec<StoredObject>,
+    /// Principals (with their wraps of the master key), custom roles and
+    /// role assignments; absent from backups made before local RBAC.
+    #[serde(default)]
+    access: AccessBackup,
+}
+
+/// The pool's local RBAC state.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AccessBackup {
+    principals: Vec<PrincipalBackup>,
+    roles: Vec<RoleBackup>,
+    assignments: Vec<AssignmentBackup>,
+}
+
+/// A principal and its credential: the master key wrapped under its PIN
+/// (meaningful only to a pool holding the same security domain).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PrincipalBackup {
+    name: String,
+    object_id: String,
+    created: i64,
+    salt: String,
+    wrapped: String,
+    kdf_iterations: u32,
+}
+
+/// A custom role definition.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RoleBackup {
+    id: String,
+    name: String,
+    description: String,
+    actions: String,
+    created: i64,
+}
+
+/// A role assignment.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AssignmentBackup {
+    id: String,
+    principal: String,
+    role_id: String,
+    scope: String,
+    created: i64,
 }
 
 /// A soft-deleted key and its dates.
@@ -74,6 +126,12 @@ pub struct Summary {
     pub deleted: usize,
     /// Certificates and data objects.
     pub objects: usize,
+    /// Principals (a restore keeps a principal of the same name here).
+    pub principals: usize,
+    /// Custom role definitions.
+    pub roles: usize,
+    /// Role assignments.
+    pub assignments: usize,
 }
 
 /// `backup start`: the whole pool as one sealed blob.
@@ -85,8 +143,14 @@ pub fn backup(store: &dyn Store, master: &MasterKey, now: i64) -> Outcome<(Vec<u
         keys: Vec::new(),
         deleted: Vec::new(),
         objects: Vec::new(),
+        access: access_backup(store)?,
     };
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        principals: content.access.principals.len(),
+        roles: content.access.roles.len(),
+        assignments: content.access.assignments.len(),
+        ..Summary::default()
+    };
     let mut names: Vec<String> = Vec::new();
     for row in store.objects()? {
         match &row.name {
@@ -145,6 +209,55 @@ pub fn backup(store: &dyn Store, master: &MasterKey, now: i64) -> Outcome<(Vec<u
     Ok((seal(master, &label, &json)?, summary))
 }
 
+/// The pool's principals, custom roles and assignments, for a backup.
+fn access_backup(store: &dyn Store) -> Outcome<AccessBackup> {
+    let mut principals = Vec::new();
+    for p in store.principals()? {
+        // Deleted between the two reads: not backed up.
+        let Some((p, slot)) = store.principal_pin(&p.name)? else {
+            continue;
+        };
+        let (Some(salt), Some(wrapped)) = (slot.salt, slot.wrapped) else {
+            continue;
+        };
+        principals.push(PrincipalBackup {
+            name: p.name,
+            object_id: p.object_id,
+            created: p.created,
+            salt: hex(&salt),
+            wrapped: hex(&wrapped),
+            kdf_iterations: slot.kdf_iterations,
+        });
+    }
+    let roles = store
+        .role_definitions()?
+        .into_iter()
+        .map(|r| RoleBackup {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            actions: r.actions,
+            created: r.created,
+        })
+        .collect();
+    let assignments = store
+        .assignments()?
+        .into_iter()
+        .map(|a| AssignmentBackup {
+            id: a.id,
+            principal: a.principal,
+            role_id: a.role_id,
+            scope: a.scope,
+            created: a.created,
+        })
+        .collect();
+    Ok(AccessBackup {
+        principals,
+        roles,
+        assignments,
+    })
+}
+
 /// The blob of a whole-pool backup's JSON for the pool labelled `label`: the
 /// magic, then the JSON sealed under the master key. Public for the fuzz targets.
 #[doc(hidden)]
@@ -163,6 +276,8 @@ pub struct Decoded {
     pub deleted: Vec<(DecodedBackup, i64)>,
     /// Certificates and data objects (none when one key was asked for).
     pub objects: Vec<NewObject>,
+    /// Principals, custom roles, assignments (none when one key was asked for).
+    pub access: (Vec<PrincipalRecord>, Vec<RoleRow>, Vec<Assignment>),
 }
 
 /// Open and check a blob made by [`backup`] in a pool with this security
@@ -227,10 +342,49 @@ pub fn decode(
             });
         }
     }
+    let mut access = (Vec::new(), Vec::new(), Vec::new());
+    if only.is_none() {
+        let a = &content.access;
+        for p in &a.principals {
+            access.0.push(PrincipalRecord {
+                principal: Principal {
+                    name: p.name.clone(),
+                    object_id: p.object_id.clone(),
+                    created: p.created,
+                },
+                salt: unhex(&p.salt).ok_or_else(damaged)?,
+                wrapped: unhex(&p.wrapped).ok_or_else(damaged)?,
+                kdf_iterations: p.kdf_iterations,
+            });
+        }
+        access.1 = a
+            .roles
+            .iter()
+            .map(|r| RoleRow {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                description: r.description.clone(),
+                actions: r.actions.clone(),
+                created: r.created,
+            })
+            .collect();
+        access.2 = a
+            .assignments
+            .iter()
+            .map(|x| Assignment {
+                id: x.id.clone(),
+                principal: x.principal.clone(),
+                role_id: x.role_id.clone(),
+                scope: x.scope.clone(),
+                created: x.created,
+            })
+            .collect();
+    }
     Ok(Decoded {
         keys,
         deleted,
         objects,
+        access,
     })
 }
 
@@ -249,6 +403,7 @@ pub fn restore(
         keys: live,
         deleted,
         objects,
+        access,
     } = decode(master, &label, blob, only)?;
     if let Some(name) = only {
         if live.is_empty() && deleted.is_empty() {
@@ -288,6 +443,11 @@ pub fn restore(
         store.insert_object(o)?;
         summary.objects += 1;
     }
+    // Principals and roles of the same name here are kept (and an
+    // assignment of a principal kept here then gives it the backup's role).
+    let (principals, roles, assignments) = access;
+    (summary.principals, summary.roles, summary.assignments) =
+        store.restore_access(&principals, &roles, &assignments)?;
     Ok(summary)
 }
 
@@ -366,6 +526,63 @@ mod tests {
     }
 
     #[test]
+    fn principals_roles_and_assignments_come_along_and_the_pin_still_opens() {
+        let (_d, mut store, master) = pool();
+        aes(&mut store, &master, "a");
+        let p = Principal {
+            name: "app1".into(),
+            object_id: "3f0c-id".into(),
+            created: 1,
+        };
+        assert!(store.add_principal(&p, &master, b"app1-pin").unwrap());
+        let role = RoleRow {
+            id: "role-1".into(),
+            name: "Signer".into(),
+            description: String::new(),
+            actions: r#"["Microsoft.KeyVault/managedHsm/keys/sign/action"]"#.into(),
+            created: 1,
+        };
+        assert!(store.add_role_definition(&role).unwrap());
+        let a = Assignment {
+            id: "as-1".into(),
+            principal: "app1".into(),
+            role_id: "role-1".into(),
+            scope: "/keys/a".into(),
+            created: 1,
+        };
+        assert!(store.add_assignment(&a).unwrap());
+        let (blob, summary) = backup(&store, &master, 10).unwrap();
+        assert_eq!(
+            (summary.principals, summary.roles, summary.assignments),
+            (1, 1, 1)
+        );
+        // Another pool of the same security domain (the same master key),
+        // its own KDF cost.
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        other.init_token("pool", b"12345678", 5000, 90).unwrap();
+        let restored = restore(&mut other, &master, &blob, None).unwrap();
+        assert_eq!(
+            (restored.principals, restored.roles, restored.assignments),
+            (1, 1, 1)
+        );
+        let (q, slot) = other.principal_pin("APP1").unwrap().unwrap();
+        assert_eq!(q, p);
+        let opened = crate::store::check_principal_pin(&q.object_id, &slot, b"app1-pin").unwrap();
+        assert_eq!(
+            opened
+                .open(b"x", &master.seal(b"x", b"same key").unwrap())
+                .unwrap()[..],
+            b"same key"[..],
+            "app1's PIN opens the same master key in the other pool"
+        );
+        assert_eq!(other.role_definitions().unwrap(), vec![role]);
+        assert_eq!(other.assignments().unwrap(), vec![a]);
+        // A second restore of the same blob: the names are taken.
+        assert!(restore(&mut other, &master, &blob, None).is_err());
+    }
+
+    #[test]
     fn a_backup_naming_a_key_twice_is_refused() {
         let (_d, mut store, master) = pool();
         aes(&mut store, &master, "a");
@@ -377,6 +594,7 @@ mod tests {
             keys: vec![one, key_backup(&store, "a", &rows).unwrap()],
             deleted: Vec::new(),
             objects: Vec::new(),
+            access: AccessBackup::default(),
         };
         let blob = seal(&master, "pool", &serde_json::to_vec(&twice).unwrap()).unwrap();
         assert!(decode(&master, "pool", &blob, None).is_err());

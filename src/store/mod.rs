@@ -276,6 +276,21 @@ pub struct Assignment {
     pub created: i64,
 }
 
+/// A principal with its credential as stored (salt, wrapped master key, KDF
+/// cost): what a whole-pool backup carries, sealed, to a pool with the same
+/// security domain (so the same master key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// The principal.
+    pub principal: Principal,
+    /// Its PBKDF2 salt.
+    pub salt: Vec<u8>,
+    /// The master key wrapped under its PIN.
+    pub wrapped: Vec<u8>,
+    /// The PBKDF2 iterations of its wrap.
+    pub kdf_iterations: u32,
+}
+
 /// A custom role definition as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleRow {
@@ -447,6 +462,16 @@ pub trait Store: Send {
     /// there is no such role, Ok(Some(n)) with the assignments that use it
     /// (deleted only when n is 0).
     fn delete_role_definition(&mut self, id: &str) -> Result<Option<usize>>;
+    /// Restore principals (with their credentials), custom roles and
+    /// assignments in one transaction, keeping what exists here (a principal
+    /// or role of the same name, an assignment of the same principal, role
+    /// and scope); returns how many of each were added.
+    fn restore_access(
+        &mut self,
+        principals: &[PrincipalRecord],
+        roles: &[RoleRow],
+        assignments: &[Assignment],
+    ) -> Result<(usize, usize, usize)>;
 }
 
 /// The one name (lower-cased) every row given to

@@ -1090,7 +1090,7 @@ impl Store for PgStore {
         self.read(|db| {
             let Some(r) = db.query_opt(
                 "SELECT p.name, p.object_id, p.created, p.salt, p.wrapped, p.failures,
-                        t.kdf_iterations
+                        p.kdf_iterations
                  FROM principals p, token t WHERE t.id = 1 AND p.name_lc = $1",
                 &[&name_lc],
             )?
@@ -1120,21 +1120,13 @@ impl Store for PgStore {
             .ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?
             .kdf_iterations;
         let (salt, wrapped) = pin::principal_wrap(master, &p.object_id, pin, iterations)?;
-        self.write(|db| {
-            let n = db.execute(
-                "INSERT INTO principals (name_lc, name, object_id, created, salt, wrapped)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[
-                    &p.name.to_lowercase(),
-                    &p.name,
-                    &p.object_id,
-                    &p.created,
-                    &&salt[..],
-                    &wrapped,
-                ],
-            )?;
-            Ok(n == 1)
-        })
+        let record = super::PrincipalRecord {
+            principal: p.clone(),
+            salt: salt.to_vec(),
+            wrapped,
+            kdf_iterations: iterations,
+        };
+        self.write(|db| insert_principal(db, &record))
     }
 
     fn set_principal_pin(&mut self, name: &str, master: &MasterKey, pin: &[u8]) -> Result<bool> {
@@ -1198,23 +1190,7 @@ impl Store for PgStore {
     }
 
     fn add_assignment(&mut self, a: &super::Assignment) -> Result<bool> {
-        self.write(|db| {
-            let n = db.execute(
-                "INSERT INTO assignments (id, principal_lc, role_id, scope, scope_lc, created)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE EXISTS (SELECT 1 FROM principals WHERE name_lc = $2)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &a.id,
-                    &a.principal.to_lowercase(),
-                    &a.role_id,
-                    &a.scope,
-                    &a.scope.to_lowercase(),
-                    &a.created,
-                ],
-            )?;
-            Ok(n == 1)
-        })
+        self.write(|db| insert_assignment(db, a))
     }
 
     fn delete_assignment(&mut self, principal: &str, role_id: &str, scope: &str) -> Result<bool> {
@@ -1249,20 +1225,27 @@ impl Store for PgStore {
     }
 
     fn add_role_definition(&mut self, r: &super::RoleRow) -> Result<bool> {
+        self.write(|db| insert_role(db, r))
+    }
+
+    fn restore_access(
+        &mut self,
+        principals: &[super::PrincipalRecord],
+        roles: &[super::RoleRow],
+        assignments: &[super::Assignment],
+    ) -> Result<(usize, usize, usize)> {
         self.write(|db| {
-            let n = db.execute(
-                "INSERT INTO role_definitions (id, name, name_lc, description, actions, created)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[
-                    &r.id,
-                    &r.name,
-                    &r.name.to_lowercase(),
-                    &r.description,
-                    &r.actions,
-                    &r.created,
-                ],
-            )?;
-            Ok(n == 1)
+            let mut added = (0, 0, 0);
+            for p in principals {
+                added.0 += usize::from(insert_principal(db, p)?);
+            }
+            for r in roles {
+                added.1 += usize::from(insert_role(db, r)?);
+            }
+            for a in assignments {
+                added.2 += usize::from(insert_assignment(db, a)?);
+            }
+            Ok(added)
         })
     }
 
@@ -1283,6 +1266,61 @@ impl Store for PgStore {
             Ok(Some(usize::try_from(used).unwrap_or(usize::MAX)))
         })
     }
+}
+
+/// Insert a principal with its credential unless its name is taken.
+fn insert_principal(db: &mut Db, r: &super::PrincipalRecord) -> std::result::Result<bool, Fail> {
+    let p = &r.principal;
+    let n = db.execute(
+        "INSERT INTO principals (name_lc, name, object_id, created, salt, wrapped, kdf_iterations)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        &[
+            &p.name.to_lowercase(),
+            &p.name,
+            &p.object_id,
+            &p.created,
+            &r.salt,
+            &r.wrapped,
+            &i64::from(r.kdf_iterations),
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Insert an assignment if its principal exists and it is not there yet.
+fn insert_assignment(db: &mut Db, a: &super::Assignment) -> std::result::Result<bool, Fail> {
+    let n = db.execute(
+        "INSERT INTO assignments (id, principal_lc, role_id, scope, scope_lc, created)
+         SELECT $1, $2, $3, $4, $5, $6
+         WHERE EXISTS (SELECT 1 FROM principals WHERE name_lc = $2)
+         ON CONFLICT DO NOTHING",
+        &[
+            &a.id,
+            &a.principal.to_lowercase(),
+            &a.role_id,
+            &a.scope,
+            &a.scope.to_lowercase(),
+            &a.created,
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Insert a custom role unless its id or name is taken.
+fn insert_role(db: &mut Db, r: &super::RoleRow) -> std::result::Result<bool, Fail> {
+    let n = db.execute(
+        "INSERT INTO role_definitions (id, name, name_lc, description, actions, created)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        &[
+            &r.id,
+            &r.name,
+            &r.name.to_lowercase(),
+            &r.description,
+            &r.actions,
+            &r.created,
+        ],
+    )?;
+    Ok(n == 1)
 }
 
 /// Map a `principals` row (name, object_id, created).

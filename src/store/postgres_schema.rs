@@ -111,6 +111,7 @@ const MIGRATIONS: &[&str] = &[
         created   bigint NOT NULL,
         salt      bytea  NOT NULL,
         wrapped   bytea  NOT NULL,
+        kdf_iterations bigint NOT NULL,
         failures  bigint NOT NULL DEFAULT 0
     );
     CREATE TABLE assignments (

@@ -100,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
         created   INTEGER NOT NULL,
         salt      BLOB    NOT NULL,
         wrapped   BLOB    NOT NULL,
+        kdf_iterations INTEGER NOT NULL,
         failures  INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE assignments (

@@ -345,6 +345,15 @@ impl Store for SqliteStore {
         access::delete_role_definition(&mut self.conn, &self.signal, id)
     }
 
+    fn restore_access(
+        &mut self,
+        principals: &[super::PrincipalRecord],
+        roles: &[super::RoleRow],
+        assignments: &[super::Assignment],
+    ) -> Result<(usize, usize, usize)> {
+        access::restore_access(&mut self.conn, &self.signal, principals, roles, assignments)
+    }
+
     /// The token record, or None if the token was never initialised.
     fn token(&self) -> Result<Option<TokenRecord>> {
         let record = self

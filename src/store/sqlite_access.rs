@@ -5,7 +5,7 @@ use super::{write_tx, FileSignal};
 use crate::crypto::seal::MasterKey;
 use crate::error::{Error, Result};
 use crate::store::pin::principal_wrap;
-use crate::store::{Assignment, PinSlot, Principal, RoleRow};
+use crate::store::{Assignment, PinSlot, Principal, PrincipalRecord, RoleRow};
 use cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -27,7 +27,7 @@ pub(super) fn principals(conn: &Connection) -> Result<Vec<Principal>> {
 pub(super) fn principal_pin(conn: &Connection, name: &str) -> Result<Option<(Principal, PinSlot)>> {
     let row = conn
         .prepare_cached(
-            "SELECT p.name, p.object_id, p.created, p.salt, p.wrapped, p.failures, t.kdf_iterations
+            "SELECT p.name, p.object_id, p.created, p.salt, p.wrapped, p.failures, p.kdf_iterations
              FROM principals p, token t WHERE t.id = 1 AND p.name_lc = ?1",
         )?
         .query_row([name.to_lowercase()], |r| {
@@ -59,22 +59,38 @@ pub(super) fn add_principal(
     master: &MasterKey,
     pin: &[u8],
 ) -> Result<bool> {
-    let (salt, wrapped) = principal_wrap(master, &p.object_id, pin, kdf_iterations(conn)?)?;
+    let iterations = kdf_iterations(conn)?;
+    let (salt, wrapped) = principal_wrap(master, &p.object_id, pin, iterations)?;
     let tx = write_tx(conn, signal)?;
-    let n = tx
+    let added = insert_principal(
+        &tx,
+        &PrincipalRecord {
+            principal: p.clone(),
+            salt: salt.to_vec(),
+            wrapped,
+            kdf_iterations: iterations,
+        },
+    )?;
+    tx.commit()?;
+    Ok(added)
+}
+
+fn insert_principal(conn: &Connection, r: &PrincipalRecord) -> Result<bool> {
+    let p = &r.principal;
+    let n = conn
         .prepare_cached(
-            "INSERT INTO principals (name_lc, name, object_id, created, salt, wrapped)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            "INSERT INTO principals (name_lc, name, object_id, created, salt, wrapped, kdf_iterations)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             p.name.to_lowercase(),
             p.name,
             p.object_id,
             p.created,
-            &salt[..],
-            wrapped
+            r.salt,
+            r.wrapped,
+            r.kdf_iterations
         ])?;
-    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -162,7 +178,13 @@ pub(super) fn add_assignment(
     a: &Assignment,
 ) -> Result<bool> {
     let tx = write_tx(conn, signal)?;
-    let n = tx
+    let added = insert_assignment(&tx, a)?;
+    tx.commit()?;
+    Ok(added)
+}
+
+fn insert_assignment(conn: &Connection, a: &Assignment) -> Result<bool> {
+    let n = conn
         .prepare_cached(
             "INSERT INTO assignments (id, principal_lc, role_id, scope, scope_lc, created)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6
@@ -177,7 +199,6 @@ pub(super) fn add_assignment(
             a.scope.to_lowercase(),
             a.created
         ])?;
-    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -224,7 +245,13 @@ pub(super) fn add_role_definition(
     r: &RoleRow,
 ) -> Result<bool> {
     let tx = write_tx(conn, signal)?;
-    let n = tx
+    let added = insert_role(&tx, r)?;
+    tx.commit()?;
+    Ok(added)
+}
+
+fn insert_role(conn: &Connection, r: &RoleRow) -> Result<bool> {
+    let n = conn
         .prepare_cached(
             "INSERT INTO role_definitions (id, name, name_lc, description, actions, created)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
@@ -237,8 +264,29 @@ pub(super) fn add_role_definition(
             r.actions,
             r.created
         ])?;
-    tx.commit()?;
     Ok(n == 1)
+}
+
+pub(super) fn restore_access(
+    conn: &mut Connection,
+    signal: &FileSignal,
+    principals: &[PrincipalRecord],
+    roles: &[RoleRow],
+    assignments: &[Assignment],
+) -> Result<(usize, usize, usize)> {
+    let tx = write_tx(conn, signal)?;
+    let mut added = (0, 0, 0);
+    for p in principals {
+        added.0 += usize::from(insert_principal(&tx, p)?);
+    }
+    for r in roles {
+        added.1 += usize::from(insert_role(&tx, r)?);
+    }
+    for a in assignments {
+        added.2 += usize::from(insert_assignment(&tx, a)?);
+    }
+    tx.commit()?;
+    Ok(added)
 }
 
 pub(super) fn delete_role_definition(
