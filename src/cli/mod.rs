@@ -676,7 +676,7 @@ fn login(
     who: PinUser,
     pin: &str,
 ) -> Result<MasterKey, CliError> {
-    match audit::login(token, || service.unlock(who, pin.as_bytes())) {
+    match audit::login(token, who, || service.unlock(who, pin.as_bytes())) {
         Ok(master) => Ok(master),
         Err(Error(CKR_PIN_INCORRECT)) if who == PinUser::User => {
             let failures = service.record()?.map_or(0, |r| r.user_failures);
