@@ -5,6 +5,7 @@
 //! PostgreSQL database instead. Zero configuration works.
 
 use crate::error::{Error, Result};
+use crate::pool::audit::Level;
 use crate::store::Location;
 use cryptoki_sys::*;
 use serde::Deserialize;
@@ -37,6 +38,9 @@ pub struct TokenConfig {
     /// signal was lost (a writer killed between commit and signal, a lost
     /// PostgreSQL notification): the pool asks the database at least this often.
     pub max_staleness_ms: u64,
+    /// What the audit log records (`audit = "all" | "management" | "off"`,
+    /// `all` by default; `SOFTMHSM_AUDIT` overrides it).
+    pub audit: Level,
 }
 
 impl TokenConfig {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("kdf_iterations", &self.kdf_iterations)
             .field("retention_days", &self.retention_days)
             .field("max_staleness_ms", &self.max_staleness_ms)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -98,6 +103,8 @@ struct FileToken {
     retention_days: Option<u32>,
     #[serde(default)]
     max_staleness_ms: Option<u64>,
+    #[serde(default)]
+    audit: Option<String>,
 }
 
 /// Read the configuration from the environment.
@@ -130,6 +137,7 @@ pub fn load() -> Result<Config> {
                 })?,
                 Err(_) => DEFAULT_MAX_STALENESS_MS,
             },
+            audit: Level::from_env().unwrap_or_default(),
         }],
     })
 }
@@ -173,6 +181,7 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
         Error(CKR_GENERAL_ERROR)
     };
     let file: FileConfig = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let env_audit = Level::from_env();
     if file.tokens.is_empty() {
         return Err(bad("no [[token]] listed".into()));
     }
@@ -188,6 +197,15 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
                         "versioning must be \"on\" or \"off\", not {v:?}"
                     )))
                 }
+            };
+            let audit = match t.audit.as_deref().map(|v| (v, Level::parse(v))) {
+                None => Level::default(),
+                Some((v, None)) => {
+                    return Err(bad(format!(
+                        "audit must be \"all\", \"management\" or \"off\", not {v:?}"
+                    )))
+                }
+                Some((_, Some(level))) => level,
             };
             let retention_days = t.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
             if !(7..=90).contains(&retention_days) {
@@ -212,6 +230,7 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
                     Some(ms) => staleness(Some(ms)).map_err(bad)?,
                     None => DEFAULT_MAX_STALENESS_MS,
                 },
+                audit: env_audit.unwrap_or(audit),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -235,6 +254,18 @@ mod tests {
         assert_eq!(c.tokens[1].kdf_iterations, 1000);
         assert_eq!(c.tokens[0].kdf_iterations, DEFAULT_KDF_ITERATIONS);
         assert_eq!(c.tokens[1].store_path(), PathBuf::from("/b/softmhsm.db"));
+    }
+
+    #[test]
+    fn audit_is_a_per_token_setting_all_by_default() {
+        // (SOFTMHSM_AUDIT, which overrides it, is not set under `cargo test`.)
+        let c = parse(
+            "[[token]]\npath = \"/a\"\n[[token]]\npath = \"/b\"\naudit = \"management\"\n[[token]]\npath = \"/c\"\naudit = \"off\"\n",
+            None,
+        )
+        .unwrap();
+        let levels: Vec<Level> = c.tokens.iter().map(|t| t.audit).collect();
+        assert_eq!(levels, [Level::All, Level::Management, Level::Off]);
     }
 
     #[test]
@@ -268,6 +299,7 @@ mod tests {
         let c = parse("[[token]]\npath = \"/a\"\n", None).unwrap();
         assert_eq!(c.tokens[0].max_staleness_ms, DEFAULT_MAX_STALENESS_MS);
         assert!(parse("[[token]]\nbogus = 1\n", None).is_err());
+        assert!(parse("[[token]]\npath = \"/a\"\naudit = \"some\"\n", None).is_err());
         assert!(parse("[[token]]\nversioning = \"on\"\n", None).is_err());
         assert!(parse("", None).is_err());
     }

@@ -1,6 +1,7 @@
-//! The audit log: one JSON line per management operation, login and refused
-//! crypto operation, from the CLI (run as a subprocess) and from the library
-//! (through the C ABI), in `audit-softmhsm.jsonl` next to each test's store.
+//! The audit log: one JSON line per management operation, login, refused
+//! crypto operation and (with `audit = "all"`, the default) successful one,
+//! from the CLI (run as a subprocess) and from the library (through the C
+//! ABI), in `audit-softmhsm.jsonl` next to each test's store.
 
 #[macro_use]
 mod common;
@@ -108,6 +109,9 @@ p11_test! {
         assert!(purge["resultDescription"].as_str().unwrap().contains("nosuch"));
         let created = assert_has(&all, "KeyCreate", "Success");
         assert!(created["kid"].as_str().unwrap().starts_with("softmhsm://test/keys/k/"), "{created}");
+        assert_eq!(created["identity"], "user", "the CLI names whose PIN it checked: {created}");
+        assert_eq!(assert_has(&all, "Login", "Success")["identity"], "user");
+        assert!(bad_login.get("identity").is_none(), "a failed login names no one: {bad_login}");
         for l in &all {
             assert_eq!(l["caller"], "cli");
             let time = l["time"].as_str().unwrap();
@@ -199,7 +203,10 @@ p11_test! {
         assert_eq!(assert_has(&all, "Login", "Failure")["resultDescription"], "CKR_PIN_INCORRECT");
         assert!(assert_has(&all, "KeyUnwrap", "Failure")["kid"].as_str().unwrap().contains("/keys/imported/"));
         assert!(!ops.iter().any(|(op, _)| op == "KeyEncrypt" || op == "KeyDecrypt"), "AES-KW is not KeyEncrypt: {ops:?}");
-        assert_eq!(ops.iter().filter(|(op, _)| op == "KeySign").count(), 1, "successful signatures are not recorded");
+        assert_eq!(ops.iter().filter(|(op, r)| op == "KeySign" && r == "Failure").count(), 1, "one refused signature");
+        let signed: Vec<&Value> = all.iter().filter(|l| l["operationName"] == "KeySign" && l["resultType"] == "Success").collect();
+        assert_eq!(signed.len(), 20, "every successful signature, none lost at C_Finalize");
+        assert!(signed.iter().all(|l| l["identity"] == "user" && l["algorithm"] == "ES256"), "{signed:?}");
         assert_eq!(ops.iter().filter(|(op, _)| op == "KeyCreate").count(), 2, "two token pairs; a session key is no pool key");
         for l in &all {
             assert_eq!(l["caller"], "pkcs11");
@@ -324,5 +331,206 @@ p11_test! {
         let Token { session, pkcs11, .. } = t;
         drop(session);
         ok(pkcs11.finalize(), "C_Finalize");
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS.mmmZ`,
+/// by the civil-from-days algorithm (independent of the library's own).
+fn lifecycle_secs(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// An AES-256 token key for AES-KW (the Managed HSM's wrapKey/unwrapKey).
+fn kw_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::ValueLen(32.into()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+/// One successful sign, verify, encrypt, decrypt, wrap and unwrap through
+/// PKCS#11 (each one `*Init`), on keys `ec`, `aes` and `kw`; then `C_Finalize`.
+fn one_of_each_crypto_operation(t: Token) {
+    let ec = t.keypair(Kp::Ec(OID_P256), "ec");
+    let aes = t.aes(32, "aes");
+    let kw = ok(
+        t.session
+            .generate_key(&Mechanism::AesKeyGen, &kw_template("kw")),
+        "C_GenerateKey(AES-KW key)",
+    );
+    let digest = [9u8; 32];
+    let sig = ok(
+        t.session.sign(&Mechanism::Ecdsa, ec.private, &digest),
+        "C_Sign",
+    );
+    ok(
+        t.session
+            .verify(&Mechanism::Ecdsa, ec.public, &digest, &sig),
+        "C_Verify",
+    );
+    let iv = [3u8; 16];
+    let ct = ok(
+        t.session
+            .encrypt(&Mechanism::AesCbcPad(iv), aes, b"message"),
+        "C_Encrypt",
+    );
+    let pt = ok(
+        t.session.decrypt(&Mechanism::AesCbcPad(iv), aes, &ct),
+        "C_Decrypt",
+    );
+    assert_eq!(pt, b"message");
+    let dek = [5u8; 32];
+    let wrapped = ok(
+        t.session.encrypt(&Mechanism::AesKeyWrap, kw, &dek),
+        "C_Encrypt(AES-KW)",
+    );
+    let unwrapped = ok(
+        t.session.decrypt(&Mechanism::AesKeyWrap, kw, &wrapped),
+        "C_Decrypt(AES-KW)",
+    );
+    assert_eq!(unwrapped, dek);
+    let Token {
+        session, pkcs11, ..
+    } = t;
+    drop(session);
+    ok(pkcs11.finalize(), "C_Finalize");
+}
+
+/// The six crypto operation names, with the key and algorithm each used above.
+const CRYPTO_OPS: [(&str, &str, &str); 6] = [
+    ("KeySign", "ec", "ES256"),
+    ("KeyVerify", "ec", "ES256"),
+    ("KeyEncrypt", "aes", "A256CBCPAD"),
+    ("KeyDecrypt", "aes", "A256CBCPAD"),
+    ("KeyWrap", "kw", "A256KW"),
+    ("KeyUnwrap", "kw", "A256KW"),
+];
+
+p11_test! {
+    fn each_successful_crypto_operation_is_one_line_with_kid_algorithm_and_identity() {
+        softmhsm_only!("the audit log is softmhsm's");
+        one_of_each_crypto_operation(Token::fresh());
+        let all = lines();
+        for (op, key, alg) in CRYPTO_OPS {
+            let done: Vec<&Value> = all.iter().filter(|l| l["operationName"] == op).collect();
+            assert_eq!(done.len(), 1, "one {op} line: {done:?}");
+            let l = done[0];
+            assert_eq!(l["resultType"], "Success", "{l}");
+            assert_eq!(l["resultDescription"], "CKR_OK", "{l}");
+            let kid = l["kid"].as_str().unwrap_or_else(|| panic!("no kid: {l}"));
+            assert!(kid.starts_with(&format!("softmhsm://{TOKEN_LABEL}/keys/{key}/")), "{l}");
+            assert_eq!(kid.rsplit('/').next().unwrap().len(), 32, "a version id: {l}");
+            assert_eq!(l["algorithm"], alg, "{l}");
+            assert_eq!(l["identity"], "user", "{l}");
+            assert_eq!(l["caller"], "pkcs11");
+            assert_eq!(l["pid"], std::process::id());
+            let time = l["time"].as_str().unwrap();
+            assert!(time.len() == 24 && time.ends_with('Z') && &time[19..20] == ".", "RFC 3339 UTC with ms: {time}");
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            assert!((now - lifecycle_secs(time)).abs() < 120, "the time of the call: {time}");
+        }
+        // The management events name who acted too: the SO set the user PIN.
+        assert_eq!(assert_has(&all, "PinInit", "Success")["identity"], "so");
+        assert_eq!(assert_has(&all, "KeyCreate", "Success")["identity"], "user");
+        assert!(assert_has(&all, "TokenInit", "Success").get("identity").is_none(), "no one logged in to C_InitToken");
+
+        // softmhsm audit shows them.
+        let signs = cli(&["audit", "--operation", "KeySign"]);
+        assert_eq!(signs.lines().count(), 1, "{signs}");
+        let shown: Value = serde_json::from_str(signs.trim_end()).unwrap();
+        assert_eq!(shown["identity"], "user");
+        assert_eq!(shown["algorithm"], "ES256");
+        let table = cli(&["audit", "--output", "table", "--operation", "KeyUnwrap"]);
+        assert_eq!(table.lines().count(), 3, "header, rule, one row: {table}");
+        assert!(table.lines().next().unwrap().contains("Identity"), "{table}");
+        assert!(table.lines().nth(2).unwrap().contains(" user "), "{table}");
+    }
+}
+
+/// Points the library at a configuration file naming this test's token with
+/// `audit = "<level>"` (before the library is loaded).
+fn configure_audit(level: &str) {
+    let conf = store_dir().parent().unwrap().join("softmhsm.toml");
+    let text = format!(
+        "[[token]]\npath = {:?}\naudit = {level:?}\n",
+        store_dir().display().to_string()
+    );
+    std::fs::write(&conf, text).unwrap();
+    std::env::set_var("SOFTMHSM_CONF", conf);
+}
+
+p11_test! {
+    fn audit_management_records_no_successful_crypto_operation() {
+        softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("management");
+        let t = Token::fresh();
+        let nosign = ok(
+            t.try_keypair_tpl(Kp::Ec(OID_P256), &Token::pub_template(Kp::Ec(OID_P256), "nosign", true), &no_sign_template()),
+            "C_GenerateKeyPair(no sign)",
+        );
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, nosign.private, &[1u8; 32]), CKR_KEY_FUNCTION_NOT_PERMITTED, "C_SignInit");
+        one_of_each_crypto_operation(t);
+        let all = lines();
+        let ops = events(&all);
+        for (op, _, _) in CRYPTO_OPS {
+            assert!(!ops.contains(&(op.to_string(), "Success".to_string())), "{op} Success recorded at management: {ops:?}");
+        }
+        let refused = assert_has(&all, "KeySign", "Failure");
+        assert_eq!(refused["identity"], "user");
+        assert_eq!(refused["algorithm"], "ES256");
+        for op in ["TokenInit", "PinInit", "Login", "KeyCreate"] {
+            assert_has(&all, op, "Success");
+        }
+        assert_eq!(ops.iter().filter(|(op, _)| op == "KeyCreate").count(), 4, "nosign, ec, aes, kw");
+    }
+}
+
+p11_test! {
+    fn audit_off_records_nothing_from_the_library() {
+        softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("off");
+        one_of_each_crypto_operation(Token::fresh());
+        assert!(!audit_file().exists(), "{:?}", lines());
+    }
+}
+
+p11_test! {
+    fn softmhsm_audit_overrides_the_token_setting() {
+        softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("all");
+        std::env::set_var("SOFTMHSM_AUDIT", "management");
+        one_of_each_crypto_operation(Token::fresh());
+        let ops = events(&lines());
+        assert!(ops.contains(&("KeyCreate".into(), "Success".into())), "{ops:?}");
+        assert!(!ops.iter().any(|(op, _)| op == "KeySign"), "{ops:?}");
+    }
+}
+
+p11_test! {
+    fn cli_data_plane_successes_follow_the_level() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        cli(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        cli(&["key", "create", "--name", "k", "--kty", "EC"]);
+        let digest = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+        let sign = ["key", "sign", "--name", "k", "--algorithm", "ES256", "--digest", digest];
+        let (code, _, err) = cli_pin(CLI_PIN, &sign, &[("SOFTMHSM_AUDIT", "management")]);
+        assert_eq!(code, 0, "{err}");
+        assert!(!events(&lines()).iter().any(|(op, _)| op == "KeySign"), "not at management");
+        cli(&sign);
+        let signed = assert_has(&lines(), "KeySign", "Success");
+        assert_eq!(signed["identity"], "user");
+        assert_eq!(signed["algorithm"], "ES256");
     }
 }

@@ -488,6 +488,27 @@ p11_test! {
             (f3.C_LoginUser.unwrap())(t.session.handle(), CKU_SO, SO_PIN.as_ptr() as *mut _, SO_PIN.len() as CK_ULONG, user.as_ptr() as *mut _, user.len() as CK_ULONG)
         };
         check(rv, CKR_USER_TYPE_INVALID, "C_LoginUser(CKU_SO, app1)");
+        // The audit log names app1 on its KeySign events (C_Finalize writes them).
+        let Token { session, pkcs11, .. } = t;
+        drop(session);
+        ok(pkcs11.finalize(), "C_Finalize");
+        let r = cli(&["audit", "--operation", "KeySign"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let lines: Vec<serde_json::Value> = r
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        let by = |who: &str, key: &str, ok: &str| {
+            lines.iter().any(|l| {
+                l["identity"] == who
+                    && l["resultType"] == ok
+                    && l["kid"].as_str().is_some_and(|k| k.contains(&format!("/keys/{key}/")))
+            })
+        };
+        assert!(by("app1", "web", "Success"), "app1's KeySign on web: {lines:?}");
+        assert!(by("aud", "db", "Failure"), "the auditor's refused KeySign on db: {lines:?}");
+        assert!(by("user", "db", "Success"), "the user's KeySign on db: {lines:?}");
     }
 }
 

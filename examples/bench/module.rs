@@ -65,9 +65,38 @@ impl Spec {
 ///
 /// Environment variables are process-wide, so they are all set here, before any
 /// module is initialised and before any thread exists; two modules of one kind
-/// would read the same variable, so that is refused.
+/// would read the same variable, so that is refused — except for several
+/// softmhsm builds (an old and a new one, compared in one run): they share a
+/// `SOFTMHSM_CONF` listing one token per module, and each module, opened in
+/// command-line order, initialises the first token no earlier one took.
 pub fn prepare_environment(specs: &[Spec], root: &Path) -> Result<(), String> {
+    let softmhsm: Vec<&Spec> = specs.iter().filter(|s| s.kind == Kind::SoftMhsm).collect();
+    if softmhsm.len() > 1 {
+        let mut conf = String::new();
+        for spec in &softmhsm {
+            let dir = root.join(&spec.name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            conf.push_str(&format!(
+                "[[token]]\npath = {:?}\n",
+                dir.display().to_string()
+            ));
+        }
+        let path = root.join("softmhsm.toml");
+        std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::env::set_var("SOFTMHSM_CONF", &path);
+        std::env::set_var("SOFTMHSM_KDF_ITERATIONS", "1000");
+    }
     for (i, spec) in specs.iter().enumerate() {
+        if spec.kind == Kind::SoftMhsm && softmhsm.len() > 1 {
+            let twice = specs[..i].iter().any(|s| s.name == spec.name);
+            if twice {
+                return Err(format!(
+                    "{}: two softmhsm modules need distinct file names",
+                    spec.path.display()
+                ));
+            }
+            continue;
+        }
         if spec.kind != Kind::Other && specs[..i].iter().any(|s| s.kind == spec.kind) {
             return Err(format!(
                 "{} and an earlier module read the same environment variables; \
@@ -204,8 +233,13 @@ impl Module {
         let user_pin = AuthPin::from(USER_PIN);
         ctx.init_token(slot, &so_pin, TOKEN_LABEL)
             .during("C_InitToken")?;
-        // SoftHSMv2 moves an initialised token to a new slot id: look it up by label.
-        let slot = find_slot(&ctx)?;
+        // SoftHSMv2 moves an initialised token to a new slot id: look it up by
+        // label. softmhsm keeps it (and several softmhsm modules of one run
+        // each initialise a token of the same label: see `prepare_environment`).
+        let slot = match spec.kind {
+            Kind::SoftMhsm => slot,
+            _ => find_slot(&ctx)?,
+        };
 
         let session = ctx.open_rw_session(slot).during("C_OpenSession")?;
         session

@@ -262,7 +262,9 @@ pub(super) fn acting(
             Identity::User,
         )),
         Some(name) => {
-            let r = super::audit::login(token, || pool.login_principal(name, pin.as_bytes()));
+            let r = super::audit::login(token, Identity::Principal(name.into()), || {
+                pool.login_principal(name, pin.as_bytes())
+            });
             match r {
                 Ok((master, name)) => Ok((master, Identity::Principal(name))),
                 Err(crate::error::Error(cryptoki_sys::CKR_PIN_INCORRECT)) => {

@@ -1,15 +1,42 @@
-//! The CLI side of the audit log ([`crate::engine::audit`]): each verb that
-//! manages keys or the token is recorded (caller `cli`), as is each PIN check;
-//! `softmhsm audit` reads the log back.
+//! The CLI side of the audit log ([`crate::pool::audit`]): each verb that
+//! manages keys or the token is recorded (caller `cli`), as is each PIN check,
+//! each naming who acted ([`identity`]); `softmhsm audit` reads the log back.
 
 use super::args::Parsed;
 use super::{output, pick_token, CliError, Shown};
 use crate::config::TokenConfig;
 use crate::engine::lifecycle::parse_rfc3339;
 use crate::error::Result;
+use crate::pool::access::Identity;
 use crate::pool::audit::{self, Caller, Event, Line};
 use serde_json::Value;
+use std::sync::Mutex;
 use std::time::Instant;
+
+/// Whose PIN this command checked successfully (one command per process).
+static LOGGED_IN: Mutex<Option<Identity>> = Mutex::new(None);
+
+/// Who is acting in this command: the `identity` of every CLI-side record,
+/// taken here and nowhere else. `user`, `so` or the principal's name after
+/// that PIN was checked, else none.
+fn identity() -> Option<String> {
+    LOGGED_IN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|who| who.audit_name().to_string())
+}
+
+/// The data-plane verbs whose successes only `audit = "all"` records, as
+/// for the library's successful crypto operations.
+const CRYPTO: [&str; 6] = [
+    "KeySign",
+    "KeyVerify",
+    "KeyEncrypt",
+    "KeyDecrypt",
+    "KeyWrap",
+    "KeyUnwrap",
+];
 
 /// The `operationName` of a verb, or None for verbs that only read public
 /// information or the log itself (`token show`, `attest verify`, `audit`).
@@ -69,7 +96,13 @@ pub(super) fn logged(
     let started = Instant::now();
     let result = run(p);
     let token = pick_token(p).ok().filter(super::store_exists);
-    if let (Some(op), Some(token)) = (operation(p.verb.path), token) {
+    let op = operation(p.verb.path);
+    // A successful data-plane verb is recorded at level `all` only (the
+    // other events wherever the level records management, in `record`).
+    let quiet = |t: &TokenConfig| {
+        op.is_some_and(|op| CRYPTO.contains(&op)) && result.is_ok() && !t.audit.crypto()
+    };
+    if let (Some(op), Some(token)) = (op, token.filter(|t| !quiet(t))) {
         let kid = result
             .as_ref()
             .ok()
@@ -103,10 +136,18 @@ pub(super) fn logged(
     result
 }
 
-/// Check the user PIN with `unlock` and record the login.
-pub(super) fn login<T>(token: &TokenConfig, unlock: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Check `who`'s PIN with `unlock` and record the login; once it succeeds,
+/// this command acts as `who`.
+pub(super) fn login<T>(
+    token: &TokenConfig,
+    who: Identity,
+    unlock: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let started = Instant::now();
     let r = unlock();
+    if r.is_ok() {
+        *LOGGED_IN.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
+    }
     let description = r
         .as_ref()
         .err()
@@ -125,6 +166,10 @@ fn record(
     algorithm: Option<&str>,
     t: Instant,
 ) {
+    if !token.audit.management() {
+        return;
+    }
+    let who = identity();
     audit::record_algorithm(
         &token.store_path(),
         &Event {
@@ -132,6 +177,7 @@ fn record(
             success: ok,
             description,
             kid,
+            identity: who.as_deref(),
             duration: t.elapsed(),
             caller: Caller::Cli,
         },
@@ -208,6 +254,7 @@ pub(super) fn print(p: &Parsed) -> std::result::Result<(), CliError> {
                     l.result_type,
                     l.result_description,
                     l.kid.unwrap_or_default(),
+                    l.identity.unwrap_or_default(),
                     l.caller,
                     l.pid.to_string(),
                     l.duration_ms.to_string(),
@@ -223,6 +270,7 @@ pub(super) fn print(p: &Parsed) -> std::result::Result<(), CliError> {
                     "Result",
                     "Description",
                     "Kid",
+                    "Identity",
                     "Caller",
                     "Pid",
                     "Ms"

@@ -708,7 +708,11 @@ fn login(
     who: PinUser,
     pin: &str,
 ) -> Result<MasterKey, CliError> {
-    match audit::login(token, || service.unlock(who, pin.as_bytes())) {
+    let identity = match who {
+        PinUser::User => pools::access::Identity::User,
+        PinUser::So => pools::access::Identity::So,
+    };
+    match audit::login(token, identity, || service.unlock(who, pin.as_bytes())) {
         Ok(master) => Ok(master),
         Err(Error(CKR_PIN_INCORRECT)) if who == PinUser::User => {
             let failures = service.record()?.map_or(0, |r| r.user_failures);

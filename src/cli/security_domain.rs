@@ -158,7 +158,9 @@ pub fn run(p: &Parsed) -> Result<Shown, CliError> {
             crate::engine::rules::check_pin_len(user_pin.as_bytes())?;
             let token = pick_token(p)?;
             let service = Pool::open_or_fail(&token)?;
-            let master = audit::login(&token, || service.unlock(PinUser::So, so_pin.as_bytes()))?;
+            let master = audit::login(&token, crate::pool::access::Identity::So, || {
+                service.unlock(PinUser::So, so_pin.as_bytes())
+            })?;
             let how = Adoption {
                 so_pin: so_pin.as_bytes(),
                 user_pin: user_pin.as_bytes(),

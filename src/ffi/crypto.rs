@@ -25,8 +25,7 @@ pub unsafe extern "C" fn C_SignInit(
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
-        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::SIGN);
-        audit::refused(&s, "KeySign", key, jwa, || {
+        audit::crypto(&s, "KeySign", key, m.as_ref().ok(), KeyOps::SIGN, || {
             s.sign_init(m.as_ref().map_err(|e| *e)?, key)
         })
     })
@@ -93,10 +92,14 @@ pub unsafe extern "C" fn C_VerifyInit(
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
-        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::VERIFY);
-        audit::refused(&s, "KeyVerify", key, jwa, || {
-            s.verify_init(m.as_ref().map_err(|e| *e)?, key)
-        })
+        audit::crypto(
+            &s,
+            "KeyVerify",
+            key,
+            m.as_ref().ok(),
+            KeyOps::VERIFY,
+            || s.verify_init(m.as_ref().map_err(|e| *e)?, key),
+        )
     })
 }
 
@@ -214,7 +217,7 @@ pub unsafe extern "C" fn C_DigestFinal(
     })
 }
 
-/// The audit operation of a refused C_EncryptInit/C_DecryptInit: encryption
+/// The audit operation of a C_EncryptInit/C_DecryptInit: encryption
 /// or the Managed HSM's wrapKey, decryption or its unwrapKey, as the session
 /// decides from the mechanism and the key.
 ///
@@ -252,13 +255,13 @@ pub unsafe extern "C" fn C_EncryptInit(
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
-        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::ENCRYPT);
         // SAFETY: `cipher_audit_name` reads the mechanism only through `mechanism`, which checks NULL and lengths.
-        audit::refused(
+        audit::crypto(
             &s,
             unsafe { cipher_audit_name(&s, mech, key, true) },
             key,
-            jwa,
+            m.as_ref().ok(),
+            KeyOps::ENCRYPT,
             || s.encrypt_init(m.as_ref().map_err(|e| *e)?, key),
         )
     })
@@ -331,13 +334,13 @@ pub unsafe extern "C" fn C_DecryptInit(
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
-        let jwa = || s.jwa(m.as_ref().ok(), key, KeyOps::DECRYPT);
-        audit::refused(
+        audit::crypto(
             &s,
             // SAFETY: `cipher_audit_name` reads the mechanism only through `mechanism`, which checks NULL and lengths.
             unsafe { cipher_audit_name(&s, mech, key, false) },
             key,
-            jwa,
+            m.as_ref().ok(),
+            KeyOps::DECRYPT,
             || s.decrypt_init(m.as_ref().map_err(|e| *e)?, key),
         )
     })

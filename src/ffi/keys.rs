@@ -97,8 +97,7 @@ pub unsafe extern "C" fn C_WrapKey(
         // non-NULL `pWrappedKey` holds that many bytes (§5.14.3); `output`
         // checks NULL.
         unsafe { output(out, len) }?;
-        let jwa = || s.jwa(Some(&m), wrapping, KeyOps::WRAP);
-        audit::refused(&s, "KeyWrap", wrapping, jwa, || {
+        audit::crypto(&s, "KeyWrap", wrapping, Some(&m), KeyOps::WRAP, || {
             s.wrap_key(&m, wrapping, key)
         })
         .map(|_| ())

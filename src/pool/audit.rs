@@ -2,31 +2,37 @@
 //! HSM's `AuditEvent`, appended to `audit-<store stem>.jsonl` next to the
 //! token's store file (mode 0600).
 //!
-//! What is recorded: every management operation (from the CLI and from
-//! PKCS#11), every login, and every *refused* crypto operation. Successful
-//! crypto operations are not: an nginx worker signs thousands of times a
-//! second, and a line each would cost more than the signature.
+//! What is recorded depends on the token's [`Level`]: every management
+//! operation (from the CLI and from PKCS#11), every login and every *refused*
+//! crypto operation unless it is `off`; with `all` (the default) also every
+//! successful crypto operation (`KeySign` … `KeyUnwrap`, one per `*Init`).
 //!
-//! Writes are batched: lines collect in a per-process buffer behind a mutex and
-//! go to the file when it holds [`FLUSH_BYTES`], when an event comes more than
-//! [`FLUSH_INTERVAL`] after the oldest buffered one, once a second from a
+//! Writes are batched: events collect in a per-process buffer behind a mutex
+//! and go to the file when it holds [`FLUSH_BYTES`], when an event comes more
+//! than [`FLUSH_INTERVAL`] after the oldest buffered one, once a second from a
 //! background thread (PKCS#11 only; started on the first event, stopped at
-//! `C_Finalize`), at `C_Finalize`, and at the end of a CLI command. Each flush
-//! appends whole lines with `O_APPEND`, at most [`FLUSH_BYTES`] per `write`,
-//! so lines of several processes never interleave mid-line (on a local file
-//! system: `O_APPEND` is not atomic over NFS). A forked child drops the buffer
-//! it inherited (the parent writes it) and starts its own; an application that
+//! `C_Finalize`), at `C_Finalize`, and at the end of a CLI command. A
+//! successful crypto operation is buffered raw ([`Crypto`]: an operation name,
+//! two clock readings, `Arc`s of the key and the token) and formatted by the
+//! flusher, outside the buffer's lock: an nginx worker signs tens of
+//! thousands of times a second, and formatting a line there would cost more
+//! than the budget (5 % of a P-256 signature) allows. Each flush appends
+//! whole lines with `O_APPEND`, at most [`FLUSH_BYTES`] per `write`, so lines
+//! of several processes never interleave mid-line (on a local file system:
+//! `O_APPEND` is not atomic over NFS). A forked child drops the buffer it
+//! inherited (the parent writes it) and starts its own; an application that
 //! exits without `C_Finalize` may lose its last second of lines.
 //!
 //! Nothing secret is recorded: no PIN, no key material. Logging never fails an
 //! operation: an unwritable file is a `log` warning and the batch is dropped.
-//! `SOFTMHSM_AUDIT=off` turns it off.
+//! `SOFTMHSM_AUDIT=off|management|all` overrides every token's `audit`.
 
+use super::objects::Entry;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +40,54 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const FLUSH_BYTES: usize = 64 * 1024;
 /// The longest an event waits in the buffer (give or take the next event).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Buffered crypto operations that wake the flusher before its second is up
+/// (about 100 bytes each in memory, ~300 in the file).
+const WAKE_AT: usize = 16 * 1024;
+
+/// How much a token records: its `audit` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Level {
+    /// Everything, including every successful crypto operation.
+    #[default]
+    All,
+    /// Management operations, logins and refused crypto operations.
+    Management,
+    /// Nothing.
+    Off,
+}
+
+impl Level {
+    /// `all`, `management` or `off` (and the old spellings of on and off).
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" | "on" | "1" | "true" | "yes" => Some(Level::All),
+            "management" => Some(Level::Management),
+            "off" | "0" | "false" | "no" => Some(Level::Off),
+            _ => None,
+        }
+    }
+
+    /// `SOFTMHSM_AUDIT`, which overrides every token's setting; a value
+    /// that is none of the above is a warning and overrides nothing.
+    pub fn from_env() -> Option<Level> {
+        let v = std::env::var("SOFTMHSM_AUDIT").ok()?;
+        let level = Level::parse(&v);
+        if level.is_none() {
+            log::warn!("SOFTMHSM_AUDIT={v:?} is not all, management or off: ignored");
+        }
+        level
+    }
+
+    /// Whether management operations, logins and refusals are recorded.
+    pub fn management(self) -> bool {
+        self != Level::Off
+    }
+
+    /// Whether successful crypto operations are recorded.
+    pub fn crypto(self) -> bool {
+        self == Level::All
+    }
+}
 
 /// Which door an operation came through (`caller`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,10 +118,39 @@ pub struct Event<'a> {
     pub description: &'a str,
     /// The key involved, if any.
     pub kid: Option<&'a str>,
+    /// Who acted (`user`, `so`), when someone had logged in.
+    pub identity: Option<&'a str>,
     /// How long the operation took.
     pub duration: Duration,
     /// The door it came through.
     pub caller: Caller,
+}
+
+/// The token a buffered [`Crypto`] operation belongs to, as the flusher asks
+/// it: its audit file and the label its kids name.
+pub trait TokenLog: Send + Sync {
+    /// The token's audit file ([`path_for`] its store).
+    fn file(&self) -> PathBuf;
+    /// The token's label.
+    fn label(&self) -> String;
+}
+
+/// A successful crypto operation, buffered raw and formatted by the flusher.
+pub struct Crypto {
+    /// `KeySign`, `KeyVerify`, `KeyEncrypt`, `KeyDecrypt`, `KeyWrap` or `KeyUnwrap`.
+    pub operation: &'static str,
+    /// When it succeeded.
+    pub time: SystemTime,
+    /// How long its `*Init` took.
+    pub duration: Duration,
+    /// The token key (its kid is formatted later).
+    pub key: Arc<Entry>,
+    /// The Managed HSM algorithm (JWA name), when the mechanism names one.
+    pub algorithm: Option<String>,
+    /// Who acted.
+    pub identity: Option<Arc<str>>,
+    /// The token.
+    pub token: Arc<dyn TokenLog>,
 }
 
 /// One line of the audit file.
@@ -85,15 +168,47 @@ pub struct Line {
     /// The key involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    /// The Managed HSM algorithm (JWA name) of a refused crypto operation or a CLI data-plane verb.
+    /// The Managed HSM algorithm (JWA name) of a crypto operation or a CLI data-plane verb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
+    /// Who acted (`user`, `so`), when someone had logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Milliseconds the operation took.
     pub duration_ms: u64,
     /// The process.
     pub pid: u32,
     /// `pkcs11` or `cli`.
     pub caller: String,
+}
+
+/// A [`Line`] as written: borrowed fields, so formatting allocates nothing
+/// but the text (the flusher formats one per successful crypto operation).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LineOut<'a> {
+    time: &'a str,
+    operation_name: &'a str,
+    result_type: &'a str,
+    result_description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    algorithm: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
+    duration_ms: u64,
+    pid: u32,
+    caller: &'a str,
+}
+
+impl LineOut<'_> {
+    /// Append this line and its newline to `out`.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        if serde_json::to_writer(&mut *out, self).is_ok() {
+            out.push(b'\n');
+        }
+    }
 }
 
 /// The audit file of the token whose store is `store_path`.
@@ -105,24 +220,8 @@ pub fn path_for(store_path: &Path) -> PathBuf {
     store_path.with_file_name(format!("audit-{stem}.jsonl"))
 }
 
-/// False when `SOFTMHSM_AUDIT` is `off` (or `0`, `false`, `no`); read once per process.
-pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let off = std::env::var("SOFTMHSM_AUDIT").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "0" | "false" | "no"
-            )
-        });
-        if off {
-            log::info!("audit log off (SOFTMHSM_AUDIT)");
-        }
-        !off
-    })
-}
-
-/// Record an event about the token whose store is `store_path`.
+/// Record an event about the token whose store is `store_path` (the caller
+/// has checked that its [`Level`] records it).
 pub fn record(store_path: &Path, ev: &Event<'_>) {
     record_algorithm(store_path, ev, None);
 }
@@ -130,40 +229,61 @@ pub fn record(store_path: &Path, ev: &Event<'_>) {
 /// [`record`] a crypto operation with its Managed HSM algorithm (the JWA
 /// name the mechanism registry gives it), when known.
 pub fn record_algorithm(store_path: &Path, ev: &Event<'_>, algorithm: Option<&str>) {
-    if !enabled() {
-        return;
-    }
-    let line = Line {
-        time: rfc3339_ms(SystemTime::now()),
-        operation_name: ev.operation.to_string(),
-        result_type: if ev.success { "Success" } else { "Failure" }.to_string(),
-        result_description: ev.description.to_string(),
-        kid: ev.kid.map(str::to_string),
-        algorithm: algorithm.map(str::to_string),
-        duration_ms: u64::try_from(ev.duration.as_millis()).unwrap_or(u64::MAX),
+    let mut text = Vec::new();
+    LineOut {
+        time: &rfc3339_ms(SystemTime::now()),
+        operation_name: ev.operation,
+        result_type: if ev.success { "Success" } else { "Failure" },
+        result_description: ev.description,
+        kid: ev.kid,
+        algorithm,
+        identity: ev.identity,
+        duration_ms: millis(ev.duration),
         pid: std::process::id(),
-        caller: ev.caller.name().to_string(),
-    };
-    let Ok(mut text) = serde_json::to_string(&line) else {
-        return;
-    };
-    text.push('\n');
+        caller: ev.caller.name(),
+    }
+    .write_to(&mut text);
     let Some(mut st) = state() else {
         return;
     };
-    st.push(path_for(store_path), text);
+    st.push(Pending::Line(path_for(store_path), text));
     if st.due() {
-        write(st.take());
+        drop(st);
+        flush();
     } else if ev.caller == Caller::Pkcs11 {
         start_flusher(&mut st);
     }
 }
 
+/// Buffer a successful crypto operation (the hot path: no formatting, no
+/// allocation but the buffer's growth).
+pub fn record_crypto(op: Crypto) {
+    let Some(mut st) = state() else {
+        return;
+    };
+    st.push(Pending::Crypto(op));
+    if st.crypto % WAKE_AT == 0 {
+        WAKE.notify_all();
+    }
+    start_flusher(&mut st);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Write every buffered line now.
 pub fn flush() {
-    if let Some(mut st) = state() {
-        write(st.take());
-    }
+    // Taken before the buffer, so batches reach the files in the order they
+    // were taken; the buffer's own lock is held only to take the batch.
+    let Some(_w) = acquire(&WRITER, &WRITER_OWNER).map(|(g, _)| g) else {
+        return;
+    };
+    let batch = match state() {
+        Some(mut st) => st.take(),
+        None => return,
+    };
+    write(batch);
 }
 
 /// `C_Finalize`: stop the background flusher and write everything buffered.
@@ -179,11 +299,22 @@ pub fn shutdown() {
     flush();
 }
 
-/// The per-process audit state: lines waiting to be written, per file, and
-/// the background flusher.
+/// A buffered event.
+enum Pending {
+    /// A formatted line for a file.
+    Line(PathBuf, Vec<u8>),
+    /// A successful crypto operation, to format.
+    Crypto(Crypto),
+}
+
+/// The per-process audit state: events waiting to be written, and the
+/// background flusher.
 struct State {
-    files: Vec<(PathBuf, Vec<u8>)>,
+    events: Vec<Pending>,
+    /// Bytes of the formatted lines waiting.
     bytes: usize,
+    /// Crypto operations waiting.
+    crypto: usize,
     /// When the oldest buffered line was added.
     oldest: Option<Instant>,
     /// Asks the flusher to stop.
@@ -204,53 +335,72 @@ impl State {
         self.stop = false;
     }
 
-    fn push(&mut self, path: PathBuf, line: String) {
-        self.bytes += line.len();
-        self.oldest.get_or_insert_with(Instant::now);
-        match self.files.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, data)) => data.extend_from_slice(line.as_bytes()),
-            None => self.files.push((path, line.into_bytes())),
+    fn push(&mut self, event: Pending) {
+        match &event {
+            Pending::Line(_, text) => self.bytes += text.len(),
+            Pending::Crypto(_) => self.crypto += 1,
         }
+        if self.events.is_empty() {
+            self.oldest = Some(Instant::now());
+        }
+        self.events.push(event);
     }
 
-    /// Whether the buffer should be written now.
+    /// Whether the buffer should be written now (checked on management
+    /// events only: the flusher serves the crypto ones).
     fn due(&self) -> bool {
         self.bytes >= FLUSH_BYTES || self.oldest.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL)
     }
 
-    fn take(&mut self) -> Vec<(PathBuf, Vec<u8>)> {
+    fn take(&mut self) -> Vec<Pending> {
         self.bytes = 0;
+        self.crypto = 0;
         self.oldest = None;
-        std::mem::take(&mut self.files)
+        std::mem::take(&mut self.events)
     }
 }
 
-/// The state. Lines are written while it is held, so batches reach the file in
-/// the order they were taken.
+/// The state.
 static STATE: Mutex<State> = Mutex::new(State {
-    files: Vec::new(),
+    events: Vec::new(),
     bytes: 0,
+    crypto: 0,
     oldest: None,
     stop: false,
     thread: None,
 });
-/// Wakes the flusher early (at `C_Finalize`).
+/// Wakes the flusher early (at `C_Finalize`, and when many crypto operations wait).
 static WAKE: Condvar = Condvar::new();
 /// The process that has taken [`STATE`] as its own (see [`state`]).
 static OWNER: AtomicU32 = AtomicU32::new(0);
+/// Held while a batch is taken and written. Lock order: WRITER, then STATE.
+static WRITER: Mutex<()> = Mutex::new(());
+/// The process that has taken [`WRITER`] as its own.
+static WRITER_OWNER: AtomicU32 = AtomicU32::new(0);
 
-/// Lock the state. The first use in a process — above all in a forked child —
-/// only *tries* the lock for a while: `fork()` copies a mutex as it was, and one
-/// held by a parent thread (the flusher, mid-write) would never be released in
-/// the child. Such a child records nothing (and says so) rather than hang.
+/// Lock the state (see [`acquire`]); a forked child's first use drops what
+/// its parent had buffered.
 fn state() -> Option<MutexGuard<'static, State>> {
+    let (mut st, first) = acquire(&STATE, &OWNER)?;
+    if first {
+        st.adopt();
+    }
+    Some(st)
+}
+
+/// Lock `m`, and say whether this is its first use in this process. That
+/// first use — above all in a forked child — only *tries* the lock for a
+/// while: `fork()` copies a mutex as it was, and one held by a parent thread
+/// (the flusher, mid-write) would never be released in the child. Such a
+/// child records nothing (and says so) rather than hang.
+fn acquire<T>(m: &'static Mutex<T>, owner: &AtomicU32) -> Option<(MutexGuard<'static, T>, bool)> {
     let pid = std::process::id();
-    if OWNER.load(Ordering::Acquire) == pid {
-        return Some(STATE.lock().unwrap_or_else(|p| p.into_inner()));
+    if owner.load(Ordering::Acquire) == pid {
+        return Some((m.lock().unwrap_or_else(|p| p.into_inner()), false));
     }
     let deadline = Instant::now() + Duration::from_millis(200);
-    let mut st = loop {
-        match STATE.try_lock() {
+    let g = loop {
+        match m.try_lock() {
             Ok(g) => break g,
             Err(TryLockError::Poisoned(p)) => break p.into_inner(),
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
@@ -262,10 +412,8 @@ fn state() -> Option<MutexGuard<'static, State>> {
             }
         }
     };
-    if OWNER.swap(pid, Ordering::AcqRel) != pid {
-        st.adopt();
-    }
-    Some(st)
+    let first = owner.swap(pid, Ordering::AcqRel) != pid;
+    Some((g, first))
 }
 
 /// Start the once-a-second flusher if this process has none running.
@@ -283,27 +431,116 @@ fn start_flusher(st: &mut State) {
     }
 }
 
-/// The flusher: write the buffer once a second until [`shutdown`].
+/// The flusher: write the buffer once a second (sooner when many crypto
+/// operations wait) until [`shutdown`].
 fn flusher() {
-    let Some(mut st) = state() else {
-        return;
-    };
-    while !st.stop {
-        st = WAKE
-            .wait_timeout(st, FLUSH_INTERVAL)
-            .map(|(g, _)| g)
-            .unwrap_or_else(|p| p.into_inner().0);
-        let batch = st.take();
-        write(batch);
+    loop {
+        {
+            let Some(st) = state() else {
+                return;
+            };
+            if st.stop {
+                return;
+            }
+            let st = WAKE
+                .wait_timeout(st, FLUSH_INTERVAL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+            if st.stop {
+                return;
+            }
+        }
+        flush();
     }
 }
 
-/// Write batches to their files; a failure is a warning, never an error.
-fn write(batch: Vec<(PathBuf, Vec<u8>)>) {
-    for (path, data) in batch {
+/// Format a batch and write it to its files, in order; a failure is a
+/// warning, never an error.
+fn write(batch: Vec<Pending>) {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut format = Formatter {
+        pid: std::process::id(),
+        ..Formatter::default()
+    };
+    for event in batch {
+        let (path, bytes) = match event {
+            Pending::Line(path, text) => (path, text),
+            Pending::Crypto(op) => {
+                let path = format.file(&op);
+                let mut text = Vec::with_capacity(320);
+                format.line(&op, &mut text);
+                (path, text)
+            }
+        };
+        match files.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, data)) => data.extend_from_slice(&bytes),
+            None => files.push((path, bytes)),
+        }
+    }
+    for (path, data) in files {
         if let Err(e) = append(&path, &data) {
             log::warn!("audit: cannot write {}: {e}", path.display());
         }
+    }
+}
+
+/// Formats buffered crypto operations, keeping what consecutive ones share
+/// (the token's file and label, the second of the time).
+#[derive(Default)]
+struct Formatter {
+    token: Option<(Arc<dyn TokenLog>, PathBuf, String)>,
+    second: Option<(u64, String)>,
+    kid: String,
+    pid: u32,
+}
+
+impl Formatter {
+    /// The token of `op`: its file (and its label, kept).
+    fn file(&mut self, op: &Crypto) -> PathBuf {
+        match &self.token {
+            Some((t, path, _)) if Arc::ptr_eq(t, &op.token) => path.clone(),
+            _ => {
+                let path = op.token.file();
+                self.token = Some((op.token.clone(), path.clone(), op.token.label()));
+                path
+            }
+        }
+    }
+
+    /// Append `op`'s line (after [`Formatter::file`] of it) to `out`.
+    fn line(&mut self, op: &Crypto, out: &mut Vec<u8>) {
+        let label = self.token.as_ref().map_or("", |(_, _, l)| l.as_str());
+        self.kid.clear();
+        if let Some(k) = op.key.rec.key() {
+            use std::fmt::Write as _;
+            let _ = write!(self.kid, "softmhsm://{label}/keys/{}/{}", k.name, k.version);
+        }
+        let d = op.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = match &self.second {
+            Some((s, text)) if *s == d.as_secs() => text,
+            _ => {
+                let text = rfc3339_ms(UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+                &self.second.insert((d.as_secs(), text)).1
+            }
+        };
+        // `second` ends in ".000Z": the milliseconds go in its place.
+        let mut time = String::with_capacity(24);
+        time.push_str(&second[..second.len() - 4]);
+        use std::fmt::Write as _;
+        let _ = write!(time, "{:03}Z", d.subsec_millis());
+        LineOut {
+            time: &time,
+            operation_name: op.operation,
+            result_type: "Success",
+            result_description: "CKR_OK",
+            kid: (!self.kid.is_empty()).then_some(self.kid.as_str()),
+            algorithm: op.algorithm.as_deref(),
+            identity: op.identity.as_deref(),
+            duration_ms: millis(op.duration),
+            pid: self.pid,
+            caller: Caller::Pkcs11.name(),
+        }
+        .write_to(out);
     }
 }
 
@@ -375,6 +612,7 @@ mod tests {
             success: false,
             description: "CKR_PIN_INCORRECT",
             kid: None,
+            identity: Some("so"),
             duration: Duration::from_millis(3),
             caller: Caller::Cli,
         }
@@ -409,6 +647,7 @@ mod tests {
         assert_eq!(line.duration_ms, 3);
         assert_eq!(line.pid, std::process::id());
         assert!(!text.contains("\"kid\""), "no kid field without a key");
+        assert_eq!(line.identity.as_deref(), Some("so"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path_for(&store))
             .unwrap()
@@ -432,30 +671,78 @@ mod tests {
 
     fn empty() -> State {
         State {
-            files: Vec::new(),
+            events: Vec::new(),
             bytes: 0,
+            crypto: 0,
             oldest: None,
             stop: false,
             thread: None,
         }
     }
 
+    fn line(text: &str) -> Pending {
+        Pending::Line(PathBuf::from("/a"), text.as_bytes().to_vec())
+    }
+
+    fn text_of(events: Vec<Pending>) -> Vec<Vec<u8>> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                Pending::Line(_, t) => t,
+                Pending::Crypto(_) => b"crypto".to_vec(),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_forked_child_drops_its_parents_lines() {
         let mut st = empty();
-        st.push(PathBuf::from("/a"), "parent\n".into());
+        st.push(line("parent\n"));
         st.adopt();
-        st.push(PathBuf::from("/a"), "child\n".into());
-        assert_eq!(st.take(), vec![(PathBuf::from("/a"), b"child\n".to_vec())]);
+        st.push(line("child\n"));
+        assert_eq!(text_of(st.take()), vec![b"child\n".to_vec()]);
     }
 
     #[test]
     fn a_full_buffer_is_due() {
         let mut st = empty();
-        st.push(PathBuf::from("/a"), "x\n".into());
+        st.push(line("x\n"));
         assert!(!st.due());
-        st.push(PathBuf::from("/a"), "y".repeat(FLUSH_BYTES));
+        st.push(line(&"y".repeat(FLUSH_BYTES)));
         assert!(st.due());
+    }
+
+    #[test]
+    fn levels_parse_with_the_old_spellings_of_on_and_off() {
+        assert_eq!(Level::parse("all"), Some(Level::All));
+        assert_eq!(Level::parse(" Management "), Some(Level::Management));
+        assert_eq!(Level::parse("off"), Some(Level::Off));
+        assert_eq!(Level::parse("0"), Some(Level::Off));
+        assert_eq!(Level::parse("on"), Some(Level::All));
+        assert_eq!(Level::parse("some"), None);
+        assert!(Level::Management.management() && !Level::Management.crypto());
+        assert!(!Level::Off.management() && Level::All.crypto());
+    }
+
+    #[test]
+    fn a_written_line_reads_back_as_a_line() {
+        let mut out = Vec::new();
+        LineOut {
+            time: "2026-11-23T10:59:34.042Z",
+            operation_name: "KeySign",
+            result_type: "Success",
+            result_description: "CKR_OK",
+            kid: Some("softmhsm://t/keys/k/00"),
+            algorithm: Some("ES256"),
+            identity: Some("user"),
+            duration_ms: 0,
+            pid: 7,
+            caller: "pkcs11",
+        }
+        .write_to(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line: Line = serde_json::from_slice(&out).unwrap();
+        assert_eq!(serde_json::to_vec(&line).unwrap(), out[..out.len() - 1]);
     }
 
     #[test]

@@ -599,6 +599,7 @@ mod tests {
             kdf_iterations: 1,
             retention_days: 90,
             max_staleness_ms: 1000,
+            audit: Default::default(),
         };
         let writer = Pool::open_or_fail(&config).unwrap();
         let master = writer.init_token(b"so-pin-1", "lazy").unwrap();

@@ -1,38 +1,63 @@
 //! The PKCS#11 side of the audit log ([`crate::pool::audit`]): one-line
 //! hooks the entry points wrap around their call, recording management
-//! operations, logins, and refused crypto operations.
+//! operations, logins, refused crypto operations and (with `audit = "all"`)
+//! successful ones, each naming who acted ([`identity`]).
 
 use super::objects::Entry;
 use super::session::Session;
-use super::slot::Slot;
-use crate::engine::key::Body;
+use super::slot::{LoggedIn, Slot};
+use crate::engine::key::{Body, KeyOps};
+use crate::engine::mechanism::{lookup, Mechanism};
 use crate::engine::policy;
 use crate::error::Result;
-use crate::pool::audit::{self, Caller, Event};
+use crate::pool::access::Identity;
+use crate::pool::audit::{self, Caller, Crypto, Event, TokenLog};
 use cryptoki_sys::CK_OBJECT_HANDLE;
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
-/// Record one PKCS#11 event on `slot`'s token.
+/// Who is acting on `slot`: the `identity` of every PKCS#11-side record,
+/// taken here and nowhere else.
+pub fn identity(slot: &Slot) -> Option<Arc<str>> {
+    // Shared, so naming the user costs a reference count, not an allocation.
+    static USER: OnceLock<Arc<str>> = OnceLock::new();
+    static SO: OnceLock<Arc<str>> = OnceLock::new();
+    let st = slot.state();
+    let (shared, name) = match (st.login, &st.identity) {
+        (LoggedIn::Nobody, _) => return None,
+        // A principal's name is already shared.
+        (LoggedIn::User, Identity::Principal(name)) => return Some(name.clone()),
+        (LoggedIn::User, _) => (&USER, "user"),
+        (LoggedIn::So, _) => (&SO, "so"),
+    };
+    Some(shared.get_or_init(|| name.into()).clone())
+}
+
+impl TokenLog for Slot {
+    fn file(&self) -> PathBuf {
+        audit::path_for(&self.config.store_path())
+    }
+
+    fn label(&self) -> String {
+        self.pool.label()
+    }
+}
+
+/// Record one PKCS#11 event on `slot`'s token, if its level records
+/// management events.
 fn record(
     slot: &Slot,
     op: &str,
     failure: Option<crate::error::Error>,
     kid: Option<&str>,
-    t: Instant,
-) {
-    record_algorithm(slot, op, failure, kid, None, t);
-}
-
-/// [`record`] with the operation's Managed HSM algorithm.
-fn record_algorithm(
-    slot: &Slot,
-    op: &str,
-    failure: Option<crate::error::Error>,
-    kid: Option<&str>,
     algorithm: Option<&str>,
+    who: Option<Arc<str>>,
     t: Instant,
 ) {
+    if !slot.config.audit.management() {
+        return;
+    }
     let description = failure.map_or_else(|| "CKR_OK".to_string(), |e| e.to_string());
     audit::record_algorithm(
         &slot.config.store_path(),
@@ -41,6 +66,7 @@ fn record_algorithm(
             success: failure.is_none(),
             description: &description,
             kid,
+            identity: who.as_deref(),
             duration: t.elapsed(),
             caller: Caller::Pkcs11,
         },
@@ -56,12 +82,21 @@ fn kid(slot: &Slot, e: &Entry) -> Option<String> {
     }
 }
 
+/// The Managed HSM algorithm (JWA name) of operation `op` with `mech` on `e`.
+fn algorithm(mech: Option<&Mechanism>, e: &Entry, op: KeyOps) -> Option<String> {
+    let mech = mech?;
+    lookup(mech.ty)?.jwa(op, e.rec.key()?.kind, &mech.param)
+}
+
 /// A call on the token itself (`C_InitToken`, `C_InitPIN`, `C_SetPIN`,
-/// `C_Login`, `C_Logout`): always recorded.
+/// `C_Login`, `C_Logout`): always recorded, naming who is logged in after
+/// the call, else before it (so a `C_Logout` names who left).
 pub fn token_call<T>(slot: &Slot, op: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();
+    let before = identity(slot);
     let r = f();
-    record(slot, op, r.as_ref().err().copied(), None, t);
+    let who = identity(slot).or(before);
+    record(slot, op, r.as_ref().err().copied(), None, None, who, t);
     r
 }
 
@@ -78,10 +113,10 @@ pub fn key_made(
     match &r {
         Ok(e) => {
             if let Some(kid) = kid(slot, e) {
-                record(slot, op, None, Some(&kid), t);
+                record(slot, op, None, Some(&kid), None, identity(slot), t);
             }
         }
-        Err(e) => record(slot, op, Some(*e), None, t),
+        Err(e) => record(slot, op, Some(*e), None, None, identity(slot), t),
     }
     r
 }
@@ -99,36 +134,58 @@ pub fn key_changed<T>(
     };
     let t = Instant::now();
     let r = f();
-    record(slot, op, r.as_ref().err().copied(), Some(&kid), t);
+    let failure = r.as_ref().err().copied();
+    record(slot, op, failure, Some(&kid), None, identity(slot), t);
     r
 }
 
-/// A crypto operation's `*Init` (or `C_WrapKey`): recorded only when refused,
-/// with the algorithm `algorithm` names (asked only then). Successes are not
-/// recorded: a line per signature would cost more than the signature.
-pub fn refused<T>(
+/// A crypto operation's `*Init` (or `C_WrapKey`) `op` on `key` with `mech`
+/// (None when the caller's mechanism could not be read) for `ops`: a refusal
+/// is recorded with the management events, a success (one per operation,
+/// with a token key) only at level `all`, and then buffered raw: the line is
+/// formatted by the flusher, off this path.
+pub fn crypto<T>(
     session: &Session,
-    op: &str,
+    op: &'static str,
     key: CK_OBJECT_HANDLE,
-    algorithm: impl FnOnce() -> Option<String>,
+    mech: Option<&Mechanism>,
+    ops: KeyOps,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     let t = Instant::now();
     let r = f();
-    if let Err(e) = &r {
-        let kid = session
-            .object(key)
-            .ok()
-            .and_then(|(k, _)| kid(&session.slot, &k));
-        let alg = algorithm();
-        record_algorithm(
-            &session.slot,
-            op,
-            Some(*e),
-            kid.as_deref(),
-            alg.as_deref(),
-            t,
-        );
+    let slot = &session.slot;
+    match &r {
+        Err(e) => {
+            if !slot.config.audit.management() {
+                return r;
+            }
+            let entry = session.object(key).ok().map(|(k, _)| k);
+            let kid = entry.as_ref().and_then(|k| kid(slot, k));
+            let alg = entry.as_ref().and_then(|k| algorithm(mech, k, ops));
+            let who = identity(slot);
+            record(slot, op, Some(*e), kid.as_deref(), alg.as_deref(), who, t);
+        }
+        Ok(_) => {
+            if !slot.config.audit.crypto() {
+                return r;
+            }
+            let Ok((entry, _)) = session.object(key) else {
+                return r;
+            };
+            if !entry.is_token() || entry.rec.key().is_none() {
+                return r;
+            }
+            audit::record_crypto(Crypto {
+                operation: op,
+                time: SystemTime::now(),
+                duration: t.elapsed(),
+                algorithm: algorithm(mech, &entry, ops),
+                key: entry,
+                identity: identity(slot),
+                token: slot.clone(),
+            });
+        }
     }
     r
 }
@@ -136,5 +193,13 @@ pub fn refused<T>(
 /// A rotation the library made by policy at user login ([`Slot::login`]):
 /// `KeyRotate` with the new version's kid, or its failure.
 pub fn policy_rotation(slot: &Slot, kid: Option<&str>, failure: Option<crate::error::Error>) {
-    record(slot, "KeyRotate", failure, kid, Instant::now());
+    record(
+        slot,
+        "KeyRotate",
+        failure,
+        kid,
+        None,
+        identity(slot),
+        Instant::now(),
+    );
 }

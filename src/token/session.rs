@@ -466,20 +466,6 @@ impl Session {
         Ok((cipher, key))
     }
 
-    /// The Managed HSM algorithm (JWA name, from the mechanism registry) of
-    /// operation `op` with `mech` on the key `key`, for the audit log.
-    pub fn jwa(
-        &self,
-        mech: Option<&Mechanism>,
-        key: CK_OBJECT_HANDLE,
-        op: KeyOps,
-    ) -> Option<String> {
-        let mech = mech?;
-        let (e, _) = self.object(key).ok()?;
-        let kind = e.rec.key()?.kind;
-        crate::engine::mechanism::lookup(mech.ty)?.jwa(op, kind, &mech.param)
-    }
-
     /// The Managed HSM operation (and audit name) of a `C_EncryptInit` or
     /// `C_DecryptInit` (`op`) with mechanism `ty` on `key`: AES-KW, and RSA on
     /// a key with wrapKey/unwrapKey but not encrypt/decrypt, are
