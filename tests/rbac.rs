@@ -534,6 +534,12 @@ p11_test! {
         );
         json(&["principal", "set-pin", "--name", "a", "--principal-pin", "new-pin-2", "--so-pin", SO_PIN]);
         ok(t.session.login(UserType::User, Some(&pin("a:new-pin-2"))), "C_Login(a) after set-pin");
+        // C_SetPIN by a principal changes its own PIN, not the user's.
+        ok(t.session.set_pin(&pin("new-pin-2"), &pin("new-pin-3")), "C_SetPIN as a");
+        ok(t.session.logout(), "C_Logout(a)");
+        ok(t.session.login(UserType::User, Some(&pin("a:new-pin-3"))), "C_Login(a) with its new PIN");
+        ok(t.session.logout(), "C_Logout(a)");
+        ok(t.session.login(UserType::User, Some(&pin(USER_PIN))), "the user PIN is unchanged");
     }
 }
 
