@@ -514,7 +514,8 @@ fn main_help() -> String {
     s.push_str(
         "\nOutput is JSON unless --output table. Exit codes: 0 success, 1 the operation \
          failed, 2 bad usage.\nThe token store is the library's: $SOFTMHSM_CONF, \
-         $SOFTMHSM_DIR, $XDG_DATA_HOME/softmhsm or ~/.local/share/softmhsm.\n\
+         $SOFTMHSM_DIR, /etc/softmhsm/softmhsm.toml, $XDG_DATA_HOME/softmhsm or \
+         ~/.local/share/softmhsm.\n\
          Run 'softmhsm <command> --help' for its options.",
     );
     s
