@@ -8,6 +8,7 @@
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -809,3 +809,24 @@ p11_test! {
         assert_refused(&cli_with(&["key", "create", "--name", "k", "--kty", "DSA"], None), 2, "DSA");
     }
 }
+
+p11_test! {
+    fn init_group_shares_the_token_directory_with_that_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = store_dir();
+        // the caller's own group: chgrp to it needs no privilege
+        let gid = std::fs::metadata(&dir).unwrap().gid().to_string();
+        let bad = cli(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--group", "no-such-group-x"]);
+        assert_eq!(bad.code, 2, "an unknown group is bad usage: {}", bad.stderr);
+        init(&["--group", &gid]);
+        json(&["key", "create", "--name", "shared", "--kty", "EC"]);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o2770);
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o660, "{}", f.display());
+            assert_eq!(std::fs::metadata(&f).unwrap().gid().to_string(), gid);
+        }
+        assert!(dir.join("softmhsm.db").exists());
+    }
+}

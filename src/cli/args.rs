@@ -172,6 +172,7 @@ pub const VERBS: &[Verb] = &[
             opt("purge-protection", Flag, false, "forbid purging deleted keys before their purge date (cannot be undone)"),
             opt("force", Flag, false, "re-initialise a token that holds keys, erasing them (never a purge-protected one)"),
             opt("require-security-domain", Flag, false, "keep the pool provisioned (every key operation refused) until `security-domain download` has run once"),
+            opt("group", One, false, "GROUP  share the token directory with a service user's group (2770, files 0660)"),
         ],
     },
     Verb {

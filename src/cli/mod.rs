@@ -446,6 +446,13 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     for pin in [so_pin, pin.as_str()] {
         crate::engine::rules::check_pin_len(pin.as_bytes())?;
     }
+    let group = match p.one("group") {
+        Some(g) => Some(
+            crate::access::group_id(g)
+                .ok_or_else(|| CliError::Usage(format!("no group '{g}' in /etc/group")))?,
+        ),
+        None => None,
+    };
     let retention = match p.one("retention-days") {
         Some(d) => d
             .parse::<u32>()
@@ -478,6 +485,14 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         }
         Ok::<_, CliError>(())
     })?;
+    if let Some(gid) = group {
+        crate::access::share_with_group(&token.dir, gid).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot share {} with group {gid}: {e}",
+                token.dir.display()
+            ))
+        })?;
+    }
     let rec = service.initialized()?;
     let json = serde_json::json!({
         "label": rec.label,
