@@ -21,7 +21,7 @@ pub unsafe extern "C" fn C_SignInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -41,7 +41,7 @@ pub unsafe extern "C" fn C_Sign(
     sig: *mut CK_BYTE,
     sig_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Sign", || {
         let s = session(h)?;
         s.operation_call(Family::Sign, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -59,7 +59,7 @@ pub unsafe extern "C" fn C_SignUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignUpdate", || {
         let s = session(h)?;
         // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
         s.operation_call(Family::Sign, || s.sign_update(unsafe { input(part, len) }?))
@@ -73,7 +73,7 @@ pub unsafe extern "C" fn C_SignFinal(
     sig: *mut CK_BYTE,
     sig_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Sign, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn C_VerifyInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn C_Verify(
     sig: *mut CK_BYTE,
     sig_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Verify", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -127,7 +127,7 @@ pub unsafe extern "C" fn C_VerifyUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -143,7 +143,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
     sig: *mut CK_BYTE,
     sig_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -155,7 +155,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
 /// C_DigestInit, PKCS#11 3.1 §5.10.1.
 #[no_mangle]
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
-    entry(|| {
+    entry("C_DigestInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         s.digest_init(&unsafe { mechanism(mech) }?)
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn C_Digest(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Digest", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn C_DigestUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DigestUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -205,7 +205,7 @@ pub unsafe extern "C" fn C_DigestFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DigestFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -248,7 +248,7 @@ pub unsafe extern "C" fn C_EncryptInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -273,7 +273,7 @@ pub unsafe extern "C" fn C_Encrypt(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Encrypt", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -293,7 +293,7 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -311,7 +311,7 @@ pub unsafe extern "C" fn C_EncryptFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -327,7 +327,7 @@ pub unsafe extern "C" fn C_DecryptInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -352,7 +352,7 @@ pub unsafe extern "C" fn C_Decrypt(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Decrypt", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -372,7 +372,7 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -390,7 +390,7 @@ pub unsafe extern "C" fn C_DecryptFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
