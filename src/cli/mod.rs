@@ -12,6 +12,7 @@ pub mod byok;
 mod dataplane;
 pub mod output;
 mod security_domain;
+mod unversioned;
 
 use crate::config::{self, TokenConfig};
 use crate::crypto::Curve;
@@ -196,9 +197,15 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
     }
-    if !token.versioning {
+    // A versioning = "off" token's keys are shown (labels and ids tell keys
+    // sharing a label apart); changing them needs Managed HSM names.
+    let shows = matches!(
+        p.verb.path,
+        ["key", "list" | "show" | "list-versions" | "download"]
+    );
+    if !token.versioning && !shows {
         return Err(CliError::Failed(
-            "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
+            "this token has versioning = \"off\": the key verbs that change keys need Managed HSM names".into(),
         ));
     }
     if p.verb.path != ["check"] {
@@ -213,6 +220,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         retention_days: rec.retention_days,
         purge_protection: rec.purge_protection,
     };
+    if !token.versioning {
+        return service.read(|s| unversioned::run(p, s, &pool));
+    }
     let name = p.one("name").unwrap_or_default();
     // Every verb is one call into the pool service, which lends its store for
     // the verb's lifecycle steps and keeps its snapshot coherent after them.
@@ -796,7 +806,7 @@ fn key_spec(p: &Parsed) -> Result<KeySpec, CliError> {
 }
 
 /// A `CKA_ID` given in hex (`--id`): 1-64 bytes.
-fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
+pub(super) fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
     let bad = || CliError::Usage(format!("--id '{s}': give 1-64 bytes in hex, e.g. 0a1b"));
     if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 128 {
         return Err(bad());
