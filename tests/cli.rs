@@ -462,6 +462,11 @@ p11_test! {
         assert_eq!(shown["attributes"]["expiryTime"], "P90D");
         let none = json(&["key", "rotation-policy", "show", "--name", "bare"]);
         assert_eq!(none["lifetimeActions"], serde_json::json!([]));
+        let table = cli(&["key", "rotation-policy", "show", "--name", "web", "--output", "table"]);
+        let rows: Vec<Vec<&str>> = table.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["Action", "Trigger", "Duration"], "a table, not JSON: {}", table.stdout);
+        assert_eq!(rows[2], ["Rotate", "timeBeforeExpiry", "P7D"]);
+        assert!(table.stdout.trim_end().ends_with("Rotated versions expire after P90D"), "{}", table.stdout);
 
         // Only web is due (expires in 1 day < 7); calm expires in 30 days; bare has no policy.
         let due = json(&["key", "rotate-due"]);

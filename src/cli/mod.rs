@@ -327,7 +327,7 @@ fn verb(
                 Some(policy) => policy.to_json(),
                 None => serde_json::json!({ "lifetimeActions": [], "attributes": {} }),
             };
-            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            let table = output::policy_table(&json);
             Ok(Shown { json, table })
         }
         ["key", "rotation-policy", "update"] => {
@@ -338,7 +338,7 @@ fn verb(
                 None => value.to_string(),
             };
             let json = rotation::set(s, name, &text)?.to_json();
-            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            let table = output::policy_table(&json);
             Ok(Shown { json, table })
         }
         ["key", "rotate-due"] => {
