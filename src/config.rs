@@ -1,15 +1,23 @@
-//! Configuration (DESIGN §4): `SOFTMHSM_CONF` names a TOML file listing tokens
-//! (each with a `path`, or a PostgreSQL `url`); without it one token lives at
-//! `$SOFTMHSM_DIR`, else `$XDG_DATA_HOME/softmhsm/`, else
-//! `~/.local/share/softmhsm/`, and `$SOFTMHSM_STORE_URL` puts its store in a
-//! PostgreSQL database instead. Zero configuration works.
+//! Configuration (DESIGN §4), first match wins: `SOFTMHSM_CONF` names a TOML
+//! file listing tokens (each with a `path`, or a PostgreSQL `url`); else one
+//! token at `$SOFTMHSM_DIR` (`$SOFTMHSM_STORE_URL` puts its store in a
+//! PostgreSQL database instead); else the system file [`SYSTEM_CONF`] when it
+//! exists and lists a token (daemons: nginx clears its workers' environment);
+//! else one token at `$XDG_DATA_HOME/softmhsm/` or `~/.local/share/softmhsm/`.
+//! Zero configuration works.
 
 use crate::error::{Error, Result};
 use crate::pool::audit::Level;
 use crate::store::Location;
 use cryptoki_sys::*;
 use serde::Deserialize;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+/// The system-wide configuration, read when the environment names no token.
+/// A constant, not an environment variable: a daemon's environment is what
+/// it is missing. Tests give [`load_with`] another path.
+pub const SYSTEM_CONF: &str = "/etc/softmhsm/softmhsm.toml";
 
 /// The store file inside a token directory.
 pub const STORE_FILE: &str = "softmhsm.db";
@@ -107,22 +115,38 @@ struct FileToken {
     audit: Option<String>,
 }
 
-/// Read the configuration from the environment.
+/// Read the configuration from the environment and [`SYSTEM_CONF`].
 pub fn load() -> Result<Config> {
-    let env_iterations = std::env::var("SOFTMHSM_KDF_ITERATIONS")
-        .ok()
+    load_with(&|k| std::env::var_os(k), Path::new(SYSTEM_CONF))
+}
+
+/// [`load`] with the environment given by `env` and the system file at `system`.
+pub fn load_with(env: &dyn Fn(&str) -> Option<OsString>, system: &Path) -> Result<Config> {
+    let var = |k: &str| env(k).and_then(|v| v.into_string().ok());
+    let env_iterations = var("SOFTMHSM_KDF_ITERATIONS")
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|v| *v > 0);
-    if let Some(path) = std::env::var_os("SOFTMHSM_CONF") {
-        return load_file(Path::new(&path), env_iterations);
+    if let Some(path) = env("SOFTMHSM_CONF") {
+        return build(read_file(Path::new(&path))?, env, env_iterations);
     }
-    let dir = default_dir().ok_or_else(|| {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty()).is_some();
+    // Present but unreadable (a directory on the way this user may not
+    // search) is an error naming the file, not a silent fall-back.
+    let system_present =
+        !matches!(std::fs::metadata(system), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if !nonempty("SOFTMHSM_DIR") && !nonempty("SOFTMHSM_STORE_URL") && system_present {
+        // A file listing no token (the packaged, commented-out example) is
+        // as good as none: the per-user default still works.
+        match read_file(system)? {
+            FileConfig { tokens } if tokens.is_empty() => {}
+            file => return build(file, env, env_iterations),
+        }
+    }
+    let dir = default_dir_in(env).ok_or_else(|| {
         log::error!("no token directory: set SOFTMHSM_DIR, XDG_DATA_HOME or HOME");
         Error(CKR_GENERAL_ERROR)
     })?;
-    let url = std::env::var("SOFTMHSM_STORE_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let url = var("SOFTMHSM_STORE_URL").filter(|u| !u.is_empty());
     Ok(Config {
         tokens: vec![TokenConfig {
             dir,
@@ -130,12 +154,12 @@ pub fn load() -> Result<Config> {
             versioning: true,
             kdf_iterations: env_iterations.unwrap_or(DEFAULT_KDF_ITERATIONS),
             retention_days: DEFAULT_RETENTION_DAYS,
-            max_staleness_ms: match std::env::var("SOFTMHSM_MAX_STALENESS_MS") {
-                Ok(v) => staleness(v.parse().ok()).map_err(|why| {
+            max_staleness_ms: match var("SOFTMHSM_MAX_STALENESS_MS") {
+                Some(v) => staleness(v.parse().ok()).map_err(|why| {
                     log::error!("bad SOFTMHSM_MAX_STALENESS_MS {v:?}: {why}");
                     Error(CKR_GENERAL_ERROR)
                 })?,
-                Err(_) => DEFAULT_MAX_STALENESS_MS,
+                None => DEFAULT_MAX_STALENESS_MS,
             },
             audit: Level::from_env().unwrap_or_default(),
         }],
@@ -155,7 +179,12 @@ fn staleness(ms: Option<u64>) -> std::result::Result<u64, String> {
 
 /// The zero-config token directory.
 pub fn default_dir() -> Option<PathBuf> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    default_dir_in(&|k| std::env::var_os(k))
+}
+
+/// [`default_dir`] with the environment given by `env`.
+fn default_dir_in(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
     if let Some(d) = nonempty("SOFTMHSM_DIR") {
         return Some(PathBuf::from(d));
     }
@@ -165,22 +194,28 @@ pub fn default_dir() -> Option<PathBuf> {
     nonempty("HOME").map(|h| PathBuf::from(h).join(".local/share/softmhsm"))
 }
 
-/// Parse a TOML configuration file.
-pub fn load_file(path: &Path, env_iterations: Option<u32>) -> Result<Config> {
+/// Read a configuration file; a failure names the file and the cause.
+fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        log::error!("cannot read SOFTMHSM_CONF {}: {e}", path.display());
+        log::error!("cannot read softmhsm configuration {}: {e}", path.display());
         Error(CKR_GENERAL_ERROR)
     })?;
-    parse(&text, env_iterations)
+    toml::from_str(&text).map_err(|e| {
+        log::error!("bad softmhsm configuration {}: {e}", path.display());
+        Error(CKR_GENERAL_ERROR)
+    })
 }
 
-/// Parse configuration text.
-pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
+/// The tokens a parsed configuration file lists.
+fn build(
+    file: FileConfig,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    env_iterations: Option<u32>,
+) -> Result<Config> {
     let bad = |why: String| {
         log::error!("bad softmhsm configuration: {why}");
         Error(CKR_GENERAL_ERROR)
     };
-    let file: FileConfig = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
     let env_audit = Level::from_env();
     if file.tokens.is_empty() {
         return Err(bad("no [[token]] listed".into()));
@@ -214,7 +249,7 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
             let dir = match (t.path, &t.url) {
                 (Some(path), _) => path,
                 // A shared pool still keeps this machine's own files locally.
-                (None, Some(_)) => default_dir()
+                (None, Some(_)) => default_dir_in(env)
                     .ok_or_else(|| bad("a token with a url and no path needs HOME".into()))?,
                 (None, None) => return Err(bad("a [[token]] needs a path or a url".into())),
             };
@@ -240,6 +275,12 @@ pub fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parse configuration text.
+    fn parse(text: &str, env_iterations: Option<u32>) -> Result<Config> {
+        let file: FileConfig = toml::from_str(text).map_err(|_| Error(CKR_GENERAL_ERROR))?;
+        build(file, &|k| std::env::var_os(k), env_iterations)
+    }
 
     #[test]
     fn several_tokens_become_several_slots() {
@@ -302,5 +343,99 @@ mod tests {
         assert!(parse("[[token]]\npath = \"/a\"\naudit = \"some\"\n", None).is_err());
         assert!(parse("[[token]]\nversioning = \"on\"\n", None).is_err());
         assert!(parse("", None).is_err());
+    }
+
+    /// A temporary directory with a system file holding `text` (None: no file).
+    fn system_file(text: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("softmhsm.toml");
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        (d, path)
+    }
+
+    /// The tokens' directories [`load_with`] finds with `vars` set.
+    fn dirs(vars: &[(&str, &str)], system: &Path) -> Vec<PathBuf> {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        };
+        let c = load_with(&env, system).unwrap();
+        c.tokens.into_iter().map(|t| t.dir).collect()
+    }
+
+    #[test]
+    fn system_file_is_used_when_the_environment_names_no_token() {
+        let (_d, sys) = system_file(Some(
+            "[[token]]\npath = \"/srv/a\"\n[[token]]\npath = \"/srv/b\"\n",
+        ));
+        assert_eq!(
+            dirs(&[("HOME", "/home/u")], &sys),
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(dirs(&[], &sys).len(), 2, "no HOME needed");
+    }
+
+    #[test]
+    fn the_environment_comes_before_the_system_file() {
+        let (d, sys) = system_file(Some("[[token]]\npath = \"/srv/a\"\n"));
+        assert_eq!(
+            dirs(&[("SOFTMHSM_DIR", "/t"), ("HOME", "/h")], &sys),
+            [PathBuf::from("/t")]
+        );
+        let conf = d.path().join("mine.toml");
+        std::fs::write(&conf, "[[token]]\npath = \"/mine\"\n").unwrap();
+        let conf = conf.to_str().unwrap();
+        assert_eq!(
+            dirs(&[("SOFTMHSM_CONF", conf)], &sys),
+            [PathBuf::from("/mine")]
+        );
+        // SOFTMHSM_STORE_URL names the zero-configuration token's store
+        let env = |k: &str| match k {
+            "SOFTMHSM_STORE_URL" => Some(OsString::from("postgresql://db/pool")),
+            "HOME" => Some(OsString::from("/h")),
+            _ => None,
+        };
+        let c = load_with(&env, &sys).unwrap();
+        assert_eq!(c.tokens[0].dir, PathBuf::from("/h/.local/share/softmhsm"));
+        assert_eq!(c.tokens[0].url.as_deref(), Some("postgresql://db/pool"));
+        // an empty SOFTMHSM_DIR names nothing
+        assert_eq!(
+            dirs(&[("SOFTMHSM_DIR", "")], &sys),
+            [PathBuf::from("/srv/a")]
+        );
+    }
+
+    #[test]
+    fn without_a_system_file_the_per_user_default_is_used() {
+        let (_d, sys) = system_file(None);
+        assert_eq!(
+            dirs(&[("HOME", "/h")], &sys),
+            [PathBuf::from("/h/.local/share/softmhsm")]
+        );
+        assert_eq!(
+            dirs(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x")], &sys),
+            [PathBuf::from("/x/softmhsm")]
+        );
+    }
+
+    #[test]
+    fn a_system_file_listing_no_token_is_as_good_as_none() {
+        let (_d, sys) = system_file(Some("# [[token]]\n# path = \"/var/lib/softmhsm\"\n"));
+        assert_eq!(
+            dirs(&[("HOME", "/h")], &sys),
+            [PathBuf::from("/h/.local/share/softmhsm")]
+        );
+    }
+
+    #[test]
+    fn a_bad_or_unreadable_system_file_is_refused() {
+        let (_d, sys) = system_file(Some("[[token]]\nbogus = 1\n"));
+        assert!(load_with(&|_| None, &sys).is_err());
+        // a directory where the file should be: it exists but cannot be read
+        let d = tempfile::tempdir().unwrap();
+        assert!(load_with(&|_| None, d.path()).is_err());
     }
 }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod file_modes;
 pub mod logging;
 pub mod pool;
 pub mod store;

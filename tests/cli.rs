@@ -462,6 +462,11 @@ p11_test! {
         assert_eq!(shown["attributes"]["expiryTime"], "P90D");
         let none = json(&["key", "rotation-policy", "show", "--name", "bare"]);
         assert_eq!(none["lifetimeActions"], serde_json::json!([]));
+        let table = cli(&["key", "rotation-policy", "show", "--name", "web", "--output", "table"]);
+        let rows: Vec<Vec<&str>> = table.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["Action", "Trigger", "Duration"], "a table, not JSON: {}", table.stdout);
+        assert_eq!(rows[2], ["Rotate", "timeBeforeExpiry", "P7D"]);
+        assert!(table.stdout.trim_end().ends_with("Rotated versions expire after P90D"), "{}", table.stdout);
 
         // Only web is due (expires in 1 day < 7); calm expires in 30 days; bare has no policy.
         let due = json(&["key", "rotate-due"]);
@@ -808,4 +813,90 @@ p11_test! {
         }
         assert_refused(&cli_with(&["key", "create", "--name", "k", "--kty", "DSA"], None), 2, "DSA");
     }
+}
+
+p11_test! {
+    fn init_group_shares_the_token_directory_with_that_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = store_dir();
+        // the caller's own group: chgrp to it needs no privilege
+        let gid = std::fs::metadata(&dir).unwrap().gid().to_string();
+        let bad = cli(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--group", "no-such-group-x"]);
+        assert_eq!(bad.code, 2, "an unknown group is bad usage: {}", bad.stderr);
+        init(&["--group", &gid]);
+        json(&["key", "create", "--name", "shared", "--kty", "EC"]);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o2770);
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o660, "{}", f.display());
+            assert_eq!(std::fs::metadata(&f).unwrap().gid().to_string(), gid);
+        }
+        assert!(dir.join("softmhsm.db").exists());
+    }
+}
+
+p11_test! {
+    fn read_only_key_verbs_show_an_unversioned_tokens_keys() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        // One token with versioning = "off", for the library in this process
+        // (p11_test runs each test in a process of its own) and the CLI.
+        let conf = store_dir().with_file_name("off.toml");
+        std::fs::write(&conf, format!("[[token]]\npath = {:?}\nversioning = \"off\"\n", store_dir())).unwrap();
+        std::env::set_var("SOFTMHSM_CONF", &conf);
+        init(&[]);
+        let p = load_initialized();
+        let s = ok(p.open_rw_session(slot_by_label(&p, TOKEN_LABEL)), "C_OpenSession");
+        ok(s.login(cryptoki::session::UserType::User, Some(&pin(USER_PIN))), "C_Login");
+        let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let mut points = Vec::new();
+        for (label, id) in [("dup", 1u8), ("dup", 2), ("solo", 3)] {
+            let public = [
+                cryptoki::object::Attribute::Token(true),
+                cryptoki::object::Attribute::Verify(true),
+                cryptoki::object::Attribute::EcParams(p256.clone()),
+                cryptoki::object::Attribute::Label(label.into()),
+                cryptoki::object::Attribute::Id(vec![id]),
+            ];
+            let private = [
+                cryptoki::object::Attribute::Token(true),
+                cryptoki::object::Attribute::Private(true),
+                cryptoki::object::Attribute::Sensitive(true),
+                cryptoki::object::Attribute::Sign(true),
+                cryptoki::object::Attribute::Label(label.into()),
+                cryptoki::object::Attribute::Id(vec![id]),
+            ];
+            let (pubkey, _) = ok(s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private), "C_GenerateKeyPair");
+            let attrs = ok(s.get_attributes(pubkey, &[cryptoki::object::AttributeType::EcPoint]), "C_GetAttributeValue");
+            let Some(cryptoki::object::Attribute::EcPoint(point)) = attrs.into_iter().next() else { panic!("no CKA_EC_POINT") };
+            points.push(point);
+        }
+        let listed = json(&["key", "list"]);
+        let shown: Vec<(String, String)> = listed.as_array().unwrap().iter()
+            .map(|k| (k["pkcs11"]["label"].as_str().unwrap().to_string(), k["pkcs11"]["id"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(shown, [("dup".into(), "01".into()), ("dup".into(), "02".into()), ("solo".into(), "03".into())]);
+        let table = cli(&["key", "list", "--output", "table"]);
+        assert_eq!(table.stdout.lines().count(), 2 + 3, "header, rule, three keys: {}", table.stdout);
+        assert_eq!(json(&["key", "list-versions", "--name", "dup"]).as_array().unwrap().len(), 2);
+        assert_refused(&cli(&["key", "show", "--name", "dup"]), 1, "2 keys are labelled so");
+        let second = json(&["key", "show", "--id", "02"]);
+        assert_eq!((second["pkcs11"]["label"].as_str(), second["pkcs11"]["id"].as_str()), (Some("dup"), Some("02")));
+        // key download's public key is the library's CKA_EC_POINT (DER OCTET STRING 04||x||y)
+        let file = store_dir().with_file_name("solo.pem");
+        json(&["key", "download", "--name", "solo", "--file", file.to_str().unwrap()]);
+        let pem = std::fs::read_to_string(&file).unwrap();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64_std(&b64);
+        let point = der_octet_string(&points[2]).unwrap();
+        assert!(der.ends_with(point), "SPKI ends with the key's EC point");
+        let token = json(&["token", "show"]);
+        assert_eq!(token["keys"], 3, "{token}");
+        assert_refused(&cli(&["key", "rotate", "--name", "solo"]), 1, "versioning = \"off\"");
+    }
+}
+
+/// Standard base64 decoding (PEM bodies).
+fn base64_std(s: &str) -> Vec<u8> {
+    b64url(&s.trim_end_matches('=').replace('+', "-").replace('/', "_"))
 }

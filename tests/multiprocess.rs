@@ -464,3 +464,30 @@ p11_test! {
         report(&format!("LOG checked: {} bytes of trace output", log.len()));
     }
 }
+
+p11_test! {
+    fn device_error_names_the_function_and_the_cause_in_the_debug_log() {
+        softmhsm_only!("SOFTMHSM_LOG is softmhsm's");
+        let test = test_path(concat!(module_path!(), "::device_error_names_the_function_and_the_cause_in_the_debug_log"));
+        if phase().as_deref() == Some("broken") {
+            let p = load_initialized();
+            let slot = p.get_all_slots().expect("C_GetSlotList")[0];
+            assert_rv(p.open_rw_session(slot), CKR_DEVICE_ERROR, "C_OpenSession on a store that cannot be opened");
+            return;
+        }
+        let dir = work_dir("broken");
+        // the token's directory is a file: the store cannot be opened
+        let file = dir.join("not-a-directory");
+        fs::write(&file, b"x").unwrap();
+        let conf = dir.join("broken.toml");
+        fs::write(&conf, format!("[[token]]\npath = {:?}\n", file.display().to_string())).unwrap();
+        let env = [("SOFTMHSM_LOG", "debug"), ("SOFTMHSM_CONF", conf.to_str().unwrap())];
+        wait_phase(spawn_phase(&test, "broken", &dir, &env), "broken", &dir);
+        let log = fs::read_to_string(dir.join("broken.err")).unwrap();
+        let want = format!(
+            "C_OpenSession: returning CKR_DEVICE_ERROR: token store {}/softmhsm.db: Not a directory",
+            file.display()
+        );
+        assert!(log.contains(&want), "no line with {want:?} in:\n{log}");
+    }
+}

@@ -178,6 +178,7 @@ pub const VERBS: &[Verb] = &[
             opt("purge-protection", Flag, false, "forbid purging deleted keys before their purge date (cannot be undone)"),
             opt("force", Flag, false, "re-initialise a token that holds keys, erasing them (never a purge-protected one)"),
             opt("require-security-domain", Flag, false, "keep the pool provisioned (every key operation refused) until `security-domain download` has run once"),
+            opt("group", One, false, "GROUP  share the token directory with a service user's group (2770, files 0660)"),
         ],
     },
     Verb {
@@ -521,7 +522,8 @@ fn main_help() -> String {
     s.push_str(
         "\nOutput is JSON unless --output table. Exit codes: 0 success, 1 the operation \
          failed, 2 bad usage.\nThe token store is the library's: $SOFTMHSM_CONF, \
-         $SOFTMHSM_DIR, $XDG_DATA_HOME/softmhsm or ~/.local/share/softmhsm.\n\
+         $SOFTMHSM_DIR, /etc/softmhsm/softmhsm.toml, $XDG_DATA_HOME/softmhsm or \
+         ~/.local/share/softmhsm.\n\
          Run 'softmhsm <command> --help' for its options.",
     );
     s

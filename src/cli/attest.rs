@@ -29,8 +29,10 @@ pub fn without_pin(
 /// attestation public key (PEM).
 fn token_show(token: &TokenConfig, store: &dyn Store) -> Result<Shown, CliError> {
     let rec = store.token()?.ok_or(Error(CKR_TOKEN_NOT_RECOGNIZED))?;
-    let keys = lifecycle::list(store)?.len();
-    let versions = store.objects()?.iter().filter(|r| r.name.is_some()).count();
+    // A versioning = "off" token's keys have no name: each is one key, one version.
+    let unversioned = lifecycle::unversioned_keys(store)?.len();
+    let keys = lifecycle::list(store)?.len() + unversioned;
+    let versions = store.objects()?.iter().filter(|r| r.name.is_some()).count() + unversioned;
     let deleted = lifecycle::deleted(store)?.len();
     let pem = attest::public_key(store)?.map(|spki| attest::pem(&spki));
     let json = json!({

@@ -153,6 +153,15 @@ fn download(
     file: &str,
 ) -> Result<Shown, CliError> {
     let v = lifecycle::show(store, name, version)?;
+    write_public(pool, &v, file)
+}
+
+/// Write the public key of `v` to `file` as SPKI PEM (`key download`).
+pub(super) fn write_public(
+    pool: &Pool,
+    v: &lifecycle::KeyVersion,
+    file: &str,
+) -> Result<Shown, CliError> {
     let public = v
         .key
         .public

@@ -13,6 +13,7 @@ pub mod byok;
 mod dataplane;
 pub mod output;
 mod security_domain;
+mod unversioned;
 
 use crate::config::{self, TokenConfig};
 use crate::crypto::Curve;
@@ -211,9 +212,15 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
     if let Some(shown) = service.write(|s| attest::without_pin(p, &token, s))? {
         return Ok(shown);
     }
-    if !token.versioning {
+    // A versioning = "off" token's keys are shown (labels and ids tell keys
+    // sharing a label apart); changing them needs Managed HSM names.
+    let shows = matches!(
+        p.verb.path,
+        ["key", "list" | "show" | "list-versions" | "download"]
+    );
+    if !token.versioning && !shows {
         return Err(CliError::Failed(
-            "this token has versioning = \"off\": the key verbs need Managed HSM names".into(),
+            "this token has versioning = \"off\": the key verbs that change keys need Managed HSM names".into(),
         ));
     }
     if p.verb.path != ["check"] {
@@ -231,6 +238,9 @@ fn run(p: &Parsed) -> Result<Shown, CliError> {
         retention_days: rec.retention_days,
         purge_protection: rec.purge_protection,
     };
+    if !token.versioning {
+        return service.read(|s| unversioned::run(p, s, &pool));
+    }
     let name = p.one("name").unwrap_or_default();
     // Every verb is one call into the pool service, which lends its store for
     // the verb's lifecycle steps and keeps its snapshot coherent after them.
@@ -348,7 +358,7 @@ fn verb(
                 Some(policy) => policy.to_json(),
                 None => serde_json::json!({ "lifetimeActions": [], "attributes": {} }),
             };
-            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            let table = output::policy_table(&json);
             Ok(Shown { json, table })
         }
         ["key", "rotation-policy", "update"] => {
@@ -359,7 +369,7 @@ fn verb(
                 None => value.to_string(),
             };
             let json = rotation::set(s, name, &text)?.to_json();
-            let table = serde_json::to_string_pretty(&json).unwrap_or_default();
+            let table = output::policy_table(&json);
             Ok(Shown { json, table })
         }
         ["key", "rotate-due"] => {
@@ -478,6 +488,13 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
     for pin in [so_pin, pin.as_str()] {
         crate::engine::rules::check_pin_len(pin.as_bytes())?;
     }
+    let group = match p.one("group") {
+        Some(g) => Some(
+            crate::file_modes::group_id(g)
+                .ok_or_else(|| CliError::Usage(format!("no group '{g}' in /etc/group")))?,
+        ),
+        None => None,
+    };
     let retention = match p.one("retention-days") {
         Some(d) => d
             .parse::<u32>()
@@ -510,6 +527,14 @@ fn init(p: &Parsed, token: &TokenConfig, service: &pools::Pool) -> Result<Shown,
         }
         Ok::<_, CliError>(())
     })?;
+    if let Some(gid) = group {
+        crate::file_modes::share_with_group(&token.dir, gid).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot share {} with group {gid}: {e}",
+                token.dir.display()
+            ))
+        })?;
+    }
     let rec = service.initialized()?;
     let json = serde_json::json!({
         "label": rec.label,
@@ -817,7 +842,7 @@ fn key_spec(p: &Parsed) -> Result<KeySpec, CliError> {
 }
 
 /// A `CKA_ID` given in hex (`--id`): 1-64 bytes.
-fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
+pub(super) fn hex_id(s: &str) -> Result<Vec<u8>, CliError> {
     let bad = || CliError::Usage(format!("--id '{s}': give 1-64 bytes in hex, e.g. 0a1b"));
     if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 128 {
         return Err(bad());

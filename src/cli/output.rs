@@ -241,6 +241,36 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out.join("\n")
 }
 
+/// A rotation policy (its REST JSON) as a table: one row per lifetime
+/// action, then the expiry of the versions rotation makes.
+pub fn policy_table(policy: &Value) -> String {
+    let rows = policy["lifetimeActions"]
+        .as_array()
+        .map(|actions| {
+            actions
+                .iter()
+                .map(|a| {
+                    let trigger = a["trigger"].as_object();
+                    let (when, after) = trigger
+                        .and_then(|t| t.iter().next())
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .unwrap_or_default();
+                    let kind = a["action"]["type"].as_str().unwrap_or_default().to_string();
+                    vec![kind, when, after]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let expiry = match policy["attributes"]["expiryTime"].as_str() {
+        Some(e) => format!("Rotated versions expire after {e}"),
+        None => "Rotated versions do not expire".to_string(),
+    };
+    format!(
+        "{}\n\n{expiry}",
+        table(&["Action", "Trigger", "Duration"], rows)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ pub unsafe extern "C" fn C_SignInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn C_Sign(
     sig: *mut CK_BYTE,
     sig_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Sign", || {
         let s = session(h)?;
         s.operation_call(Family::Sign, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -58,7 +58,7 @@ pub unsafe extern "C" fn C_SignUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignUpdate", || {
         let s = session(h)?;
         // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
         s.operation_call(Family::Sign, || s.sign_update(unsafe { input(part, len) }?))
@@ -72,7 +72,7 @@ pub unsafe extern "C" fn C_SignFinal(
     sig: *mut CK_BYTE,
     sig_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SignFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Sign, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -88,7 +88,7 @@ pub unsafe extern "C" fn C_VerifyInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn C_Verify(
     sig: *mut CK_BYTE,
     sig_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Verify", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -130,7 +130,7 @@ pub unsafe extern "C" fn C_VerifyUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -146,7 +146,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
     sig: *mut CK_BYTE,
     sig_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_VerifyFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Verify, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn C_VerifyFinal(
 /// C_DigestInit, PKCS#11 3.1 §5.10.1.
 #[no_mangle]
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
-    entry(|| {
+    entry("C_DigestInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         s.digest_init(&unsafe { mechanism(mech) }?)
@@ -174,7 +174,7 @@ pub unsafe extern "C" fn C_Digest(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Digest", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -192,7 +192,7 @@ pub unsafe extern "C" fn C_DigestUpdate(
     part: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DigestUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -208,7 +208,7 @@ pub unsafe extern "C" fn C_DigestFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DigestFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Digest, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -251,7 +251,7 @@ pub unsafe extern "C" fn C_EncryptInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn C_Encrypt(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Encrypt", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -314,7 +314,7 @@ pub unsafe extern "C" fn C_EncryptFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_EncryptFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Encrypt, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.
@@ -330,7 +330,7 @@ pub unsafe extern "C" fn C_DecryptInit(
     mech: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptInit", || {
         let s = session(h)?;
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -355,7 +355,7 @@ pub unsafe extern "C" fn C_Decrypt(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_Decrypt", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -375,7 +375,7 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptUpdate", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
@@ -393,7 +393,7 @@ pub unsafe extern "C" fn C_DecryptFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DecryptFinal", || {
         let s = session(h)?;
         s.operation_call(Family::Decrypt, || {
             // SAFETY: `produce` checks the NULLs and the room; by PKCS#11 a non-NULL output buffer holds `*len` bytes.

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 /// C_Initialize, PKCS#11 3.1 §5.4.1.
 #[no_mangle]
 pub unsafe extern "C" fn C_Initialize(init_args: *mut c_void) -> CK_RV {
-    entry(|| {
+    entry("C_Initialize", || {
         if !init_args.is_null() {
             // SAFETY: not NULL (checked above); a non-NULL `pInitArgs` points to a
             // `CK_C_INITIALIZE_ARGS` (§5.4.1).
@@ -45,7 +45,7 @@ fn check_init_args(a: &CK_C_INITIALIZE_ARGS) -> Result<()> {
 /// C_Finalize, PKCS#11 3.1 §5.4.2.
 #[no_mangle]
 pub unsafe extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
-    entry(|| {
+    entry("C_Finalize", || {
         if !reserved.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }
@@ -56,7 +56,7 @@ pub unsafe extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
 /// C_GetInfo, PKCS#11 3.1 §5.4.3.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
-    entry(|| {
+    entry("C_GetInfo", || {
         token::library()?;
         let mut i = CK_INFO {
             cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
@@ -86,14 +86,16 @@ pub fn library_version() -> CK_VERSION {
 pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
     // SAFETY: a non-NULL `ppFunctionList` points to a writable pointer (§5.4.4);
     // `put` checks NULL.
-    entry(|| unsafe { put(list, super::interface::function_list_2_40()) })
+    entry("C_GetFunctionList", || unsafe {
+        put(list, super::interface::function_list_2_40())
+    })
 }
 
 /// C_GetFunctionStatus: a legacy function that "should simply return"
 /// `CKR_FUNCTION_NOT_PARALLEL` (§5.20), whatever the session.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetFunctionStatus(_session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| {
+    entry("C_GetFunctionStatus", || {
         token::library()?;
         Err(Error(CKR_FUNCTION_NOT_PARALLEL))
     })
@@ -103,7 +105,7 @@ pub unsafe extern "C" fn C_GetFunctionStatus(_session: CK_SESSION_HANDLE) -> CK_
 /// `CKR_FUNCTION_NOT_PARALLEL` (§5.20), whatever the session.
 #[no_mangle]
 pub unsafe extern "C" fn C_CancelFunction(_session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| {
+    entry("C_CancelFunction", || {
         token::library()?;
         Err(Error(CKR_FUNCTION_NOT_PARALLEL))
     })
@@ -116,7 +118,7 @@ pub unsafe extern "C" fn C_GenerateRandom(
     out: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GenerateRandom", || {
         token::library()?.session(session)?;
         let n = usize::try_from(len).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
         if n == 0 {
@@ -139,7 +141,7 @@ pub unsafe extern "C" fn C_SeedRandom(
     seed: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SeedRandom", || {
         token::library()?.session(session)?;
         // SAFETY: the caller guarantees `pSeed` holds `ulSeedLen` bytes (§5.15.1);
         // `input` refuses NULL with a non-zero length.

@@ -356,7 +356,9 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
     // non-NULL `pInterfacesList` holds `*pulCount` entries (§5.4.5); `put_list`
     // checks NULL and the room.
-    entry(|| unsafe { put_list(list, count, &INTERFACES.0) })
+    entry("C_GetInterfaceList", || unsafe {
+        put_list(list, count, &INTERFACES.0)
+    })
 }
 
 /// C_GetInterface, PKCS#11 3.0 §5.4.6: a NULL name and version give the default.
@@ -367,7 +369,7 @@ pub unsafe extern "C" fn C_GetInterface(
     out: *mut *mut CK_INTERFACE,
     flags: CK_FLAGS,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetInterface", || {
         if out.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
         }

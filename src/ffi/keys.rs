@@ -17,7 +17,7 @@ pub unsafe extern "C" fn C_GenerateKey(
     count: CK_ULONG,
     key: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GenerateKey", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
         // parameter (§5.14); `mechanism` checks NULL and the parameter length.
@@ -50,7 +50,7 @@ pub unsafe extern "C" fn C_GenerateKeyPair(
     pub_key: *mut CK_OBJECT_HANDLE,
     priv_key: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GenerateKeyPair", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
         // parameter (§5.14); `mechanism` checks NULL and the parameter length.
@@ -88,7 +88,7 @@ pub unsafe extern "C" fn C_WrapKey(
     out: *mut CK_BYTE,
     len: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_WrapKey", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
         // parameter (§5.14); `mechanism` checks NULL and the parameter length.
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn C_UnwrapKey(
     count: CK_ULONG,
     key: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_UnwrapKey", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
         // parameter (§5.14); `mechanism` checks NULL and the parameter length.
@@ -148,7 +148,7 @@ pub unsafe extern "C" fn C_DeriveKey(
     count: CK_ULONG,
     key: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DeriveKey", || {
         token::library()?.session(session)?;
         // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
         // parameter (§5.14); `mechanism` checks NULL and the parameter length.

@@ -25,6 +25,7 @@ mod unsupported;
 use crate::engine::attributes::{Attr, Template};
 use crate::engine::mechanism::{lookup, Mechanism, Param, ParamKind};
 use crate::error::{Error, Result};
+use crate::pool;
 use crate::token::operation::OutBuf;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,17 +35,31 @@ use zeroize::Zeroizing;
 /// anything larger is a corrupt length, not data.
 const MAX_INPUT: usize = 256 << 20;
 
-/// Run an entry point body: a panic becomes `CKR_GENERAL_ERROR` instead of
-/// unwinding into (and, since Rust 1.81, aborting) the host process.
-pub(crate) fn entry(f: impl FnOnce() -> Result<()>) -> CK_RV {
+/// Run the body of the entry point `name`: a panic becomes `CKR_GENERAL_ERROR`
+/// instead of unwinding into (and, since Rust 1.81, aborting) the host
+/// process. A failure is logged at debug level naming the function; a
+/// `CKR_DEVICE_ERROR` also names its cause, the store failure the call met
+/// (already logged at ERROR level where it happened).
+pub(crate) fn entry(name: &str, f: impl FnOnce() -> Result<()>) -> CK_RV {
+    // A failure left by an earlier call (one whose caller got no error)
+    // must not be blamed on this one.
+    let _ = pool::last_store_failure();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => CKR_OK,
+        Ok(Err(e)) if e.rv() == CKR_DEVICE_ERROR => {
+            let cause = pool::last_store_failure();
+            log::debug!(
+                "{name}: returning {e}: {}",
+                cause.as_deref().unwrap_or("no store failure recorded")
+            );
+            e.rv()
+        }
         Ok(Err(e)) => {
-            log::debug!("returning {e}");
+            log::debug!("{name}: returning {e}");
             e.rv()
         }
         Err(_) => {
-            log::error!("internal panic caught at the PKCS#11 boundary");
+            log::error!("{name}: internal panic caught at the PKCS#11 boundary");
             CKR_GENERAL_ERROR
         }
     }

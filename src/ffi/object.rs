@@ -17,7 +17,7 @@ pub unsafe extern "C" fn C_CreateObject(
     count: CK_ULONG,
     object: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_CreateObject", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
         // `template` checks NULL and every value's length.
@@ -73,7 +73,7 @@ pub unsafe extern "C" fn C_CopyObject(
     count: CK_ULONG,
     new: *mut CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_CopyObject", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
         // `template` checks NULL and every value's length.
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn C_DestroyObject(
     session: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_DestroyObject", || {
         let s = token::library()?.session(session)?;
         let (e, part) = s.object(object)?;
         s.check_writable(&e, part)?;
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn C_GetObjectSize(
     object: CK_OBJECT_HANDLE,
     size: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetObjectSize", || {
         let s = token::library()?.session(session)?;
         let (e, _) = s.object(object)?;
         let n = e.rec.to_json()?.len() + e.sealed.as_ref().map_or(0, Vec::len);
@@ -126,7 +126,7 @@ pub unsafe extern "C" fn C_GetAttributeValue(
     tmpl: *mut CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetAttributeValue", || {
         let s = token::library()?.session(session)?;
         let (e, part) = s.object(object)?;
         let n = usize::try_from(count).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn C_SetAttributeValue(
     tmpl: *mut CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SetAttributeValue", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
         // `template` checks NULL and every value's length.
@@ -200,7 +200,7 @@ pub unsafe extern "C" fn C_FindObjectsInit(
     tmpl: *mut CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_FindObjectsInit", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pTemplate` holds `ulCount` attributes (§5.7);
         // `template` checks NULL and every value's length.
@@ -217,7 +217,7 @@ pub unsafe extern "C" fn C_FindObjects(
     max: CK_ULONG,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_FindObjects", || {
         let s = token::library()?.session(session)?;
         if count.is_null() || (out.is_null() && max > 0) {
             return Err(Error(CKR_ARGUMENTS_BAD));
@@ -239,5 +239,7 @@ pub unsafe extern "C" fn C_FindObjects(
 /// C_FindObjectsFinal, PKCS#11 3.1 §5.7.9.
 #[no_mangle]
 pub unsafe extern "C" fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| token::library()?.session(session)?.find_final())
+    entry("C_FindObjectsFinal", || {
+        token::library()?.session(session)?.find_final()
+    })
 }

@@ -16,7 +16,7 @@ pub unsafe extern "C" fn C_OpenSession(
     _notify: CK_NOTIFY,
     session: *mut CK_SESSION_HANDLE,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_OpenSession", || {
         let lib = token::library()?;
         if session.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));
@@ -30,13 +30,17 @@ pub unsafe extern "C" fn C_OpenSession(
 /// C_CloseSession, PKCS#11 3.1 §5.6.2.
 #[no_mangle]
 pub unsafe extern "C" fn C_CloseSession(session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| token::library()?.close_session(session))
+    entry("C_CloseSession", || {
+        token::library()?.close_session(session)
+    })
 }
 
 /// C_CloseAllSessions, PKCS#11 3.1 §5.6.3.
 #[no_mangle]
 pub unsafe extern "C" fn C_CloseAllSessions(slot_id: CK_SLOT_ID) -> CK_RV {
-    entry(|| token::library()?.close_all_sessions(slot_id))
+    entry("C_CloseAllSessions", || {
+        token::library()?.close_all_sessions(slot_id)
+    })
 }
 
 /// C_GetSessionInfo, PKCS#11 3.1 §5.6.4.
@@ -45,7 +49,7 @@ pub unsafe extern "C" fn C_GetSessionInfo(
     session: CK_SESSION_HANDLE,
     info: *mut CK_SESSION_INFO,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetSessionInfo", || {
         let s = token::library()?.session(session)?;
         let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
         let i = CK_SESSION_INFO {
@@ -70,7 +74,9 @@ pub unsafe extern "C" fn C_Login(
     pin_len: CK_ULONG,
 ) -> CK_RV {
     // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.6.8), as `login` needs.
-    entry(|| unsafe { login(session, user, pin, pin_len, None) })
+    entry("C_Login", || unsafe {
+        login(session, user, pin, pin_len, None)
+    })
 }
 
 /// C_Login and C_LoginUser.
@@ -103,7 +109,7 @@ pub unsafe extern "C" fn C_LoginUser(
     name: *mut CK_UTF8CHAR,
     name_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_LoginUser", || {
         // SAFETY: a non-NULL `pUsername` holds `ulUsernameLen` bytes (§5.6.9).
         let name = unsafe { input(name, name_len) }?;
         let name = std::str::from_utf8(name).map_err(|_| Error(CKR_ARGUMENTS_BAD))?;
@@ -116,7 +122,7 @@ pub unsafe extern "C" fn C_LoginUser(
 /// C_Logout, PKCS#11 3.1 §5.6.10.
 #[no_mangle]
 pub unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| {
+    entry("C_Logout", || {
         let s = token::library()?.session(session)?;
         audit::token_call(&s.slot, "Logout", || s.slot.logout())
     })

@@ -16,7 +16,7 @@ pub unsafe extern "C" fn C_GetSlotList(
     list: *mut CK_SLOT_ID,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetSlotList", || {
         let lib = token::library()?;
         let ids: Vec<CK_SLOT_ID> = lib.slots.iter().map(|s| s.id).collect();
         // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
@@ -29,7 +29,7 @@ pub unsafe extern "C" fn C_GetSlotList(
 /// C_GetSlotInfo, PKCS#11 3.1 §5.5.2.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetSlotInfo(slot_id: CK_SLOT_ID, info: *mut CK_SLOT_INFO) -> CK_RV {
-    entry(|| {
+    entry("C_GetSlotInfo", || {
         let slot = token::library()?.slot(slot_id)?;
         let mut i = CK_SLOT_INFO {
             slotDescription: [0; 64],
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn C_GetSlotInfo(slot_id: CK_SLOT_ID, info: *mut CK_SLOT_I
 /// C_GetTokenInfo, PKCS#11 3.1 §5.5.3: flags reflect the token's state now.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetTokenInfo(slot_id: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) -> CK_RV {
-    entry(|| {
+    entry("C_GetTokenInfo", || {
         let lib = token::library()?;
         let slot = lib.slot(slot_id)?;
         if info.is_null() {
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn C_GetMechanismList(
     list: *mut CK_MECHANISM_TYPE,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetMechanismList", || {
         token::library()?.slot(slot_id)?;
         let mechs: Vec<CK_MECHANISM_TYPE> = REGISTRY.iter().map(|m| m.ty).collect();
         // SAFETY: a non-NULL `pulCount` is a readable, writable `CK_ULONG` and a
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn C_GetMechanismInfo(
     mech: CK_MECHANISM_TYPE,
     info: *mut CK_MECHANISM_INFO,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_GetMechanismInfo", || {
         token::library()?.slot(slot_id)?;
         let i = lookup(mech).ok_or(Error(CKR_MECHANISM_INVALID))?.info();
         // SAFETY: a non-NULL `pInfo` points to a writable `CK_MECHANISM_INFO`
@@ -139,7 +139,7 @@ pub unsafe extern "C" fn C_InitToken(
     pin_len: CK_ULONG,
     label: *mut CK_UTF8CHAR,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_InitToken", || {
         let lib = token::library()?;
         let slot = lib.slot(slot_id)?;
         if pin.is_null() || label.is_null() {
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn C_InitPIN(
     pin: *mut CK_UTF8CHAR,
     pin_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_InitPIN", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pPin` holds `ulPinLen` bytes (§5.5.7); `pin_arg`
         // checks NULL and the length.
@@ -187,7 +187,7 @@ pub unsafe extern "C" fn C_SetPIN(
     new: *mut CK_UTF8CHAR,
     new_len: CK_ULONG,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_SetPIN", || {
         let s = token::library()?.session(session)?;
         // SAFETY: a non-NULL `pOldPin` holds `ulOldLen` bytes (§5.5.8); `pin_arg`
         // checks NULL and the length.
@@ -220,7 +220,7 @@ pub unsafe extern "C" fn C_WaitForSlotEvent(
     slot: *mut CK_SLOT_ID,
     reserved: *mut c_void,
 ) -> CK_RV {
-    entry(|| {
+    entry("C_WaitForSlotEvent", || {
         token::library()?;
         if slot.is_null() || !reserved.is_null() {
             return Err(Error(CKR_ARGUMENTS_BAD));

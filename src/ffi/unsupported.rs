@@ -13,7 +13,7 @@ macro_rules! not_supported {
         #[no_mangle]
         pub unsafe extern "C" fn $name($(_: $ty),*) -> CK_RV {
             $(let _ = stringify!($arg);)*
-            super::entry(|| {
+            super::entry(stringify!($name), || {
                 token::library()?;
                 Err(crate::error::Error(CKR_FUNCTION_NOT_SUPPORTED))
             })

@@ -544,16 +544,24 @@ impl Formatter {
     }
 }
 
-/// Append `data` (whole lines) to `path`, created with mode 0600; at most
+/// Append `data` (whole lines) to `path`, created with mode 0600 (0660 in a
+/// directory shared with its group: [`crate::file_modes`]); at most
 /// [`FLUSH_BYTES`] of whole lines per `write`, each an atomic `O_APPEND` write.
 fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let open = || {
-        std::fs::OpenOptions::new()
+        let mode = path.parent().map_or(0o600, crate::file_modes::file_mode);
+        let f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o600)
-            .open(path)
+            .mode(mode)
+            .open(path)?;
+        if mode != 0o600 {
+            // The umask may have taken the group's write bit; only the
+            // file's owner can give it back (best effort).
+            let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+        }
+        Ok::<_, std::io::Error>(f)
     };
     let mut f = match open() {
         // A token whose store is a PostgreSQL database keeps only files like
@@ -654,6 +662,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_log_in_a_directory_shared_with_its_group_is_group_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o2770)).unwrap();
+        let file = path_for(&dir.path().join("softmhsm.db"));
+        append(&file, b"{}\n").unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
     }
 
     #[test]

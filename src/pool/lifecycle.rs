@@ -40,6 +40,19 @@ pub fn list(store: &dyn Store) -> Outcome<Vec<KeyVersion>> {
     Ok(keys)
 }
 
+/// The keys of a `versioning = "off"` token, which have no Managed HSM name
+/// (each PKCS#11 key is a key of its own), in row order; other objects
+/// (certificates, data) are left out.
+pub fn unversioned_keys(store: &dyn Store) -> Outcome<Vec<KeyVersion>> {
+    let mut keys = Vec::new();
+    for row in store.objects()? {
+        if row.name.is_none() && matches!(Record::from_json(&row.attrs)?.body, Body::Key(_)) {
+            keys.push(key_version(&row)?);
+        }
+    }
+    Ok(keys)
+}
+
 /// The key version whose `CKA_ID` is `id` (of `name` when given): of several,
 /// the current one, else the newest — as a PKCS#11 find by `CKA_ID` answers.
 pub fn show_by_id(store: &dyn Store, name: Option<&str>, id: &[u8]) -> Outcome<KeyVersion> {

@@ -108,7 +108,11 @@ pub struct Pool {
     versioning: bool,
     kdf_iterations: u32,
     retention_days: u32,
+    /// None when the store could not be opened: every call that needs it
+    /// fails with `CKR_DEVICE_ERROR` and [`Pool::unopened`]'s cause.
     store: Mutex<Option<Box<dyn Store>>>,
+    /// Why the store could not be opened (the failure as logged then).
+    open_failure: Option<String>,
     signal: Option<Arc<dyn ChangeSignal>>,
     snap: RwLock<Snapshot>,
     /// The change sequence the snapshot reflects; -1 before it was loaded.
@@ -155,10 +159,11 @@ impl Pool {
         let path = config.store_path();
         let location: Arc<str> = config.location().to_string().into();
         let store = match crate::store::at(&location, || crate::store::open(&config.location())) {
-            Ok(s) => Some(s),
+            Ok(s) => Ok(s),
             Err(e) => {
                 log::debug!("cannot open token store {location}: {e}");
-                None
+                Err(crate::store::last_failure()
+                    .unwrap_or_else(|| format!("token store {location} cannot be opened")))
             }
         };
         Pool::with(config, path, location, store)
@@ -169,19 +174,24 @@ impl Pool {
         let path = config.store_path();
         let location: Arc<str> = config.location().to_string().into();
         let store = crate::store::at(&location, || crate::store::open(&config.location()))?;
-        Ok(Pool::with(config, path, location, Some(store)))
+        Ok(Pool::with(config, path, location, Ok(store)))
     }
 
     fn with(
         config: &TokenConfig,
         path: PathBuf,
         location: Arc<str>,
-        store: Option<Box<dyn Store>>,
+        store: std::result::Result<Box<dyn Store>, String>,
     ) -> Pool {
+        let (store, open_failure) = match store {
+            Ok(s) => (Some(s), None),
+            Err(why) => (None, Some(why)),
+        };
         Pool {
             location,
             staleness_ms: config.max_staleness_ms,
             signal: store.as_ref().map(|s| s.signal()),
+            open_failure,
             path,
             versioning: config.versioning,
             kdf_iterations: config.kdf_iterations,
@@ -193,6 +203,16 @@ impl Pool {
             epoch: Instant::now(),
             access: RwLock::new(None),
         }
+    }
+
+    /// The error of a call that needs the store when it could not be opened:
+    /// `CKR_DEVICE_ERROR`, with the open failure kept as this thread's last
+    /// store failure (the debug log and the CLI name it).
+    fn unopened(&self) -> Error {
+        if let Some(why) = &self.open_failure {
+            crate::store::remember(why.clone());
+        }
+        Error(CKR_DEVICE_ERROR)
     }
 
     /// Where the store lives (for messages).
@@ -212,7 +232,7 @@ impl Pool {
         f: impl FnOnce(&mut dyn Store) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut g = lock(&self.store);
-        let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let store = g.as_mut().ok_or_else(|| self.unopened())?;
         crate::store::at(&self.location, || f(store.as_mut()))
     }
 
@@ -224,7 +244,7 @@ impl Pool {
         f: impl FnOnce(&mut dyn Store) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut g = lock(&self.store);
-        let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let store = g.as_mut().ok_or_else(|| self.unopened())?;
         let _named = crate::store::naming(&self.location);
         let out = f(store.as_mut());
         if self.seen.load(Ordering::Acquire) >= 0 {
@@ -293,7 +313,7 @@ impl Pool {
             }
         }
         let mut g = lock(&self.store);
-        let store = g.as_mut().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let store = g.as_mut().ok_or_else(|| self.unopened())?;
         let _named = crate::store::naming(&self.location);
         if seen < 0 {
             key_rows(store.as_mut())?;
@@ -323,7 +343,7 @@ impl Pool {
             return Ok(None);
         }
         let g = lock(&self.store);
-        let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let store = g.as_ref().ok_or_else(|| self.unopened())?;
         let _named = crate::store::naming(&self.location);
         // Loaded by another thread meanwhile?
         if let Some(e) = self.snapshot().objects.get(id) {
@@ -339,7 +359,7 @@ impl Pool {
     /// against.
     pub fn candidates(&self, by: Lookup<'_>) -> Result<Vec<Arc<Entry>>> {
         let g = lock(&self.store);
-        let store = g.as_ref().ok_or(Error(CKR_DEVICE_ERROR))?;
+        let store = g.as_ref().ok_or_else(|| self.unopened())?;
         let _named = crate::store::naming(&self.location);
         let ids = store.lookup(by)?;
         let missing: Vec<i64> = {

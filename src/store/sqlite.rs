@@ -62,7 +62,7 @@ struct FileSignal {
 }
 
 impl FileSignal {
-    /// Open (creating, mode 0600) and map the signal file of the store at
+    /// Open (creating, mode 0600 or 0660 as [`crate::file_modes::file_mode`]) and map the signal file of the store at
     /// `db`. Without one (a read-only directory), every probe says "maybe":
     /// always check the database.
     fn open(db: &Path) -> FileSignal {
@@ -72,7 +72,7 @@ impl FileSignal {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(db.parent().map_or(0o600, crate::file_modes::file_mode))
             .open(&path)
             .and_then(|f| SharedCounter::map(&f, true))
             .or_else(|_| {
@@ -1084,14 +1084,23 @@ fn change_seq(conn: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
-/// Create `path`'s directory (0700) and the file itself (0600) if missing, before
-/// SQLite writes a byte, so no secret-bearing file is ever world-readable. Existing
-/// directories and files keep their modes.
+/// Create `path`'s directory (0700) and the file itself (0600, or 0660 in a
+/// directory shared with its group: [`crate::file_modes`]) if missing, before
+/// SQLite writes a byte, so no secret-bearing file is ever world-readable.
+/// Existing directories and files keep their modes.
 fn create_private_file(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
+            // Missing parents are ordinary directories (mode 0777 less the
+            // umask), as `mkdir -p` makes them: a service user given the
+            // token directory's group must be able to reach it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                DirBuilder::new()
+                    .recursive(true)
+                    .create(parent)
+                    .map_err(io_error)?;
+            }
             DirBuilder::new()
-                .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(io_error)?;
@@ -1099,13 +1108,18 @@ fn create_private_file(path: &Path) -> Result<()> {
             std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_error)?;
         }
     }
+    // 0660 in a directory shared with its group (`softmhsm init --group`).
+    let mode = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or(0o600, crate::file_modes::file_mode);
     match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
     {
-        Ok(_) => std::fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(io_error),
+        Ok(_) => std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io_error),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io_error(e)),
     }

@@ -69,6 +69,20 @@ fn fresh_store_is_private_on_disk() {
 }
 
 #[test]
+fn a_directory_shared_with_its_group_gets_group_files() {
+    // `softmhsm init --group`: the service user's workers open these files
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o2770)).unwrap();
+    let path = dir.path().join("softmhsm.db");
+    let mut store = crate::store::open(&Location::Path(path.clone())).unwrap();
+    store.init_token("t", SO_PIN, ITERATIONS, 90).unwrap();
+    assert_eq!(mode(&path), 0o660);
+    for suffix in ["-wal", "-shm", "-seq"] {
+        assert_eq!(mode(&sidecar(&path, suffix)), 0o660, "{suffix}");
+    }
+}
+
+#[test]
 fn existing_directory_keeps_its_mode() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), Permissions::from_mode(0o750)).unwrap();
