@@ -6,10 +6,10 @@
 //! rolled-back transaction). The store's connection LISTENs, so the server
 //! pushes each notification into its socket as soon as the connection is
 //! idle. [`ChangeSignal::latest`] — run before every `C_*Init` — is an atomic
-//! load, plus, at most once a millisecond, a look at what the server pushed
-//! ([`Db::notifications`]: no round trip, no wait). So a call after any pause
+//! load, plus, at most once every 10 ms, a look at what the server pushed
+//! ([`Db::notifications`]: no round trip, no wait). So a call after a pause
 //! reads every notification delivered before it, and under a steady stream
-//! of calls a change is seen within a millisecond of its arrival. The store's
+//! of calls a change is seen within 10 ms of its arrival. The store's
 //! own queries also take notifications off the socket, kept for that look.
 //!
 //! The look is skipped when another thread is using the connection (a write
@@ -40,9 +40,12 @@ use std::time::Instant;
 pub(super) const CHANNEL: &str = "softmhsm_changes";
 
 /// The least time, in microseconds, between two looks at the socket from the
-/// sign path: a look costs a few microseconds, a P-256 sign about 20; once a
-/// millisecond keeps it under 1 % of a busy signer.
-const LOOK_EVERY_US: u64 = 1000;
+/// sign path. A look is a turn of the runtime's I/O driver (an `epoll_wait`
+/// that returns at once, a `recv` if anything came); once a millisecond the
+/// sign rate measured 0.85× SQLite's on a loaded machine (BENCHMARKS.md), so
+/// once every 10 ms: a process that calls steadily sees a change at most 10 ms
+/// later, one that paused looks at its next call.
+const LOOK_EVERY_US: u64 = 10_000;
 
 /// What a listening connection feeds: the newest sequence number announced
 /// for one schema.
