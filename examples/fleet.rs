@@ -23,7 +23,10 @@
 //! The PostgreSQL pool is `$SOFTMHSM_STORE_URL`; the SQLite pool is made in
 //! `$TMPDIR`. Asserts nothing about speed.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+#[path = "support/token.rs"]
+mod token;
+
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
@@ -31,6 +34,7 @@ use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use token::{aes, load};
 
 const SO_PIN: &str = "fleet-so-pin";
 const USER_PIN: &str = "fleet-pin";
@@ -107,37 +111,12 @@ fn e<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |err| format!("{what}: {err}")
 }
 
-fn load(module: &Path) -> Result<Pkcs11, String> {
-    let p = Pkcs11::new(module).map_err(|err| format!("load {}: {err}", module.display()))?;
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(e("C_Initialize"))?;
-    Ok(p)
-}
-
 fn login(p: &Pkcs11) -> Result<Session, String> {
     let slot = p.get_slots_with_token().map_err(e("C_GetSlotList"))?[0];
     let s = p.open_rw_session(slot).map_err(e("C_OpenSession"))?;
     s.login(UserType::User, Some(&AuthPin::from(USER_PIN)))
         .map_err(e("C_Login"))?;
     Ok(s)
-}
-
-fn aes(s: &Session, label: &str) -> Result<(), String> {
-    s.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::ValueLen(32.into()),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ],
-    )
-    .map(|_| ())
-    .map_err(e("C_GenerateKey"))
 }
 
 fn p256(s: &Session, label: &str) -> Result<(), String> {

@@ -21,13 +21,6 @@ SO=12345678; PIN=1234
 CLI="$REPO_ROOT/target/release/softmhsm"
 [ -x "$CLI" ] || { echo "missing $CLI" >&2; exit 2; }
 O() { OPENSSL_CONF=/dev/null timeout 60 openssl "$@"; }
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-    done
-}
 # machine NAME: its own token directory and configuration, naming the shared pool
 machine() {
     mkdir -p "$WORK/$1/token"; chmod 700 "$WORK/$1/token"
