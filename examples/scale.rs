@@ -14,8 +14,10 @@
 //! what comes on top of it. Keys are AES-256 token keys; asserts nothing about
 //! speed.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
+#[path = "support/token.rs"]
+mod token;
+
+use cryptoki::context::Pkcs11;
 use cryptoki::object::Attribute;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -23,6 +25,7 @@ use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
+use token::{aes, load};
 
 const SO_PIN: &str = "scale-so-pin";
 const USER_PIN: &str = "scale-pin";
@@ -80,13 +83,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(module: &Path) -> Result<Pkcs11, String> {
-    let p = Pkcs11::new(module).map_err(|e| format!("load {}: {e}", module.display()))?;
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| format!("C_Initialize: {e}"))?;
-    Ok(p)
-}
-
 fn login(p: &Pkcs11, slot: Slot) -> Result<Session, String> {
     let s = p
         .open_rw_session(slot)
@@ -94,24 +90,6 @@ fn login(p: &Pkcs11, slot: Slot) -> Result<Session, String> {
     s.login(UserType::User, Some(&AuthPin::from(USER_PIN)))
         .map_err(|e| format!("C_Login: {e}"))?;
     Ok(s)
-}
-
-fn aes(s: &Session, label: &str) -> Result<(), String> {
-    s.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::ValueLen(32.into()),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ],
-    )
-    .map(|_| ())
-    .map_err(|e| format!("C_GenerateKey: {e}"))
 }
 
 /// Resident set size of this process, bytes.

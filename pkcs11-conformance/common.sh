@@ -61,6 +61,15 @@ fresh_token() {
     unset SOFTMHSM_CONF
 }
 
+# free_port: a loopback TCP port nobody listens on
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
+    done
+}
+
 # engine_cnf FILE INIT: an openssl.cnf that loads the libp11 engine on $MODULE
 # with $PIN. INIT is the engine's `init` flag: 0 for the openssl command (it
 # initialises an engine named with -engine itself), 1 for nginx (which does not

@@ -15,15 +15,6 @@ P() { timeout 120 pkcs11-tool --module "$MODULE" "$@"; }
 PL() { P --login --pin "$PIN" "$@"; }
 O() { OPENSSL_CONF=/dev/null timeout 60 openssl "$@"; }
 
-# free_port: a loopback TCP port nobody listens on
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-    done
-}
-
 P --init-token --label nginxconf --so-pin "$SO" >/dev/null 2>&1
 P --init-pin --login --login-type so --so-pin "$SO" --pin "$PIN" >/dev/null 2>&1
 ok=1

@@ -5,7 +5,7 @@ DIR="$(cd "$(dirname "$0")" && pwd)"
 (cd "$DIR/.." && timeout 1800 cargo build --release --quiet) || { echo "cargo build failed"; echo "0 passed, 1 failed"; exit 1; }
 export SOFTMHSM_SKIP_BUILD=1   # built once above
 total_p=0; total_f=0; bad=0
-for s in pkcs11-tool openssl p11-kit python nginx nginx-service java c; do
+for s in pkcs11-tool openssl p11-kit python nginx nginx-service nginx-fleet java c; do
     echo "== $s.sh"
     out=$(timeout 1800 bash "$DIR/$s.sh" 2>&1); rc=$?
     printf '%s\n' "$out"

@@ -32,7 +32,18 @@ impl Cluster {
     /// Start a cluster, or None (after printing why) when PostgreSQL is not
     /// available and not required.
     pub fn start() -> Option<Cluster> {
-        match Cluster::try_start() {
+        Cluster::required(Cluster::try_start())
+    }
+
+    fn try_start() -> Result<Cluster, String> {
+        let cluster = Cluster::empty()?;
+        cluster.initdb()?;
+        cluster.launch()
+    }
+
+    /// The cluster, or None (after printing why) when it is not required.
+    fn required(started: Result<Cluster, String>) -> Option<Cluster> {
+        match started {
             Ok(c) => Some(c),
             Err(why) => {
                 let required = std::env::var("SOFTMHSM_REQUIRE_TOOLS")
@@ -48,7 +59,8 @@ impl Cluster {
         }
     }
 
-    fn try_start() -> Result<Cluster, String> {
+    /// A cluster with a temp dir (owned by the cluster's user) and no data yet.
+    fn empty() -> Result<Cluster, String> {
         let bin = bindir().ok_or("no initdb found (/usr/lib/postgresql/*/bin)")?;
         let root = std::fs::metadata("/proc/self")
             .map_err(|e| e.to_string())?
@@ -65,7 +77,7 @@ impl Cluster {
             .tempdir()
             .map_err(|e| e.to_string())?
             .keep();
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             dir,
             bin,
             port: 0,
@@ -77,8 +89,13 @@ impl Cluster {
             std::os::unix::fs::chown(&cluster.dir, Some(uid), Some(gid))
                 .map_err(|e| e.to_string())?;
         }
-        let data = cluster.dir.join("data");
-        cluster.run(
+        Ok(cluster)
+    }
+
+    /// Create the data directory.
+    fn initdb(&self) -> Result<(), String> {
+        let data = self.dir.join("data");
+        self.run(
             "initdb",
             &[
                 "-D",
@@ -91,18 +108,33 @@ impl Cluster {
                 "UTF8",
                 "--locale=C",
             ],
-        )?;
+        )
+    }
+
+    /// Append settings to the data directory's `postgresql.conf`.
+    fn configure(&self, settings: &str) -> Result<(), String> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("data/postgresql.conf"))
+            .and_then(|mut f| f.write_all(settings.as_bytes()))
+            .map_err(|e| format!("postgresql.conf: {e}"))
+    }
+
+    /// Start the server on a free loopback port (three tries: another process
+    /// may take the port first).
+    fn launch(mut self) -> Result<Cluster, String> {
         let mut last = String::new();
         for _ in 0..3 {
-            cluster.port = free_port()?;
-            cluster.opts = format!(
+            self.port = free_port()?;
+            self.opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} \
                  -c fsync=off -c max_connections=300",
-                cluster.port,
-                cluster.dir.display()
+                self.port,
+                self.dir.display()
             );
-            match cluster.start_server() {
-                Ok(()) => return Ok(cluster),
+            match self.start_server() {
+                Ok(()) => return Ok(self),
                 Err(e) => last = e,
             }
         }
@@ -263,6 +295,109 @@ impl Cluster {
                 self.dir.display()
             );
         }
+    }
+}
+
+/// Replication, for tests/pg_failover.rs (the store suite does not fail over).
+#[allow(dead_code)]
+impl Cluster {
+    /// Start a primary whose commits wait for a synchronous standby
+    /// (`synchronous_commit = on`, any standby may be the synchronous one):
+    /// a commit returns only once a standby has the WAL. No commit returns
+    /// until [`Cluster::standby`] has started one.
+    pub fn start_primary() -> Option<Cluster> {
+        let started = (|| {
+            let cluster = Cluster::empty()?;
+            cluster.initdb()?;
+            cluster.configure(
+                "wal_level = replica\n\
+                 synchronous_commit = on\n\
+                 synchronous_standby_names = '*'\n",
+            )?;
+            cluster.launch()
+        })();
+        Cluster::required(started)
+    }
+
+    /// A streaming standby of this primary (`pg_basebackup -R`), started,
+    /// and confirmed as the primary's synchronous standby. Once promoted it is
+    /// a primary of its own, which waits for no standby.
+    pub fn standby(&self) -> Cluster {
+        let started = (|| {
+            let standby = Cluster::empty()?;
+            standby.run(
+                "pg_basebackup",
+                &[
+                    "-D",
+                    &standby.dir.join("data").to_string_lossy(),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ],
+            )?;
+            standby.configure("synchronous_standby_names = ''\n")?;
+            standby.launch()
+        })();
+        let standby = started.expect("start a streaming standby");
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .expect("connect to the primary");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let sync = admin
+                .query(
+                    "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )
+                .expect("ask the primary for its standbys");
+            if !sync.is_empty() {
+                return standby;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby did not become synchronous within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stop the server at once, as a crash would (`-m immediate`: no
+    /// shutdown checkpoint, sessions cut).
+    pub fn crash(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+        .expect("stop the cluster");
+    }
+
+    /// Promote this standby to a primary; returns once it accepts writes.
+    pub fn promote(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-w", "-t", "60", "promote"],
+        )
+        .expect("promote the standby");
+    }
+
+    /// The server's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -38,8 +38,9 @@
 //!
 //! # Connections and fork
 //!
-//! One connection per store (the pool keeps one per process) plus one per
-//! pool for the change listener ([`super::postgres_signal`]). A connection
+//! One connection per process: the pool's store, which also LISTENs for the
+//! change signal ([`super::postgres_signal`]); a login after a failed one
+//! opens a second for its duration ([`Store::reopen`]). A connection
 //! that breaks (server restart, failover) is reopened on the next call; a
 //! read, or a write whose `BEGIN` found the connection dead, is retried once
 //! on the new connection, so nothing acknowledged is lost and nothing is
@@ -54,7 +55,7 @@
 //! PBKDF2 key; protect the database files and backups accordingly.
 
 use super::postgres_conn::{cause, Db, Fail, Owned, Target};
-use super::postgres_signal::{PgSignal, CHANNEL};
+use super::postgres_signal::{Feed, PgSignal, CHANNEL};
 use super::{
     now, pin, postgres_schema, AttestationRow, ChangeSignal, Changes, DeletedRow, Lookup,
     MasterKey, NewObject, ObjectRow, PinSlot, PinUser, RowKeys, Store, TokenRecord,
@@ -67,8 +68,7 @@ use cryptoki_sys::{
     CKR_TOKEN_WRITE_PROTECTED,
 };
 use postgres::Row;
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use super::postgres_conn::redacted;
 
@@ -78,9 +78,10 @@ const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
 /// One connection to a pool's PostgreSQL database.
 pub struct PgStore {
     target: Arc<Target>,
-    /// `RefCell`: the client needs `&mut` even to read, and a `Store` is used
-    /// by one thread at a time (the pool keeps it behind a mutex).
-    conn: RefCell<Owned>,
+    /// The client needs `&mut` even to read. A `Store` is used by one thread
+    /// at a time (the pool keeps it behind a mutex); the change signal reads
+    /// notifications from the same connection when no one else uses it.
+    conn: Arc<Mutex<Owned>>,
     /// The schema the tables live in (`current_schema()`), which names this
     /// pool's notifications.
     schema: Arc<str>,
@@ -89,7 +90,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connect to the database at `url` (libpq URL syntax), create or migrate
-    /// the schema, start the change listener, and purge deleted keys past
+    /// the schema, LISTEN for the change signal, and purge deleted keys past
     /// their purge date. `CKR_DEVICE_ERROR` (logged with the server and the
     /// cause) if the database cannot be reached.
     pub fn open(url: &str) -> Result<PgStore> {
@@ -99,13 +100,16 @@ impl PgStore {
             postgres_schema::migrate(&mut db)?;
             let schema: String = db.query_one("SELECT current_schema()", &[])?.try_get(0)?;
             let seq = change_seq(&mut db)?;
-            Ok((db, schema, seq))
+            let feed = Arc::new(Feed::new(&schema, seq));
+            feed.subscribe(&mut db)?;
+            Ok((db, schema, feed))
         })();
-        let (db, schema, seq) = opened.map_err(|f| target.report(f))?;
-        let signal = Arc::new(PgSignal::start(target.clone(), schema.clone(), seq));
+        let (db, schema, feed) = opened.map_err(|f| target.report(f))?;
+        let conn = Arc::new(Mutex::new(Owned::new(db, Some(feed.clone()))));
+        let signal = Arc::new(PgSignal::new(feed, conn.clone()));
         let mut store = PgStore {
             target,
-            conn: RefCell::new(Owned::new(db)),
+            conn,
             schema: schema.into(),
             signal,
         };
@@ -116,10 +120,16 @@ impl PgStore {
         Ok(store)
     }
 
+    /// The connection (the change signal only ever tries it, so this waits at
+    /// most for one of its looks at the socket).
+    fn conn(&self) -> MutexGuard<'_, Owned> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Run a read on the connection; a broken connection is reopened and the
     /// read tried once more.
     fn read<T>(&self, f: impl Fn(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
-        let mut conn = self.conn.borrow_mut();
+        let mut conn = self.conn();
         let mut retried = false;
         loop {
             match conn.get(&self.target).and_then(&f) {
@@ -148,7 +158,8 @@ impl PgStore {
     /// ending (the number after, the NOTIFY if it moved, and COMMIT): on a
     /// loaded machine each round trip is a context switch to the server.
     fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
-        let conn = self.conn.get_mut();
+        let mut guard = self.conn();
+        let conn = &mut *guard;
         let target = &self.target;
         let begin =
             format!("BEGIN; SELECT id FROM pool_lock WHERE id = 1 FOR UPDATE; SELECT {CHANGE_SEQ}");
@@ -521,10 +532,10 @@ impl Store for PgStore {
     }
 
     fn reopen(&self) -> Result<Box<dyn Store>> {
-        let db = Db::open(&self.target).map_err(|e| self.target.report(Fail::Db(e)))?;
+        let db = Db::open(&self.target).map_err(|e| self.target.report(e))?;
         Ok(Box::new(PgStore {
             target: self.target.clone(),
-            conn: RefCell::new(Owned::new(db)),
+            conn: Arc::new(Mutex::new(Owned::new(db, None))),
             schema: self.schema.clone(),
             signal: self.signal.clone(),
         }))

@@ -2,22 +2,32 @@
 //! `PGPASSWORD` or the password file, as libpq users expect), one connection
 //! with its prepared statements, the error mapping, and the fork rule.
 //!
-//! The client is the `postgres` crate: synchronous, each connection driving
-//! its socket on a current-thread Tokio runtime of its own inside the calling
-//! thread, so it starts no thread. The one way it could (a host *name*
-//! resolved by Tokio's blocking pool) is closed here: names are resolved
-//! synchronously on the calling thread, as libpq does, and handed over as
-//! addresses.
+//! The client is `tokio-postgres` (the `postgres` crate's core), driven as the
+//! `postgres` crate drives it — each connection on a current-thread Tokio
+//! runtime of its own, inside the calling thread, so it starts no thread —
+//! but by this module, so that [`Db::notifications`] can take what the server
+//! pushed without waiting (the `postgres` crate's non-blocking iterator never
+//! lets the runtime look at the socket: it sees a notification only after the
+//! next query). The one way a thread could start (a host *name* resolved by
+//! Tokio's blocking pool) is closed here: names are resolved synchronously on
+//! the calling thread, as libpq does, and handed over as addresses.
 
+use super::postgres_signal::Feed;
 use crate::error::Error;
 use cryptoki_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY};
-use postgres::config::Host;
 use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
-use std::collections::HashMap;
+use postgres::{Row, SimpleQueryMessage, Statement};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio_postgres::config::Host;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Notification, Socket};
 
 /// How long a connection attempt to one host may take before the next host
 /// of a multi-host URL is tried (unless the URL says `connect_timeout`).
@@ -78,17 +88,20 @@ impl Target {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         // A server that vanished without closing the socket (a failed-over
-        // primary) is noticed by the listener within about a minute.
+        // primary) is noticed within about a minute even by an idle process.
         config.keepalives_idle(Duration::from_secs(30));
         Ok(Target { config, shown })
     }
 
-    /// Open a connection, names resolved on this thread (see the module doc).
-    /// Its `application_name` is `softmhsm <pid>`, so an administrator (and a
-    /// test) sees which process holds which session.
-    pub fn connect(&self) -> Result<Client, postgres::Error> {
+    /// Open a connection on `runtime`, names resolved on this thread (see the
+    /// module doc). Its `application_name` is `softmhsm <pid>`, so an
+    /// administrator (and a test) sees which process holds which session.
+    fn connect(
+        &self,
+        runtime: &Runtime,
+    ) -> Result<(Client, Connection<Socket, NoTlsStream>), postgres::Error> {
         let mut config = self.config.clone();
-        config.application_name(&format!("softmhsm {}", std::process::id()));
+        config.application_name(format!("softmhsm {}", std::process::id()));
         if config.get_hostaddrs().is_empty() {
             let port = |i: usize| {
                 let ports = config.get_ports();
@@ -116,7 +129,7 @@ impl Target {
                 }
             }
         }
-        config.connect(NoTls)
+        runtime.block_on(config.connect(NoTls))
     }
 
     /// The one line logged when the database fails: the server and the cause;
@@ -150,38 +163,103 @@ pub(super) fn cause(e: &postgres::Error) -> String {
 /// One open connection and its prepared statements (the hot statements are
 /// parsed once per connection, as the SQLite store caches them).
 pub(super) struct Db {
+    runtime: Runtime,
     client: Client,
+    connection: Connection<Socket, NoTlsStream>,
+    /// Notifications the connection received, not yet taken.
+    notes: VecDeque<Notification>,
+    /// The server ended the connection (or it failed).
+    ended: bool,
     cache: HashMap<String, Statement>,
 }
 
 impl Db {
-    /// Connect, with this store's session settings.
-    pub fn open(target: &Target) -> Result<Db, postgres::Error> {
-        let mut client = target.connect()?;
-        client.batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
-        Ok(Db {
+    /// Connect, with this store's session settings. `CKR_DEVICE_MEMORY` when
+    /// the runtime cannot be made (out of file descriptors or memory).
+    pub fn open(target: &Target) -> Result<Db, Fail> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                log::error!("token store {}: {e}", target.shown);
+                Fail::Rv(Error(CKR_DEVICE_MEMORY))
+            })?;
+        let (client, connection) = target.connect(&runtime)?;
+        let mut db = Db {
+            runtime,
             client,
+            connection,
+            notes: VecDeque::new(),
+            ended: false,
             cache: HashMap::new(),
-        })
+        };
+        db.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
+        Ok(db)
     }
 
     /// Whether the connection is known to be gone.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.ended || self.client.is_closed()
+    }
+
+    /// Run the request `f` makes of the client to its end, the connection
+    /// driven meanwhile (its notifications kept for [`Db::notifications`]).
+    fn run<'a, T, F>(&'a mut self, f: impl FnOnce(&'a Client) -> F) -> Result<T, postgres::Error>
+    where
+        F: Future<Output = Result<T, postgres::Error>> + 'a,
+    {
+        let Db {
+            runtime,
+            client,
+            connection,
+            notes,
+            ended,
+            ..
+        } = self;
+        let mut request = std::pin::pin!(f(client));
+        runtime.block_on(std::future::poll_fn(|cx| {
+            // Everything the connection can do now: send the request, read
+            // the answer, keep what else the server sent.
+            while !*ended {
+                match connection.poll_message(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => notes.push_back(n),
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        *ended = true;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(None) => *ended = true,
+                    Poll::Pending => break,
+                }
+            }
+            request.as_mut().poll(cx)
+        }))
+    }
+
+    /// The notifications received so far, without waiting for more: the
+    /// runtime looks at the socket once (one `epoll_wait` that returns at
+    /// once, a `recv` if there is something) — no round trip to the server.
+    pub fn notifications(&mut self) -> Result<Vec<Notification>, postgres::Error> {
+        // A yield makes the runtime poll its I/O driver before polling again.
+        self.run(|_| async {
+            tokio::task::yield_now().await;
+            Ok(())
+        })?;
+        Ok(self.notes.drain(..).collect())
     }
 
     fn prepared(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql)?;
+        let s = self.run(|c| c.prepare(sql))?;
         self.cache.insert(sql.to_string(), s.clone());
         Ok(s)
     }
 
     /// Run statements without parameters (`BEGIN`, `COMMIT`, DDL).
     pub fn batch(&mut self, sql: &str) -> Result<(), Fail> {
-        Ok(self.client.batch_execute(sql)?)
+        Ok(self.run(|c| c.batch_execute(sql))?)
     }
 
     /// Run several statements in one round trip (simple protocol: no
@@ -189,8 +267,7 @@ impl Db {
     /// the last row any of them returned, as text.
     pub fn last_row(&mut self, sql: &str) -> Result<Vec<Option<String>>, Fail> {
         let row = self
-            .client
-            .simple_query(sql)?
+            .run(|c| c.simple_query(sql))?
             .into_iter()
             .filter_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some(r),
@@ -206,13 +283,13 @@ impl Db {
     /// Every row of a query.
     pub fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
         let s = self.prepared(sql)?;
-        Ok(self.client.query(&s, params)?)
+        Ok(self.run(|c| c.query(&s, params))?)
     }
 
     /// The one row of a query.
     pub fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Fail> {
         let s = self.prepared(sql)?;
-        Ok(self.client.query_one(&s, params)?)
+        Ok(self.run(|c| c.query_one(&s, params))?)
     }
 
     /// The row of a query, if any.
@@ -222,18 +299,13 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Fail> {
         let s = self.prepared(sql)?;
-        Ok(self.client.query_opt(&s, params)?)
+        Ok(self.run(|c| c.query_opt(&s, params))?)
     }
 
     /// Run a statement; the number of rows it touched.
     pub fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Fail> {
         let s = self.prepared(sql)?;
-        Ok(self.client.execute(&s, params)?)
-    }
-
-    /// The client itself (the listener waits for notifications on it).
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+        Ok(self.run(|c| c.execute(&s, params))?)
     }
 }
 
@@ -244,19 +316,23 @@ impl Db {
 pub(super) struct Owned {
     db: Option<Db>,
     pid: u32,
+    /// The change feed every new connection LISTENs for, if any.
+    feed: Option<Arc<Feed>>,
 }
 
 impl Owned {
-    /// Hold `db` for this process.
-    pub fn new(db: Db) -> Owned {
+    /// Hold `db` (already listening for `feed`, if given) for this process.
+    pub fn new(db: Db, feed: Option<Arc<Feed>>) -> Owned {
         Owned {
             db: Some(db),
             pid: std::process::id(),
+            feed,
         }
     }
 
     /// A connection that is not known to be broken, opened anew if needed (a
-    /// server restart, a failover: reconnection is automatic).
+    /// server restart, a failover: reconnection is automatic). A new
+    /// connection LISTENs for the feed and catches it up with the log.
     pub fn get(&mut self, target: &Target) -> Result<&mut Db, Fail> {
         if self.pid != std::process::id() {
             // Never reached through the library (a child re-initialises), but
@@ -268,9 +344,21 @@ impl Owned {
             self.db = None;
         }
         if self.db.is_none() {
-            self.db = Some(Db::open(target)?);
+            let mut db = Db::open(target)?;
+            if let Some(feed) = &self.feed {
+                feed.subscribe(&mut db)?;
+            }
+            self.db = Some(db);
         }
         self.db.as_mut().ok_or(Fail::Rv(Error(CKR_DEVICE_ERROR)))
+    }
+
+    /// This process's open connection, if it has one (never opens one).
+    pub fn current(&mut self) -> Option<&mut Db> {
+        if self.pid != std::process::id() {
+            return None;
+        }
+        self.db.as_mut().filter(|db| !db.is_closed())
     }
 
     /// Forget a connection that broke, so the next call opens a new one.

@@ -1,195 +1,159 @@
-//! The change signal of a PostgreSQL store: LISTEN/NOTIFY into an atomic.
+//! The change signal of a PostgreSQL store: LISTEN/NOTIFY into an atomic, on
+//! the store's own connection (one connection per process, not two).
 //!
 //! Every write transaction sends `NOTIFY softmhsm_changes, '<schema> <seq>'`
 //! just before its commit (PostgreSQL delivers it at commit, never for a
-//! rolled-back transaction). One listener thread per opened pool holds a
-//! second connection that LISTENs and raises an `AtomicI64`, so
-//! [`ChangeSignal::latest`] — run before every `C_*Init` — is one atomic load.
-//! The thread reconnects by itself; after each (re)connection it reads the
-//! log's newest sequence number, so notifications lost while it was away are
-//! made up for. Anything it still misses (a partition that drops packets
-//! silently until keepalives notice) is caught by the pool's periodic check of
-//! the database itself ([`crate::pool::STALENESS_BOUND`]).
+//! rolled-back transaction). The store's connection LISTENs, so the server
+//! pushes each notification into its socket as soon as the connection is
+//! idle. [`ChangeSignal::latest`] — run before every `C_*Init` — is an atomic
+//! load, plus, at most once every 10 ms, a look at what the server pushed
+//! ([`Db::notifications`]: no round trip, no wait). So a call after a pause
+//! reads every notification delivered before it, and under a steady stream
+//! of calls a change is seen within 10 ms of its arrival. The store's
+//! own queries also take notifications off the socket, kept for that look.
 //!
-//! Fork: threads do not survive `fork()`. A child inherits this struct but
-//! not the thread, and must not touch the listener's socket: it never joins
-//! (there is nothing to join) and leaks the handle; it re-runs `C_Initialize`,
-//! which opens its own store and starts its own listener. A child forked while
-//! the listener thread held a process-wide lock (the logger's, say) inherits
-//! that lock held, as with any threaded library; the listener logs only on
-//! connection changes, so the window is small.
+//! The look is skipped when another thread is using the connection (a write
+//! in progress: the next call looks), and never reconnects: a connection the
+//! server cut is reopened by the next store call — at the latest the pool's
+//! periodic check of the database ([`crate::pool::STALENESS_BOUND`]) — which
+//! LISTENs again and raises the atomic to the log's newest sequence number,
+//! making up for notifications lost while away.
+//!
+//! No thread: a thread in a host process that forks (an nginx master) is
+//! lost in the child and can leave a lock held there. A process that makes no
+//! call for a long time lets notifications wait in its socket, and reads them
+//! all at its next call; meanwhile its server process stops taking more from
+//! the pool-wide queue when the socket is full (PostgreSQL keeps up to 8 GB of
+//! notifications, about 40 bytes each, before refusing `NOTIFY`).
+//!
+//! Fork: a child inherits the connection but never reads it (the pid check in
+//! [`super::postgres_conn::Owned`]); it re-runs `C_Initialize`, which opens
+//! its own.
 
-use super::postgres_conn::{cause, Db, Fail, Target};
+use super::postgres_conn::{cause, Db, Fail, Owned};
 use super::ChangeSignal;
-use postgres::fallible_iterator::FallibleIterator;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::Instant;
 
 /// The notification channel (per database; the payload names the schema).
 pub(super) const CHANNEL: &str = "softmhsm_changes";
 
-/// How often the listener looks up from its socket to see whether it should
-/// stop: the longest a `C_Finalize` waits for it.
-const TICK: Duration = Duration::from_millis(200);
+/// The least time, in microseconds, between two looks at the socket from the
+/// sign path. A look is a turn of the runtime's I/O driver (an `epoll_wait`
+/// that returns at once, a `recv` if anything came); once a millisecond the
+/// sign rate measured 0.85× SQLite's on a loaded machine (BENCHMARKS.md), so
+/// once every 10 ms: a process that calls steadily sees a change at most 10 ms
+/// later, one that paused looks at its next call.
+const LOOK_EVERY_US: u64 = 10_000;
 
-/// The longest a dropped signal waits for its listener to stop before leaving
-/// it to finish on its own.
-const STOP_WAIT: Duration = Duration::from_secs(2);
-
-/// What the listener thread and the signal share.
-struct Shared {
+/// What a listening connection feeds: the newest sequence number announced
+/// for one schema.
+pub(super) struct Feed {
     seq: AtomicI64,
-    stop: AtomicBool,
+    /// `"<schema> "`: the payload prefix of this pool's notifications.
+    prefix: String,
 }
 
-/// The change signal: an atomic fed by a listener thread.
-pub(super) struct PgSignal {
-    shared: Arc<Shared>,
-    listener: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
-    pid: u32,
-}
-
-impl PgSignal {
-    /// A signal starting at `seq`, with its listener thread on a connection of
-    /// its own to `target` in `schema`. Without a thread (the system refused
-    /// one) the signal only moves with this process's own writes, and the
-    /// periodic check finds the others'.
-    pub fn start(target: Arc<Target>, schema: String, seq: i64) -> PgSignal {
-        let shared = Arc::new(Shared {
+impl Feed {
+    /// A feed for `schema`'s notifications, starting at `seq`.
+    pub fn new(schema: &str, seq: i64) -> Feed {
+        Feed {
             seq: AtomicI64::new(seq),
-            stop: AtomicBool::new(false),
-        });
-        let (done_tx, done_rx) = mpsc::channel();
-        let thread_shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("softmhsm-listen".into())
-            .spawn(move || {
-                listen(&target, &schema, &thread_shared);
-                let _ = done_tx.send(());
-            });
-        let listener = match spawned {
-            Ok(handle) => Some((handle, done_rx)),
-            Err(e) => {
-                log::warn!("store: no change listener ({e}): other processes' writes are seen by the periodic check");
-                None
-            }
-        };
-        PgSignal {
-            shared,
-            listener: Mutex::new(listener),
-            pid: std::process::id(),
+            prefix: format!("{schema} "),
         }
     }
 
+    /// Make `db` listen, then raise the feed to the log's newest sequence
+    /// number: whatever was committed before the LISTEN is in the log, and
+    /// whatever after it arrives as a notification. One round trip.
+    pub fn subscribe(&self, db: &mut Db) -> Result<(), Fail> {
+        let row = db.last_row(&format!(
+            "LISTEN {CHANNEL}; SELECT COALESCE(MAX(seq), 0) FROM changes"
+        ))?;
+        if let Some(Ok(newest)) = row
+            .first()
+            .and_then(|v| v.as_deref())
+            .map(str::parse::<i64>)
+        {
+            self.raise(newest);
+        }
+        Ok(())
+    }
+
     /// Raise the announced sequence number to `seq` (never lower it).
+    pub fn raise(&self, seq: i64) {
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Take the notifications `db` has received, without waiting for more.
+    fn read(&self, db: &mut Db) -> Result<(), postgres::Error> {
+        for note in db.notifications()? {
+            if let Some(seq) = note
+                .payload()
+                .strip_prefix(&self.prefix)
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                self.raise(seq);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The change signal: the feed of the store's connection.
+pub(super) struct PgSignal {
+    feed: Arc<Feed>,
+    conn: Arc<Mutex<Owned>>,
+    epoch: Instant,
+    /// Microseconds after `epoch` of the last look at the socket.
+    looked: AtomicU64,
+}
+
+impl PgSignal {
+    /// The signal of the store connection `conn`, which `feed` listens on.
+    pub fn new(feed: Arc<Feed>, conn: Arc<Mutex<Owned>>) -> PgSignal {
+        PgSignal {
+            feed,
+            conn,
+            epoch: Instant::now(),
+            looked: AtomicU64::new(0),
+        }
+    }
+
+    /// Raise the announced sequence number to `seq` (this process's writes).
     pub fn announce(&self, seq: i64) {
-        self.shared.seq.fetch_max(seq, Ordering::AcqRel);
+        self.feed.raise(seq);
+    }
+
+    /// Read the connection's notifications unless another thread is using it.
+    fn look(&self) {
+        let mut conn = match self.conn.try_lock() {
+            Ok(c) => c,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if let Some(db) = conn.current() {
+            if let Err(e) = self.feed.read(db) {
+                // The connection is gone; the next store call reopens it.
+                log::debug!("store: change notifications: {}", cause(&e));
+            }
+        }
     }
 }
 
 impl ChangeSignal for PgSignal {
     fn latest(&self) -> i64 {
-        self.shared.seq.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for PgSignal {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        let listener = self
-            .listener
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some((handle, done)) = listener else {
-            return;
-        };
-        if self.pid != std::process::id() {
-            // A forked child: the thread is not here (see the module doc).
-            std::mem::forget(handle);
-            std::mem::forget(done);
-            return;
-        }
-        // Join only a thread known to be finishing: one stuck connecting to
-        // an unreachable server finishes on its own after its timeout.
-        if done.recv_timeout(STOP_WAIT).is_ok() {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// The listener thread: connect, LISTEN, raise the atomic on each
-/// notification for `schema`; reconnect (backing off to 5 s) when the
-/// connection fails; stop when told.
-fn listen(target: &Target, schema: &str, shared: &Shared) {
-    let mut backoff = Duration::from_millis(100);
-    let mut failing = false;
-    while !shared.stop.load(Ordering::Acquire) {
-        match listen_once(target, schema, shared, &mut failing) {
-            Ok(()) => return,
-            Err(Fail::Db(e)) if !failing => {
-                log::warn!(
-                    "store {}: change listener: {}; reconnecting",
-                    target.shown,
-                    cause(&e)
-                );
-                failing = true;
-            }
-            Err(_) => {}
-        }
-        let mut slept = Duration::ZERO;
-        while slept < backoff && !shared.stop.load(Ordering::Acquire) {
-            std::thread::sleep(TICK);
-            slept += TICK;
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One connection's life: Ok when told to stop.
-fn listen_once(
-    target: &Target,
-    schema: &str,
-    shared: &Shared,
-    failing: &mut bool,
-) -> Result<(), Fail> {
-    let mut db = Db::open(target)?;
-    db.batch(&format!("LISTEN {CHANNEL}"))?;
-    // Listening from here on: whatever was committed before is in the log.
-    let newest: i64 = db
-        .query_one("SELECT COALESCE(MAX(seq), 0) FROM changes", &[])?
-        .try_get(0)?;
-    shared.seq.fetch_max(newest, Ordering::AcqRel);
-    if *failing {
-        log::info!("store {}: change listener reconnected", target.shown);
-        *failing = false;
-    }
-    let prefix = format!("{schema} ");
-    loop {
-        if shared.stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let started = Instant::now();
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let last = self.looked.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LOOK_EVERY_US
+            && self
+                .looked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
-            let mut notes = db.client().notifications();
-            let mut iter = notes.timeout_iter(TICK);
-            while let Some(note) = iter.next()? {
-                if let Some(seq) = note
-                    .payload()
-                    .strip_prefix(&prefix)
-                    .and_then(|s| s.parse::<i64>().ok())
-                {
-                    shared.seq.fetch_max(seq, Ordering::AcqRel);
-                }
-            }
+            self.look();
         }
-        if started.elapsed() < TICK / 2 {
-            // The iterator also ends at once when the server hung up: ask,
-            // so a dead connection is an error (and a reconnection).
-            db.batch("SELECT 1")?;
-        }
+        self.feed.seq.load(Ordering::Acquire)
     }
 }

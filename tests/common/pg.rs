@@ -10,7 +10,7 @@
 mod cluster;
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use cluster::{sessions_of, shared};
+pub use cluster::{sessions_of, shared, Cluster};
 
 /// Whether this run puts tokens on PostgreSQL (`SOFTMHSM_TEST_STORE=postgres`).
 pub fn selected() -> bool {
