@@ -105,6 +105,11 @@ impl Pool {
                     j.insert("y".into(), json!(b64url(&point[1 + len..])));
                 }
             }
+            Some(PublicKey::MlDsa { set, key }) => {
+                // The Managed HSM's AKP JWK (API 2026-05-01-preview): alg + pub.
+                j.insert("alg".into(), json!(set.name()));
+                j.insert("pub".into(), json!(b64url(&key)));
+            }
             None => {}
         }
         Value::Object(j)
@@ -172,6 +177,7 @@ pub fn kty(kind: KeyKind) -> &'static str {
         KeyKind::Rsa(_) => "RSA-HSM",
         KeyKind::Ec(_) => "EC-HSM",
         KeyKind::Aes(_) => "oct-HSM",
+        KeyKind::MlDsa(_) => "AKP-HSM",
     }
 }
 
@@ -180,6 +186,7 @@ fn size(kind: KeyKind) -> String {
     match kind {
         KeyKind::Rsa(b) | KeyKind::Aes(b) => b.to_string(),
         KeyKind::Ec(c) => c.jwk_name().to_string(),
+        KeyKind::MlDsa(s) => s.name().to_string(),
     }
 }
 

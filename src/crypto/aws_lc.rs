@@ -7,8 +7,9 @@
 
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
-    spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, Provider, PublicKey, RsaParts,
-    RsaPrivateKey, RsaPublicKey, SecretBytes,
+    spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
+    MlDsaPublicKey, Provider, PublicKey, RsaParts, RsaPrivateKey, RsaPublicKey, SecretBytes,
+    ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
 use aws_lc_rs::{
@@ -28,7 +29,8 @@ use aws_lc_rs::{
     },
     signature::{
         self as sig, EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, KeyPair as _,
-        ParsedPublicKey, RsaKeyPair, RsaParameters, RsaSignatureEncoding,
+        ParsedPublicKey, PqdsaKeyPair, PqdsaSigningAlgorithm, PqdsaVerificationAlgorithm,
+        RsaKeyPair, RsaParameters, RsaSignatureEncoding,
     },
 };
 use cryptoki_sys::*;
@@ -135,6 +137,29 @@ impl Provider for AwsLc {
 
     fn aes(&self, key: &[u8]) -> Result<Arc<dyn AesKey>> {
         Ok(Arc::new(LcAes::new(key)?))
+    }
+
+    fn generate_ml_dsa(&self, _set: MlDsa) -> Result<SecretBytes> {
+        // FIPS 204 Algorithm 1: ξ from the approved DRBG, expanded on use.
+        let mut seed = Zeroizing::new(vec![0u8; ML_DSA_SEED_LEN]);
+        self.random(&mut seed)?;
+        Ok(seed)
+    }
+
+    fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>> {
+        let key = PqdsaKeyPair::from_seed(ml_dsa_signing(set), seed)
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlDsaPrivate { key, set }))
+    }
+
+    fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
+        // ParsedPublicKey also takes an SPKI; only the raw pkEncode crosses the seam.
+        if key.len() != set.public_len() {
+            return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let key = ParsedPublicKey::new(ml_dsa_verification(set), key)
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlDsaPublic { key, set }))
     }
 }
 
@@ -501,6 +526,64 @@ impl EcPublicKey for LcEcPublic {
         let d = import_digest(self.curve.hash(), digest).map_err(because(CKR_SIGNATURE_INVALID))?;
         self.key
             .verify_digest_sig(&d, signature)
+            .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+}
+
+// ---------------------------------------------------------------- ML-DSA
+
+fn ml_dsa_signing(set: MlDsa) -> &'static PqdsaSigningAlgorithm {
+    match set {
+        MlDsa::P44 => &sig::ML_DSA_44_SIGNING,
+        MlDsa::P65 => &sig::ML_DSA_65_SIGNING,
+        MlDsa::P87 => &sig::ML_DSA_87_SIGNING,
+    }
+}
+
+fn ml_dsa_verification(set: MlDsa) -> &'static PqdsaVerificationAlgorithm {
+    match set {
+        MlDsa::P44 => &sig::ML_DSA_44,
+        MlDsa::P65 => &sig::ML_DSA_65,
+        MlDsa::P87 => &sig::ML_DSA_87,
+    }
+}
+
+struct LcMlDsaPrivate {
+    key: PqdsaKeyPair,
+    set: MlDsa,
+}
+
+impl MlDsaPrivateKey for LcMlDsaPrivate {
+    fn public(&self) -> PublicKey {
+        PublicKey::MlDsa {
+            set: self.set,
+            key: self.key.public_key().as_ref().to_vec(),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.set.signature_len()];
+        let len = self
+            .key
+            .sign(message, &mut out)
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+struct LcMlDsaPublic {
+    key: ParsedPublicKey,
+    set: MlDsa,
+}
+
+impl MlDsaPublicKey for LcMlDsaPublic {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        if signature.len() != self.set.signature_len() {
+            return Err(fail(CKR_SIGNATURE_LEN_RANGE));
+        }
+        self.key
+            .verify_sig(message, signature)
             .map_err(because(CKR_SIGNATURE_INVALID))
     }
 }

@@ -123,6 +123,89 @@ impl Curve {
     }
 }
 
+/// The ML-DSA parameter sets (FIPS 204): the `alg` of a Managed HSM `AKP` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MlDsa {
+    /// ML-DSA-44 (`CKP_ML_DSA_44`).
+    #[serde(rename = "ML-DSA-44")]
+    P44,
+    /// ML-DSA-65 (`CKP_ML_DSA_65`).
+    #[serde(rename = "ML-DSA-65")]
+    P65,
+    /// ML-DSA-87 (`CKP_ML_DSA_87`).
+    #[serde(rename = "ML-DSA-87")]
+    P87,
+}
+
+/// Length of the seed ξ an ML-DSA private key is stored as (FIPS 204 Algorithm 6).
+pub const ML_DSA_SEED_LEN: usize = 32;
+
+impl MlDsa {
+    /// Every parameter set.
+    pub const ALL: [MlDsa; 3] = [MlDsa::P44, MlDsa::P65, MlDsa::P87];
+
+    /// The JWA / Managed HSM name (`ML-DSA-65`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MlDsa::P44 => "ML-DSA-44",
+            MlDsa::P65 => "ML-DSA-65",
+            MlDsa::P87 => "ML-DSA-87",
+        }
+    }
+
+    /// The set a JWA name names.
+    pub fn from_name(name: &str) -> Option<MlDsa> {
+        MlDsa::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// `CKA_PARAMETER_SET` (`CKP_ML_DSA_*`, PKCS#11 3.2).
+    pub fn parameter_set(self) -> cryptoki_sys::CK_ULONG {
+        match self {
+            MlDsa::P44 => cryptoki_sys::CKP_ML_DSA_44,
+            MlDsa::P65 => cryptoki_sys::CKP_ML_DSA_65,
+            MlDsa::P87 => cryptoki_sys::CKP_ML_DSA_87,
+        }
+    }
+
+    /// The set a `CKA_PARAMETER_SET` value names.
+    pub fn from_parameter_set(p: cryptoki_sys::CK_ULONG) -> Option<MlDsa> {
+        MlDsa::ALL.into_iter().find(|s| s.parameter_set() == p)
+    }
+
+    /// Public key length in bytes (FIPS 204 Table 2).
+    pub fn public_len(self) -> usize {
+        match self {
+            MlDsa::P44 => 1312,
+            MlDsa::P65 => 1952,
+            MlDsa::P87 => 2592,
+        }
+    }
+
+    /// Signature length in bytes (FIPS 204 Table 2).
+    pub fn signature_len(self) -> usize {
+        match self {
+            MlDsa::P44 => 2420,
+            MlDsa::P65 => 3309,
+            MlDsa::P87 => 4627,
+        }
+    }
+
+    /// DER of its OBJECT IDENTIFIER (id-ml-dsa-44/65/87, 2.16.840.1.101.3.4.3.17–19).
+    pub fn oid_der(self) -> &'static [u8] {
+        match self {
+            MlDsa::P44 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x11,
+            ],
+            MlDsa::P65 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12,
+            ],
+            MlDsa::P87 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x13,
+            ],
+        }
+    }
+}
+
 /// The hash functions the Managed HSM algorithms use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hash {
@@ -189,6 +272,13 @@ pub enum PublicKey {
         /// `04 || x || y`.
         point: Vec<u8>,
     },
+    /// ML-DSA: the parameter set and the encoded public key (FIPS 204 pkEncode).
+    MlDsa {
+        /// The parameter set.
+        set: MlDsa,
+        /// The public key bytes (`CKA_VALUE`, JWK `pub`).
+        key: Vec<u8>,
+    },
 }
 
 impl PublicKey {
@@ -204,6 +294,7 @@ impl PublicKey {
                 }
             }
             PublicKey::Ec { curve, .. } => curve.bits(),
+            PublicKey::MlDsa { key, .. } => key.len() * 8,
         }
     }
 }
@@ -265,6 +356,20 @@ pub trait EcPrivateKey: Send + Sync {
 pub trait EcPublicKey: Send + Sync {
     /// Verify a raw `r || s` ECDSA signature over a precomputed digest.
     fn verify_prehash(&self, digest: &[u8], signature: &[u8]) -> Result<()>;
+}
+
+/// A parsed ML-DSA private key (expanded from its seed once).
+pub trait MlDsaPrivateKey: Send + Sync {
+    /// The matching public key.
+    fn public(&self) -> PublicKey;
+    /// Pure ML-DSA (FIPS 204 Algorithm 2), hedged, with an empty context.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A parsed ML-DSA public key.
+pub trait MlDsaPublicKey: Send + Sync {
+    /// Verify a pure ML-DSA signature with an empty context (FIPS 204 Algorithm 3).
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()>;
 }
 
 /// An AES key (128, 192 or 256 bits) ready for use.
@@ -333,6 +438,12 @@ pub trait Provider: Send + Sync {
     fn ec_public(&self, curve: Curve, point: &[u8]) -> Result<Arc<dyn EcPublicKey>>;
     /// Prepare an AES key (16, 24 or 32 bytes).
     fn aes(&self, key: &[u8]) -> Result<Arc<dyn AesKey>>;
+    /// Generate an ML-DSA key: its seed ξ ([`ML_DSA_SEED_LEN`] bytes), the form it is stored in.
+    fn generate_ml_dsa(&self, set: MlDsa) -> Result<SecretBytes>;
+    /// Expand an ML-DSA private key from its seed (FIPS 204 `ML-DSA.KeyGen_internal`).
+    fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>>;
+    /// Parse an ML-DSA public key (pkEncode bytes).
+    fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>>;
 }
 
 /// One-shot digest through `provider`.

@@ -23,8 +23,8 @@ mod routed_impl {
     use crate::crypto::aws_lc::AwsLc;
     use crate::crypto::rustcrypto::RustCrypto;
     use crate::crypto::{
-        AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, Provider, RsaParts, RsaPrivateKey,
-        RsaPublicKey, SecretBytes,
+        AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
+        MlDsaPublicKey, Provider, RsaParts, RsaPrivateKey, RsaPublicKey, SecretBytes,
     };
     use crate::error::Result;
     use std::sync::Arc;
@@ -102,6 +102,19 @@ mod routed_impl {
             // AES-NI + constant-time GHASH in aws-lc; the aws-lc key hands short-tag
             // GCM decryption and AES-192 key wrap to RustCrypto itself.
             AwsLc.aes(key)
+        }
+
+        fn generate_ml_dsa(&self, set: MlDsa) -> Result<SecretBytes> {
+            // ML-DSA exists only in aws-lc here (the pure-Rust build has none).
+            AwsLc.generate_ml_dsa(set)
+        }
+
+        fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>> {
+            AwsLc.ml_dsa_private(set, seed)
+        }
+
+        fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
+            AwsLc.ml_dsa_public(set, key)
         }
     }
 }

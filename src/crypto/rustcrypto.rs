@@ -183,6 +183,28 @@ impl super::Provider for RustCrypto {
             _ => return Err(fail(CKR_KEY_SIZE_RANGE)),
         })
     }
+
+    // RustCrypto's `ml-dsa` is a release candidate without an audit (README,
+    // "Post-quantum keys"): the pure-Rust build lists no ML-DSA mechanism.
+    fn generate_ml_dsa(&self, _set: super::MlDsa) -> Result<SecretBytes> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_dsa_private(
+        &self,
+        _set: super::MlDsa,
+        _seed: &[u8],
+    ) -> Result<Arc<dyn super::MlDsaPrivateKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_dsa_public(
+        &self,
+        _set: super::MlDsa,
+        _key: &[u8],
+    ) -> Result<Arc<dyn super::MlDsaPublicKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
 }
 
 fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<SecretBytes> {

@@ -54,14 +54,14 @@ fn ec_pkcs8(curve: Curve) -> SecretBytes {
 fn rsa_public_of(p: &dyn Provider, private: &dyn RsaPrivateKey) -> Arc<dyn RsaPublicKey> {
     match private.public() {
         PublicKey::Rsa { n, e } => p.rsa_public(&n, &e).expect("rsa public"),
-        PublicKey::Ec { .. } => panic!("not an RSA key"),
+        PublicKey::Ec { .. } | PublicKey::MlDsa { .. } => panic!("not an RSA key"),
     }
 }
 
 fn ec_public_of(p: &dyn Provider, private: &dyn EcPrivateKey) -> Arc<dyn EcPublicKey> {
     match private.public() {
         PublicKey::Ec { curve, point } => p.ec_public(curve, &point).expect("ec public"),
-        PublicKey::Rsa { .. } => panic!("not an EC key"),
+        PublicKey::Rsa { .. } | PublicKey::MlDsa { .. } => panic!("not an EC key"),
     }
 }
 
@@ -280,7 +280,7 @@ fn rsa_keygen_honours_size_and_exponent() {
             assert_eq!(e, [1, 0, 1]);
             assert_eq!(n.len(), 256);
         }
-        PublicKey::Ec { .. } => unreachable!(),
+        PublicKey::Ec { .. } | PublicKey::MlDsa { .. } => unreachable!(),
     }
     for p in providers() {
         assert_eq!(rv(p.generate_rsa(1024)), CKR_KEY_SIZE_RANGE);
@@ -405,7 +405,7 @@ fn spki_of_rsa_and_ec_keys_parse_back() {
             assert_eq!(&parsed.n().to_bytes_be(), n);
             assert_eq!(&parsed.e().to_bytes_be(), e);
         }
-        PublicKey::Ec { .. } => unreachable!(),
+        PublicKey::Ec { .. } | PublicKey::MlDsa { .. } => unreachable!(),
     }
     let ec = provider()
         .ec_private(Curve::P384, &ec_pkcs8(Curve::P384))

@@ -90,6 +90,11 @@ const KEY_ATTRS: &[(CK_ATTRIBUTE_TYPE, u8, Access)] = &[
     (CKA_EC_PARAMS, PRIV | PUB, AtCreate),
     (CKA_EC_POINT, PRIV | PUB, AtCreate),
     (CKA_VALUE, PRIV | SECRET, Sensitive),
+    // PKCS#11 3.2 §6.67.2: an ML-DSA public key's value is its encoded key.
+    (CKA_VALUE, PUB, ReadOnly),
+    (CKA_PARAMETER_SET, PRIV | PUB, AtCreate),
+    // The ML-DSA private key's seed: as sensitive as CKA_VALUE.
+    (CKA_SEED, PRIV, Sensitive),
     (CKA_VALUE_LEN, SECRET, AtCreate),
     (CKA_SOFTMHSM_NAME, KEYS, ReadOnly),
     (CKA_SOFTMHSM_VERSION, KEYS, ReadOnly),
@@ -312,6 +317,14 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
         },
         CKA_EC_POINT => match public() {
             Some(crate::crypto::PublicKey::Ec { point, .. }) => Value(spki::ec_point_der(&point)),
+            _ => Invalid,
+        },
+        CKA_VALUE => match public() {
+            Some(crate::crypto::PublicKey::MlDsa { key, .. }) => Value(key),
+            _ => Invalid,
+        },
+        CKA_PARAMETER_SET => match k.kind {
+            KeyKind::MlDsa(set) => Value(ulong_bytes(set.parameter_set())),
             _ => Invalid,
         },
         CKA_VALUE_LEN => match k.kind {
@@ -839,6 +852,13 @@ fn requested_kind(
         CKM_EC_KEY_PAIR_GEN => {
             let params = either(CKA_EC_PARAMS).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
             Ok(KeyKind::Ec(rules::curve_from_params(params)?))
+        }
+        CKM_ML_DSA_KEY_PAIR_GEN => {
+            // PKCS#11 3.2 §6.67.3: the parameter set is on the public template.
+            let set = either(CKA_PARAMETER_SET).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+            crate::crypto::MlDsa::from_parameter_set(decode_ulong(set)?)
+                .map(KeyKind::MlDsa)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))
         }
         CKM_AES_KEY_GEN => {
             let len = private

@@ -91,7 +91,7 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
         KeyKind::Rsa(bits) | KeyKind::Aes(bits) => {
             s.insert("key_size".into(), json!(bits));
         }
-        KeyKind::Ec(_) => {}
+        KeyKind::Ec(_) | KeyKind::MlDsa(_) => {}
     }
     match k.public.as_ref().and_then(|p| p.to_public(k.kind).ok()) {
         Some(PublicKey::Rsa { n, e }) => {
@@ -105,6 +105,10 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
                 s.insert("x".into(), json!(b64url(&point[1..1 + len])));
                 s.insert("y".into(), json!(b64url(&point[1 + len..])));
             }
+        }
+        Some(PublicKey::MlDsa { set, key }) => {
+            s.insert("alg".into(), json!(set.name()));
+            s.insert("pub".into(), json!(b64url(&key)));
         }
         None => {}
     }
@@ -285,6 +289,7 @@ fn kty(kind: KeyKind) -> &'static str {
         KeyKind::Rsa(_) => "RSA-HSM",
         KeyKind::Ec(_) => "EC-HSM",
         KeyKind::Aes(_) => "oct-HSM",
+        KeyKind::MlDsa(_) => "AKP-HSM",
     }
 }
 

@@ -408,7 +408,7 @@ impl Session {
         let key = match (k.kind.is_pair(), part, public_side) {
             (true, Part::Public, true) => match e.public_key()? {
                 super::objects::ParsedPublic::Rsa(r) => CipherKey::RsaPublic(r),
-                super::objects::ParsedPublic::Ec(..) => {
+                super::objects::ParsedPublic::Ec(..) | super::objects::ParsedPublic::MlDsa(..) => {
                     return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
                 }
             },
@@ -422,7 +422,9 @@ impl Session {
                 match e.private_key(master.as_deref(), &label)? {
                     ParsedKey::Rsa(r) => CipherKey::RsaPrivate(r),
                     ParsedKey::Aes(a) => CipherKey::Aes(a),
-                    ParsedKey::Ec(..) => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                    ParsedKey::Ec(..) | ParsedKey::MlDsa(..) => {
+                        return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+                    }
                 }
             }
         };
@@ -590,6 +592,7 @@ impl Session {
         let parsed = match &public {
             crypto::PublicKey::Rsa { n, e } => p.rsa_public(n, e).map(|_| ()),
             crypto::PublicKey::Ec { curve, point } => p.ec_public(*curve, point).map(|_| ()),
+            crypto::PublicKey::MlDsa { set, key } => p.ml_dsa_public(*set, key).map(|_| ()),
         };
         parsed.map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
         if policy::is_private(&req.record, Part::Public)

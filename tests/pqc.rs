@@ -1,0 +1,246 @@
+//! Post-quantum keys through the C ABI (PKCS#11 3.2, issue 17): ML-DSA
+//! key pairs of every parameter set, their signatures verified by Python
+//! `cryptography` (≥ 47, OpenSSL 3.5's ML-DSA), and the Managed HSM rules on
+//! them.
+
+mod common;
+
+use common::*;
+use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, MlDsaParameterSetType};
+use cryptoki_sys::*;
+use std::env;
+use std::process::Command;
+
+const MSG: &[u8] = b"softmhsm signs what the Managed HSM would sign, after quantum computers";
+
+/// The three ML-DSA parameter sets: `CKP_*`, the Python class suffix, the
+/// public key and signature lengths (FIPS 204 Table 2).
+const SETS: [(MlDsaParameterSetType, &str, usize, usize); 3] = [
+    (MlDsaParameterSetType::ML_DSA_44, "44", 1312, 2420),
+    (MlDsaParameterSetType::ML_DSA_65, "65", 1952, 3309),
+    (MlDsaParameterSetType::ML_DSA_87, "87", 2592, 4627),
+];
+
+/// Whether Python `cryptography` with ML-DSA is there; like `tool`, a
+/// missing one is a failure under `SOFTMHSM_REQUIRE_TOOLS`, else a skip.
+fn python_has_mldsa() -> bool {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return true;
+    }
+    let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "python3 with cryptography >= 47 (ML-DSA, ML-KEM) is not installed, and {REQUIRE_TOOLS_ENV} is set"
+    );
+    println!("SKIPPED: python3 with cryptography >= 47 is not installed");
+    false
+}
+
+/// Python's verdict on an ML-DSA signature: "ok" or "invalid".
+fn python_verify(
+    set: &str,
+    public: &[u8],
+    msg: &[u8],
+    sig: &[u8],
+    context: Option<&[u8]>,
+) -> String {
+    let script = "import sys\n\
+        from cryptography.hazmat.primitives.asymmetric import mldsa\n\
+        from cryptography.exceptions import InvalidSignature\n\
+        cls = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PublicKey')\n\
+        k = cls.from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
+        ctx = bytes.fromhex(sys.argv[5]) if len(sys.argv) > 5 else None\n\
+        try:\n    k.verify(bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[3]), ctx); print('ok')\n\
+        except InvalidSignature:\n    print('invalid')\n";
+    let mut args = vec![
+        "-c".to_string(),
+        script.into(),
+        set.into(),
+        hex(public),
+        hex(msg),
+        hex(sig),
+    ];
+    if let Some(c) = context {
+        args.push(hex(c));
+    }
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    run_cmd("python3", &args).trim().to_string()
+}
+
+fn ml_dsa_pair(t: &Token, set: MlDsaParameterSetType, label: &str, sign: bool) -> Pair {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::ParameterSet(set.into()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Sign(sign),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let (public, private) = ok(
+        t.session
+            .generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private),
+        &format!("C_GenerateKeyPair(CKM_ML_DSA_KEY_PAIR_GEN, {set})"),
+    );
+    Pair { public, private }
+}
+
+/// `CKM_ML_DSA` without parameter: pure, hedged, empty context.
+fn pure() -> Mechanism<'static> {
+    Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, None))
+}
+
+p11_test! {
+    fn ml_dsa_key_pairs_of_every_set_sign_what_python_verifies() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, pk_len, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("mldsa{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE of the public key");
+            assert_eq!(public.len(), pk_len, "ML-DSA-{name} public key length");
+            for (half, what) in [(k.public, "public"), (k.private, "private")] {
+                assert_eq!(t.attr_ulong(half, CKA_PARAMETER_SET, what), *set.as_ref(), "ML-DSA-{name} {what} CKA_PARAMETER_SET");
+                assert_eq!(t.attr_ulong(half, CKA_KEY_TYPE, what), CKK_ML_DSA, "ML-DSA-{name} {what} CKA_KEY_TYPE");
+                assert_eq!(t.attr_ulong(half, CKA_KEY_GEN_MECHANISM, what), CKM_ML_DSA_KEY_PAIR_GEN);
+            }
+            let sig = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign(CKM_ML_DSA)");
+            assert_eq!(sig.len(), sig_len, "ML-DSA-{name} signature length");
+            assert_eq!(python_verify(name, &public, MSG, &sig, None), "ok", "ML-DSA-{name} by Python cryptography");
+            assert_eq!(python_verify(name, &public, b"another message", &sig, None), "invalid", "Python refuses another message");
+            ok(t.session.verify(&pure(), k.public, MSG, &sig), "C_Verify(CKM_ML_DSA)");
+        }
+    }
+}
+
+p11_test! {
+    fn ml_dsa_private_key_is_never_revealed() {
+        softmhsm_only!("Managed HSM keys never leave the HSM");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "secret", true);
+        assert_eq!(t.try_attr(k.private, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE), "private CKA_VALUE");
+        assert_eq!(t.try_attr(k.private, CKA_SEED), Err(CKR_ATTRIBUTE_SENSITIVE), "private CKA_SEED");
+        assert!(!t.attr_bool(k.private, CKA_EXTRACTABLE, "CKA_EXTRACTABLE"));
+        assert!(t.attr_bool(k.private, CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE"));
+        // CKA_PUBLIC_KEY_INFO: the SPKI of RFC 9881 (OID 2.16.840.1.101.3.4.3.18, no parameters).
+        let spki = t.attr(k.public, CKA_PUBLIC_KEY_INFO, "CKA_PUBLIC_KEY_INFO");
+        let value = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+        let oid = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12];
+        assert_eq!(&spki[4..6], &[0x30, 0x0b], "AlgorithmIdentifier without parameters");
+        assert_eq!(&spki[6..17], &oid, "id-ml-dsa-65");
+        assert!(spki.ends_with(&value), "the SPKI's BIT STRING holds CKA_VALUE");
+    }
+}
+
+p11_test! {
+    fn hedged_signatures_differ_and_both_verify() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "hedged", true);
+        let required = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, None));
+        let a = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign(hedge preferred)");
+        let b = ok(t.session.sign(&required, k.private, MSG), "C_Sign(hedge required)");
+        assert_ne!(a, b, "hedged ML-DSA draws fresh randomness per signature");
+        ok(t.session.verify(&pure(), k.public, MSG, &a), "C_Verify(a)");
+        ok(t.session.verify(&required, k.public, MSG, &b), "C_Verify(b)");
+    }
+}
+
+p11_test! {
+    fn tampered_or_short_signature_is_refused() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "tamper", true);
+        let sig = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign");
+        let mut bad = sig.clone();
+        bad[100] ^= 1;
+        assert_rv(t.session.verify(&pure(), k.public, MSG, &bad), CKR_SIGNATURE_INVALID, "one flipped bit");
+        assert_rv(t.session.verify(&pure(), k.public, b"other", &sig), CKR_SIGNATURE_INVALID, "another message");
+        assert_rv(t.session.verify(&pure(), k.public, MSG, &sig[1..]), CKR_SIGNATURE_LEN_RANGE, "one byte short");
+    }
+}
+
+p11_test! {
+    fn multi_part_signature_is_the_single_part_one() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_87, "parts", true);
+        ok(t.session.sign_init(&pure(), k.private), "C_SignInit");
+        ok(t.session.sign_update(&MSG[..10]), "C_SignUpdate");
+        ok(t.session.sign_update(&MSG[10..]), "C_SignUpdate");
+        let sig = ok(t.session.sign_final(), "C_SignFinal");
+        ok(t.session.verify(&pure(), k.public, MSG, &sig), "C_Verify of the parts' signature");
+    }
+}
+
+p11_test! {
+    fn deterministic_signing_and_contexts_are_refused_not_ignored() {
+        softmhsm_only!("aws-lc-rs 1.19 signs hedged with an empty context only");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "ctx", true);
+        let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
+        assert_rv(t.session.sign(&det, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "deterministic");
+        let ctx = [7u8; 16];
+        let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&ctx)));
+        assert_rv(t.session.sign(&with_ctx, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a context");
+        let long = [7u8; 256];
+        let too_long = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&long)));
+        assert_rv(t.session.sign(&too_long, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
+        let empty = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&[])));
+        ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
+    }
+}
+
+p11_test! {
+    fn key_ops_decide_what_an_ml_dsa_key_does() {
+        softmhsm_only!("the Managed HSM key_ops rule");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "verify-only", false);
+        assert!(!t.attr_bool(k.private, CKA_SIGN, "CKA_SIGN"));
+        assert_rv(t.session.sign(&pure(), k.private, MSG), CKR_KEY_FUNCTION_NOT_PERMITTED, "sign without the sign op");
+        // An AKP key signs and verifies only: no other mechanism takes it.
+        assert_rv(t.session.encrypt(&Mechanism::RsaPkcs, k.public, MSG), CKR_KEY_TYPE_INCONSISTENT, "RSA encryption with an ML-DSA key");
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, k.private, &[0; 32]), CKR_KEY_TYPE_INCONSISTENT, "ECDSA with an ML-DSA key");
+        let ec = t.keypair(Kp::Ec(CURVES[0].oid), "ec");
+        assert_rv(t.session.sign(&pure(), ec.private, MSG), CKR_KEY_TYPE_INCONSISTENT, "ML-DSA with an EC key");
+    }
+}
+
+p11_test! {
+    fn parameter_set_is_required_and_checked() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let private = [Attribute::Token(true), Attribute::Sign(true)];
+        let none = [Attribute::Token(true), Attribute::Verify(true)];
+        assert_rv(t.session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &none, &private), CKR_TEMPLATE_INCOMPLETE, "no CKA_PARAMETER_SET");
+        let bad = [Attribute::Token(true), Attribute::ParameterSet(cryptoki::object::MlKemParameterSetType::ML_KEM_512.into()), Attribute::KeyType(KeyType::EC)];
+        assert_rv(t.session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &bad, &private), CKR_TEMPLATE_INCONSISTENT, "CKK_EC on an ML-DSA template");
+    }
+}
+
+p11_test! {
+    fn mechanism_info_lists_ml_dsa() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let list = ok(t.pkcs11.get_mechanism_list(t.slot), "C_GetMechanismList");
+        let types: Vec<CK_MECHANISM_TYPE> = list.iter().map(|m| CK_MECHANISM_TYPE::from(*m)).collect();
+        assert!(types.contains(&CKM_ML_DSA_KEY_PAIR_GEN) && types.contains(&CKM_ML_DSA), "{types:?}");
+        let info = ok(t.pkcs11.get_mechanism_info(t.slot, cryptoki::mechanism::MechanismType::ML_DSA), "C_GetMechanismInfo");
+        assert!(info.sign() && info.verify() && !info.encrypt(), "{info:?}");
+    }
+}
