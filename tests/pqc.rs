@@ -244,3 +244,140 @@ p11_test! {
         assert!(info.sign() && info.verify() && !info.encrypt(), "{info:?}");
     }
 }
+
+// ------------------------------------------------------------------ the CLI
+
+fn b64url_decode(v: &serde_json::Value) -> Vec<u8> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(v.as_str().expect("a base64url string")).expect("base64url")
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::encode_string(b)
+}
+
+p11_test! {
+    fn cli_akp_key_lives_as_every_managed_hsm_key_does() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let created = json(&["key", "create", "--name", "pq", "--kty", "AKP", "--alg", "ML-DSA-65"]);
+        let shown = json(&["key", "show", "--name", "pq"]);
+        assert_eq!(shown["key"]["kty"], "AKP-HSM", "{shown}");
+        assert_eq!(shown["key"]["alg"], "ML-DSA-65", "{shown}");
+        assert_eq!(shown["key"]["key_ops"], serde_json::json!(["sign", "verify"]), "{shown}");
+        assert_eq!(created["key"]["pub"], shown["key"]["pub"]);
+        let public = b64url_decode(&shown["key"]["pub"]);
+        assert_eq!(public.len(), 1952, "ML-DSA-65 public key");
+
+        // sign: the message itself (--value); Python verifies; verify agrees.
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG)]);
+        let sig_bytes = b64url_decode(&sig["value"]);
+        assert_eq!(python_verify("65", &public, MSG, &sig_bytes, None), "ok", "the CLI's signature by Python");
+        let sig_b64 = sig["value"].as_str().unwrap().to_string();
+        let verified = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--signature", &sig_b64]);
+        assert_eq!(verified["value"], true);
+        let other = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(b"other"), "--signature", &sig_b64]);
+        assert_eq!(other["value"], false);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-44", "--value", "AA"], 1, "ML-DSA-44 does not fit this key");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32])], 1, "ES256 does not fit this key");
+        refused(&["key", "encrypt", "--name", "pq", "--algorithm", "RSA-OAEP-256", "--value", "AA"], 1, "RSA-OAEP-256 does not fit this key");
+        refused(&["key", "create", "--name", "x", "--kty", "AKP", "--alg", "ML-DSA-66"], 2, "unknown --alg 'ML-DSA-66'");
+        refused(&["key", "create", "--name", "x", "--kty", "AKP", "--ops", "encrypt"], 1, "operations not possible for this key type: encrypt");
+
+        // download: an SPKI PEM Python (OpenSSL 3.5) reads as this key.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("pq.pem");
+        json(&["key", "download", "--name", "pq", "--file", pem.to_str().unwrap()]);
+        let script = "import sys\nfrom cryptography.hazmat.primitives.serialization import load_pem_public_key\n\
+            k = load_pem_public_key(open(sys.argv[1], 'rb').read())\nprint(type(k).__name__, k.public_bytes_raw().hex())\n";
+        let out = run_cmd("python3", &["-c".into(), script.into(), pem.clone().into_os_string()]);
+        assert_eq!(out.trim(), format!("MLDSA65PublicKey {}", hex(&public)), "key download's PEM");
+
+        // rotation, soft-delete, recovery, backup and restore keep the key usable.
+        let rotated = json(&["key", "rotate", "--name", "pq"]);
+        assert_eq!(rotated["key"]["alg"], "ML-DSA-65");
+        assert_ne!(rotated["key"]["pub"], shown["key"]["pub"], "a new version is a new key");
+        let backup = dir.path().join("pq.bak");
+        json(&["key", "backup", "--name", "pq", "--file", backup.to_str().unwrap()]);
+        json(&["key", "delete", "--name", "pq"]);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", "AA"], 1, "unknown key 'pq'");
+        json(&["key", "recover", "--name", "pq"]);
+        json(&["key", "delete", "--name", "pq"]);
+        json(&["key", "purge", "--name", "pq"]);
+        json(&["key", "restore", "--file", backup.to_str().unwrap()]);
+        let restored = json(&["key", "show", "--name", "pq"]);
+        assert_eq!(restored["key"]["pub"], rotated["key"]["pub"], "the restored current version");
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG)]);
+        let public = b64url_decode(&restored["key"]["pub"]);
+        assert_eq!(python_verify("65", &public, MSG, &b64url_decode(&sig["value"]), None), "ok", "the restored key signs");
+
+        // audit: the service's operation names with the algorithm.
+        let audit = cli(&["audit"]).stdout;
+        assert!(audit.lines().any(|l| l.contains("\"operationName\":\"KeySign\"") && l.contains("\"algorithm\":\"ML-DSA-65\"") && l.contains("Success")), "{audit}");
+    }
+}
+
+// ------------------------------------------------------------ keygen from seed
+
+/// FIPS 204 `ML-DSA.KeyGen_internal(ξ)` is deterministic: the provider's key
+/// from a seed is the one OpenSSL 3.5 (through Python `cryptography`) derives
+/// from the same seed, and each verifies the other's signatures.
+#[test]
+fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
+    if !python_has_mldsa() {
+        return;
+    }
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa, PublicKey};
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            k = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PrivateKey').from_seed_bytes(bytes.fromhex(sys.argv[2]))\n\
+            print(k.public_key().public_bytes_raw().hex(), k.sign(bytes.fromhex(sys.argv[3])).hex())\n";
+        for (set, name) in [(MlDsa::P44, "44"), (MlDsa::P65, "65"), (MlDsa::P87, "87")] {
+            let seed: Vec<u8> = (0..32u8)
+                .map(|i| i.wrapping_mul(37).wrapping_add(set.public_len() as u8))
+                .collect();
+            let out = run_cmd(
+                "python3",
+                &[
+                    "-c".into(),
+                    script.into(),
+                    name.into(),
+                    hex(&seed).into(),
+                    hex(MSG).into(),
+                ],
+            );
+            let (py_public, py_sig) = out.trim().split_once(' ').expect("two hex strings");
+            let key = provider()
+                .ml_dsa_private(set, &seed)
+                .expect("key from seed");
+            let PublicKey::MlDsa { key: public, .. } = key.public() else {
+                unreachable!()
+            };
+            assert_eq!(
+                hex(&public),
+                py_public,
+                "ML-DSA-{name} public key from the same seed"
+            );
+            let verifier = provider().ml_dsa_public(set, &public).expect("public key");
+            let py_sig: Vec<u8> = (0..py_sig.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&py_sig[i..i + 2], 16).unwrap())
+                .collect();
+            verifier
+                .verify(MSG, &py_sig)
+                .expect("OpenSSL's signature verifies");
+            let sig = key.sign(MSG).expect("sign");
+            assert_eq!(
+                python_verify(name, &public, MSG, &sig, None),
+                "ok",
+                "ML-DSA-{name} by Python"
+            );
+        }
+    }
+}
