@@ -381,3 +381,344 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
         }
     }
 }
+
+// ------------------------------------------------------------------- ML-KEM
+
+/// The module's PKCS#11 3.2 function list: `cryptoki` 0.12 takes
+/// `C_GetInterface`'s default table, which is softmhsm's 3.0 one (the most
+/// widely understood), so the 3.2 functions are called through this one.
+fn list_3_2(t: &Token) -> &'static CK_FUNCTION_LIST_3_2 {
+    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+    let mut version = CK_VERSION { major: 3, minor: 2 };
+    let name = b"PKCS 11\0";
+    // SAFETY: the name is NUL-terminated, the version and out-pointer are valid.
+    let rv = unsafe {
+        t.raw
+            .lib()
+            .C_GetInterface(name.as_ptr() as *mut _, &mut version, &mut iface, 0)
+    };
+    check(rv, CKR_OK, "C_GetInterface(PKCS 11, 3.2)");
+    // SAFETY: C_GetInterface succeeded: `iface` points to a static CK_INTERFACE
+    // whose pFunctionList is the module's static 3.2 table.
+    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
+}
+
+fn ml_kem_pair(t: &Token, set: cryptoki::object::MlKemParameterSetType) -> Pair {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Encapsulate(true),
+        Attribute::ParameterSet(set.into()),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Decapsulate(true),
+    ];
+    let (public, private) = ok(
+        t.session
+            .generate_key_pair(&Mechanism::MlKemKeyPairGen, &public, &private),
+        &format!("C_GenerateKeyPair(CKM_ML_KEM_KEY_PAIR_GEN, {set})"),
+    );
+    Pair { public, private }
+}
+
+/// The template of the AES key a KEM call makes (AES-256 unless `len` says).
+fn aes_template(len: Option<CK_ULONG>) -> Vec<CK_ATTRIBUTE> {
+    static CLASS: CK_OBJECT_CLASS = CKO_SECRET_KEY;
+    static KEY_TYPE: CK_KEY_TYPE = CKK_AES;
+    static TRUE: CK_BBOOL = CK_TRUE;
+    let attr = |type_, p: *const std::ffi::c_void, n: usize| CK_ATTRIBUTE {
+        type_,
+        pValue: p as *mut _,
+        ulValueLen: n as CK_ULONG,
+    };
+    let mut t = vec![
+        attr(
+            CKA_CLASS,
+            &CLASS as *const _ as *const _,
+            std::mem::size_of::<CK_OBJECT_CLASS>(),
+        ),
+        attr(
+            CKA_KEY_TYPE,
+            &KEY_TYPE as *const _ as *const _,
+            std::mem::size_of::<CK_KEY_TYPE>(),
+        ),
+        attr(CKA_ENCRYPT, &TRUE as *const _ as *const _, 1),
+        attr(CKA_DECRYPT, &TRUE as *const _ as *const _, 1),
+    ];
+    if let Some(n) = len {
+        let n: &'static CK_ULONG = Box::leak(Box::new(n));
+        t.push(attr(
+            CKA_VALUE_LEN,
+            n as *const _ as *const _,
+            std::mem::size_of::<CK_ULONG>(),
+        ));
+    }
+    t
+}
+
+fn kem_mechanism() -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: CKM_ML_KEM,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// C_DecapsulateKey through the 3.2 table.
+fn decapsulate(
+    t: &Token,
+    private: cryptoki::object::ObjectHandle,
+    ct: &[u8],
+    len: Option<CK_ULONG>,
+) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+    let f = list_3_2(t)
+        .C_DecapsulateKey
+        .expect("C_DecapsulateKey in the 3.2 table");
+    let mut m = kem_mechanism();
+    let mut tmpl = aes_template(len);
+    let mut h = 0;
+    // SAFETY: every pointer is valid for the lengths given.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            private.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            ct.as_ptr() as *mut _,
+            ct.len() as CK_ULONG,
+            &mut h,
+        )
+    };
+    if rv == CKR_OK {
+        Ok(h)
+    } else {
+        Err(rv)
+    }
+}
+
+/// C_EncapsulateKey through the 3.2 table (length query first, as the spec's convention).
+fn encapsulate(
+    t: &Token,
+    public: cryptoki::object::ObjectHandle,
+) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
+    let f = list_3_2(t)
+        .C_EncapsulateKey
+        .expect("C_EncapsulateKey in the 3.2 table");
+    let mut m = kem_mechanism();
+    let mut tmpl = aes_template(None);
+    let (mut n, mut h) = (0, 0);
+    // SAFETY: every pointer is valid; NULL pCiphertext asks the length.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            public.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &mut n,
+            &mut h,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    assert_eq!(h, 0, "a length query makes no key");
+    let mut ct = vec![0u8; n as usize];
+    // SAFETY: `ct` holds `n` writable bytes.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            public.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            ct.as_mut_ptr(),
+            &mut n,
+            &mut h,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    ct.truncate(n as usize);
+    Ok((ct, h))
+}
+
+/// AES-256-GCM (128-bit tag, no AAD) with a raw key handle, through the raw
+/// function list (`cryptoki` makes no `ObjectHandle` from a raw handle).
+fn gcm(
+    t: &Token,
+    encrypt: bool,
+    key: CK_OBJECT_HANDLE,
+    iv: &[u8],
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut params = CK_GCM_PARAMS {
+        pIv: iv.as_ptr() as *mut _,
+        ulIvLen: iv.len() as CK_ULONG,
+        ulIvBits: 96,
+        pAAD: std::ptr::null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: &mut params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    let f = list_3_2(t);
+    let mut out = vec![0u8; data.len() + 16];
+    let mut n = out.len() as CK_ULONG;
+    // SAFETY: every pointer is valid for the lengths given.
+    let rv = unsafe {
+        if encrypt {
+            let rv = f.C_EncryptInit.unwrap()(t.h(), &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            f.C_Encrypt.unwrap()(
+                t.h(),
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            )
+        } else {
+            let rv = f.C_DecryptInit.unwrap()(t.h(), &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            f.C_Decrypt.unwrap()(
+                t.h(),
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            )
+        }
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    out.truncate(n as usize);
+    Ok(out)
+}
+
+/// A CK_ULONG attribute of a raw handle.
+fn raw_ulong(t: &Token, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> Result<CK_ULONG, CK_RV> {
+    t.raw
+        .attr(t.h(), o, ty)
+        .map(|v| CK_ULONG::from_ne_bytes(v.try_into().expect("a CK_ULONG")))
+}
+
+p11_test! {
+    fn python_encapsulates_and_the_token_decapsulates_the_same_aes_key() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, ct_len) in [(cryptoki::object::MlKemParameterSetType::ML_KEM_768, "768", 1088), (cryptoki::object::MlKemParameterSetType::ML_KEM_1024, "1024", 1568)] {
+            let k = ml_kem_pair(&t, set);
+            let ek = t.attr(k.public, CKA_VALUE, "the encapsulation key");
+            // Python: encapsulate to the token's key, AES-256-GCM-encrypt with the shared secret.
+            let script = "import sys, os\n\
+                from cryptography.hazmat.primitives.asymmetric import mlkem\n\
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM\n\
+                pk = getattr(mlkem, 'MLKEM' + sys.argv[1] + 'PublicKey').from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
+                ss, ct = pk.encapsulate()\n\
+                iv = os.urandom(12)\n\
+                print(ct.hex(), iv.hex(), AESGCM(ss).encrypt(iv, bytes.fromhex(sys.argv[3]), None).hex())\n";
+            let out = run_cmd("python3", &["-c".into(), script.into(), name.into(), hex(&ek).into(), hex(MSG).into()]);
+            let parts: Vec<Vec<u8>> = out.split_whitespace().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect();
+            let (ct, iv, sealed) = (&parts[0], &parts[1], &parts[2]);
+            assert_eq!(ct.len(), ct_len, "ML-KEM-{name} ciphertext");
+            let aes = decapsulate(&t, k.private, ct, None).unwrap_or_else(|rv| panic!("C_DecapsulateKey: {}", rv_name(rv)));
+            assert_eq!(raw_ulong(&t, aes, CKA_VALUE_LEN), Ok(32), "AES-256 by default");
+            let plain = gcm(&t, false, aes, iv, sealed).unwrap_or_else(|rv| panic!("C_Decrypt of Python's AES-GCM: {}", rv_name(rv)));
+            assert_eq!(plain, MSG, "ML-KEM-{name}: the same shared secret");
+            // A tampered ciphertext decapsulates (implicit rejection) to another key.
+            let mut bad = ct.clone();
+            bad[5] ^= 1;
+            let other = decapsulate(&t, k.private, &bad, None).expect("implicit rejection");
+            assert_eq!(gcm(&t, false, other, iv, sealed), Err(CKR_ENCRYPTED_DATA_INVALID), "the key of a tampered ciphertext");
+            assert_eq!(decapsulate(&t, k.private, &ct[1..], None), Err(CKR_ENCRYPTED_DATA_LEN_RANGE), "a short ciphertext");
+        }
+    }
+}
+
+p11_test! {
+    fn the_token_encapsulates_to_its_own_key_and_decapsulates_the_same_secret() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        for (set, ek_len) in [(cryptoki::object::MlKemParameterSetType::ML_KEM_512, 800), (cryptoki::object::MlKemParameterSetType::ML_KEM_768, 1184), (cryptoki::object::MlKemParameterSetType::ML_KEM_1024, 1568)] {
+            let k = ml_kem_pair(&t, set);
+            assert_eq!(t.attr(k.public, CKA_VALUE, "CKA_VALUE").len(), ek_len, "{set} encapsulation key");
+            assert_eq!(t.attr_ulong(k.private, CKA_KEY_TYPE, "key type"), CKK_ML_KEM);
+            assert!(t.attr_bool(k.public, CKA_ENCAPSULATE, "CKA_ENCAPSULATE") && t.attr_bool(k.private, CKA_DECAPSULATE, "CKA_DECAPSULATE"));
+            let before = t.count_all();
+            let (ct, sender) = encapsulate(&t, k.public).unwrap_or_else(|rv| panic!("C_EncapsulateKey: {}", rv_name(rv)));
+            assert_eq!(t.count_all(), before + 1, "one key made, none by the length query");
+            let receiver = decapsulate(&t, k.private, &ct, Some(16)).expect("C_DecapsulateKey");
+            assert_eq!(raw_ulong(&t, receiver, CKA_VALUE_LEN), Ok(16), "the template's length");
+            let full = decapsulate(&t, k.private, &ct, None).expect("C_DecapsulateKey");
+            let iv = [3u8; 12];
+            let sealed = gcm(&t, true, sender, &iv, MSG).expect("C_Encrypt with the encapsulated key");
+            assert_eq!(gcm(&t, false, full, &iv, &sealed), Ok(MSG.to_vec()), "{set}: decrypted with the decapsulated key");
+            assert_eq!(gcm(&t, false, receiver, &iv, &sealed), Err(CKR_ENCRYPTED_DATA_INVALID), "AES-128 from the secret's first 16 bytes is another key");
+            assert_eq!(t.raw.attr(t.h(), receiver, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE), "the secret stays inside");
+        }
+    }
+}
+
+p11_test! {
+    fn kem_calls_refuse_the_wrong_key_and_template() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_768);
+        let (ct, _) = encapsulate(&t, k.public).expect("C_EncapsulateKey");
+        assert_eq!(decapsulate(&t, k.public, &ct, None), Err(CKR_KEY_TYPE_INCONSISTENT), "decapsulate with the public key");
+        assert_eq!(encapsulate(&t, k.private).map(|_| ()), Err(CKR_KEY_TYPE_INCONSISTENT), "encapsulate with the private key");
+        let dsa = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "dsa", true);
+        assert_eq!(encapsulate(&t, dsa.public).map(|_| ()), Err(CKR_KEY_TYPE_INCONSISTENT), "an ML-DSA key");
+        assert_eq!(decapsulate(&t, k.private, &ct, Some(20)), Err(CKR_ATTRIBUTE_VALUE_INVALID), "a 20-byte AES key");
+        assert_rv(t.session.sign(&pure(), k.private, MSG), CKR_KEY_TYPE_INCONSISTENT, "ML-DSA with an ML-KEM key");
+    }
+}
+
+p11_test! {
+    fn kem_entry_points_check_their_pointers_and_lengths() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_512);
+        let f = list_3_2(&t);
+        let (enc, dec) = (f.C_EncapsulateKey.unwrap(), f.C_DecapsulateKey.unwrap());
+        let mut m = kem_mechanism();
+        let mut tmpl = aes_template(None);
+        let n_tmpl = tmpl.len() as CK_ULONG;
+        let (mut n, mut h) = (0 as CK_ULONG, 0);
+        let mut ct = vec![0u8; 768];
+        let before = t.count_all();
+        // SAFETY (every call): the pointers are valid or deliberately NULL.
+        unsafe {
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), std::ptr::null_mut(), &mut h), CKR_ARGUMENTS_BAD, "NULL pulCiphertextLen");
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), &mut n, std::ptr::null_mut()), CKR_ARGUMENTS_BAD, "NULL phKey");
+            check(enc(t.h(), std::ptr::null_mut(), k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), &mut n, &mut h), CKR_ARGUMENTS_BAD, "NULL pMechanism");
+            n = 100;
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), &mut n, &mut h), CKR_BUFFER_TOO_SMALL, "a 100-byte buffer");
+            assert_eq!(n, 768, "the length needed");
+            assert_eq!(t.count_all(), before, "no key made by a refused call");
+            check(dec(t.h(), &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), 768, &mut h), CKR_ARGUMENTS_BAD, "NULL pCiphertext");
+            check(dec(t.h(), &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, std::ptr::null_mut()), CKR_ARGUMENTS_BAD, "NULL phKey");
+            check(dec(t.h(), &mut m, k.private.handle(), std::ptr::null_mut(), 1, ct.as_mut_ptr(), 768, &mut h), CKR_ARGUMENTS_BAD, "NULL template of one attribute");
+            check(dec(0xdead, &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, &mut h), CKR_SESSION_HANDLE_INVALID, "no such session");
+            let mut ecdsa = CK_MECHANISM { mechanism: CKM_ECDSA, pParameter: std::ptr::null_mut(), ulParameterLen: 0 };
+            check(dec(t.h(), &mut ecdsa, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, &mut h), CKR_MECHANISM_INVALID, "CKM_ECDSA");
+        }
+        assert_eq!(t.count_all(), before, "no key made by any refused call");
+    }
+}

@@ -110,6 +110,11 @@ impl Pool {
                 j.insert("alg".into(), json!(set.name()));
                 j.insert("pub".into(), json!(b64url(&key)));
             }
+            Some(PublicKey::MlKem { set, key }) => {
+                // No Managed HSM shape: the AKP form, as the nearest one.
+                j.insert("alg".into(), json!(set.name()));
+                j.insert("pub".into(), json!(b64url(&key)));
+            }
             None => {}
         }
         Value::Object(j)
@@ -178,6 +183,7 @@ pub fn kty(kind: KeyKind) -> &'static str {
         KeyKind::Ec(_) => "EC-HSM",
         KeyKind::Aes(_) => "oct-HSM",
         KeyKind::MlDsa(_) => "AKP-HSM",
+        KeyKind::MlKem(_) => "ML-KEM",
     }
 }
 
@@ -187,6 +193,7 @@ fn size(kind: KeyKind) -> String {
         KeyKind::Rsa(b) | KeyKind::Aes(b) => b.to_string(),
         KeyKind::Ec(c) => c.jwk_name().to_string(),
         KeyKind::MlDsa(s) => s.name().to_string(),
+        KeyKind::MlKem(s) => s.name().to_string(),
     }
 }
 

@@ -8,8 +8,8 @@
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
-    MlDsaPublicKey, Provider, PublicKey, RsaParts, RsaPrivateKey, RsaPublicKey, SecretBytes,
-    ML_DSA_SEED_LEN,
+    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, PublicKey, RsaParts,
+    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
 use aws_lc_rs::{
@@ -21,6 +21,7 @@ use aws_lc_rs::{
     digest::{self, Digest},
     encoding::AsDer,
     iv::FixedLength,
+    kem::{self, Ciphertext, DecapsulationKey, EncapsulationKey},
     key_wrap::{self, KeyEncryptionKey, KeyWrap, KeyWrapPadded},
     rsa::{
         KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey,
@@ -160,6 +161,36 @@ impl Provider for AwsLc {
         let key = ParsedPublicKey::new(ml_dsa_verification(set), key)
             .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
         Ok(Arc::new(LcMlDsaPublic { key, set }))
+    }
+
+    fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes> {
+        let key = DecapsulationKey::generate(ml_kem(set)).map_err(because(CKR_FUNCTION_FAILED))?;
+        let bytes = key.key_bytes().map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok(Zeroizing::new(bytes.as_ref().to_vec()))
+    }
+
+    fn ml_kem_private(&self, set: MlKem, dk: &[u8]) -> Result<Arc<dyn MlKemPrivateKey>> {
+        let key =
+            DecapsulationKey::new(ml_kem(set), dk).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        // aws-lc-rs derives no ek from a dk given as bytes, but FIPS 203's dk
+        // carries it: dk = dk_PKE (384k) || ek || H(ek) || z. The hash check
+        // is FIPS 203 §7.3's decapsulation key check.
+        let at = set.public_len() - 32;
+        let public = dk
+            .get(at..at + set.public_len())
+            .ok_or(fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            .to_vec();
+        let hash = &dk[at + public.len()..at + public.len() + 32];
+        if digest::digest(&digest::SHA3_256, &public).as_ref() != hash {
+            return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        Ok(Arc::new(LcMlKemPrivate { key, set, public }))
+    }
+
+    fn ml_kem_public(&self, set: MlKem, ek: &[u8]) -> Result<Arc<dyn MlKemPublicKey>> {
+        let key =
+            EncapsulationKey::new(ml_kem(set), ek).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlKemPublic { key }))
     }
 }
 
@@ -585,6 +616,59 @@ impl MlDsaPublicKey for LcMlDsaPublic {
         self.key
             .verify_sig(message, signature)
             .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+}
+
+// ---------------------------------------------------------------- ML-KEM
+
+fn ml_kem(set: MlKem) -> &'static kem::Algorithm {
+    match set {
+        MlKem::P512 => &kem::ML_KEM_512,
+        MlKem::P768 => &kem::ML_KEM_768,
+        MlKem::P1024 => &kem::ML_KEM_1024,
+    }
+}
+
+struct LcMlKemPrivate {
+    key: DecapsulationKey,
+    set: MlKem,
+    public: Vec<u8>,
+}
+
+impl MlKemPrivateKey for LcMlKemPrivate {
+    fn public(&self) -> PublicKey {
+        PublicKey::MlKem {
+            set: self.set,
+            key: self.public.clone(),
+        }
+    }
+
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
+        if ciphertext.len() != self.set.ciphertext_len() {
+            return Err(fail(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        }
+        let secret = self
+            .key
+            .decapsulate(Ciphertext::from(ciphertext))
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok(Zeroizing::new(secret.as_ref().to_vec()))
+    }
+}
+
+struct LcMlKemPublic {
+    key: EncapsulationKey,
+}
+
+impl MlKemPublicKey for LcMlKemPublic {
+    fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)> {
+        let (ct, secret) = self
+            .key
+            .encapsulate()
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok((
+            ct.as_ref().to_vec(),
+            Zeroizing::new(secret.as_ref().to_vec()),
+        ))
     }
 }
 

@@ -24,7 +24,8 @@ mod routed_impl {
     use crate::crypto::rustcrypto::RustCrypto;
     use crate::crypto::{
         AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
-        MlDsaPublicKey, Provider, RsaParts, RsaPrivateKey, RsaPublicKey, SecretBytes,
+        MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, RsaParts, RsaPrivateKey,
+        RsaPublicKey, SecretBytes,
     };
     use crate::error::Result;
     use std::sync::Arc;
@@ -115,6 +116,19 @@ mod routed_impl {
 
         fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
             AwsLc.ml_dsa_public(set, key)
+        }
+
+        fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes> {
+            // ML-KEM, too, exists only in aws-lc here.
+            AwsLc.generate_ml_kem(set)
+        }
+
+        fn ml_kem_private(&self, set: MlKem, dk: &[u8]) -> Result<Arc<dyn MlKemPrivateKey>> {
+            AwsLc.ml_kem_private(set, dk)
+        }
+
+        fn ml_kem_public(&self, set: MlKem, ek: &[u8]) -> Result<Arc<dyn MlKemPublicKey>> {
+            AwsLc.ml_kem_public(set, ek)
         }
     }
 }

@@ -205,6 +205,27 @@ impl super::Provider for RustCrypto {
     ) -> Result<Arc<dyn super::MlDsaPublicKey>> {
         Err(fail(CKR_MECHANISM_INVALID))
     }
+
+    // Likewise `ml-kem` (README): no ML-KEM in the pure-Rust build.
+    fn generate_ml_kem(&self, _set: super::MlKem) -> Result<SecretBytes> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_kem_private(
+        &self,
+        _set: super::MlKem,
+        _dk: &[u8],
+    ) -> Result<Arc<dyn super::MlKemPrivateKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_kem_public(
+        &self,
+        _set: super::MlKem,
+        _ek: &[u8],
+    ) -> Result<Arc<dyn super::MlKemPublicKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
 }
 
 fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<SecretBytes> {

@@ -1,7 +1,7 @@
 //! The JWK-style key record (DESIGN §2) and the records of the other object
 //! classes, as stored (JSON) in the store's `attrs` column.
 
-use crate::crypto::{Curve, MlDsa, PublicKey};
+use crate::crypto::{Curve, MlDsa, MlKem, PublicKey};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,9 @@ pub enum KeyKind {
     Aes(u32),
     /// ML-DSA (JWK `AKP`) of a parameter set; the private key is stored as its seed.
     MlDsa(MlDsa),
+    /// ML-KEM of a parameter set (a softmhsm extension: no Managed HSM key
+    /// type); its `key_ops` are wrapKey (encapsulate) and unwrapKey (decapsulate).
+    MlKem(MlKem),
 }
 
 impl KeyKind {
@@ -28,10 +31,11 @@ impl KeyKind {
             KeyKind::Ec(_) => CKK_EC,
             KeyKind::Aes(_) => CKK_AES,
             KeyKind::MlDsa(_) => CKK_ML_DSA,
+            KeyKind::MlKem(_) => CKK_ML_KEM,
         }
     }
 
-    /// True for RSA, EC and ML-DSA (an object pair: private + public).
+    /// True for RSA, EC, ML-DSA and ML-KEM (an object pair: private + public).
     pub fn is_pair(self) -> bool {
         !matches!(self, KeyKind::Aes(_))
     }
@@ -224,6 +228,11 @@ pub enum StoredPublic {
         /// The key bytes.
         key: String,
     },
+    /// ML-KEM encapsulation key, hex.
+    MlKem {
+        /// The key bytes.
+        key: String,
+    },
 }
 
 impl StoredPublic {
@@ -236,6 +245,7 @@ impl StoredPublic {
             },
             PublicKey::Ec { point, .. } => StoredPublic::Ec { point: hex(point) },
             PublicKey::MlDsa { key, .. } => StoredPublic::MlDsa { key: hex(key) },
+            PublicKey::MlKem { key, .. } => StoredPublic::MlKem { key: hex(key) },
         }
     }
 
@@ -252,6 +262,10 @@ impl StoredPublic {
                 point: unhex(point).ok_or_else(bad)?,
             }),
             (StoredPublic::MlDsa { key }, KeyKind::MlDsa(set)) => Ok(PublicKey::MlDsa {
+                set,
+                key: unhex(key).ok_or_else(bad)?,
+            }),
+            (StoredPublic::MlKem { key }, KeyKind::MlKem(set)) => Ok(PublicKey::MlKem {
                 set,
                 key: unhex(key).ok_or_else(bad)?,
             }),

@@ -230,6 +230,8 @@ pub enum Keys {
     Aes,
     /// ML-DSA of every parameter set.
     MlDsa,
+    /// ML-KEM of every parameter set.
+    MlKem,
 }
 
 impl Keys {
@@ -238,7 +240,8 @@ impl Keys {
         match (self, kind) {
             (Keys::Rsa, KeyKind::Rsa(_))
             | (Keys::Aes, KeyKind::Aes(_))
-            | (Keys::MlDsa, KeyKind::MlDsa(_)) => true,
+            | (Keys::MlDsa, KeyKind::MlDsa(_))
+            | (Keys::MlKem, KeyKind::MlKem(_)) => true,
             (Keys::Ec(curves), KeyKind::Ec(c)) => curves.contains(&c),
             _ => false,
         }
@@ -324,6 +327,8 @@ const fn row(
 
 const RSA_BITS: (CK_ULONG, CK_ULONG) = (2048, 4096);
 /// ML-DSA "sizes" are its parameter sets, `CKP_ML_DSA_44` to `CKP_ML_DSA_87`.
+#[cfg(feature = "aws-lc")]
+const ML_KEM_SETS: (CK_ULONG, CK_ULONG) = (CKP_ML_KEM_512, CKP_ML_KEM_1024);
 #[cfg(feature = "aws-lc")]
 const ML_DSA_SETS: (CK_ULONG, CK_ULONG) = (CKP_ML_DSA_44, CKP_ML_DSA_87);
 const AES_BYTES: (CK_ULONG, CK_ULONG) = (16, 32);
@@ -419,6 +424,11 @@ pub const REGISTRY: &[MechanismDef] = &[
     row(CKM_ML_DSA_KEY_PAIR_GEN, "CKM_ML_DSA_KEY_PAIR_GEN", ML_DSA_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
     #[cfg(feature = "aws-lc")]
     signing(CKM_ML_DSA, "CKM_ML_DSA", ML_DSA_SETS, ParamKind::SignContext, Keys::MlDsa, (SignFamily::MlDsa, None), Jwa::MlDsaBySet),
+    // ML-KEM (PKCS#11 3.2 §6.66), a softmhsm extension: C_EncapsulateKey/C_DecapsulateKey.
+    #[cfg(feature = "aws-lc")]
+    row(CKM_ML_KEM_KEY_PAIR_GEN, "CKM_ML_KEM_KEY_PAIR_GEN", ML_KEM_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
+    #[cfg(feature = "aws-lc")]
+    row(CKM_ML_KEM, "CKM_ML_KEM", ML_KEM_SETS, CKF_ENCAPSULATE | CKF_DECAPSULATE, ParamKind::None, Keys::MlKem),
     digest(CKM_SHA256, "CKM_SHA256", Hash::Sha256),
     digest(CKM_SHA384, "CKM_SHA384", Hash::Sha384),
     digest(CKM_SHA512, "CKM_SHA512", Hash::Sha512),
@@ -441,8 +451,11 @@ pub fn generates(ty: CK_MECHANISM_TYPE, pair: bool) -> bool {
     lookup(ty).is_some_and(|d| d.flags & flag != 0)
 }
 
-/// The `CKF_*` flag of each key operation a mechanism can serve.
-const OP_FLAGS: [(KeyOps, CK_FLAGS); 6] = [
+/// The `CKF_*` flag of each key operation a mechanism can serve;
+/// encapsulation is key transport, the wrapKey op (decapsulation unwrapKey's).
+const OP_FLAGS: [(KeyOps, CK_FLAGS); 8] = [
+    (KeyOps::WRAP, CKF_ENCAPSULATE),
+    (KeyOps::UNWRAP, CKF_DECAPSULATE),
     (KeyOps::SIGN, CKF_SIGN),
     (KeyOps::VERIFY, CKF_VERIFY),
     (KeyOps::ENCRYPT, CKF_ENCRYPT),

@@ -93,6 +93,9 @@ const KEY_ATTRS: &[(CK_ATTRIBUTE_TYPE, u8, Access)] = &[
     // PKCS#11 3.2 §6.67.2: an ML-DSA public key's value is its encoded key.
     (CKA_VALUE, PUB, ReadOnly),
     (CKA_PARAMETER_SET, PRIV | PUB, AtCreate),
+    // PKCS#11 3.2 ML-KEM: the key transport ops, read from wrapKey/unwrapKey.
+    (CKA_ENCAPSULATE, PUB, Modifiable),
+    (CKA_DECAPSULATE, PRIV, Modifiable),
     // The ML-DSA private key's seed: as sensitive as CKA_VALUE.
     (CKA_SEED, PRIV, Sensitive),
     (CKA_VALUE_LEN, SECRET, AtCreate),
@@ -320,13 +323,22 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
             _ => Invalid,
         },
         CKA_VALUE => match public() {
-            Some(crate::crypto::PublicKey::MlDsa { key, .. }) => Value(key),
+            Some(
+                crate::crypto::PublicKey::MlDsa { key, .. }
+                | crate::crypto::PublicKey::MlKem { key, .. },
+            ) => Value(key),
             _ => Invalid,
         },
         CKA_PARAMETER_SET => match k.kind {
             KeyKind::MlDsa(set) => Value(ulong_bytes(set.parameter_set())),
+            KeyKind::MlKem(set) => Value(ulong_bytes(set.parameter_set())),
             _ => Invalid,
         },
+        CKA_ENCAPSULATE | CKA_DECAPSULATE if !matches!(k.kind, KeyKind::MlKem(_)) => {
+            Value(bool_bytes(false))
+        }
+        CKA_ENCAPSULATE => op(KeyOps::WRAP),
+        CKA_DECAPSULATE => op(KeyOps::UNWRAP),
         CKA_VALUE_LEN => match k.kind {
             KeyKind::Aes(bits) => Value(ulong_bytes((bits / 8) as CK_ULONG)),
             _ => Invalid,
@@ -806,6 +818,8 @@ const OP_ATTRS: &[(CK_ATTRIBUTE_TYPE, KeyOps)] = &[
     (CKA_DECRYPT, KeyOps::DECRYPT),
     (CKA_WRAP, KeyOps::WRAP),
     (CKA_UNWRAP, KeyOps::UNWRAP),
+    (CKA_ENCAPSULATE, KeyOps::WRAP),
+    (CKA_DECAPSULATE, KeyOps::UNWRAP),
 ];
 
 /// Check every attribute of a key template against the table. At creation
@@ -858,6 +872,12 @@ fn requested_kind(
             let set = either(CKA_PARAMETER_SET).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
             crate::crypto::MlDsa::from_parameter_set(decode_ulong(set)?)
                 .map(KeyKind::MlDsa)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))
+        }
+        CKM_ML_KEM_KEY_PAIR_GEN => {
+            let set = either(CKA_PARAMETER_SET).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+            crate::crypto::MlKem::from_parameter_set(decode_ulong(set)?)
+                .map(KeyKind::MlKem)
                 .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))
         }
         CKM_AES_KEY_GEN => {

@@ -70,6 +70,27 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
     })
 }
 
+/// C_EncapsulateKey (`op` wrapKey) and C_DecapsulateKey (`op` unwrapKey),
+/// PKCS#11 3.2 §5.18: the mechanism must be a KEM row serving the call
+/// (`CKR_MECHANISM_INVALID`), the key of its type
+/// (`CKR_KEY_TYPE_INCONSISTENT`), no parameter, and the key usable for `op` now.
+pub fn kem_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<()> {
+    let flag = if op == KeyOps::WRAP {
+        CKF_ENCAPSULATE
+    } else {
+        CKF_DECAPSULATE
+    };
+    let def = lookup(mech.ty)
+        .filter(|d| d.flags & flag != 0)
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    check_allowed(key, mech.ty)?;
+    if !def.keys.fits(key.kind) {
+        return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+    }
+    expect_no_param(mech)?;
+    check_usable(key, op, now)
+}
+
 /// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT`: aws-lc-rs 1.19 signs pure ML-DSA
 /// hedged with an empty context only, so a hedged request (preferred or
 /// required) with no context is what the token serves; a deterministic one
@@ -444,6 +465,8 @@ pub fn possible_ops(kind: KeyKind) -> KeyOps {
     match kind {
         KeyKind::Rsa(_) => KeyOps(0b0011_1111),
         KeyKind::Ec(_) | KeyKind::MlDsa(_) => KeyOps::SIGN.with(KeyOps::VERIFY),
+        // Encapsulation is key transport: wrapKey's op; decapsulation unwrapKey's.
+        KeyKind::MlKem(_) => KeyOps::WRAP.with(KeyOps::UNWRAP),
         KeyKind::Aes(_) => KeyOps::ENCRYPT
             .with(KeyOps::DECRYPT)
             .with(KeyOps::WRAP)

@@ -91,7 +91,7 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
         KeyKind::Rsa(bits) | KeyKind::Aes(bits) => {
             s.insert("key_size".into(), json!(bits));
         }
-        KeyKind::Ec(_) | KeyKind::MlDsa(_) => {}
+        KeyKind::Ec(_) | KeyKind::MlDsa(_) | KeyKind::MlKem(_) => {}
     }
     match k.public.as_ref().and_then(|p| p.to_public(k.kind).ok()) {
         Some(PublicKey::Rsa { n, e }) => {
@@ -107,6 +107,10 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
             }
         }
         Some(PublicKey::MlDsa { set, key }) => {
+            s.insert("alg".into(), json!(set.name()));
+            s.insert("pub".into(), json!(b64url(&key)));
+        }
+        Some(PublicKey::MlKem { set, key }) => {
             s.insert("alg".into(), json!(set.name()));
             s.insert("pub".into(), json!(b64url(&key)));
         }
@@ -290,6 +294,7 @@ fn kty(kind: KeyKind) -> &'static str {
         KeyKind::Ec(_) => "EC-HSM",
         KeyKind::Aes(_) => "oct-HSM",
         KeyKind::MlDsa(_) => "AKP-HSM",
+        KeyKind::MlKem(_) => "ML-KEM",
     }
 }
 

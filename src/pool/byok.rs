@@ -223,6 +223,7 @@ pub fn import_byok(
                 KeyKind::Ec(_) => "an EC",
                 KeyKind::Aes(_) => "an oct",
                 KeyKind::MlDsa(_) => "an AKP",
+                KeyKind::MlKem(_) => "an ML-KEM",
             }
         )));
     }

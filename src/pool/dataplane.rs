@@ -368,12 +368,14 @@ pub fn cipher(
     let key = match (o.key.kind, op.forward()) {
         (KeyKind::Rsa(_), true) => match o.entry.public_key()? {
             ParsedPublic::Rsa(k) => CipherKey::RsaPublic(k),
-            ParsedPublic::Ec(..) | ParsedPublic::MlDsa(..) => return Err(misfit()),
+            ParsedPublic::Ec(..) | ParsedPublic::MlDsa(..) | ParsedPublic::MlKem(_) => {
+                return Err(misfit())
+            }
         },
         _ => match o.entry.private_key(Some(master), &token_label(store)?)? {
             ParsedKey::Aes(k) => CipherKey::Aes(k),
             ParsedKey::Rsa(k) => CipherKey::RsaPrivate(k),
-            ParsedKey::Ec(..) | ParsedKey::MlDsa(..) => return Err(misfit()),
+            ParsedKey::Ec(..) | ParsedKey::MlDsa(..) | ParsedKey::MlKem(_) => return Err(misfit()),
         },
     };
     let gcm_iv = match &mech.param {

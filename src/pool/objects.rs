@@ -28,6 +28,8 @@ pub enum ParsedKey {
     Aes(Arc<dyn crypto::AesKey>),
     /// ML-DSA private key, expanded from its seed.
     MlDsa(Arc<dyn crypto::MlDsaPrivateKey>, crypto::MlDsa),
+    /// ML-KEM decapsulation key.
+    MlKem(Arc<dyn crypto::MlKemPrivateKey>),
 }
 
 /// A parsed public key.
@@ -39,6 +41,8 @@ pub enum ParsedPublic {
     Ec(Arc<dyn EcPublicKey>, Curve),
     /// ML-DSA.
     MlDsa(Arc<dyn crypto::MlDsaPublicKey>, crypto::MlDsa),
+    /// ML-KEM encapsulation key.
+    MlKem(Arc<dyn crypto::MlKemPublicKey>),
 }
 
 /// One row: a key version (one or two PKCS#11 objects), a certificate or a data object.
@@ -186,6 +190,7 @@ impl Entry {
             KeyKind::Ec(c) => ParsedKey::Ec(p.ec_private(c, &material)?, c),
             KeyKind::Aes(_) => ParsedKey::Aes(p.aes(&material)?),
             KeyKind::MlDsa(set) => ParsedKey::MlDsa(p.ml_dsa_private(set, &material)?, set),
+            KeyKind::MlKem(set) => ParsedKey::MlKem(p.ml_kem_private(set, &material)?),
         };
         Ok(self.parsed.get_or_init(|| parsed).clone())
     }
@@ -208,6 +213,7 @@ impl Entry {
             PublicKey::Rsa { n, e } => ParsedPublic::Rsa(p.rsa_public(&n, &e)?),
             PublicKey::Ec { curve, point } => ParsedPublic::Ec(p.ec_public(curve, &point)?, curve),
             PublicKey::MlDsa { set, key } => ParsedPublic::MlDsa(p.ml_dsa_public(set, &key)?, set),
+            PublicKey::MlKem { set, key } => ParsedPublic::MlKem(p.ml_kem_public(set, &key)?),
         };
         Ok(self.parsed_public.get_or_init(|| parsed).clone())
     }

@@ -178,8 +178,8 @@ impl SignCtx {
             ParsedKey::Rsa(k) => k.size(),
             ParsedKey::Ec(_, c) => 2 * c.field_len(),
             ParsedKey::MlDsa(_, set) => set.signature_len(),
-            // Never: no signing row takes an AES key, so the plan refused it.
-            ParsedKey::Aes(_) => 0,
+            // Never: no signing row takes an AES or ML-KEM key, so the plan refused it.
+            ParsedKey::Aes(_) | ParsedKey::MlKem(_) => 0,
         }
     }
 
@@ -187,7 +187,7 @@ impl SignCtx {
     pub fn input_limit(&self) -> usize {
         match &self.key {
             ParsedKey::Rsa(k) => k.size(),
-            ParsedKey::Ec(..) | ParsedKey::Aes(_) => 64,
+            ParsedKey::Ec(..) | ParsedKey::Aes(_) | ParsedKey::MlKem(_) => 64,
             ParsedKey::MlDsa(..) => ML_DSA_MESSAGE_LIMIT,
         }
     }
@@ -231,6 +231,7 @@ impl VerifyCtx {
             ParsedPublic::Rsa(k) => k.size(),
             ParsedPublic::Ec(_, c) => 2 * c.field_len(),
             ParsedPublic::MlDsa(_, set) => set.signature_len(),
+            ParsedPublic::MlKem(_) => 0,
         }
     }
 
@@ -238,7 +239,7 @@ impl VerifyCtx {
     pub fn input_limit(&self) -> usize {
         match &self.key {
             ParsedPublic::Rsa(k) => k.size(),
-            ParsedPublic::Ec(..) => 64,
+            ParsedPublic::Ec(..) | ParsedPublic::MlKem(_) => 64,
             ParsedPublic::MlDsa(..) => ML_DSA_MESSAGE_LIMIT,
         }
     }
@@ -705,7 +706,9 @@ mod tests {
                 let public = p.ml_dsa_public(set, &key).unwrap();
                 (ParsedKey::MlDsa(k, set), ParsedPublic::MlDsa(public, set))
             }
-            KeyKind::Aes(_) => unreachable!("no signing row takes an AES key"),
+            KeyKind::Aes(_) | KeyKind::MlKem(_) => {
+                unreachable!("no signing row takes an AES or ML-KEM key")
+            }
         }
     }
 
