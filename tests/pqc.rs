@@ -687,6 +687,19 @@ p11_test! {
         assert_eq!(encapsulate(&t, dsa.public).map(|_| ()), Err(CKR_KEY_TYPE_INCONSISTENT), "an ML-DSA key");
         assert_eq!(decapsulate(&t, k.private, &ct, Some(20)), Err(CKR_ATTRIBUTE_VALUE_INVALID), "a 20-byte AES key");
         assert_rv(t.session.sign(&pure(), k.private, MSG), CKR_KEY_TYPE_INCONSISTENT, "ML-DSA with an ML-KEM key");
+        // CKA_DECAPSULATE=FALSE takes the unwrapKey op away: decapsulation is refused.
+        let (_, no_decaps) = ok(
+            t.session.generate_key_pair(
+                &Mechanism::MlKemKeyPairGen,
+                &[Attribute::Token(false), Attribute::ParameterSet(cryptoki::object::MlKemParameterSetType::ML_KEM_768.into())],
+                &[Attribute::Token(false), Attribute::Decapsulate(false)],
+            ),
+            "an ML-KEM key without decapsulate",
+        );
+        assert!(!t.attr_bool(no_decaps, CKA_DECAPSULATE, "CKA_DECAPSULATE"));
+        assert_eq!(decapsulate(&t, no_decaps, &ct, None), Err(CKR_KEY_FUNCTION_NOT_PERMITTED), "decapsulate without the op");
+        // On other keys the KEM attributes read FALSE and grant nothing.
+        assert!(!t.attr_bool(dsa.public, CKA_ENCAPSULATE, "CKA_ENCAPSULATE of an ML-DSA key"));
     }
 }
 

@@ -464,10 +464,10 @@ pub fn key_request(
                 return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
             }
         }
-        for (ty, op) in OP_ATTRS {
-            match t.get_bool(*ty)? {
-                Some(true) => ops = ops.with(*op),
-                Some(false) => denied = denied.with(*op),
+        for (ty, op) in op_attrs(kind) {
+            match t.get_bool(ty)? {
+                Some(true) => ops = ops.with(op),
+                Some(false) => denied = denied.with(op),
                 None => {}
             }
         }
@@ -822,6 +822,20 @@ const OP_ATTRS: &[(CK_ATTRIBUTE_TYPE, KeyOps)] = &[
     (CKA_DECAPSULATE, KeyOps::UNWRAP),
 ];
 
+/// [`OP_ATTRS`] for a key of `kind`: `CKA_ENCAPSULATE`/`CKA_DECAPSULATE`
+/// are an ML-KEM key's wrapKey/unwrapKey and no op of any other key (they
+/// read FALSE there, and setting them changes nothing).
+fn op_attrs(kind: KeyKind) -> impl Iterator<Item = (CK_ATTRIBUTE_TYPE, KeyOps)> {
+    OP_ATTRS.iter().map(move |&(ty, op)| {
+        let kem_only = matches!(ty, CKA_ENCAPSULATE | CKA_DECAPSULATE);
+        if kem_only && !matches!(kind, KeyKind::MlKem(_)) {
+            (ty, KeyOps::default())
+        } else {
+            (ty, op)
+        }
+    })
+}
+
 /// Check every attribute of a key template against the table. At creation
 /// `AtCreate` and `Modifiable` attributes may appear; afterwards only `Modifiable`.
 fn check_template(t: &Template, bit: u8, creating: bool) -> Result<()> {
@@ -953,13 +967,13 @@ pub fn set_attributes(rec: &Record, part: Part, t: &Template) -> Result<Record> 
             if k.ops == KeyOps::IMPORT && OP_ATTRS.iter().any(|(ty, _)| t.get(*ty).is_some()) {
                 return Err(Error(CKR_ATTRIBUTE_READ_ONLY));
             }
-            for (ty, op) in OP_ATTRS {
-                match t.get_bool(*ty)? {
-                    Some(true) if !possible_ops(k.kind).contains(*op) => {
+            for (ty, op) in op_attrs(k.kind) {
+                match t.get_bool(ty)? {
+                    Some(true) if !possible_ops(k.kind).contains(op) => {
                         return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID))
                     }
-                    Some(true) => k.ops = k.ops.with(*op),
-                    Some(false) => k.ops = k.ops.without(*op),
+                    Some(true) => k.ops = k.ops.with(op),
+                    Some(false) => k.ops = k.ops.without(op),
                     None => {}
                 }
             }
