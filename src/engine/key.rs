@@ -35,6 +35,18 @@ impl KeyKind {
         }
     }
 
+    /// The `kty` the Managed HSM reports for it (`RSA-HSM`, `AKP-HSM`, …;
+    /// ML-KEM, which it does not have, as `ML-KEM`).
+    pub fn kty(self) -> &'static str {
+        match self {
+            KeyKind::Rsa(_) => "RSA-HSM",
+            KeyKind::Ec(_) => "EC-HSM",
+            KeyKind::Aes(_) => "oct-HSM",
+            KeyKind::MlDsa(_) => "AKP-HSM",
+            KeyKind::MlKem(_) => "ML-KEM",
+        }
+    }
+
     /// True for RSA, EC, ML-DSA and ML-KEM (an object pair: private + public).
     pub fn is_pair(self) -> bool {
         !matches!(self, KeyKind::Aes(_))

@@ -86,7 +86,7 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
     s.insert("token".into(), json!(token));
     s.insert("issued".into(), json!(issued));
     s.insert("kid".into(), json!(policy::kid(token, k)));
-    s.insert("kty".into(), json!(kty(k.kind)));
+    s.insert("kty".into(), json!(k.kind.kty()));
     match k.kind {
         KeyKind::Rsa(bits) | KeyKind::Aes(bits) => {
             s.insert("key_size".into(), json!(bits));
@@ -285,17 +285,6 @@ pub fn from_pem(text: &str) -> Option<Vec<u8>> {
         .next()?;
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     Base64::decode_vec(&b64).ok()
-}
-
-/// The Managed HSM `kty` of a key.
-fn kty(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Rsa(_) => "RSA-HSM",
-        KeyKind::Ec(_) => "EC-HSM",
-        KeyKind::Aes(_) => "oct-HSM",
-        KeyKind::MlDsa(_) => "AKP-HSM",
-        KeyKind::MlKem(_) => "ML-KEM",
-    }
 }
 
 /// Base64url without padding (RFC 7515 §2).
