@@ -1,7 +1,10 @@
 //! Post-quantum keys through the C ABI (PKCS#11 3.2, issue 17): ML-DSA
 //! key pairs of every parameter set, their signatures verified by Python
 //! `cryptography` (≥ 47, OpenSSL 3.5's ML-DSA), and the Managed HSM rules on
-//! them.
+//! them. Python is `$SOFTMHSM_PYTHON` if set (CI points it at a venv with a
+//! recent `cryptography`), else `python3`. The pure-Rust build has none of
+//! these mechanisms (README): the file is empty there.
+#![cfg(feature = "aws-lc")]
 
 mod common;
 
@@ -12,6 +15,11 @@ use cryptoki::object::{Attribute, KeyType, MlDsaParameterSetType};
 use cryptoki_sys::*;
 use std::env;
 use std::process::Command;
+
+/// The Python with `cryptography` >= 47.
+fn python() -> String {
+    env::var("SOFTMHSM_PYTHON").unwrap_or_else(|_| "python3".into())
+}
 
 const MSG: &[u8] = b"softmhsm signs what the Managed HSM would sign, after quantum computers";
 
@@ -26,7 +34,7 @@ const SETS: [(MlDsaParameterSetType, &str, usize, usize); 3] = [
 /// Whether Python `cryptography` with ML-DSA is there; like `tool`, a
 /// missing one is a failure under `SOFTMHSM_REQUIRE_TOOLS`, else a skip.
 fn python_has_mldsa() -> bool {
-    let ok = Command::new("python3")
+    let ok = Command::new(python())
         .args([
             "-c",
             "from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem",
@@ -39,7 +47,7 @@ fn python_has_mldsa() -> bool {
     let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
     assert!(
         !required,
-        "python3 with cryptography >= 47 (ML-DSA, ML-KEM) is not installed, and {REQUIRE_TOOLS_ENV} is set"
+        "{} with cryptography >= 47 (ML-DSA, ML-KEM) is not installed (set SOFTMHSM_PYTHON), and {REQUIRE_TOOLS_ENV} is set", python()
     );
     println!("SKIPPED: python3 with cryptography >= 47 is not installed");
     false
@@ -73,7 +81,7 @@ fn python_verify(
         args.push(hex(c));
     }
     let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    run_cmd("python3", &args).trim().to_string()
+    run_cmd(&python(), &args).trim().to_string()
 }
 
 fn ml_dsa_pair(t: &Token, set: MlDsaParameterSetType, label: &str, sign: bool) -> Pair {
@@ -295,7 +303,7 @@ p11_test! {
         json(&["key", "download", "--name", "pq", "--file", pem.to_str().unwrap()]);
         let script = "import sys\nfrom cryptography.hazmat.primitives.serialization import load_pem_public_key\n\
             k = load_pem_public_key(open(sys.argv[1], 'rb').read())\nprint(type(k).__name__, k.public_bytes_raw().hex())\n";
-        let out = run_cmd("python3", &["-c".into(), script.into(), pem.clone().into_os_string()]);
+        let out = run_cmd(&python(), &["-c".into(), script.into(), pem.clone().into_os_string()]);
         assert_eq!(out.trim(), format!("MLDSA65PublicKey {}", hex(&public)), "key download's PEM");
 
         // rotation, soft-delete, recovery, backup and restore keep the key usable.
@@ -343,7 +351,7 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                 .map(|i| i.wrapping_mul(37).wrapping_add(set.public_len() as u8))
                 .collect();
             let out = run_cmd(
-                "python3",
+                &python(),
                 &[
                     "-c".into(),
                     script.into(),
@@ -633,7 +641,7 @@ p11_test! {
                 ss, ct = pk.encapsulate()\n\
                 iv = os.urandom(12)\n\
                 print(ct.hex(), iv.hex(), AESGCM(ss).encrypt(iv, bytes.fromhex(sys.argv[3]), None).hex())\n";
-            let out = run_cmd("python3", &["-c".into(), script.into(), name.into(), hex(&ek).into(), hex(MSG).into()]);
+            let out = run_cmd(&python(), &["-c".into(), script.into(), name.into(), hex(&ek).into(), hex(MSG).into()]);
             let parts: Vec<Vec<u8>> = out.split_whitespace().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect();
             let (ct, iv, sealed) = (&parts[0], &parts[1], &parts[2]);
             assert_eq!(ct.len(), ct_len, "ML-KEM-{name} ciphertext");
