@@ -72,7 +72,7 @@ fn row(name: &str, budget: Duration, mut token: impl FnMut(), raw: Option<&mut d
     }
 }
 
-fn open(path: &str) -> (Pkcs11, Session) {
+fn open(path: &str) -> (Pkcs11, Session, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("pq-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::env::set_var("SOFTMHSM_DIR", &dir);
@@ -88,7 +88,7 @@ fn open(path: &str) -> (Pkcs11, Session) {
     s.init_pin(&user).unwrap();
     s.logout().unwrap();
     s.login(UserType::User, Some(&user)).unwrap();
-    (ctx, s)
+    (ctx, s, dir)
 }
 
 fn pair(
@@ -121,7 +121,7 @@ fn main() {
         .expect("usage: pq_bench LIBSOFTMHSM.so [SECONDS]");
     let secs: f64 = args.next().map_or(1.0, |s| s.parse().unwrap());
     let budget = Duration::from_secs_f64(secs);
-    let (_ctx, s) = open(&path);
+    let (_ctx, s, dir) = open(&path);
     let raw_lib = unsafe { cryptoki_sys::Pkcs11::new(&path) }.unwrap();
     let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
     let mut v32 = CK_VERSION { major: 3, minor: 2 };
@@ -340,4 +340,6 @@ fn main() {
         || drop(s.sign(&Mechanism::Ecdsa, ec, &[0xa5; 48]).unwrap()),
         None,
     );
+    drop(s);
+    std::fs::remove_dir_all(dir).unwrap();
 }
