@@ -78,9 +78,10 @@ fuzz_target!(|data: &[u8]| {
             ParamKind::Oaep => 3,
             ParamKind::Gcm => 4,
             ParamKind::RsaAesKeyWrap => 5,
+            ParamKind::SignContext => 6,
         }
     } else {
-        (sel >> 1) % 6
+        (sel >> 1) % 7
     };
     let (param, len): (*const u8, CK_ULONG) = match choice {
         // NULL parameter with any length.
@@ -103,6 +104,7 @@ fuzz_target!(|data: &[u8]| {
                 ParamKind::Oaep => Some(size_of::<CK_RSA_PKCS_OAEP_PARAMS>()),
                 ParamKind::Gcm => Some(size_of::<CK_GCM_PARAMS>()),
                 ParamKind::RsaAesKeyWrap => Some(size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>()),
+                ParamKind::SignContext => Some(size_of::<CK_SIGN_ADDITIONAL_CONTEXT>()),
                 _ => None,
             };
             let b = if with_pointers == Some(b.len()) {
@@ -132,6 +134,20 @@ fuzz_target!(|data: &[u8]| {
                 source: inp.ulong(&[CKZ_DATA_SPECIFIED, 0, 2]),
                 pSourceData: src as *mut _,
                 ulSourceDataLen: src_len,
+            };
+            struct_param(&mut inp, &mut buf, &p)
+        }
+        6 => {
+            let (ctx, ctx_len) = slice_or_null(&mut inp);
+            let p = CK_SIGN_ADDITIONAL_CONTEXT {
+                hedgeVariant: inp.ulong(&[
+                    CKH_HEDGE_PREFERRED,
+                    CKH_HEDGE_REQUIRED,
+                    CKH_DETERMINISTIC_REQUIRED,
+                    7,
+                ]),
+                pContext: ctx as *mut _,
+                ulContextLen: ctx_len,
             };
             struct_param(&mut inp, &mut buf, &p)
         }
@@ -220,6 +236,12 @@ fuzz_target!(|data: &[u8]| {
         if rules::cipher_plan(&mech, key, KeyOps::WRAP, NOW).is_ok() {
             listed(KeyOps::WRAP);
         }
+        // C_EncapsulateKey / C_DecapsulateKey (ML-KEM, in builds that have it).
+        for op in [KeyOps::WRAP, KeyOps::UNWRAP] {
+            if rules::kem_plan(&mech, key, op, NOW).is_ok() {
+                listed(op);
+            }
+        }
     }
 });
 
@@ -275,8 +297,8 @@ fn cipher_keys(i: usize, kind: KeyKind) -> &'static (CipherKey, CipherKey) {
                     let public = p.rsa_public(&n, &e).expect("RSA public");
                     (CipherKey::RsaPublic(public), CipherKey::RsaPrivate(private))
                 }
-                // No EC cipher: a placeholder the plans never pick.
-                KeyKind::Ec(_) => {
+                // No EC or post-quantum cipher: a placeholder the plans never pick.
+                KeyKind::Ec(_) | KeyKind::MlDsa(_) | KeyKind::MlKem(_) => {
                     let k = CipherKey::Aes(p.aes(&[0; 16]).expect("AES"));
                     (k.clone(), k)
                 }

@@ -131,13 +131,25 @@ const DP_SIGN_ALG: Opt = opt(
     "algorithm",
     One,
     true,
-    "RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES256K|ES384|ES512",
+    "RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES256K|ES384|ES512|ML-DSA-44|ML-DSA-65|ML-DSA-87",
 );
 const DIGEST: Opt = opt(
     "digest",
     One,
-    true,
-    "B64URL  the digest to sign (as long as the algorithm's hash)",
+    false,
+    "B64URL  the digest to sign (as long as the algorithm's hash; not for ML-DSA)",
+);
+const DP_MESSAGE: Opt = opt(
+    "value",
+    One,
+    false,
+    "B64URL  ML-DSA: the message itself (pure ML-DSA signs the message, not a digest)",
+);
+const DP_CONTEXT: Opt = opt(
+    "context",
+    One,
+    false,
+    "B64URL  ML-DSA context string (only the empty one: aws-lc-rs 1.19 has no contexts)",
 );
 const DP_CIPHER_ALG: Opt = opt(
     "algorithm",
@@ -186,9 +198,10 @@ pub const VERBS: &[Verb] = &[
         summary: "create a key, or a new version of an existing name",
         opts: &[
             NAME,
-            opt("kty", One, true, "RSA|EC|oct  key type (-HSM suffix accepted)"),
+            opt("kty", One, true, "RSA|EC|oct|AKP  key type (-HSM suffix accepted)"),
             opt("size", One, false, "BITS  RSA 2048|3072|4096 (default 2048), oct 128|192|256 (default 256)"),
             opt("curve", One, false, "P-256|P-256K|P-384|P-521  EC curve (default P-256)"),
+            opt("alg", One, false, "ML-DSA-44|ML-DSA-65|ML-DSA-87  AKP key's algorithm (default ML-DSA-65)"),
             opt("ops", Many, false, "OP...  sign verify encrypt decrypt wrapKey unwrapKey, or import alone (RSA: a BYOK key-exchange key) (default: all the type allows)"),
             opt("tags", Many, false, "K=V...  at most 15 tags"),
             opt("enabled", One, false, "true|false  (default true)"),
@@ -300,12 +313,12 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["key", "sign"],
         summary: "sign a digest with a key version (az keyvault key sign); prints {kid, value}",
-        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST],
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_CONTEXT],
     },
     Verb {
         path: &["key", "verify"],
         summary: "check a signature of a digest (az keyvault key verify); prints {kid, value: true|false}",
-        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, opt("signature", One, true, "B64URL  the signature")],
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_CONTEXT, opt("signature", One, true, "B64URL  the signature")],
     },
     Verb {
         path: &["key", "encrypt"],

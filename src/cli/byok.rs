@@ -33,7 +33,7 @@ pub const VERBS: &[Verb] = &[
     },
     Verb {
         path: &["key", "download"],
-        summary: "write a key's public key as SPKI PEM (RSA and EC keys)",
+        summary: "write a key's public key as SPKI PEM (RSA, EC and AKP keys)",
         opts: &[NAME, VERSION, opt("file", One, true, "FILE  the PEM file to create")],
     },
 ];

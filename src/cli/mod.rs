@@ -820,15 +820,30 @@ fn key_spec(p: &Parsed) -> Result<KeySpec, CliError> {
             }
             KeyKind::Ec(curve(p.one("curve").unwrap_or("P-256"))?)
         }
+        // The Managed HSM's post-quantum keys (API 2026-05-01-preview).
+        "akp" => {
+            if size.is_some() {
+                return Err(CliError::Usage("AKP keys take --alg, not --size".into()));
+            }
+            let alg = p.one("alg").unwrap_or("ML-DSA-65");
+            KeyKind::MlDsa(crate::crypto::MlDsa::from_name(alg).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "unknown --alg '{alg}': use ML-DSA-44, ML-DSA-65 or ML-DSA-87"
+                ))
+            })?)
+        }
         _ => {
             return Err(CliError::Usage(format!(
-                "unknown --kty '{}': use RSA, EC or oct",
+                "unknown --kty '{}': use RSA, EC, oct or AKP",
                 p.required("kty")
             )))
         }
     };
     if p.one("curve").is_some() && !matches!(kind, KeyKind::Ec(_)) {
         return Err(CliError::Usage("--curve is for EC keys".into()));
+    }
+    if p.one("alg").is_some() && !matches!(kind, KeyKind::MlDsa(_)) {
+        return Err(CliError::Usage("--alg is for AKP keys".into()));
     }
     Ok(KeySpec {
         kind,

@@ -66,7 +66,7 @@ impl Pool {
     pub fn item(&self, v: &KeyVersion) -> Value {
         json!({
             "kid": self.kid(&v.key),
-            "kty": kty(v.key.kind),
+            "kty": v.key.kind.kty(),
             "current": v.current,
             "attributes": self.attributes(&v.key),
             "tags": v.key.tags,
@@ -90,7 +90,7 @@ impl Pool {
     fn jwk(&self, k: &KeyRecord) -> Value {
         let mut j = Map::new();
         j.insert("kid".into(), json!(self.kid(k)));
-        j.insert("kty".into(), json!(kty(k.kind)));
+        j.insert("kty".into(), json!(k.kind.kty()));
         j.insert("key_ops".into(), json!(k.ops.names()));
         match k.public.as_ref().and_then(|p| p.to_public(k.kind).ok()) {
             Some(PublicKey::Rsa { n, e }) => {
@@ -104,6 +104,16 @@ impl Pool {
                     j.insert("x".into(), json!(b64url(&point[1..1 + len])));
                     j.insert("y".into(), json!(b64url(&point[1 + len..])));
                 }
+            }
+            Some(PublicKey::MlDsa { set, key }) => {
+                // The Managed HSM's AKP JWK (API 2026-05-01-preview): alg + pub.
+                j.insert("alg".into(), json!(set.name()));
+                j.insert("pub".into(), json!(b64url(&key)));
+            }
+            Some(PublicKey::MlKem { set, key }) => {
+                // No Managed HSM shape: the AKP form, as the nearest one.
+                j.insert("alg".into(), json!(set.name()));
+                j.insert("pub".into(), json!(b64url(&key)));
             }
             None => {}
         }
@@ -119,7 +129,7 @@ impl Pool {
                 vec![
                     k.name.clone(),
                     k.version.clone(),
-                    kty(k.kind).to_string(),
+                    k.kind.kty().to_string(),
                     size(k.kind),
                     k.enabled.to_string(),
                     if v.current { "yes" } else { "" }.to_string(),
@@ -146,7 +156,7 @@ impl Pool {
             .map(|d| {
                 vec![
                     d.key.name.clone(),
-                    kty(d.key.kind).to_string(),
+                    d.key.kind.kty().to_string(),
                     rfc3339(d.deleted_at),
                     rfc3339(d.purge_at),
                 ]
@@ -166,20 +176,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The Managed HSM `kty` of a key.
-pub fn kty(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Rsa(_) => "RSA-HSM",
-        KeyKind::Ec(_) => "EC-HSM",
-        KeyKind::Aes(_) => "oct-HSM",
-    }
-}
-
 /// Size or curve, for tables.
 fn size(kind: KeyKind) -> String {
     match kind {
         KeyKind::Rsa(b) | KeyKind::Aes(b) => b.to_string(),
         KeyKind::Ec(c) => c.jwk_name().to_string(),
+        KeyKind::MlDsa(s) => s.name().to_string(),
+        KeyKind::MlKem(s) => s.name().to_string(),
     }
 }
 

@@ -7,8 +7,9 @@
 
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
-    spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, Provider, PublicKey, RsaParts,
-    RsaPrivateKey, RsaPublicKey, SecretBytes,
+    spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
+    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, PublicKey, RsaParts,
+    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
 use aws_lc_rs::{
@@ -20,6 +21,7 @@ use aws_lc_rs::{
     digest::{self, Digest},
     encoding::AsDer,
     iv::FixedLength,
+    kem::{self, Ciphertext, DecapsulationKey, EncapsulationKey},
     key_wrap::{self, KeyEncryptionKey, KeyWrap, KeyWrapPadded},
     rsa::{
         KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey,
@@ -28,7 +30,8 @@ use aws_lc_rs::{
     },
     signature::{
         self as sig, EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, KeyPair as _,
-        ParsedPublicKey, RsaKeyPair, RsaParameters, RsaSignatureEncoding,
+        ParsedPublicKey, PqdsaKeyPair, PqdsaSigningAlgorithm, PqdsaVerificationAlgorithm,
+        RsaKeyPair, RsaParameters, RsaSignatureEncoding,
     },
 };
 use cryptoki_sys::*;
@@ -135,6 +138,59 @@ impl Provider for AwsLc {
 
     fn aes(&self, key: &[u8]) -> Result<Arc<dyn AesKey>> {
         Ok(Arc::new(LcAes::new(key)?))
+    }
+
+    fn generate_ml_dsa(&self, _set: MlDsa) -> Result<SecretBytes> {
+        // FIPS 204 Algorithm 1: ξ from the approved DRBG, expanded on use.
+        let mut seed = Zeroizing::new(vec![0u8; ML_DSA_SEED_LEN]);
+        self.random(&mut seed)?;
+        Ok(seed)
+    }
+
+    fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>> {
+        let key = PqdsaKeyPair::from_seed(ml_dsa_signing(set), seed)
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlDsaPrivate { key, set }))
+    }
+
+    fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
+        // ParsedPublicKey also takes an SPKI; only the raw pkEncode crosses the seam.
+        if key.len() != set.public_len() {
+            return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let key = ParsedPublicKey::new(ml_dsa_verification(set), key)
+            .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlDsaPublic { key, set }))
+    }
+
+    fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes> {
+        let key = DecapsulationKey::generate(ml_kem(set)).map_err(because(CKR_FUNCTION_FAILED))?;
+        let bytes = key.key_bytes().map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok(Zeroizing::new(bytes.as_ref().to_vec()))
+    }
+
+    fn ml_kem_private(&self, set: MlKem, dk: &[u8]) -> Result<Arc<dyn MlKemPrivateKey>> {
+        let key =
+            DecapsulationKey::new(ml_kem(set), dk).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        // aws-lc-rs derives no ek from a dk given as bytes, but FIPS 203's dk
+        // carries it: dk = dk_PKE (384k) || ek || H(ek) || z. The hash check
+        // is FIPS 203 §7.3's decapsulation key check.
+        let at = set.public_len() - 32;
+        let public = dk
+            .get(at..at + set.public_len())
+            .ok_or(fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            .to_vec();
+        let hash = &dk[at + public.len()..at + public.len() + 32];
+        if digest::digest(&digest::SHA3_256, &public).as_ref() != hash {
+            return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        Ok(Arc::new(LcMlKemPrivate { key, set, public }))
+    }
+
+    fn ml_kem_public(&self, set: MlKem, ek: &[u8]) -> Result<Arc<dyn MlKemPublicKey>> {
+        let key =
+            EncapsulationKey::new(ml_kem(set), ek).map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        Ok(Arc::new(LcMlKemPublic { key }))
     }
 }
 
@@ -502,6 +558,117 @@ impl EcPublicKey for LcEcPublic {
         self.key
             .verify_digest_sig(&d, signature)
             .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+}
+
+// ---------------------------------------------------------------- ML-DSA
+
+fn ml_dsa_signing(set: MlDsa) -> &'static PqdsaSigningAlgorithm {
+    match set {
+        MlDsa::P44 => &sig::ML_DSA_44_SIGNING,
+        MlDsa::P65 => &sig::ML_DSA_65_SIGNING,
+        MlDsa::P87 => &sig::ML_DSA_87_SIGNING,
+    }
+}
+
+fn ml_dsa_verification(set: MlDsa) -> &'static PqdsaVerificationAlgorithm {
+    match set {
+        MlDsa::P44 => &sig::ML_DSA_44,
+        MlDsa::P65 => &sig::ML_DSA_65,
+        MlDsa::P87 => &sig::ML_DSA_87,
+    }
+}
+
+struct LcMlDsaPrivate {
+    key: PqdsaKeyPair,
+    set: MlDsa,
+}
+
+impl MlDsaPrivateKey for LcMlDsaPrivate {
+    fn public(&self) -> PublicKey {
+        PublicKey::MlDsa {
+            set: self.set,
+            key: self.key.public_key().as_ref().to_vec(),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.set.signature_len()];
+        let len = self
+            .key
+            .sign(message, &mut out)
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+struct LcMlDsaPublic {
+    key: ParsedPublicKey,
+    set: MlDsa,
+}
+
+impl MlDsaPublicKey for LcMlDsaPublic {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        if signature.len() != self.set.signature_len() {
+            return Err(fail(CKR_SIGNATURE_LEN_RANGE));
+        }
+        self.key
+            .verify_sig(message, signature)
+            .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+}
+
+// ---------------------------------------------------------------- ML-KEM
+
+fn ml_kem(set: MlKem) -> &'static kem::Algorithm {
+    match set {
+        MlKem::P512 => &kem::ML_KEM_512,
+        MlKem::P768 => &kem::ML_KEM_768,
+        MlKem::P1024 => &kem::ML_KEM_1024,
+    }
+}
+
+struct LcMlKemPrivate {
+    key: DecapsulationKey,
+    set: MlKem,
+    public: Vec<u8>,
+}
+
+impl MlKemPrivateKey for LcMlKemPrivate {
+    fn public(&self) -> PublicKey {
+        PublicKey::MlKem {
+            set: self.set,
+            key: self.public.clone(),
+        }
+    }
+
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
+        if ciphertext.len() != self.set.ciphertext_len() {
+            return Err(fail(CKR_ENCRYPTED_DATA_LEN_RANGE));
+        }
+        let secret = self
+            .key
+            .decapsulate(Ciphertext::from(ciphertext))
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok(Zeroizing::new(secret.as_ref().to_vec()))
+    }
+}
+
+struct LcMlKemPublic {
+    key: EncapsulationKey,
+}
+
+impl MlKemPublicKey for LcMlKemPublic {
+    fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)> {
+        let (ct, secret) = self
+            .key
+            .encapsulate()
+            .map_err(because(CKR_FUNCTION_FAILED))?;
+        Ok((
+            ct.as_ref().to_vec(),
+            Zeroizing::new(secret.as_ref().to_vec()),
+        ))
     }
 }
 

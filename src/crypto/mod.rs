@@ -123,6 +123,167 @@ impl Curve {
     }
 }
 
+/// The ML-DSA parameter sets (FIPS 204): the `alg` of a Managed HSM `AKP` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MlDsa {
+    /// ML-DSA-44 (`CKP_ML_DSA_44`).
+    #[serde(rename = "ML-DSA-44")]
+    P44,
+    /// ML-DSA-65 (`CKP_ML_DSA_65`).
+    #[serde(rename = "ML-DSA-65")]
+    P65,
+    /// ML-DSA-87 (`CKP_ML_DSA_87`).
+    #[serde(rename = "ML-DSA-87")]
+    P87,
+}
+
+/// Length of the seed ξ an ML-DSA private key is stored as (FIPS 204 Algorithm 6).
+pub const ML_DSA_SEED_LEN: usize = 32;
+
+impl MlDsa {
+    /// Every parameter set.
+    pub const ALL: [MlDsa; 3] = [MlDsa::P44, MlDsa::P65, MlDsa::P87];
+
+    /// The JWA / Managed HSM name (`ML-DSA-65`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MlDsa::P44 => "ML-DSA-44",
+            MlDsa::P65 => "ML-DSA-65",
+            MlDsa::P87 => "ML-DSA-87",
+        }
+    }
+
+    /// The set a JWA name names.
+    pub fn from_name(name: &str) -> Option<MlDsa> {
+        MlDsa::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// `CKA_PARAMETER_SET` (`CKP_ML_DSA_*`, PKCS#11 3.2).
+    pub fn parameter_set(self) -> cryptoki_sys::CK_ULONG {
+        match self {
+            MlDsa::P44 => cryptoki_sys::CKP_ML_DSA_44,
+            MlDsa::P65 => cryptoki_sys::CKP_ML_DSA_65,
+            MlDsa::P87 => cryptoki_sys::CKP_ML_DSA_87,
+        }
+    }
+
+    /// The set a `CKA_PARAMETER_SET` value names.
+    pub fn from_parameter_set(p: cryptoki_sys::CK_ULONG) -> Option<MlDsa> {
+        MlDsa::ALL.into_iter().find(|s| s.parameter_set() == p)
+    }
+
+    /// Public key length in bytes (FIPS 204 Table 2).
+    pub fn public_len(self) -> usize {
+        match self {
+            MlDsa::P44 => 1312,
+            MlDsa::P65 => 1952,
+            MlDsa::P87 => 2592,
+        }
+    }
+
+    /// Signature length in bytes (FIPS 204 Table 2).
+    pub fn signature_len(self) -> usize {
+        match self {
+            MlDsa::P44 => 2420,
+            MlDsa::P65 => 3309,
+            MlDsa::P87 => 4627,
+        }
+    }
+
+    /// DER of its OBJECT IDENTIFIER (id-ml-dsa-44/65/87, 2.16.840.1.101.3.4.3.17–19).
+    pub fn oid_der(self) -> &'static [u8] {
+        match self {
+            MlDsa::P44 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x11,
+            ],
+            MlDsa::P65 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12,
+            ],
+            MlDsa::P87 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x13,
+            ],
+        }
+    }
+}
+
+/// The ML-KEM parameter sets (FIPS 203), a softmhsm extension beyond the Managed HSM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum MlKem {
+    /// ML-KEM-512 (`CKP_ML_KEM_512`).
+    #[serde(rename = "ML-KEM-512")]
+    P512,
+    /// ML-KEM-768 (`CKP_ML_KEM_768`).
+    #[serde(rename = "ML-KEM-768")]
+    P768,
+    /// ML-KEM-1024 (`CKP_ML_KEM_1024`).
+    #[serde(rename = "ML-KEM-1024")]
+    P1024,
+}
+
+/// Length of an ML-KEM shared secret (FIPS 203 §7: always 32 bytes).
+pub const ML_KEM_SECRET_LEN: usize = 32;
+
+impl MlKem {
+    /// Every parameter set.
+    pub const ALL: [MlKem; 3] = [MlKem::P512, MlKem::P768, MlKem::P1024];
+
+    /// The algorithm's name (`ML-KEM-768`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MlKem::P512 => "ML-KEM-512",
+            MlKem::P768 => "ML-KEM-768",
+            MlKem::P1024 => "ML-KEM-1024",
+        }
+    }
+
+    /// `CKA_PARAMETER_SET` (`CKP_ML_KEM_*`, PKCS#11 3.2).
+    pub fn parameter_set(self) -> cryptoki_sys::CK_ULONG {
+        match self {
+            MlKem::P512 => cryptoki_sys::CKP_ML_KEM_512,
+            MlKem::P768 => cryptoki_sys::CKP_ML_KEM_768,
+            MlKem::P1024 => cryptoki_sys::CKP_ML_KEM_1024,
+        }
+    }
+
+    /// The set a `CKA_PARAMETER_SET` value names.
+    pub fn from_parameter_set(p: cryptoki_sys::CK_ULONG) -> Option<MlKem> {
+        MlKem::ALL.into_iter().find(|s| s.parameter_set() == p)
+    }
+
+    /// Encapsulation (public) key length in bytes (FIPS 203 Table 3).
+    pub fn public_len(self) -> usize {
+        match self {
+            MlKem::P512 => 800,
+            MlKem::P768 => 1184,
+            MlKem::P1024 => 1568,
+        }
+    }
+
+    /// Ciphertext length in bytes (FIPS 203 Table 3).
+    pub fn ciphertext_len(self) -> usize {
+        match self {
+            MlKem::P512 => 768,
+            MlKem::P768 => 1088,
+            MlKem::P1024 => 1568,
+        }
+    }
+
+    /// DER of its OBJECT IDENTIFIER (id-alg-ml-kem-*, 2.16.840.1.101.3.4.4.1–3).
+    pub fn oid_der(self) -> &'static [u8] {
+        match self {
+            MlKem::P512 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x01,
+            ],
+            MlKem::P768 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x02,
+            ],
+            MlKem::P1024 => &[
+                0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x03,
+            ],
+        }
+    }
+}
+
 /// The hash functions the Managed HSM algorithms use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hash {
@@ -189,6 +350,20 @@ pub enum PublicKey {
         /// `04 || x || y`.
         point: Vec<u8>,
     },
+    /// ML-DSA: the parameter set and the encoded public key (FIPS 204 pkEncode).
+    MlDsa {
+        /// The parameter set.
+        set: MlDsa,
+        /// The public key bytes (`CKA_VALUE`, JWK `pub`).
+        key: Vec<u8>,
+    },
+    /// ML-KEM: the parameter set and the encapsulation key (FIPS 203 `ek`).
+    MlKem {
+        /// The parameter set.
+        set: MlKem,
+        /// The encapsulation key bytes (`CKA_VALUE`).
+        key: Vec<u8>,
+    },
 }
 
 impl PublicKey {
@@ -204,6 +379,7 @@ impl PublicKey {
                 }
             }
             PublicKey::Ec { curve, .. } => curve.bits(),
+            PublicKey::MlDsa { key, .. } | PublicKey::MlKem { key, .. } => key.len() * 8,
         }
     }
 }
@@ -265,6 +441,36 @@ pub trait EcPrivateKey: Send + Sync {
 pub trait EcPublicKey: Send + Sync {
     /// Verify a raw `r || s` ECDSA signature over a precomputed digest.
     fn verify_prehash(&self, digest: &[u8], signature: &[u8]) -> Result<()>;
+}
+
+/// A parsed ML-DSA private key (expanded from its seed once).
+pub trait MlDsaPrivateKey: Send + Sync {
+    /// The matching public key.
+    fn public(&self) -> PublicKey;
+    /// Pure ML-DSA (FIPS 204 Algorithm 2), hedged, with an empty context.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A parsed ML-DSA public key.
+pub trait MlDsaPublicKey: Send + Sync {
+    /// Verify a pure ML-DSA signature with an empty context (FIPS 204 Algorithm 3).
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()>;
+}
+
+/// A parsed ML-KEM decapsulation key.
+pub trait MlKemPrivateKey: Send + Sync {
+    /// The matching encapsulation key.
+    fn public(&self) -> PublicKey;
+    /// FIPS 203 `ML-KEM.Decaps`: the shared secret. A ciphertext of the right
+    /// length never fails (implicit rejection gives an unrelated secret); a
+    /// wrong length is `CKR_ENCRYPTED_DATA_LEN_RANGE`.
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes>;
+}
+
+/// A parsed ML-KEM encapsulation key.
+pub trait MlKemPublicKey: Send + Sync {
+    /// FIPS 203 `ML-KEM.Encaps`: (ciphertext, shared secret).
+    fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)>;
 }
 
 /// An AES key (128, 192 or 256 bits) ready for use.
@@ -333,6 +539,18 @@ pub trait Provider: Send + Sync {
     fn ec_public(&self, curve: Curve, point: &[u8]) -> Result<Arc<dyn EcPublicKey>>;
     /// Prepare an AES key (16, 24 or 32 bytes).
     fn aes(&self, key: &[u8]) -> Result<Arc<dyn AesKey>>;
+    /// Generate an ML-DSA key: its seed ξ ([`ML_DSA_SEED_LEN`] bytes), the form it is stored in.
+    fn generate_ml_dsa(&self, set: MlDsa) -> Result<SecretBytes>;
+    /// Expand an ML-DSA private key from its seed (FIPS 204 `ML-DSA.KeyGen_internal`).
+    fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>>;
+    /// Parse an ML-DSA public key (pkEncode bytes).
+    fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>>;
+    /// Generate an ML-KEM key: its decapsulation key bytes (FIPS 203 `dk`).
+    fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes>;
+    /// Parse an ML-KEM decapsulation key.
+    fn ml_kem_private(&self, set: MlKem, dk: &[u8]) -> Result<Arc<dyn MlKemPrivateKey>>;
+    /// Parse an ML-KEM encapsulation key.
+    fn ml_kem_public(&self, set: MlKem, ek: &[u8]) -> Result<Arc<dyn MlKemPublicKey>>;
 }
 
 /// One-shot digest through `provider`.

@@ -23,7 +23,8 @@ mod routed_impl {
     use crate::crypto::aws_lc::AwsLc;
     use crate::crypto::rustcrypto::RustCrypto;
     use crate::crypto::{
-        AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, Provider, RsaParts, RsaPrivateKey,
+        AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
+        MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, RsaParts, RsaPrivateKey,
         RsaPublicKey, SecretBytes,
     };
     use crate::error::Result;
@@ -102,6 +103,32 @@ mod routed_impl {
             // AES-NI + constant-time GHASH in aws-lc; the aws-lc key hands short-tag
             // GCM decryption and AES-192 key wrap to RustCrypto itself.
             AwsLc.aes(key)
+        }
+
+        fn generate_ml_dsa(&self, set: MlDsa) -> Result<SecretBytes> {
+            // ML-DSA exists only in aws-lc here (the pure-Rust build has none).
+            AwsLc.generate_ml_dsa(set)
+        }
+
+        fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>> {
+            AwsLc.ml_dsa_private(set, seed)
+        }
+
+        fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
+            AwsLc.ml_dsa_public(set, key)
+        }
+
+        fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes> {
+            // ML-KEM, too, exists only in aws-lc here.
+            AwsLc.generate_ml_kem(set)
+        }
+
+        fn ml_kem_private(&self, set: MlKem, dk: &[u8]) -> Result<Arc<dyn MlKemPrivateKey>> {
+            AwsLc.ml_kem_private(set, dk)
+        }
+
+        fn ml_kem_public(&self, set: MlKem, ek: &[u8]) -> Result<Arc<dyn MlKemPublicKey>> {
+            AwsLc.ml_kem_public(set, ek)
         }
     }
 }

@@ -183,6 +183,49 @@ impl super::Provider for RustCrypto {
             _ => return Err(fail(CKR_KEY_SIZE_RANGE)),
         })
     }
+
+    // RustCrypto's `ml-dsa` is a release candidate without an audit (README,
+    // "Post-quantum keys"): the pure-Rust build lists no ML-DSA mechanism.
+    fn generate_ml_dsa(&self, _set: super::MlDsa) -> Result<SecretBytes> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_dsa_private(
+        &self,
+        _set: super::MlDsa,
+        _seed: &[u8],
+    ) -> Result<Arc<dyn super::MlDsaPrivateKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_dsa_public(
+        &self,
+        _set: super::MlDsa,
+        _key: &[u8],
+    ) -> Result<Arc<dyn super::MlDsaPublicKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    // Likewise `ml-kem` (README): no ML-KEM in the pure-Rust build.
+    fn generate_ml_kem(&self, _set: super::MlKem) -> Result<SecretBytes> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_kem_private(
+        &self,
+        _set: super::MlKem,
+        _dk: &[u8],
+    ) -> Result<Arc<dyn super::MlKemPrivateKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
+    fn ml_kem_public(
+        &self,
+        _set: super::MlKem,
+        _ek: &[u8],
+    ) -> Result<Arc<dyn super::MlKemPublicKey>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
 }
 
 fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<SecretBytes> {

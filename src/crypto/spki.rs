@@ -81,6 +81,10 @@ pub fn spki_der(key: &PublicKey) -> Vec<u8> {
             tlv(TAG_SEQUENCE, &[EC_PUBLIC_KEY_OID, curve.oid_der()]),
             point.clone(),
         ),
+        // RFC 9881 §4: no parameters; the key is the raw pkEncode bytes.
+        PublicKey::MlDsa { set, key } => (tlv(TAG_SEQUENCE, &[set.oid_der()]), key.clone()),
+        // draft-ietf-lamps-kyber-certificates: likewise no parameters, the raw ek.
+        PublicKey::MlKem { set, key } => (tlv(TAG_SEQUENCE, &[set.oid_der()]), key.clone()),
     };
     // BIT STRING: the leading 0 says no unused bits in the last byte.
     let bits = tlv(TAG_BIT_STRING, &[&[0], &subject]);

@@ -54,14 +54,14 @@ fn ec_pkcs8(curve: Curve) -> SecretBytes {
 fn rsa_public_of(p: &dyn Provider, private: &dyn RsaPrivateKey) -> Arc<dyn RsaPublicKey> {
     match private.public() {
         PublicKey::Rsa { n, e } => p.rsa_public(&n, &e).expect("rsa public"),
-        PublicKey::Ec { .. } => panic!("not an RSA key"),
+        _ => panic!("not an RSA key"),
     }
 }
 
 fn ec_public_of(p: &dyn Provider, private: &dyn EcPrivateKey) -> Arc<dyn EcPublicKey> {
     match private.public() {
         PublicKey::Ec { curve, point } => p.ec_public(curve, &point).expect("ec public"),
-        PublicKey::Rsa { .. } => panic!("not an EC key"),
+        _ => panic!("not an EC key"),
     }
 }
 
@@ -280,7 +280,7 @@ fn rsa_keygen_honours_size_and_exponent() {
             assert_eq!(e, [1, 0, 1]);
             assert_eq!(n.len(), 256);
         }
-        PublicKey::Ec { .. } => unreachable!(),
+        _ => unreachable!(),
     }
     for p in providers() {
         assert_eq!(rv(p.generate_rsa(1024)), CKR_KEY_SIZE_RANGE);
@@ -405,7 +405,7 @@ fn spki_of_rsa_and_ec_keys_parse_back() {
             assert_eq!(&parsed.n().to_bytes_be(), n);
             assert_eq!(&parsed.e().to_bytes_be(), e);
         }
-        PublicKey::Ec { .. } => unreachable!(),
+        _ => unreachable!(),
     }
     let ec = provider()
         .ec_private(Curve::P384, &ec_pkcs8(Curve::P384))
@@ -1165,4 +1165,26 @@ fn routed_provider_is_the_builds_default() {
     #[cfg(not(feature = "aws-lc"))]
     assert_eq!(router::routed().name(), "rustcrypto");
     assert_eq!(provider().name(), router::routed().name());
+}
+
+#[cfg(feature = "aws-lc")]
+#[test]
+fn ml_kem_round_trips_and_its_decapsulation_key_carries_the_encapsulation_key() {
+    use super::MlKem;
+    let p = provider();
+    for set in MlKem::ALL {
+        let dk = p.generate_ml_kem(set).unwrap();
+        let private = p.ml_kem_private(set, &dk).unwrap();
+        let PublicKey::MlKem { key, .. } = private.public() else {
+            unreachable!()
+        };
+        assert_eq!(key.len(), set.public_len(), "{set:?}");
+        let (ct, secret) = p.ml_kem_public(set, &key).unwrap().encapsulate().unwrap();
+        assert_eq!(ct.len(), set.ciphertext_len(), "{set:?}");
+        assert_eq!(private.decapsulate(&ct).unwrap(), secret, "{set:?}");
+        // FIPS 203 §7.3: a dk whose H(ek) does not match is refused.
+        let mut bad = dk.clone();
+        bad[set.public_len() - 32 + 5] ^= 1;
+        assert!(p.ml_kem_private(set, &bad).is_err(), "{set:?}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The JWK-style key record (DESIGN §2) and the records of the other object
 //! classes, as stored (JSON) in the store's `attrs` column.
 
-use crate::crypto::{Curve, PublicKey};
+use crate::crypto::{Curve, MlDsa, MlKem, PublicKey};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,11 @@ pub enum KeyKind {
     Ec(#[serde(with = "curve_name")] Curve),
     /// AES (JWK `oct`) of this many bits.
     Aes(u32),
+    /// ML-DSA (JWK `AKP`) of a parameter set; the private key is stored as its seed.
+    MlDsa(MlDsa),
+    /// ML-KEM of a parameter set (a softmhsm extension: no Managed HSM key
+    /// type); its `key_ops` are wrapKey (encapsulate) and unwrapKey (decapsulate).
+    MlKem(MlKem),
 }
 
 impl KeyKind {
@@ -25,10 +30,24 @@ impl KeyKind {
             KeyKind::Rsa(_) => CKK_RSA,
             KeyKind::Ec(_) => CKK_EC,
             KeyKind::Aes(_) => CKK_AES,
+            KeyKind::MlDsa(_) => CKK_ML_DSA,
+            KeyKind::MlKem(_) => CKK_ML_KEM,
         }
     }
 
-    /// True for RSA and EC (an object pair: private + public).
+    /// The `kty` the Managed HSM reports for it (`RSA-HSM`, `AKP-HSM`, …;
+    /// ML-KEM, which it does not have, as `ML-KEM`).
+    pub fn kty(self) -> &'static str {
+        match self {
+            KeyKind::Rsa(_) => "RSA-HSM",
+            KeyKind::Ec(_) => "EC-HSM",
+            KeyKind::Aes(_) => "oct-HSM",
+            KeyKind::MlDsa(_) => "AKP-HSM",
+            KeyKind::MlKem(_) => "ML-KEM",
+        }
+    }
+
+    /// True for RSA, EC, ML-DSA and ML-KEM (an object pair: private + public).
     pub fn is_pair(self) -> bool {
         !matches!(self, KeyKind::Aes(_))
     }
@@ -216,6 +235,16 @@ pub enum StoredPublic {
         /// `04 || x || y`.
         point: String,
     },
+    /// ML-DSA public key (pkEncode), hex.
+    MlDsa {
+        /// The key bytes.
+        key: String,
+    },
+    /// ML-KEM encapsulation key, hex.
+    MlKem {
+        /// The key bytes.
+        key: String,
+    },
 }
 
 impl StoredPublic {
@@ -227,6 +256,8 @@ impl StoredPublic {
                 e: hex(e),
             },
             PublicKey::Ec { point, .. } => StoredPublic::Ec { point: hex(point) },
+            PublicKey::MlDsa { key, .. } => StoredPublic::MlDsa { key: hex(key) },
+            PublicKey::MlKem { key, .. } => StoredPublic::MlKem { key: hex(key) },
         }
     }
 
@@ -241,6 +272,14 @@ impl StoredPublic {
             (StoredPublic::Ec { point }, KeyKind::Ec(curve)) => Ok(PublicKey::Ec {
                 curve,
                 point: unhex(point).ok_or_else(bad)?,
+            }),
+            (StoredPublic::MlDsa { key }, KeyKind::MlDsa(set)) => Ok(PublicKey::MlDsa {
+                set,
+                key: unhex(key).ok_or_else(bad)?,
+            }),
+            (StoredPublic::MlKem { key }, KeyKind::MlKem(set)) => Ok(PublicKey::MlKem {
+                set,
+                key: unhex(key).ok_or_else(bad)?,
             }),
             _ => Err(bad()),
         }

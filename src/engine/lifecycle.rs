@@ -163,7 +163,7 @@ pub fn check_kind(kind: KeyKind) -> Outcome<()> {
     let ok = match kind {
         KeyKind::Rsa(bits) => RSA_BITS.contains(&bits),
         KeyKind::Aes(bits) => bits % 8 == 0 && AES_BYTES.contains(&(bits / 8)),
-        KeyKind::Ec(_) => true,
+        KeyKind::Ec(_) | KeyKind::MlDsa(_) | KeyKind::MlKem(_) => true,
     };
     if ok {
         Ok(())
@@ -307,6 +307,16 @@ pub fn generate(kind: KeyKind) -> Outcome<(SecretBytes, Option<crypto::PublicKey
             let mut k = SecretBytes::new(vec![0u8; bits as usize / 8]);
             p.random(&mut k)?;
             (k, None)
+        }
+        KeyKind::MlDsa(set) => {
+            let seed = p.generate_ml_dsa(set)?;
+            let public = p.ml_dsa_private(set, &seed)?.public();
+            (seed, Some(public))
+        }
+        KeyKind::MlKem(set) => {
+            let dk = p.generate_ml_kem(set)?;
+            let public = p.ml_kem_private(set, &dk)?.public();
+            (dk, Some(public))
         }
     })
 }

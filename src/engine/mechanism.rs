@@ -95,6 +95,13 @@ pub enum Param {
         /// `pOAEPParams`.
         oaep: Box<Param>,
     },
+    /// `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2, ML-DSA).
+    SignContext {
+        /// `hedgeVariant` (a `CKH_*`).
+        hedge: CK_ULONG,
+        /// `pContext` (at most 255 bytes).
+        context: Vec<u8>,
+    },
     /// Any other parameter, as raw bytes.
     Bytes(Vec<u8>),
 }
@@ -174,6 +181,8 @@ pub enum SignFamily {
     RsaPss,
     /// ECDSA over a digest of the curve's hash, raw `r || s` (`sign_prehash`).
     Ecdsa,
+    /// Pure ML-DSA (FIPS 204) over the whole message (`MlDsaPrivateKey::sign`).
+    MlDsa,
 }
 
 /// A signature mechanism's row data: its family, what the token hashes
@@ -204,6 +213,8 @@ pub enum ParamKind {
     Iv,
     /// `CK_RSA_AES_KEY_WRAP_PARAMS`.
     RsaAesKeyWrap,
+    /// `CK_SIGN_ADDITIONAL_CONTEXT`, optional.
+    SignContext,
 }
 
 /// The keys a mechanism takes.
@@ -217,13 +228,20 @@ pub enum Keys {
     Ec(&'static [Curve]),
     /// AES of the Managed HSM sizes.
     Aes,
+    /// ML-DSA of every parameter set.
+    MlDsa,
+    /// ML-KEM of every parameter set.
+    MlKem,
 }
 
 impl Keys {
     /// Whether a key of `kind` is one this mechanism takes.
     pub fn fits(self, kind: KeyKind) -> bool {
         match (self, kind) {
-            (Keys::Rsa, KeyKind::Rsa(_)) | (Keys::Aes, KeyKind::Aes(_)) => true,
+            (Keys::Rsa, KeyKind::Rsa(_))
+            | (Keys::Aes, KeyKind::Aes(_))
+            | (Keys::MlDsa, KeyKind::MlDsa(_))
+            | (Keys::MlKem, KeyKind::MlKem(_)) => true,
             (Keys::Ec(curves), KeyKind::Ec(c)) => curves.contains(&c),
             _ => false,
         }
@@ -246,6 +264,8 @@ pub enum Jwa {
     OaepByParam,
     /// AES: `A<bits><suffix>` by the key's size (A256KW, A128GCM, …).
     AesBySize(&'static str),
+    /// ML-DSA: ML-DSA-44, ML-DSA-65 or ML-DSA-87 by the key's parameter set.
+    MlDsaBySet,
 }
 
 /// One mechanism: everything the token knows about it, in one row. Its
@@ -306,6 +326,11 @@ const fn row(
 }
 
 const RSA_BITS: (CK_ULONG, CK_ULONG) = (2048, 4096);
+/// ML-DSA "sizes" are its parameter sets, `CKP_ML_DSA_44` to `CKP_ML_DSA_87`.
+#[cfg(feature = "aws-lc")]
+const ML_KEM_SETS: (CK_ULONG, CK_ULONG) = (CKP_ML_KEM_512, CKP_ML_KEM_1024);
+#[cfg(feature = "aws-lc")]
+const ML_DSA_SETS: (CK_ULONG, CK_ULONG) = (CKP_ML_DSA_44, CKP_ML_DSA_87);
 const AES_BYTES: (CK_ULONG, CK_ULONG) = (16, 32);
 
 /// A sign/verify mechanism.
@@ -394,6 +419,16 @@ pub const REGISTRY: &[MechanismDef] = &[
     signing(CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", (256, 256), ParamKind::None, Keys::Ec(&[Curve::P256, Curve::P256K]), (SignFamily::Ecdsa, Some(Hash::Sha256)), Jwa::EsByCurve),
     signing(CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384", (384, 384), ParamKind::None, Keys::Ec(&[Curve::P384]), (SignFamily::Ecdsa, Some(Hash::Sha384)), Jwa::Name("ES384")),
     signing(CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512", (521, 521), ParamKind::None, Keys::Ec(&[Curve::P521]), (SignFamily::Ecdsa, Some(Hash::Sha512)), Jwa::Name("ES512")),
+    // ML-DSA (PKCS#11 3.2 §6.67): aws-lc-rs only; the pure-Rust build has none (README).
+    #[cfg(feature = "aws-lc")]
+    row(CKM_ML_DSA_KEY_PAIR_GEN, "CKM_ML_DSA_KEY_PAIR_GEN", ML_DSA_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
+    #[cfg(feature = "aws-lc")]
+    signing(CKM_ML_DSA, "CKM_ML_DSA", ML_DSA_SETS, ParamKind::SignContext, Keys::MlDsa, (SignFamily::MlDsa, None), Jwa::MlDsaBySet),
+    // ML-KEM (PKCS#11 3.2 §6.66), a softmhsm extension: C_EncapsulateKey/C_DecapsulateKey.
+    #[cfg(feature = "aws-lc")]
+    row(CKM_ML_KEM_KEY_PAIR_GEN, "CKM_ML_KEM_KEY_PAIR_GEN", ML_KEM_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
+    #[cfg(feature = "aws-lc")]
+    row(CKM_ML_KEM, "CKM_ML_KEM", ML_KEM_SETS, CKF_ENCAPSULATE | CKF_DECAPSULATE, ParamKind::None, Keys::MlKem),
     digest(CKM_SHA256, "CKM_SHA256", Hash::Sha256),
     digest(CKM_SHA384, "CKM_SHA384", Hash::Sha384),
     digest(CKM_SHA512, "CKM_SHA512", Hash::Sha512),
@@ -416,8 +451,11 @@ pub fn generates(ty: CK_MECHANISM_TYPE, pair: bool) -> bool {
     lookup(ty).is_some_and(|d| d.flags & flag != 0)
 }
 
-/// The `CKF_*` flag of each key operation a mechanism can serve.
-const OP_FLAGS: [(KeyOps, CK_FLAGS); 6] = [
+/// The `CKF_*` flag of each key operation a mechanism can serve;
+/// encapsulation is key transport, the wrapKey op (decapsulation unwrapKey's).
+const OP_FLAGS: [(KeyOps, CK_FLAGS); 8] = [
+    (KeyOps::WRAP, CKF_ENCAPSULATE),
+    (KeyOps::UNWRAP, CKF_DECAPSULATE),
     (KeyOps::SIGN, CKF_SIGN),
     (KeyOps::VERIFY, CKF_VERIFY),
     (KeyOps::ENCRYPT, CKF_ENCRYPT),
@@ -480,6 +518,7 @@ impl MechanismDef {
                 .to_string(),
             ),
             (Jwa::AesBySize(suffix), KeyKind::Aes(bits)) => Some(format!("A{bits}{suffix}")),
+            (Jwa::MlDsaBySet, KeyKind::MlDsa(set)) => Some(set.name().to_string()),
             _ => None,
         }
     }

@@ -90,6 +90,14 @@ const KEY_ATTRS: &[(CK_ATTRIBUTE_TYPE, u8, Access)] = &[
     (CKA_EC_PARAMS, PRIV | PUB, AtCreate),
     (CKA_EC_POINT, PRIV | PUB, AtCreate),
     (CKA_VALUE, PRIV | SECRET, Sensitive),
+    // PKCS#11 3.2 §6.67.2: an ML-DSA public key's value is its encoded key.
+    (CKA_VALUE, PUB, ReadOnly),
+    (CKA_PARAMETER_SET, PRIV | PUB, AtCreate),
+    // PKCS#11 3.2 ML-KEM: the key transport ops, read from wrapKey/unwrapKey.
+    (CKA_ENCAPSULATE, PUB, Modifiable),
+    (CKA_DECAPSULATE, PRIV, Modifiable),
+    // The ML-DSA private key's seed: as sensitive as CKA_VALUE.
+    (CKA_SEED, PRIV, Sensitive),
     (CKA_VALUE_LEN, SECRET, AtCreate),
     (CKA_SOFTMHSM_NAME, KEYS, ReadOnly),
     (CKA_SOFTMHSM_VERSION, KEYS, ReadOnly),
@@ -314,6 +322,23 @@ fn key_attribute(v: &View<'_>, k: &KeyRecord, ty: CK_ATTRIBUTE_TYPE) -> AttrValu
             Some(crate::crypto::PublicKey::Ec { point, .. }) => Value(spki::ec_point_der(&point)),
             _ => Invalid,
         },
+        CKA_VALUE => match public() {
+            Some(
+                crate::crypto::PublicKey::MlDsa { key, .. }
+                | crate::crypto::PublicKey::MlKem { key, .. },
+            ) => Value(key),
+            _ => Invalid,
+        },
+        CKA_PARAMETER_SET => match k.kind {
+            KeyKind::MlDsa(set) => Value(ulong_bytes(set.parameter_set())),
+            KeyKind::MlKem(set) => Value(ulong_bytes(set.parameter_set())),
+            _ => Invalid,
+        },
+        CKA_ENCAPSULATE | CKA_DECAPSULATE if !matches!(k.kind, KeyKind::MlKem(_)) => {
+            Value(bool_bytes(false))
+        }
+        CKA_ENCAPSULATE => op(KeyOps::WRAP),
+        CKA_DECAPSULATE => op(KeyOps::UNWRAP),
         CKA_VALUE_LEN => match k.kind {
             KeyKind::Aes(bits) => Value(ulong_bytes((bits / 8) as CK_ULONG)),
             _ => Invalid,
@@ -439,10 +464,10 @@ pub fn key_request(
                 return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
             }
         }
-        for (ty, op) in OP_ATTRS {
-            match t.get_bool(*ty)? {
-                Some(true) => ops = ops.with(*op),
-                Some(false) => denied = denied.with(*op),
+        for (ty, op) in op_attrs(kind) {
+            match t.get_bool(ty)? {
+                Some(true) => ops = ops.with(op),
+                Some(false) => denied = denied.with(op),
                 None => {}
             }
         }
@@ -793,7 +818,23 @@ const OP_ATTRS: &[(CK_ATTRIBUTE_TYPE, KeyOps)] = &[
     (CKA_DECRYPT, KeyOps::DECRYPT),
     (CKA_WRAP, KeyOps::WRAP),
     (CKA_UNWRAP, KeyOps::UNWRAP),
+    (CKA_ENCAPSULATE, KeyOps::WRAP),
+    (CKA_DECAPSULATE, KeyOps::UNWRAP),
 ];
+
+/// [`OP_ATTRS`] for a key of `kind`: `CKA_ENCAPSULATE`/`CKA_DECAPSULATE`
+/// are an ML-KEM key's wrapKey/unwrapKey and no op of any other key (they
+/// read FALSE there, and setting them changes nothing).
+fn op_attrs(kind: KeyKind) -> impl Iterator<Item = (CK_ATTRIBUTE_TYPE, KeyOps)> {
+    OP_ATTRS.iter().map(move |&(ty, op)| {
+        let kem_only = matches!(ty, CKA_ENCAPSULATE | CKA_DECAPSULATE);
+        if kem_only && !matches!(kind, KeyKind::MlKem(_)) {
+            (ty, KeyOps::default())
+        } else {
+            (ty, op)
+        }
+    })
+}
 
 /// Check every attribute of a key template against the table. At creation
 /// `AtCreate` and `Modifiable` attributes may appear; afterwards only `Modifiable`.
@@ -839,6 +880,19 @@ fn requested_kind(
         CKM_EC_KEY_PAIR_GEN => {
             let params = either(CKA_EC_PARAMS).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
             Ok(KeyKind::Ec(rules::curve_from_params(params)?))
+        }
+        CKM_ML_DSA_KEY_PAIR_GEN => {
+            // PKCS#11 3.2 §6.67.3: the parameter set is on the public template.
+            let set = either(CKA_PARAMETER_SET).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+            crate::crypto::MlDsa::from_parameter_set(decode_ulong(set)?)
+                .map(KeyKind::MlDsa)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))
+        }
+        CKM_ML_KEM_KEY_PAIR_GEN => {
+            let set = either(CKA_PARAMETER_SET).ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+            crate::crypto::MlKem::from_parameter_set(decode_ulong(set)?)
+                .map(KeyKind::MlKem)
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))
         }
         CKM_AES_KEY_GEN => {
             let len = private
@@ -913,13 +967,13 @@ pub fn set_attributes(rec: &Record, part: Part, t: &Template) -> Result<Record> 
             if k.ops == KeyOps::IMPORT && OP_ATTRS.iter().any(|(ty, _)| t.get(*ty).is_some()) {
                 return Err(Error(CKR_ATTRIBUTE_READ_ONLY));
             }
-            for (ty, op) in OP_ATTRS {
-                match t.get_bool(*ty)? {
-                    Some(true) if !possible_ops(k.kind).contains(*op) => {
+            for (ty, op) in op_attrs(k.kind) {
+                match t.get_bool(ty)? {
+                    Some(true) if !possible_ops(k.kind).contains(op) => {
                         return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID))
                     }
-                    Some(true) => k.ops = k.ops.with(*op),
-                    Some(false) => k.ops = k.ops.without(*op),
+                    Some(true) => k.ops = k.ops.with(op),
+                    Some(false) => k.ops = k.ops.without(op),
                     None => {}
                 }
             }

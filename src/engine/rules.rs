@@ -49,6 +49,10 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
     }
     let param_hash = match def.param {
         ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
+        ParamKind::SignContext => {
+            sign_context_param(mech)?;
+            None
+        }
         _ => {
             expect_no_param(mech)?;
             None
@@ -64,6 +68,44 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         prehash: signing.prehash,
         digest: param_hash.or(signing.prehash).or(curve_hash),
     })
+}
+
+/// C_EncapsulateKey (`op` wrapKey) and C_DecapsulateKey (`op` unwrapKey),
+/// PKCS#11 3.2 §5.18: the mechanism must be a KEM row serving the call
+/// (`CKR_MECHANISM_INVALID`), the key of its type
+/// (`CKR_KEY_TYPE_INCONSISTENT`), no parameter, and the key usable for `op` now.
+pub fn kem_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Result<()> {
+    let flag = if op == KeyOps::WRAP {
+        CKF_ENCAPSULATE
+    } else {
+        CKF_DECAPSULATE
+    };
+    let def = lookup(mech.ty)
+        .filter(|d| d.flags & flag != 0)
+        .ok_or(Error(CKR_MECHANISM_INVALID))?;
+    check_allowed(key, mech.ty)?;
+    if !def.keys.fits(key.kind) {
+        return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+    }
+    expect_no_param(mech)?;
+    check_usable(key, op, now)
+}
+
+/// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT`: aws-lc-rs 1.19 signs pure ML-DSA
+/// hedged with an empty context only, so a hedged request (preferred or
+/// required) with no context is what the token serves; a deterministic one
+/// or a context is `CKR_MECHANISM_PARAM_INVALID`, never silently ignored (a
+/// verifier given the context would refuse the signature).
+fn sign_context_param(mech: &Mechanism) -> Result<()> {
+    match &mech.param {
+        Param::None => Ok(()),
+        Param::SignContext { hedge, context }
+            if matches!(*hedge, CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED) && context.is_empty() =>
+        {
+            Ok(())
+        }
+        _ => Err(param_invalid()),
+    }
 }
 
 /// PS256/384/512 only: hash = MGF1 hash = SHA-256/384/512, salt = hash length;
@@ -194,7 +236,7 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
             CipherParam::Iv(<[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?)
         }
         ParamKind::RsaAesKeyWrap => rsa_aes_param(mech)?,
-        ParamKind::Pss => return Err(param_invalid()),
+        ParamKind::Pss | ParamKind::SignContext => return Err(param_invalid()),
     };
     check_usable(key, needed_op(scheme, op, key.ops), now)?;
     Ok(Cipher { scheme, param })
@@ -422,7 +464,9 @@ fn check_allowed(key: &KeyRecord, ty: CK_MECHANISM_TYPE) -> Result<()> {
 pub fn possible_ops(kind: KeyKind) -> KeyOps {
     match kind {
         KeyKind::Rsa(_) => KeyOps(0b0011_1111),
-        KeyKind::Ec(_) => KeyOps::SIGN.with(KeyOps::VERIFY),
+        KeyKind::Ec(_) | KeyKind::MlDsa(_) => KeyOps::SIGN.with(KeyOps::VERIFY),
+        // Encapsulation is key transport: wrapKey's op; decapsulation unwrapKey's.
+        KeyKind::MlKem(_) => KeyOps::WRAP.with(KeyOps::UNWRAP),
         KeyKind::Aes(_) => KeyOps::ENCRYPT
             .with(KeyOps::DECRYPT)
             .with(KeyOps::WRAP)

@@ -1,6 +1,6 @@
 //! Key management (PKCS#11 3.1 §5.14).
 
-use super::{entry, input, mechanism, output, put, template};
+use super::{entry, input, mechanism, output, produce, put, template};
 use crate::engine::key::KeyOps;
 use crate::engine::mechanism::expect_no_param;
 use crate::engine::policy::Part;
@@ -165,4 +165,91 @@ pub unsafe extern "C" fn C_DeriveKey(
 
 fn no_mechanism() -> Result<()> {
     Err(Error(CKR_MECHANISM_INVALID))
+}
+
+/// C_EncapsulateKey, PKCS#11 3.2 §5.18.1: ML-KEM encapsulation to a public
+/// key; the shared secret becomes a new AES key from `pTemplate`. A length
+/// query (`pCiphertext` NULL) or a short buffer makes no key.
+#[no_mangle]
+pub unsafe extern "C" fn C_EncapsulateKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    public: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    ciphertext: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry("C_EncapsulateKey", || {
+        let s = token::library()?.session(session)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.18); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulAttributeCount` attributes;
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
+        if key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let mut made = None;
+        // SAFETY: a non-NULL `pulCiphertextLen` is a readable and writable
+        // `CK_ULONG` and a non-NULL `pCiphertext` holds that many bytes
+        // (§5.18.1); `produce` checks NULL.
+        unsafe {
+            produce(ciphertext, len, |out| {
+                if out.is_none() {
+                    return s.encapsulate_key(&m, public, &t, None).map(|(n, _)| n);
+                }
+                let mut n = 0;
+                let e = audit::key_made(&s.slot, "KeyEncapsulate", || {
+                    let (written, e) = s.encapsulate_key(&m, public, &t, out)?;
+                    n = written;
+                    e.ok_or(Error(CKR_GENERAL_ERROR))
+                })?;
+                made = Some(e);
+                Ok(n)
+            })
+        }?;
+        match made {
+            // SAFETY: `phKey` is not NULL (checked above) and, by §5.18.1, writable.
+            Some(e) => unsafe { put(key, handle(e.id, Part::Main)) },
+            None => Ok(()),
+        }
+    })
+}
+
+/// C_DecapsulateKey, PKCS#11 3.2 §5.18.2: ML-KEM decapsulation with a
+/// private key into a new AES key from `pTemplate`.
+#[no_mangle]
+pub unsafe extern "C" fn C_DecapsulateKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    private: CK_OBJECT_HANDLE,
+    tmpl: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    ciphertext: *mut CK_BYTE,
+    len: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry("C_DecapsulateKey", || {
+        let s = token::library()?.session(session)?;
+        // SAFETY: a non-NULL `pMechanism` points to a `CK_MECHANISM` with its
+        // parameter (§5.18); `mechanism` checks NULL and the parameter length.
+        let m = unsafe { mechanism(mech) }?;
+        // SAFETY: a non-NULL `pTemplate` holds `ulAttributeCount` attributes;
+        // `template` checks NULL and every value's length.
+        let t = unsafe { template(tmpl, count) }?;
+        // SAFETY: a non-NULL `pCiphertext` holds `ulCiphertextLen` bytes
+        // (§5.18.2); `input` checks NULL and the length.
+        let ct = unsafe { input(ciphertext, len) }?;
+        if key.is_null() {
+            return Err(Error(CKR_ARGUMENTS_BAD));
+        }
+        let e = audit::key_made(&s.slot, "KeyDecapsulate", || {
+            s.decapsulate_key(&m, private, &t, ct)
+        })?;
+        // SAFETY: `phKey` is not NULL (checked above) and, by §5.18.2, writable.
+        unsafe { put(key, handle(e.id, Part::Main)) }
+    })
 }

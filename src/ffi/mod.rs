@@ -249,6 +249,28 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                 tag_bits: g.ulTagBits,
             }
         }
+        // ML-DSA's parameter is optional (PKCS#11 3.2 §6.67.4): none is pure, hedged.
+        ParamKind::SignContext if len == 0 => Param::None,
+        ParamKind::SignContext => {
+            sized(std::mem::size_of::<CK_SIGN_ADDITIONAL_CONTEXT>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees those bytes
+            // readable. The read needs no alignment.
+            let c = unsafe {
+                std::ptr::read_unaligned(m.pParameter as *const CK_SIGN_ADDITIONAL_CONTEXT)
+            };
+            if c.ulContextLen > 255 {
+                return Err(invalid());
+            }
+            Param::SignContext {
+                hedge: c.hedgeVariant,
+                // SAFETY: the caller guarantees `pContext` holds `ulContextLen`
+                // bytes; `input` refuses NULL with a non-zero length.
+                context: unsafe { input(c.pContext, c.ulContextLen) }
+                    .map_err(|_| invalid())?
+                    .to_vec(),
+            }
+        }
         ParamKind::None | ParamKind::Iv if len == 0 => Param::None,
         ParamKind::None | ParamKind::Iv => {
             if len > MAX_INPUT {

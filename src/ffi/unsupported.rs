@@ -57,8 +57,6 @@ not_supported! {
     C_VerifyMessageBegin(s: CK_SESSION_HANDLE, p: *mut c_void, pl: CK_ULONG);
     C_VerifyMessageNext(s: CK_SESSION_HANDLE, p: *mut c_void, pl: CK_ULONG, d: *mut CK_BYTE, dl: CK_ULONG, o: *mut CK_BYTE, ol: CK_ULONG);
     C_MessageVerifyFinal(s: CK_SESSION_HANDLE);
-    C_EncapsulateKey(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE, t: *mut CK_ATTRIBUTE, tl: CK_ULONG, o: *mut CK_BYTE, ol: *mut CK_ULONG, h: *mut CK_OBJECT_HANDLE);
-    C_DecapsulateKey(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE, t: *mut CK_ATTRIBUTE, tl: CK_ULONG, d: *mut CK_BYTE, dl: CK_ULONG, h: *mut CK_OBJECT_HANDLE);
     C_VerifySignatureInit(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE, g: *mut CK_BYTE, gl: CK_ULONG);
     C_VerifySignature(s: CK_SESSION_HANDLE, d: *mut CK_BYTE, dl: CK_ULONG);
     C_VerifySignatureUpdate(s: CK_SESSION_HANDLE, d: *mut CK_BYTE, dl: CK_ULONG);

@@ -86,12 +86,12 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
     s.insert("token".into(), json!(token));
     s.insert("issued".into(), json!(issued));
     s.insert("kid".into(), json!(policy::kid(token, k)));
-    s.insert("kty".into(), json!(kty(k.kind)));
+    s.insert("kty".into(), json!(k.kind.kty()));
     match k.kind {
         KeyKind::Rsa(bits) | KeyKind::Aes(bits) => {
             s.insert("key_size".into(), json!(bits));
         }
-        KeyKind::Ec(_) => {}
+        KeyKind::Ec(_) | KeyKind::MlDsa(_) | KeyKind::MlKem(_) => {}
     }
     match k.public.as_ref().and_then(|p| p.to_public(k.kind).ok()) {
         Some(PublicKey::Rsa { n, e }) => {
@@ -105,6 +105,14 @@ pub fn statement(token: &str, k: &KeyRecord, issued: i64) -> Value {
                 s.insert("x".into(), json!(b64url(&point[1..1 + len])));
                 s.insert("y".into(), json!(b64url(&point[1 + len..])));
             }
+        }
+        Some(PublicKey::MlDsa { set, key }) => {
+            s.insert("alg".into(), json!(set.name()));
+            s.insert("pub".into(), json!(b64url(&key)));
+        }
+        Some(PublicKey::MlKem { set, key }) => {
+            s.insert("alg".into(), json!(set.name()));
+            s.insert("pub".into(), json!(b64url(&key)));
         }
         None => {}
     }
@@ -277,15 +285,6 @@ pub fn from_pem(text: &str) -> Option<Vec<u8>> {
         .next()?;
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     Base64::decode_vec(&b64).ok()
-}
-
-/// The Managed HSM `kty` of a key.
-fn kty(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Rsa(_) => "RSA-HSM",
-        KeyKind::Ec(_) => "EC-HSM",
-        KeyKind::Aes(_) => "oct-HSM",
-    }
 }
 
 /// Base64url without padding (RFC 7515 §2).

@@ -222,6 +222,8 @@ pub fn import_byok(
                 KeyKind::Rsa(_) => "an RSA",
                 KeyKind::Ec(_) => "an EC",
                 KeyKind::Aes(_) => "an oct",
+                KeyKind::MlDsa(_) => "an AKP",
+                KeyKind::MlKem(_) => "an ML-KEM",
             }
         )));
     }

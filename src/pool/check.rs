@@ -70,6 +70,8 @@ pub fn check(store: &dyn Store, master: &MasterKey, label: &str) -> Result<Repor
             crate::engine::key::KeyKind::Rsa(_) => p.rsa_private(&material).map(|_| ()),
             crate::engine::key::KeyKind::Ec(c) => p.ec_private(c, &material).map(|_| ()),
             crate::engine::key::KeyKind::Aes(_) => p.aes(&material).map(|_| ()),
+            crate::engine::key::KeyKind::MlDsa(s) => p.ml_dsa_private(s, &material).map(|_| ()),
+            crate::engine::key::KeyKind::MlKem(s) => p.ml_kem_private(s, &material).map(|_| ()),
         };
         if parsed.is_err() {
             damaged("its key material opens but is not a valid key of its type");

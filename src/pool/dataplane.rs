@@ -193,7 +193,19 @@ fn sign_input(alg: &str, h: Hash, digest: &[u8]) -> Outcome<Vec<u8>> {
     })
 }
 
-/// `sign`: sign `digest` with algorithm `alg`; returns the kid and the signature.
+/// The mechanism and its input for `alg` over `data`: a digest for the
+/// RS/PS/ES algorithms, the message itself for ML-DSA (pure ML-DSA signs
+/// the message; the Managed HSM's `value` is the message for AKP keys).
+fn sign_request(alg: &str, data: &[u8]) -> Outcome<(Mechanism, Vec<u8>)> {
+    if crypto::MlDsa::from_name(alg).is_some() {
+        return Ok((Mechanism::new(CKM_ML_DSA), data.to_vec()));
+    }
+    let (mech, h) = sign_mechanism(alg)?;
+    Ok((mech, sign_input(alg, h, data)?))
+}
+
+/// `sign`: sign `digest` (for ML-DSA: the message) with algorithm `alg`;
+/// returns the kid and the signature.
 pub fn sign(
     store: &dyn Store,
     master: &MasterKey,
@@ -203,8 +215,7 @@ pub fn sign(
     digest: &[u8],
     now: i64,
 ) -> Outcome<(String, Vec<u8>)> {
-    let (mech, h) = sign_mechanism(alg)?;
-    let input = sign_input(alg, h, digest)?;
+    let (mech, input) = sign_request(alg, digest)?;
     let o = open(store, name, version)?;
     let plan = sign_plan(&mech, &o.key, KeyOps::SIGN, now).map_err(|e| refused(alg, "sign", e))?;
     check_jwa(&mech, KeyOps::SIGN, &o.key, alg)?;
@@ -225,8 +236,7 @@ pub fn verify(
     signature: &[u8],
     now: i64,
 ) -> Outcome<(String, bool)> {
-    let (mech, h) = sign_mechanism(alg)?;
-    let input = sign_input(alg, h, digest)?;
+    let (mech, input) = sign_request(alg, digest)?;
     let o = open(store, name, version)?;
     let plan =
         sign_plan(&mech, &o.key, KeyOps::VERIFY, now).map_err(|e| refused(alg, "verify", e))?;
@@ -358,12 +368,14 @@ pub fn cipher(
     let key = match (o.key.kind, op.forward()) {
         (KeyKind::Rsa(_), true) => match o.entry.public_key()? {
             ParsedPublic::Rsa(k) => CipherKey::RsaPublic(k),
-            ParsedPublic::Ec(..) => return Err(misfit()),
+            ParsedPublic::Ec(..) | ParsedPublic::MlDsa(..) | ParsedPublic::MlKem(_) => {
+                return Err(misfit())
+            }
         },
         _ => match o.entry.private_key(Some(master), &token_label(store)?)? {
             ParsedKey::Aes(k) => CipherKey::Aes(k),
             ParsedKey::Rsa(k) => CipherKey::RsaPrivate(k),
-            ParsedKey::Ec(..) => return Err(misfit()),
+            ParsedKey::Ec(..) | ParsedKey::MlDsa(..) | ParsedKey::MlKem(_) => return Err(misfit()),
         },
     };
     let gcm_iv = match &mech.param {

@@ -109,6 +109,8 @@ fn create_replacing(
         KeyKind::Rsa(_) => CKM_RSA_PKCS_KEY_PAIR_GEN,
         KeyKind::Ec(_) => CKM_EC_KEY_PAIR_GEN,
         KeyKind::Aes(_) => CKM_AES_KEY_GEN,
+        KeyKind::MlDsa(_) => CKM_ML_DSA_KEY_PAIR_GEN,
+        KeyKind::MlKem(_) => CKM_ML_KEM_KEY_PAIR_GEN,
     };
     store_version(
         store,

@@ -26,6 +26,10 @@ pub enum ParsedKey {
     Ec(Arc<dyn EcPrivateKey>, Curve),
     /// AES key.
     Aes(Arc<dyn crypto::AesKey>),
+    /// ML-DSA private key, expanded from its seed.
+    MlDsa(Arc<dyn crypto::MlDsaPrivateKey>, crypto::MlDsa),
+    /// ML-KEM decapsulation key.
+    MlKem(Arc<dyn crypto::MlKemPrivateKey>),
 }
 
 /// A parsed public key.
@@ -35,6 +39,10 @@ pub enum ParsedPublic {
     Rsa(Arc<dyn RsaPublicKey>),
     /// EC.
     Ec(Arc<dyn EcPublicKey>, Curve),
+    /// ML-DSA.
+    MlDsa(Arc<dyn crypto::MlDsaPublicKey>, crypto::MlDsa),
+    /// ML-KEM encapsulation key.
+    MlKem(Arc<dyn crypto::MlKemPublicKey>),
 }
 
 /// One row: a key version (one or two PKCS#11 objects), a certificate or a data object.
@@ -181,6 +189,8 @@ impl Entry {
             KeyKind::Rsa(_) => ParsedKey::Rsa(p.rsa_private(&material)?),
             KeyKind::Ec(c) => ParsedKey::Ec(p.ec_private(c, &material)?, c),
             KeyKind::Aes(_) => ParsedKey::Aes(p.aes(&material)?),
+            KeyKind::MlDsa(set) => ParsedKey::MlDsa(p.ml_dsa_private(set, &material)?, set),
+            KeyKind::MlKem(set) => ParsedKey::MlKem(p.ml_kem_private(set, &material)?),
         };
         Ok(self.parsed.get_or_init(|| parsed).clone())
     }
@@ -202,6 +212,8 @@ impl Entry {
         let parsed = match public {
             PublicKey::Rsa { n, e } => ParsedPublic::Rsa(p.rsa_public(&n, &e)?),
             PublicKey::Ec { curve, point } => ParsedPublic::Ec(p.ec_public(curve, &point)?, curve),
+            PublicKey::MlDsa { set, key } => ParsedPublic::MlDsa(p.ml_dsa_public(set, &key)?, set),
+            PublicKey::MlKem { set, key } => ParsedPublic::MlKem(p.ml_kem_public(set, &key)?),
         };
         Ok(self.parsed_public.get_or_init(|| parsed).clone())
     }

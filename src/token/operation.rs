@@ -151,6 +151,10 @@ impl<K> SignOp<K> {
     }
 }
 
+/// The longest message ML-DSA signs in parts: pure ML-DSA hashes the whole
+/// message with the key's `tr` first, so parts are collected in memory.
+const ML_DSA_MESSAGE_LIMIT: usize = 16 << 20;
+
 /// The key half a family's provider method needs; another half is the wrong
 /// type of key (the plan refuses it first, so this is never reached).
 fn half<T>(key: Option<T>) -> Result<T> {
@@ -173,8 +177,9 @@ impl SignCtx {
         match &self.key {
             ParsedKey::Rsa(k) => k.size(),
             ParsedKey::Ec(_, c) => 2 * c.field_len(),
-            // Never: no signing row takes an AES key, so the plan refused it.
-            ParsedKey::Aes(_) => 0,
+            ParsedKey::MlDsa(_, set) => set.signature_len(),
+            // Never: no signing row takes an AES or ML-KEM key, so the plan refused it.
+            ParsedKey::Aes(_) | ParsedKey::MlKem(_) => 0,
         }
     }
 
@@ -182,7 +187,8 @@ impl SignCtx {
     pub fn input_limit(&self) -> usize {
         match &self.key {
             ParsedKey::Rsa(k) => k.size(),
-            ParsedKey::Ec(..) | ParsedKey::Aes(_) => 64,
+            ParsedKey::Ec(..) | ParsedKey::Aes(_) | ParsedKey::MlKem(_) => 64,
+            ParsedKey::MlDsa(..) => ML_DSA_MESSAGE_LIMIT,
         }
     }
 
@@ -210,6 +216,10 @@ impl SignCtx {
                 ParsedKey::Ec(k, _) => k.sign_prehash(&input),
                 _ => half(None),
             },
+            SignFamily::MlDsa => match &self.key {
+                ParsedKey::MlDsa(k, _) => k.sign(&input),
+                _ => half(None),
+            },
         }
     }
 }
@@ -220,6 +230,8 @@ impl VerifyCtx {
         match &self.key {
             ParsedPublic::Rsa(k) => k.size(),
             ParsedPublic::Ec(_, c) => 2 * c.field_len(),
+            ParsedPublic::MlDsa(_, set) => set.signature_len(),
+            ParsedPublic::MlKem(_) => 0,
         }
     }
 
@@ -227,7 +239,8 @@ impl VerifyCtx {
     pub fn input_limit(&self) -> usize {
         match &self.key {
             ParsedPublic::Rsa(k) => k.size(),
-            ParsedPublic::Ec(..) => 64,
+            ParsedPublic::Ec(..) | ParsedPublic::MlKem(_) => 64,
+            ParsedPublic::MlDsa(..) => ML_DSA_MESSAGE_LIMIT,
         }
     }
 
@@ -255,6 +268,10 @@ impl VerifyCtx {
             SignFamily::RsaPss => rsa()?.verify_pss(self.pss_hash()?, &input, signature),
             SignFamily::Ecdsa => match &self.key {
                 ParsedPublic::Ec(k, _) => k.verify_prehash(&input, signature),
+                _ => half(None),
+            },
+            SignFamily::MlDsa => match &self.key {
+                ParsedPublic::MlDsa(k, _) => k.verify(&input, signature),
                 _ => half(None),
             },
         }
@@ -679,7 +696,19 @@ mod tests {
                 let public = p.ec_public(c, &point).unwrap();
                 (ParsedKey::Ec(k, c), ParsedPublic::Ec(public, c))
             }
-            KeyKind::Aes(_) => unreachable!("no signing row takes an AES key"),
+            KeyKind::MlDsa(set) => {
+                let k = p
+                    .ml_dsa_private(set, &p.generate_ml_dsa(set).unwrap())
+                    .unwrap();
+                let PublicKey::MlDsa { key, .. } = k.public() else {
+                    unreachable!()
+                };
+                let public = p.ml_dsa_public(set, &key).unwrap();
+                (ParsedKey::MlDsa(k, set), ParsedPublic::MlDsa(public, set))
+            }
+            KeyKind::Aes(_) | KeyKind::MlKem(_) => {
+                unreachable!("no signing row takes an AES or ML-KEM key")
+            }
         }
     }
 
@@ -692,6 +721,8 @@ mod tests {
     fn every_signing_row_signs_and_verifies_through_its_family() {
         let mut kinds = vec![KeyKind::Rsa(2048)];
         kinds.extend(Curve::ALL.map(KeyKind::Ec));
+        #[cfg(feature = "aws-lc")]
+        kinds.extend(crypto::MlDsa::ALL.map(KeyKind::MlDsa));
         let pairs: Vec<_> = kinds.iter().map(|k| (*k, pair(*k))).collect();
         for d in REGISTRY.iter().filter(|d| d.sign.is_some()) {
             let signing = d.sign.unwrap();
@@ -725,6 +756,8 @@ mod tests {
                 let input = match (plan.prehash, plan.digest) {
                     (Some(_), _) => b"a message of any length".to_vec(),
                     (None, Some(h)) => vec![7; h.len()],
+                    // ML-DSA signs the message itself.
+                    (None, None) if signing.family == SignFamily::MlDsa => b"a message".to_vec(),
                     // CKM_RSA_PKCS: a DigestInfo (RS256).
                     (None, None) => [Hash::Sha256.digest_info_prefix(), &[7; 32]].concat(),
                 };
@@ -769,7 +802,9 @@ mod tests {
                 aes_bits: 256,
                 oaep: Box::new(oaep),
             },
-            ParamKind::Pss => unreachable!("no cipher row reads PSS parameters"),
+            ParamKind::Pss | ParamKind::SignContext => {
+                unreachable!("no cipher row reads signature parameters")
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! session's own lock: the key is an `Arc` of the parsed key, taken at `*Init`.
 
 use super::objects::Entry;
-use super::objects::ParsedKey;
+use super::objects::{ParsedKey, ParsedPublic};
 use super::operation::{
     check_out, unwrap_bytes, CipherCtx, CipherKey, DigestCtx, FindCtx, OutBuf, SignCtx, Stage,
     Staged, VerifyCtx,
@@ -445,7 +445,9 @@ impl Session {
         let key = match (k.kind.is_pair(), part, public_side) {
             (true, Part::Public, true) => match e.public_key()? {
                 super::objects::ParsedPublic::Rsa(r) => CipherKey::RsaPublic(r),
-                super::objects::ParsedPublic::Ec(..) => {
+                super::objects::ParsedPublic::Ec(..)
+                | super::objects::ParsedPublic::MlDsa(..)
+                | super::objects::ParsedPublic::MlKem(_) => {
                     return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
                 }
             },
@@ -459,7 +461,9 @@ impl Session {
                 match e.private_key(master.as_deref(), &label)? {
                     ParsedKey::Rsa(r) => CipherKey::RsaPrivate(r),
                     ParsedKey::Aes(a) => CipherKey::Aes(a),
-                    ParsedKey::Ec(..) => return Err(Error(CKR_KEY_TYPE_INCONSISTENT)),
+                    ParsedKey::Ec(..) | ParsedKey::MlDsa(..) | ParsedKey::MlKem(_) => {
+                        return Err(Error(CKR_KEY_TYPE_INCONSISTENT))
+                    }
                 }
             }
         };
@@ -604,6 +608,107 @@ impl Session {
         self.import_key(t, material, Error(CKR_WRAPPED_KEY_INVALID))
     }
 
+    /// C_EncapsulateKey (PKCS#11 3.2 §5.18.1) with an ML-KEM public key: a
+    /// new secret key from the shared secret (see [`Session::kem_secret`]);
+    /// returns the ciphertext's length and, when `out` took the ciphertext,
+    /// the new key. A length query (`out` None) makes nothing.
+    pub fn encapsulate_key(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        t: &Template,
+        out: OutBuf<'_>,
+    ) -> Result<(usize, Option<Arc<Entry>>)> {
+        let (e, part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        if e.is_token() {
+            // Encapsulation is the key's wrapKey op, as the Managed HSM's wrap.
+            self.slot.authorize(
+                DataAction::KeysWrap,
+                &k.name,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            )?;
+        }
+        rules::kem_plan(mech, k, KeyOps::WRAP, now())?;
+        let KeyKind::MlKem(set) = k.kind else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        if part != Part::Public {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        let len = set.ciphertext_len();
+        let Some(out) = out else {
+            return Ok((len, None));
+        };
+        if out.len() < len {
+            return Err(Error(CKR_BUFFER_TOO_SMALL));
+        }
+        let ParsedPublic::MlKem(public) = e.public_key()? else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let (ciphertext, secret) = public.encapsulate()?;
+        let made = self.kem_secret(t, secret)?;
+        out[..len].copy_from_slice(&ciphertext);
+        Ok((len, Some(made)))
+    }
+
+    /// C_DecapsulateKey (PKCS#11 3.2 §5.18.2) with an ML-KEM private key: the
+    /// new secret key holds the shared secret. A tampered ciphertext of the
+    /// right length gives an unrelated key (FIPS 203 implicit rejection).
+    pub fn decapsulate_key(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        t: &Template,
+        ciphertext: &[u8],
+    ) -> Result<Arc<Entry>> {
+        let (e, part) = self.key(key)?;
+        let Body::Key(k) = &e.rec.body else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        if e.is_token() {
+            self.slot.authorize(
+                DataAction::KeysUnwrap,
+                &k.name,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+            )?;
+        }
+        rules::kem_plan(mech, k, KeyOps::UNWRAP, now())?;
+        if part != Part::Main {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        }
+        let master = self.slot.state().master.clone();
+        let label = self.slot.pool.label();
+        let ParsedKey::MlKem(private) = e.private_key(master.as_deref(), &label)? else {
+            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
+        };
+        let secret = private.decapsulate(ciphertext)?;
+        self.kem_secret(t, secret)
+    }
+
+    /// The secret key a KEM call makes: an AES key (`CKO_SECRET_KEY`,
+    /// `CKK_AES`; the token has no generic secrets) of the template's
+    /// `CKA_VALUE_LEN`, the shared secret's leading bytes, 32 (AES-256) when
+    /// the template does not say. Stored as imported key material is.
+    fn kem_secret(&self, t: &Template, secret: SecretBytes) -> Result<Arc<Entry>> {
+        if t.get_ulong(CKA_CLASS)? != Some(CKO_SECRET_KEY)
+            || t.get_ulong(CKA_KEY_TYPE)? != Some(CKK_AES)
+        {
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        let len = match t.get_ulong(CKA_VALUE_LEN)? {
+            None => crypto::ML_KEM_SECRET_LEN,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| [16, 24, 32].contains(n))
+                .ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))?,
+        };
+        let material = SecretBytes::new(secret[..len].to_vec());
+        self.import_key(t, material, Error(CKR_TEMPLATE_INCONSISTENT))
+    }
+
     /// C_CreateObject of a session public key (see
     /// [`policy::public_key_request`]): the key is parsed by the provider
     /// before it is stored, so a point off its curve or a malformed modulus is
@@ -622,6 +727,8 @@ impl Session {
         let parsed = match &public {
             crypto::PublicKey::Rsa { n, e } => p.rsa_public(n, e).map(|_| ()),
             crypto::PublicKey::Ec { curve, point } => p.ec_public(*curve, point).map(|_| ()),
+            crypto::PublicKey::MlDsa { set, key } => p.ml_dsa_public(*set, key).map(|_| ()),
+            crypto::PublicKey::MlKem { set, key } => p.ml_kem_public(*set, key).map(|_| ()),
         };
         parsed.map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
         if policy::is_private(&req.record, Part::Public)

@@ -514,11 +514,15 @@ impl Slot {
                 p.random(&mut k)?;
                 k
             }
+            KeyKind::MlDsa(set) => p.generate_ml_dsa(set)?,
+            KeyKind::MlKem(set) => p.generate_ml_kem(set)?,
         };
         let public_key = match req.kind {
             KeyKind::Rsa(_) => Some(p.rsa_private(&material)?.public()),
             KeyKind::Ec(c) => Some(p.ec_private(c, &material)?.public()),
             KeyKind::Aes(_) => None,
+            KeyKind::MlDsa(set) => Some(p.ml_dsa_private(set, &material)?.public()),
+            KeyKind::MlKem(set) => Some(p.ml_kem_private(set, &material)?.public()),
         };
         if let Some(pk) = &public_key {
             policy::set_public(&mut req.record, pk);

@@ -1,0 +1,745 @@
+//! Post-quantum keys through the C ABI (PKCS#11 3.2, issue 17): ML-DSA
+//! key pairs of every parameter set, their signatures verified by Python
+//! `cryptography` (≥ 47, OpenSSL 3.5's ML-DSA), and the Managed HSM rules on
+//! them. Python is `$SOFTMHSM_PYTHON` if set (CI points it at a venv with a
+//! recent `cryptography`), else `python3`. The pure-Rust build has none of
+//! these mechanisms (README): the file is empty there.
+#![cfg(feature = "aws-lc")]
+
+mod common;
+
+use common::*;
+use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, MlDsaParameterSetType};
+use cryptoki_sys::*;
+use std::env;
+use std::process::Command;
+
+/// The Python with `cryptography` >= 47.
+fn python() -> String {
+    env::var("SOFTMHSM_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+const MSG: &[u8] = b"softmhsm signs what the Managed HSM would sign, after quantum computers";
+
+/// The three ML-DSA parameter sets: `CKP_*`, the Python class suffix, the
+/// public key and signature lengths (FIPS 204 Table 2).
+const SETS: [(MlDsaParameterSetType, &str, usize, usize); 3] = [
+    (MlDsaParameterSetType::ML_DSA_44, "44", 1312, 2420),
+    (MlDsaParameterSetType::ML_DSA_65, "65", 1952, 3309),
+    (MlDsaParameterSetType::ML_DSA_87, "87", 2592, 4627),
+];
+
+/// Whether Python `cryptography` with ML-DSA is there; like `tool`, a
+/// missing one is a failure under `SOFTMHSM_REQUIRE_TOOLS`, else a skip.
+fn python_has_mldsa() -> bool {
+    let ok = Command::new(python())
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return true;
+    }
+    let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{} with cryptography >= 47 (ML-DSA, ML-KEM) is not installed (set SOFTMHSM_PYTHON), and {REQUIRE_TOOLS_ENV} is set", python()
+    );
+    println!("SKIPPED: python3 with cryptography >= 47 is not installed");
+    false
+}
+
+/// Python's verdict on an ML-DSA signature: "ok" or "invalid".
+fn python_verify(
+    set: &str,
+    public: &[u8],
+    msg: &[u8],
+    sig: &[u8],
+    context: Option<&[u8]>,
+) -> String {
+    let script = "import sys\n\
+        from cryptography.hazmat.primitives.asymmetric import mldsa\n\
+        from cryptography.exceptions import InvalidSignature\n\
+        cls = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PublicKey')\n\
+        k = cls.from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
+        ctx = bytes.fromhex(sys.argv[5]) if len(sys.argv) > 5 else None\n\
+        try:\n    k.verify(bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[3]), ctx); print('ok')\n\
+        except InvalidSignature:\n    print('invalid')\n";
+    let mut args = vec![
+        "-c".to_string(),
+        script.into(),
+        set.into(),
+        hex(public),
+        hex(msg),
+        hex(sig),
+    ];
+    if let Some(c) = context {
+        args.push(hex(c));
+    }
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    run_cmd(&python(), &args).trim().to_string()
+}
+
+fn ml_dsa_pair(t: &Token, set: MlDsaParameterSetType, label: &str, sign: bool) -> Pair {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::ParameterSet(set.into()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Sign(sign),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let (public, private) = ok(
+        t.session
+            .generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private),
+        &format!("C_GenerateKeyPair(CKM_ML_DSA_KEY_PAIR_GEN, {set})"),
+    );
+    Pair { public, private }
+}
+
+/// `CKM_ML_DSA` without parameter: pure, hedged, empty context.
+fn pure() -> Mechanism<'static> {
+    Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, None))
+}
+
+p11_test! {
+    fn ml_dsa_key_pairs_of_every_set_sign_what_python_verifies() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, pk_len, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("mldsa{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE of the public key");
+            assert_eq!(public.len(), pk_len, "ML-DSA-{name} public key length");
+            for (half, what) in [(k.public, "public"), (k.private, "private")] {
+                assert_eq!(t.attr_ulong(half, CKA_PARAMETER_SET, what), *set.as_ref(), "ML-DSA-{name} {what} CKA_PARAMETER_SET");
+                assert_eq!(t.attr_ulong(half, CKA_KEY_TYPE, what), CKK_ML_DSA, "ML-DSA-{name} {what} CKA_KEY_TYPE");
+                assert_eq!(t.attr_ulong(half, CKA_KEY_GEN_MECHANISM, what), CKM_ML_DSA_KEY_PAIR_GEN);
+            }
+            let sig = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign(CKM_ML_DSA)");
+            assert_eq!(sig.len(), sig_len, "ML-DSA-{name} signature length");
+            assert_eq!(python_verify(name, &public, MSG, &sig, None), "ok", "ML-DSA-{name} by Python cryptography");
+            assert_eq!(python_verify(name, &public, b"another message", &sig, None), "invalid", "Python refuses another message");
+            ok(t.session.verify(&pure(), k.public, MSG, &sig), "C_Verify(CKM_ML_DSA)");
+        }
+    }
+}
+
+p11_test! {
+    fn ml_dsa_private_key_is_never_revealed() {
+        softmhsm_only!("Managed HSM keys never leave the HSM");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "secret", true);
+        assert_eq!(t.try_attr(k.private, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE), "private CKA_VALUE");
+        assert_eq!(t.try_attr(k.private, CKA_SEED), Err(CKR_ATTRIBUTE_SENSITIVE), "private CKA_SEED");
+        assert!(!t.attr_bool(k.private, CKA_EXTRACTABLE, "CKA_EXTRACTABLE"));
+        assert!(t.attr_bool(k.private, CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE"));
+        // CKA_PUBLIC_KEY_INFO: the SPKI of RFC 9881 (OID 2.16.840.1.101.3.4.3.18, no parameters).
+        let spki = t.attr(k.public, CKA_PUBLIC_KEY_INFO, "CKA_PUBLIC_KEY_INFO");
+        let value = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+        let oid = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12];
+        assert_eq!(&spki[4..6], &[0x30, 0x0b], "AlgorithmIdentifier without parameters");
+        assert_eq!(&spki[6..17], &oid, "id-ml-dsa-65");
+        assert!(spki.ends_with(&value), "the SPKI's BIT STRING holds CKA_VALUE");
+    }
+}
+
+p11_test! {
+    fn hedged_signatures_differ_and_both_verify() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "hedged", true);
+        let required = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, None));
+        let a = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign(hedge preferred)");
+        let b = ok(t.session.sign(&required, k.private, MSG), "C_Sign(hedge required)");
+        assert_ne!(a, b, "hedged ML-DSA draws fresh randomness per signature");
+        ok(t.session.verify(&pure(), k.public, MSG, &a), "C_Verify(a)");
+        ok(t.session.verify(&required, k.public, MSG, &b), "C_Verify(b)");
+    }
+}
+
+p11_test! {
+    fn tampered_or_short_signature_is_refused() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "tamper", true);
+        let sig = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign");
+        let mut bad = sig.clone();
+        bad[100] ^= 1;
+        assert_rv(t.session.verify(&pure(), k.public, MSG, &bad), CKR_SIGNATURE_INVALID, "one flipped bit");
+        assert_rv(t.session.verify(&pure(), k.public, b"other", &sig), CKR_SIGNATURE_INVALID, "another message");
+        assert_rv(t.session.verify(&pure(), k.public, MSG, &sig[1..]), CKR_SIGNATURE_LEN_RANGE, "one byte short");
+    }
+}
+
+p11_test! {
+    fn multi_part_signature_is_the_single_part_one() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_87, "parts", true);
+        ok(t.session.sign_init(&pure(), k.private), "C_SignInit");
+        ok(t.session.sign_update(&MSG[..10]), "C_SignUpdate");
+        ok(t.session.sign_update(&MSG[10..]), "C_SignUpdate");
+        let sig = ok(t.session.sign_final(), "C_SignFinal");
+        ok(t.session.verify(&pure(), k.public, MSG, &sig), "C_Verify of the parts' signature");
+    }
+}
+
+p11_test! {
+    fn deterministic_signing_and_contexts_are_refused_not_ignored() {
+        softmhsm_only!("aws-lc-rs 1.19 signs hedged with an empty context only");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "ctx", true);
+        let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
+        assert_rv(t.session.sign(&det, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "deterministic");
+        let ctx = [7u8; 16];
+        let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&ctx)));
+        assert_rv(t.session.sign(&with_ctx, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a context");
+        let long = [7u8; 256];
+        let too_long = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&long)));
+        assert_rv(t.session.sign(&too_long, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
+        let empty = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&[])));
+        ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
+    }
+}
+
+p11_test! {
+    fn key_ops_decide_what_an_ml_dsa_key_does() {
+        softmhsm_only!("the Managed HSM key_ops rule");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "verify-only", false);
+        assert!(!t.attr_bool(k.private, CKA_SIGN, "CKA_SIGN"));
+        assert_rv(t.session.sign(&pure(), k.private, MSG), CKR_KEY_FUNCTION_NOT_PERMITTED, "sign without the sign op");
+        // An AKP key signs and verifies only: no other mechanism takes it.
+        assert_rv(t.session.encrypt(&Mechanism::RsaPkcs, k.public, MSG), CKR_KEY_TYPE_INCONSISTENT, "RSA encryption with an ML-DSA key");
+        assert_rv(t.session.sign(&Mechanism::Ecdsa, k.private, &[0; 32]), CKR_KEY_TYPE_INCONSISTENT, "ECDSA with an ML-DSA key");
+        let ec = t.keypair(Kp::Ec(CURVES[0].oid), "ec");
+        assert_rv(t.session.sign(&pure(), ec.private, MSG), CKR_KEY_TYPE_INCONSISTENT, "ML-DSA with an EC key");
+    }
+}
+
+p11_test! {
+    fn parameter_set_is_required_and_checked() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let private = [Attribute::Token(true), Attribute::Sign(true)];
+        let none = [Attribute::Token(true), Attribute::Verify(true)];
+        assert_rv(t.session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &none, &private), CKR_TEMPLATE_INCOMPLETE, "no CKA_PARAMETER_SET");
+        let bad = [Attribute::Token(true), Attribute::ParameterSet(cryptoki::object::MlKemParameterSetType::ML_KEM_512.into()), Attribute::KeyType(KeyType::EC)];
+        assert_rv(t.session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &bad, &private), CKR_TEMPLATE_INCONSISTENT, "CKK_EC on an ML-DSA template");
+    }
+}
+
+p11_test! {
+    fn mechanism_info_lists_ml_dsa() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let list = ok(t.pkcs11.get_mechanism_list(t.slot), "C_GetMechanismList");
+        let types: Vec<CK_MECHANISM_TYPE> = list.iter().map(|m| CK_MECHANISM_TYPE::from(*m)).collect();
+        assert!(types.contains(&CKM_ML_DSA_KEY_PAIR_GEN) && types.contains(&CKM_ML_DSA), "{types:?}");
+        let info = ok(t.pkcs11.get_mechanism_info(t.slot, cryptoki::mechanism::MechanismType::ML_DSA), "C_GetMechanismInfo");
+        assert!(info.sign() && info.verify() && !info.encrypt(), "{info:?}");
+    }
+}
+
+// ------------------------------------------------------------------ the CLI
+
+fn b64url_decode(v: &serde_json::Value) -> Vec<u8> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(v.as_str().expect("a base64url string")).expect("base64url")
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::encode_string(b)
+}
+
+p11_test! {
+    fn cli_akp_key_lives_as_every_managed_hsm_key_does() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let created = json(&["key", "create", "--name", "pq", "--kty", "AKP", "--alg", "ML-DSA-65"]);
+        let shown = json(&["key", "show", "--name", "pq"]);
+        assert_eq!(shown["key"]["kty"], "AKP-HSM", "{shown}");
+        assert_eq!(shown["key"]["alg"], "ML-DSA-65", "{shown}");
+        assert_eq!(shown["key"]["key_ops"], serde_json::json!(["sign", "verify"]), "{shown}");
+        assert_eq!(created["key"]["pub"], shown["key"]["pub"]);
+        let public = b64url_decode(&shown["key"]["pub"]);
+        assert_eq!(public.len(), 1952, "ML-DSA-65 public key");
+
+        // sign: the message itself (--value); Python verifies; verify agrees.
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG)]);
+        let sig_bytes = b64url_decode(&sig["value"]);
+        assert_eq!(python_verify("65", &public, MSG, &sig_bytes, None), "ok", "the CLI's signature by Python");
+        let sig_b64 = sig["value"].as_str().unwrap().to_string();
+        let verified = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--signature", &sig_b64]);
+        assert_eq!(verified["value"], true);
+        let other = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(b"other"), "--signature", &sig_b64]);
+        assert_eq!(other["value"], false);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-44", "--value", "AA"], 1, "ML-DSA-44 does not fit this key");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32])], 1, "ES256 does not fit this key");
+        refused(&["key", "encrypt", "--name", "pq", "--algorithm", "RSA-OAEP-256", "--value", "AA"], 1, "RSA-OAEP-256 does not fit this key");
+        refused(&["key", "create", "--name", "x", "--kty", "AKP", "--alg", "ML-DSA-66"], 2, "unknown --alg 'ML-DSA-66'");
+        refused(&["key", "create", "--name", "x", "--kty", "AKP", "--ops", "encrypt"], 1, "operations not possible for this key type: encrypt");
+
+        // download: an SPKI PEM Python (OpenSSL 3.5) reads as this key.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("pq.pem");
+        json(&["key", "download", "--name", "pq", "--file", pem.to_str().unwrap()]);
+        let script = "import sys\nfrom cryptography.hazmat.primitives.serialization import load_pem_public_key\n\
+            k = load_pem_public_key(open(sys.argv[1], 'rb').read())\nprint(type(k).__name__, k.public_bytes_raw().hex())\n";
+        let out = run_cmd(&python(), &["-c".into(), script.into(), pem.clone().into_os_string()]);
+        assert_eq!(out.trim(), format!("MLDSA65PublicKey {}", hex(&public)), "key download's PEM");
+
+        // rotation, soft-delete, recovery, backup and restore keep the key usable.
+        let rotated = json(&["key", "rotate", "--name", "pq"]);
+        assert_eq!(rotated["key"]["alg"], "ML-DSA-65");
+        assert_ne!(rotated["key"]["pub"], shown["key"]["pub"], "a new version is a new key");
+        let backup = dir.path().join("pq.bak");
+        json(&["key", "backup", "--name", "pq", "--file", backup.to_str().unwrap()]);
+        json(&["key", "delete", "--name", "pq"]);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", "AA"], 1, "unknown key 'pq'");
+        json(&["key", "recover", "--name", "pq"]);
+        json(&["key", "delete", "--name", "pq"]);
+        json(&["key", "purge", "--name", "pq"]);
+        json(&["key", "restore", "--file", backup.to_str().unwrap()]);
+        let restored = json(&["key", "show", "--name", "pq"]);
+        assert_eq!(restored["key"]["pub"], rotated["key"]["pub"], "the restored current version");
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG)]);
+        let public = b64url_decode(&restored["key"]["pub"]);
+        assert_eq!(python_verify("65", &public, MSG, &b64url_decode(&sig["value"]), None), "ok", "the restored key signs");
+
+        // audit: the service's operation names with the algorithm.
+        let audit = cli(&["audit"]).stdout;
+        assert!(audit.lines().any(|l| l.contains("\"operationName\":\"KeySign\"") && l.contains("\"algorithm\":\"ML-DSA-65\"") && l.contains("Success")), "{audit}");
+    }
+}
+
+// ------------------------------------------------------------ keygen from seed
+
+/// FIPS 204 `ML-DSA.KeyGen_internal(ξ)` is deterministic: the provider's key
+/// from a seed is the one OpenSSL 3.5 (through Python `cryptography`) derives
+/// from the same seed, and each verifies the other's signatures.
+#[test]
+fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
+    if !python_has_mldsa() {
+        return;
+    }
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa, PublicKey};
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            k = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PrivateKey').from_seed_bytes(bytes.fromhex(sys.argv[2]))\n\
+            print(k.public_key().public_bytes_raw().hex(), k.sign(bytes.fromhex(sys.argv[3])).hex())\n";
+        for (set, name) in [(MlDsa::P44, "44"), (MlDsa::P65, "65"), (MlDsa::P87, "87")] {
+            let seed: Vec<u8> = (0..32u8)
+                .map(|i| i.wrapping_mul(37).wrapping_add(set.public_len() as u8))
+                .collect();
+            let out = run_cmd(
+                &python(),
+                &[
+                    "-c".into(),
+                    script.into(),
+                    name.into(),
+                    hex(&seed).into(),
+                    hex(MSG).into(),
+                ],
+            );
+            let (py_public, py_sig) = out.trim().split_once(' ').expect("two hex strings");
+            let key = provider()
+                .ml_dsa_private(set, &seed)
+                .expect("key from seed");
+            let PublicKey::MlDsa { key: public, .. } = key.public() else {
+                unreachable!()
+            };
+            assert_eq!(
+                hex(&public),
+                py_public,
+                "ML-DSA-{name} public key from the same seed"
+            );
+            let verifier = provider().ml_dsa_public(set, &public).expect("public key");
+            let py_sig: Vec<u8> = (0..py_sig.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&py_sig[i..i + 2], 16).unwrap())
+                .collect();
+            verifier
+                .verify(MSG, &py_sig)
+                .expect("OpenSSL's signature verifies");
+            let sig = key.sign(MSG).expect("sign");
+            assert_eq!(
+                python_verify(name, &public, MSG, &sig, None),
+                "ok",
+                "ML-DSA-{name} by Python"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------- ML-KEM
+
+/// The module's PKCS#11 3.2 function list: `cryptoki` 0.12 takes
+/// `C_GetInterface`'s default table, which is softmhsm's 3.0 one (the most
+/// widely understood), so the 3.2 functions are called through this one.
+fn list_3_2(t: &Token) -> &'static CK_FUNCTION_LIST_3_2 {
+    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+    let mut version = CK_VERSION { major: 3, minor: 2 };
+    let name = b"PKCS 11\0";
+    // SAFETY: the name is NUL-terminated, the version and out-pointer are valid.
+    let rv = unsafe {
+        t.raw
+            .lib()
+            .C_GetInterface(name.as_ptr() as *mut _, &mut version, &mut iface, 0)
+    };
+    check(rv, CKR_OK, "C_GetInterface(PKCS 11, 3.2)");
+    // SAFETY: C_GetInterface succeeded: `iface` points to a static CK_INTERFACE
+    // whose pFunctionList is the module's static 3.2 table.
+    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
+}
+
+fn ml_kem_pair(t: &Token, set: cryptoki::object::MlKemParameterSetType) -> Pair {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Encapsulate(true),
+        Attribute::ParameterSet(set.into()),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Decapsulate(true),
+    ];
+    let (public, private) = ok(
+        t.session
+            .generate_key_pair(&Mechanism::MlKemKeyPairGen, &public, &private),
+        &format!("C_GenerateKeyPair(CKM_ML_KEM_KEY_PAIR_GEN, {set})"),
+    );
+    Pair { public, private }
+}
+
+/// The template of the AES key a KEM call makes (AES-256 unless `len` says).
+fn aes_template(len: Option<CK_ULONG>) -> Vec<CK_ATTRIBUTE> {
+    static CLASS: CK_OBJECT_CLASS = CKO_SECRET_KEY;
+    static KEY_TYPE: CK_KEY_TYPE = CKK_AES;
+    static TRUE: CK_BBOOL = CK_TRUE;
+    let attr = |type_, p: *const std::ffi::c_void, n: usize| CK_ATTRIBUTE {
+        type_,
+        pValue: p as *mut _,
+        ulValueLen: n as CK_ULONG,
+    };
+    let mut t = vec![
+        attr(
+            CKA_CLASS,
+            &CLASS as *const _ as *const _,
+            std::mem::size_of::<CK_OBJECT_CLASS>(),
+        ),
+        attr(
+            CKA_KEY_TYPE,
+            &KEY_TYPE as *const _ as *const _,
+            std::mem::size_of::<CK_KEY_TYPE>(),
+        ),
+        attr(CKA_ENCRYPT, &TRUE as *const _ as *const _, 1),
+        attr(CKA_DECRYPT, &TRUE as *const _ as *const _, 1),
+    ];
+    if let Some(n) = len {
+        let n: &'static CK_ULONG = Box::leak(Box::new(n));
+        t.push(attr(
+            CKA_VALUE_LEN,
+            n as *const _ as *const _,
+            std::mem::size_of::<CK_ULONG>(),
+        ));
+    }
+    t
+}
+
+fn kem_mechanism() -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: CKM_ML_KEM,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// C_DecapsulateKey through the 3.2 table.
+fn decapsulate(
+    t: &Token,
+    private: cryptoki::object::ObjectHandle,
+    ct: &[u8],
+    len: Option<CK_ULONG>,
+) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+    let f = list_3_2(t)
+        .C_DecapsulateKey
+        .expect("C_DecapsulateKey in the 3.2 table");
+    let mut m = kem_mechanism();
+    let mut tmpl = aes_template(len);
+    let mut h = 0;
+    // SAFETY: every pointer is valid for the lengths given.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            private.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            ct.as_ptr() as *mut _,
+            ct.len() as CK_ULONG,
+            &mut h,
+        )
+    };
+    if rv == CKR_OK {
+        Ok(h)
+    } else {
+        Err(rv)
+    }
+}
+
+/// C_EncapsulateKey through the 3.2 table (length query first, as the spec's convention).
+fn encapsulate(
+    t: &Token,
+    public: cryptoki::object::ObjectHandle,
+) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
+    let f = list_3_2(t)
+        .C_EncapsulateKey
+        .expect("C_EncapsulateKey in the 3.2 table");
+    let mut m = kem_mechanism();
+    let mut tmpl = aes_template(None);
+    let (mut n, mut h) = (0, 0);
+    // SAFETY: every pointer is valid; NULL pCiphertext asks the length.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            public.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &mut n,
+            &mut h,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    assert_eq!(h, 0, "a length query makes no key");
+    let mut ct = vec![0u8; n as usize];
+    // SAFETY: `ct` holds `n` writable bytes.
+    let rv = unsafe {
+        f(
+            t.h(),
+            &mut m,
+            public.handle(),
+            tmpl.as_mut_ptr(),
+            tmpl.len() as CK_ULONG,
+            ct.as_mut_ptr(),
+            &mut n,
+            &mut h,
+        )
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    ct.truncate(n as usize);
+    Ok((ct, h))
+}
+
+/// AES-256-GCM (128-bit tag, no AAD) with a raw key handle, through the raw
+/// function list (`cryptoki` makes no `ObjectHandle` from a raw handle).
+fn gcm(
+    t: &Token,
+    encrypt: bool,
+    key: CK_OBJECT_HANDLE,
+    iv: &[u8],
+    data: &[u8],
+) -> Result<Vec<u8>, CK_RV> {
+    let mut params = CK_GCM_PARAMS {
+        pIv: iv.as_ptr() as *mut _,
+        ulIvLen: iv.len() as CK_ULONG,
+        ulIvBits: 96,
+        pAAD: std::ptr::null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: &mut params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    let f = list_3_2(t);
+    let mut out = vec![0u8; data.len() + 16];
+    let mut n = out.len() as CK_ULONG;
+    // SAFETY: every pointer is valid for the lengths given.
+    let rv = unsafe {
+        if encrypt {
+            let rv = f.C_EncryptInit.unwrap()(t.h(), &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            f.C_Encrypt.unwrap()(
+                t.h(),
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            )
+        } else {
+            let rv = f.C_DecryptInit.unwrap()(t.h(), &mut m, key);
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            f.C_Decrypt.unwrap()(
+                t.h(),
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut n,
+            )
+        }
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    out.truncate(n as usize);
+    Ok(out)
+}
+
+/// A CK_ULONG attribute of a raw handle.
+fn raw_ulong(t: &Token, o: CK_OBJECT_HANDLE, ty: CK_ATTRIBUTE_TYPE) -> Result<CK_ULONG, CK_RV> {
+    t.raw
+        .attr(t.h(), o, ty)
+        .map(|v| CK_ULONG::from_ne_bytes(v.try_into().expect("a CK_ULONG")))
+}
+
+p11_test! {
+    fn python_encapsulates_and_the_token_decapsulates_the_same_aes_key() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, ct_len) in [(cryptoki::object::MlKemParameterSetType::ML_KEM_768, "768", 1088), (cryptoki::object::MlKemParameterSetType::ML_KEM_1024, "1024", 1568)] {
+            let k = ml_kem_pair(&t, set);
+            let ek = t.attr(k.public, CKA_VALUE, "the encapsulation key");
+            // Python: encapsulate to the token's key, AES-256-GCM-encrypt with the shared secret.
+            let script = "import sys, os\n\
+                from cryptography.hazmat.primitives.asymmetric import mlkem\n\
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM\n\
+                pk = getattr(mlkem, 'MLKEM' + sys.argv[1] + 'PublicKey').from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
+                ss, ct = pk.encapsulate()\n\
+                iv = os.urandom(12)\n\
+                print(ct.hex(), iv.hex(), AESGCM(ss).encrypt(iv, bytes.fromhex(sys.argv[3]), None).hex())\n";
+            let out = run_cmd(&python(), &["-c".into(), script.into(), name.into(), hex(&ek).into(), hex(MSG).into()]);
+            let parts: Vec<Vec<u8>> = out.split_whitespace().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect();
+            let (ct, iv, sealed) = (&parts[0], &parts[1], &parts[2]);
+            assert_eq!(ct.len(), ct_len, "ML-KEM-{name} ciphertext");
+            let aes = decapsulate(&t, k.private, ct, None).unwrap_or_else(|rv| panic!("C_DecapsulateKey: {}", rv_name(rv)));
+            assert_eq!(raw_ulong(&t, aes, CKA_VALUE_LEN), Ok(32), "AES-256 by default");
+            let plain = gcm(&t, false, aes, iv, sealed).unwrap_or_else(|rv| panic!("C_Decrypt of Python's AES-GCM: {}", rv_name(rv)));
+            assert_eq!(plain, MSG, "ML-KEM-{name}: the same shared secret");
+            // A tampered ciphertext decapsulates (implicit rejection) to another key.
+            let mut bad = ct.clone();
+            bad[5] ^= 1;
+            let other = decapsulate(&t, k.private, &bad, None).expect("implicit rejection");
+            assert_eq!(gcm(&t, false, other, iv, sealed), Err(CKR_ENCRYPTED_DATA_INVALID), "the key of a tampered ciphertext");
+            assert_eq!(decapsulate(&t, k.private, &ct[1..], None), Err(CKR_ENCRYPTED_DATA_LEN_RANGE), "a short ciphertext");
+        }
+    }
+}
+
+p11_test! {
+    fn the_token_encapsulates_to_its_own_key_and_decapsulates_the_same_secret() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        for (set, ek_len) in [(cryptoki::object::MlKemParameterSetType::ML_KEM_512, 800), (cryptoki::object::MlKemParameterSetType::ML_KEM_768, 1184), (cryptoki::object::MlKemParameterSetType::ML_KEM_1024, 1568)] {
+            let k = ml_kem_pair(&t, set);
+            assert_eq!(t.attr(k.public, CKA_VALUE, "CKA_VALUE").len(), ek_len, "{set} encapsulation key");
+            assert_eq!(t.attr_ulong(k.private, CKA_KEY_TYPE, "key type"), CKK_ML_KEM);
+            assert!(t.attr_bool(k.public, CKA_ENCAPSULATE, "CKA_ENCAPSULATE") && t.attr_bool(k.private, CKA_DECAPSULATE, "CKA_DECAPSULATE"));
+            let before = t.count_all();
+            let (ct, sender) = encapsulate(&t, k.public).unwrap_or_else(|rv| panic!("C_EncapsulateKey: {}", rv_name(rv)));
+            assert_eq!(t.count_all(), before + 1, "one key made, none by the length query");
+            let receiver = decapsulate(&t, k.private, &ct, Some(16)).expect("C_DecapsulateKey");
+            assert_eq!(raw_ulong(&t, receiver, CKA_VALUE_LEN), Ok(16), "the template's length");
+            let full = decapsulate(&t, k.private, &ct, None).expect("C_DecapsulateKey");
+            let iv = [3u8; 12];
+            let sealed = gcm(&t, true, sender, &iv, MSG).expect("C_Encrypt with the encapsulated key");
+            assert_eq!(gcm(&t, false, full, &iv, &sealed), Ok(MSG.to_vec()), "{set}: decrypted with the decapsulated key");
+            assert_eq!(gcm(&t, false, receiver, &iv, &sealed), Err(CKR_ENCRYPTED_DATA_INVALID), "AES-128 from the secret's first 16 bytes is another key");
+            assert_eq!(t.raw.attr(t.h(), receiver, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE), "the secret stays inside");
+        }
+    }
+}
+
+p11_test! {
+    fn kem_calls_refuse_the_wrong_key_and_template() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_768);
+        let (ct, _) = encapsulate(&t, k.public).expect("C_EncapsulateKey");
+        assert_eq!(decapsulate(&t, k.public, &ct, None), Err(CKR_KEY_TYPE_INCONSISTENT), "decapsulate with the public key");
+        assert_eq!(encapsulate(&t, k.private).map(|_| ()), Err(CKR_KEY_TYPE_INCONSISTENT), "encapsulate with the private key");
+        let dsa = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "dsa", true);
+        assert_eq!(encapsulate(&t, dsa.public).map(|_| ()), Err(CKR_KEY_TYPE_INCONSISTENT), "an ML-DSA key");
+        assert_eq!(decapsulate(&t, k.private, &ct, Some(20)), Err(CKR_ATTRIBUTE_VALUE_INVALID), "a 20-byte AES key");
+        assert_rv(t.session.sign(&pure(), k.private, MSG), CKR_KEY_TYPE_INCONSISTENT, "ML-DSA with an ML-KEM key");
+        // CKA_DECAPSULATE=FALSE takes the unwrapKey op away: decapsulation is refused.
+        let (_, no_decaps) = ok(
+            t.session.generate_key_pair(
+                &Mechanism::MlKemKeyPairGen,
+                &[Attribute::Token(false), Attribute::ParameterSet(cryptoki::object::MlKemParameterSetType::ML_KEM_768.into())],
+                &[Attribute::Token(false), Attribute::Decapsulate(false)],
+            ),
+            "an ML-KEM key without decapsulate",
+        );
+        assert!(!t.attr_bool(no_decaps, CKA_DECAPSULATE, "CKA_DECAPSULATE"));
+        assert_eq!(decapsulate(&t, no_decaps, &ct, None), Err(CKR_KEY_FUNCTION_NOT_PERMITTED), "decapsulate without the op");
+        // On other keys the KEM attributes read FALSE and grant nothing.
+        assert!(!t.attr_bool(dsa.public, CKA_ENCAPSULATE, "CKA_ENCAPSULATE of an ML-DSA key"));
+    }
+}
+
+p11_test! {
+    fn kem_entry_points_check_their_pointers_and_lengths() {
+        softmhsm_only!("ML-KEM is a softmhsm extension");
+        let t = Token::fresh();
+        let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_512);
+        let f = list_3_2(&t);
+        let (enc, dec) = (f.C_EncapsulateKey.unwrap(), f.C_DecapsulateKey.unwrap());
+        let mut m = kem_mechanism();
+        let mut tmpl = aes_template(None);
+        let n_tmpl = tmpl.len() as CK_ULONG;
+        let (mut n, mut h) = (0 as CK_ULONG, 0);
+        let mut ct = vec![0u8; 768];
+        let before = t.count_all();
+        // SAFETY (every call): the pointers are valid or deliberately NULL.
+        unsafe {
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), std::ptr::null_mut(), &mut h), CKR_ARGUMENTS_BAD, "NULL pulCiphertextLen");
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), &mut n, std::ptr::null_mut()), CKR_ARGUMENTS_BAD, "NULL phKey");
+            check(enc(t.h(), std::ptr::null_mut(), k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), &mut n, &mut h), CKR_ARGUMENTS_BAD, "NULL pMechanism");
+            n = 100;
+            check(enc(t.h(), &mut m, k.public.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), &mut n, &mut h), CKR_BUFFER_TOO_SMALL, "a 100-byte buffer");
+            assert_eq!(n, 768, "the length needed");
+            assert_eq!(t.count_all(), before, "no key made by a refused call");
+            check(dec(t.h(), &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, std::ptr::null_mut(), 768, &mut h), CKR_ARGUMENTS_BAD, "NULL pCiphertext");
+            check(dec(t.h(), &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, std::ptr::null_mut()), CKR_ARGUMENTS_BAD, "NULL phKey");
+            check(dec(t.h(), &mut m, k.private.handle(), std::ptr::null_mut(), 1, ct.as_mut_ptr(), 768, &mut h), CKR_ARGUMENTS_BAD, "NULL template of one attribute");
+            check(dec(0xdead, &mut m, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, &mut h), CKR_SESSION_HANDLE_INVALID, "no such session");
+            let mut ecdsa = CK_MECHANISM { mechanism: CKM_ECDSA, pParameter: std::ptr::null_mut(), ulParameterLen: 0 };
+            check(dec(t.h(), &mut ecdsa, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, &mut h), CKR_MECHANISM_INVALID, "CKM_ECDSA");
+        }
+        assert_eq!(t.count_all(), before, "no key made by any refused call");
+    }
+}
