@@ -52,7 +52,14 @@ pub fn at<T>(location: &Arc<str>, f: impl FnOnce() -> T) -> T {
 /// Name `location` in the store failures this thread reports until the
 /// returned guard drops (the scoped form of [`at`]).
 pub fn naming(location: &Arc<str>) -> Naming {
-    Naming(WHERE.replace(Some(location.clone())))
+    // At process exit (an atexit C_Finalize or C_CloseSession) the
+    // thread-locals may be gone: naming then simply does nothing.
+    Naming(
+        WHERE
+            .try_with(|w| w.replace(Some(location.clone())))
+            .ok()
+            .flatten(),
+    )
 }
 
 /// The guard of [`naming`]: restores the name it replaced.
@@ -60,7 +67,8 @@ pub struct Naming(Option<Arc<str>>);
 
 impl Drop for Naming {
     fn drop(&mut self) {
-        WHERE.set(self.0.take());
+        let previous = self.0.take();
+        let _ = WHERE.try_with(|w| w.replace(previous));
     }
 }
 
@@ -68,22 +76,23 @@ impl Drop for Naming {
 /// OS or database message; never a key or a PIN), and kept as this thread's
 /// last failure.
 pub fn failed(cause: &dyn std::fmt::Display) {
-    let msg = match WHERE.with_borrow(Clone::clone) {
+    let location = WHERE.try_with(|w| w.borrow().clone()).ok().flatten();
+    let msg = match location {
         Some(w) => format!("token store {w}: {cause}"),
         None => format!("token store: {cause}"),
     };
     log::error!("{msg}");
-    LAST.set(Some(msg));
+    remember(msg);
 }
 
 /// Keep `msg` (already logged, naming its store) as this thread's last failure.
 pub fn remember(msg: String) {
-    LAST.set(Some(msg));
+    let _ = LAST.try_with(|last| last.replace(Some(msg)));
 }
 
 /// This thread's last store failure since the last call, if any.
 pub fn last_failure() -> Option<String> {
-    LAST.take()
+    LAST.try_with(|last| last.take()).ok().flatten()
 }
 
 /// Seconds in a day of soft-delete retention.
