@@ -12,6 +12,7 @@ use crate::engine::policy;
 use crate::error::Result;
 use crate::pool::audit::{self, Caller, Crypto, Event, TokenLog};
 use cryptoki_sys::CK_OBJECT_HANDLE;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
@@ -82,6 +83,46 @@ fn kid(slot: &Slot, e: &Entry) -> Option<String> {
 fn algorithm(mech: Option<&Mechanism>, e: &Entry, op: KeyOps) -> Option<String> {
     let mech = mech?;
     lookup(mech.ty)?.jwa(op, e.rec.key()?.kind, &mech.param)
+}
+
+/// The algorithm names the registry gives (see [`algorithm`]), so that a
+/// buffered operation holds a `&'static str`: a `String` it carried would be
+/// freed by the flusher thread, into the signing thread's malloc arena.
+const ALGORITHMS: &[&str] = &[
+    "ES256",
+    "ES256K",
+    "ES384",
+    "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "RSA1_5",
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "A128KW",
+    "A192KW",
+    "A256KW",
+    "A128GCM",
+    "A192GCM",
+    "A256GCM",
+    "A128CBC",
+    "A192CBC",
+    "A256CBC",
+    "A128CBCPAD",
+    "A192CBCPAD",
+    "A256CBCPAD",
+];
+
+/// [`algorithm`], shared when it is one of [`ALGORITHMS`].
+fn algorithm_name(mech: Option<&Mechanism>, e: &Entry, op: KeyOps) -> Option<Cow<'static, str>> {
+    let name = algorithm(mech, e, op)?;
+    Some(match ALGORITHMS.iter().find(|a| **a == name) {
+        Some(a) => Cow::Borrowed(a),
+        None => Cow::Owned(name),
+    })
 }
 
 /// A call on the token itself (`C_InitToken`, `C_InitPIN`, `C_SetPIN`,
@@ -176,7 +217,7 @@ pub fn crypto<T>(
                 operation: op,
                 time: SystemTime::now(),
                 duration: t.elapsed(),
-                algorithm: algorithm(mech, &entry, ops),
+                algorithm: algorithm_name(mech, &entry, ops),
                 key: entry,
                 identity: identity(slot),
                 token: slot.clone(),
