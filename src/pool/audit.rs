@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -143,10 +143,11 @@ pub trait TokenLog: Send + Sync {
 pub struct Crypto {
     /// `KeySign`, `KeyVerify`, `KeyEncrypt`, `KeyDecrypt`, `KeyWrap` or `KeyUnwrap`.
     pub operation: &'static str,
-    /// When it succeeded.
-    pub time: SystemTime,
-    /// How long its `*Init` took.
-    pub duration: Duration,
+    /// When its `*Init` began.
+    pub started: Instant,
+    /// When it succeeded (made a wall-clock time by the flusher: a clock
+    /// read is a system call on some virtual machines, ~0.3 µs here).
+    pub ended: Instant,
     /// The token key (its kid is formatted later).
     pub key: Arc<Entry>,
     /// The Managed HSM algorithm (JWA name), when the mechanism names one.
@@ -259,19 +260,28 @@ pub fn record_algorithm(store_path: &Path, ev: &Event<'_>, algorithm: Option<&st
     }
 }
 
+/// `C_Initialize`: take the buffer as this process's own (a forked child
+/// drops what its parent had buffered), so [`record_crypto`] need not ask
+/// for the pid (a system call) on every operation.
+pub fn begin() {
+    STUCK.store(state().is_none(), Ordering::Release);
+}
+
 /// Buffer a successful crypto operation (the hot path: no formatting, no
-/// allocation but the buffer's growth).
+/// system call, no allocation but the buffer's growth). Only a library
+/// session calls this, so [`begin`] ran in this process first.
 pub fn record_crypto(op: Crypto) {
-    let Some(mut st) = state() else {
+    if STUCK.load(Ordering::Acquire) {
         return;
-    };
+    }
+    let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
     st.push(Pending::Crypto(op));
     if st.crypto >= MAX_PENDING {
         drop(st);
         flush();
         return;
     }
-    if st.crypto % WAKE_AT == 0 {
+    if st.crypto.is_multiple_of(WAKE_AT) {
         WAKE.notify_all();
     }
     start_flusher(&mut st);
@@ -382,6 +392,8 @@ static STATE: Mutex<State> = Mutex::new(State {
 static WAKE: Condvar = Condvar::new();
 /// The process that has taken [`STATE`] as its own (see [`state`]).
 static OWNER: AtomicU32 = AtomicU32::new(0);
+/// Set when [`begin`] found the state locked since before `fork()`.
+static STUCK: AtomicBool = AtomicBool::new(false);
 /// Held while a batch is taken and written. Lock order: WRITER, then STATE.
 static WRITER: Mutex<()> = Mutex::new(());
 /// The process that has taken [`WRITER`] as its own.
@@ -469,6 +481,7 @@ fn write(batch: Vec<Pending>) {
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut format = Formatter {
         pid: std::process::id(),
+        anchor: Some((Instant::now(), SystemTime::now())),
         ..Formatter::default()
     };
     let buffer = |files: &mut Vec<(PathBuf, Vec<u8>)>, path: PathBuf| -> usize {
@@ -523,6 +536,8 @@ struct Formatter {
     /// The current second and its `YYYY-MM-DDTHH:MM:SS.` text.
     second: Option<(u64, String)>,
     pid: u32,
+    /// One reading of both clocks, to make `Instant`s wall-clock times.
+    anchor: Option<(Instant, SystemTime)>,
 }
 
 impl Formatter {
@@ -547,7 +562,11 @@ impl Formatter {
             });
             self.kid = Some((op.key.clone(), kid));
         }
-        let d = op.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let time = match self.anchor {
+            Some((i, t)) => t - i.saturating_duration_since(op.ended),
+            None => SystemTime::now(),
+        };
+        let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
         if self.second.as_ref().is_none_or(|(s, _)| *s != d.as_secs()) {
             let text = rfc3339_ms(UNIX_EPOCH + Duration::from_secs(d.as_secs()));
             // Without its "000Z": the milliseconds go there.
@@ -577,7 +596,7 @@ impl Formatter {
         let _ = writeln!(
             out,
             ",\"durationMs\":{},\"pid\":{},\"caller\":\"{}\"}}",
-            millis(op.duration),
+            millis(op.ended.saturating_duration_since(op.started)),
             self.pid,
             Caller::Pkcs11.name()
         );

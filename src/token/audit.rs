@@ -3,7 +3,7 @@
 //! operations, logins, refused crypto operations and (with `audit = "all"`)
 //! successful ones, each naming who acted ([`identity`]).
 
-use super::objects::Entry;
+use super::objects::{split_handle, Entry};
 use super::session::Session;
 use super::slot::{LoggedIn, Slot};
 use crate::engine::key::{Body, KeyOps};
@@ -15,7 +15,7 @@ use cryptoki_sys::CK_OBJECT_HANDLE;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// Who is acting on `slot`: the `identity` of every PKCS#11-side record,
 /// taken here and nowhere else.
@@ -207,7 +207,11 @@ pub fn crypto<T>(
             if !slot.config.audit.crypto() {
                 return r;
             }
-            let Ok((entry, _)) = session.object(key) else {
+            let ended = Instant::now();
+            // The handle was just checked (`f` succeeded): the pool's
+            // snapshot alone, without the freshness and visibility checks
+            // of `Session::object` again.
+            let Ok(Some(entry)) = slot.pool.entry(split_handle(key).0) else {
                 return r;
             };
             if !entry.is_token() || entry.rec.key().is_none() {
@@ -215,8 +219,8 @@ pub fn crypto<T>(
             }
             audit::record_crypto(Crypto {
                 operation: op,
-                time: SystemTime::now(),
-                duration: t.elapsed(),
+                started: t,
+                ended,
                 algorithm: algorithm_name(mech, &entry, ops),
                 key: entry,
                 identity: identity(slot),
