@@ -295,14 +295,17 @@ fn millis(d: Duration) -> u64 {
 pub fn flush() {
     // Taken before the buffer, so batches reach the files in the order they
     // were taken; the buffer's own lock is held only to take the batch.
-    let Some(_w) = acquire(&WRITER, &WRITER_OWNER).map(|(g, _)| g) else {
+    let Some((mut spare, _)) = acquire(&WRITER, &WRITER_OWNER) else {
         return;
     };
-    let batch = match state() {
-        Some(mut st) => st.take(),
+    let mut batch = match state() {
+        Some(mut st) => st.take_into(std::mem::take(&mut spare.events)),
         None => return,
     };
-    write(batch);
+    write(&mut batch, &mut spare.text);
+    if batch.capacity() <= 4 * WAKE_AT {
+        spare.events = batch;
+    }
 }
 
 /// `C_Finalize`: stop the background flusher and write everything buffered.
@@ -372,10 +375,15 @@ impl State {
     }
 
     fn take(&mut self) -> Vec<Pending> {
+        self.take_into(Vec::new())
+    }
+
+    /// Take the events, leaving `empty` (a spare with room) in their place.
+    fn take_into(&mut self, empty: Vec<Pending>) -> Vec<Pending> {
         self.bytes = 0;
         self.crypto = 0;
         self.oldest = None;
-        std::mem::take(&mut self.events)
+        std::mem::replace(&mut self.events, empty)
     }
 }
 
@@ -394,8 +402,21 @@ static WAKE: Condvar = Condvar::new();
 static OWNER: AtomicU32 = AtomicU32::new(0);
 /// Set when [`begin`] found the state locked since before `fork()`.
 static STUCK: AtomicBool = AtomicBool::new(false);
-/// Held while a batch is taken and written. Lock order: WRITER, then STATE.
-static WRITER: Mutex<()> = Mutex::new(());
+/// Held while a batch is taken and written (lock order: WRITER, then
+/// STATE), with the buffers the last batch left: at tens of thousands of
+/// lines a second, fresh buffers each time cost as much in page faults as
+/// the formatting.
+static WRITER: Mutex<Spare> = Mutex::new(Spare {
+    events: Vec::new(),
+    text: Vec::new(),
+});
+/// The buffers one flush leaves the next.
+struct Spare {
+    events: Vec<Pending>,
+    text: Vec<Vec<u8>>,
+}
+/// Spare buffers larger than this are let go.
+const SPARE_MAX: usize = 16 << 20;
 /// The process that has taken [`WRITER`] as its own.
 static WRITER_OWNER: AtomicU32 = AtomicU32::new(0);
 
@@ -477,25 +498,26 @@ fn flusher() {
 
 /// Format a batch and write it to its files, in order; a failure is a
 /// warning, never an error.
-fn write(batch: Vec<Pending>) {
+/// Drains `batch`; takes its text buffers from `spare` and gives them back.
+fn write(batch: &mut Vec<Pending>, spare: &mut Vec<Vec<u8>>) {
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut format = Formatter {
         pid: std::process::id(),
         anchor: Some((Instant::now(), SystemTime::now())),
         ..Formatter::default()
     };
-    let buffer = |files: &mut Vec<(PathBuf, Vec<u8>)>, path: PathBuf| -> usize {
+    let mut buffer = |files: &mut Vec<(PathBuf, Vec<u8>)>, path: PathBuf| -> usize {
         match files.iter().position(|(p, _)| *p == path) {
             Some(i) => i,
             None => {
-                files.push((path, Vec::new()));
+                files.push((path, spare.pop().unwrap_or_default()));
                 files.len() - 1
             }
         }
     };
     // The file buffer of the last crypto operation's token.
     let mut last: Option<(*const (), usize)> = None;
-    for event in batch {
+    for event in batch.drain(..) {
         match event {
             Pending::Line(path, text) => {
                 let i = buffer(&mut files, path);
@@ -515,9 +537,13 @@ fn write(batch: Vec<Pending>) {
             }
         }
     }
-    for (path, data) in files {
+    for (path, mut data) in files {
         if let Err(e) = append(&path, &data) {
             log::warn!("audit: cannot write {}: {e}", path.display());
+        }
+        if data.capacity() <= SPARE_MAX {
+            data.clear();
+            spare.push(data);
         }
     }
 }
