@@ -1,5 +1,5 @@
 //! The audit log: one JSON line per management operation, login, refused
-//! crypto operation and (with `audit = "all"`, the default) successful one,
+//! crypto operation and (with `audit = "all"`; the default is `management`) successful one,
 //! from the CLI (run as a subprocess) and from the library (through the C
 //! ABI), in `audit-softmhsm.jsonl` next to each test's store.
 
@@ -153,6 +153,7 @@ fn no_sign_template() -> Vec<Attribute> {
 p11_test! {
     fn pkcs11_operations_are_recorded_and_none_lost_at_finalize() {
         softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("all");
         let t = Token::fresh();
         ok(t.session.logout(), "C_Logout");
         assert_rv(t.session.login(UserType::User, Some(&pin("9999"))), CKR_PIN_INCORRECT, "C_Login(wrong PIN)");
@@ -421,6 +422,7 @@ const CRYPTO_OPS: [(&str, &str, &str); 6] = [
 p11_test! {
     fn each_successful_crypto_operation_is_one_line_with_kid_algorithm_and_identity() {
         softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("all");
         one_of_each_crypto_operation(Token::fresh());
         let all = lines();
         for (op, key, alg) in CRYPTO_OPS {
@@ -529,8 +531,23 @@ p11_test! {
         assert_eq!(code, 0, "{err}");
         assert!(!events(&lines()).iter().any(|(op, _)| op == "KeySign"), "not at management");
         cli(&sign);
+        assert!(!events(&lines()).iter().any(|(op, _)| op == "KeySign"), "not by default (management)");
+        let (code, _, err) = cli_pin(CLI_PIN, &sign, &[("SOFTMHSM_AUDIT", "all")]);
+        assert_eq!(code, 0, "{err}");
         let signed = assert_has(&lines(), "KeySign", "Success");
         assert_eq!(signed["identity"], "user");
         assert_eq!(signed["algorithm"], "ES256");
+    }
+}
+
+p11_test! {
+    fn successful_crypto_operations_are_not_recorded_by_default() {
+        softmhsm_only!("the audit log is softmhsm's");
+        one_of_each_crypto_operation(Token::fresh());
+        let ops = events(&lines());
+        assert!(ops.contains(&("KeyCreate".into(), "Success".into())), "{ops:?}");
+        for (op, _, _) in CRYPTO_OPS {
+            assert!(!ops.iter().any(|(o, _)| o == op), "{op} recorded by default: {ops:?}");
+        }
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! What is recorded depends on the token's [`Level`]: every management
 //! operation (from the CLI and from PKCS#11), every login and every *refused*
-//! crypto operation unless it is `off`; with `all` (the default) also every
-//! successful crypto operation (`KeySign` … `KeyUnwrap`, one per `*Init`).
+//! crypto operation unless it is `off` (`management`, the default); with
+//! `all` also every successful crypto operation (`KeySign` … `KeyUnwrap`, one
+//! per `*Init`), which costs a P-256 signature 3–6 % (BENCHMARKS.md): more
+//! than issue 13's 5 % budget in half the runs, so it is not the default.
 //!
 //! Writes are batched: events collect in a per-process buffer behind a mutex
 //! and go to the file when it holds [`FLUSH_BYTES`], when an event comes more
@@ -52,9 +54,9 @@ const MAX_PENDING: usize = 64 * WAKE_AT;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Level {
     /// Everything, including every successful crypto operation.
-    #[default]
     All,
     /// Management operations, logins and refused crypto operations.
+    #[default]
     Management,
     /// Nothing.
     Off,
@@ -145,8 +147,8 @@ pub struct Crypto {
     pub operation: &'static str,
     /// When its `*Init` began.
     pub started: Instant,
-    /// When it succeeded (made a wall-clock time by the flusher: a clock
-    /// read is a system call on some virtual machines, ~0.3 µs here).
+    /// When it succeeded (made a wall-clock time by the flusher, so the
+    /// hot path reads one clock once).
     pub ended: Instant,
     /// The token key (its kid is formatted later).
     pub key: Arc<Entry>,
