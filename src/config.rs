@@ -39,7 +39,7 @@ pub struct TokenConfig {
     /// PostgreSQL notification): the pool asks the database at least this often.
     pub max_staleness_ms: u64,
     /// What the audit log records (`audit = "all" | "management" | "off"`,
-    /// `management` by default; `SOFTMHSM_AUDIT` overrides it).
+    /// `all` by default; `SOFTMHSM_AUDIT` overrides it).
     pub audit: Level,
 }
 
@@ -257,15 +257,15 @@ mod tests {
     }
 
     #[test]
-    fn audit_is_a_per_token_setting_management_by_default() {
+    fn audit_is_a_per_token_setting_all_by_default() {
         // (SOFTMHSM_AUDIT, which overrides it, is not set under `cargo test`.)
         let c = parse(
-            "[[token]]\npath = \"/a\"\n[[token]]\npath = \"/b\"\naudit = \"all\"\n[[token]]\npath = \"/c\"\naudit = \"off\"\n",
+            "[[token]]\npath = \"/a\"\n[[token]]\npath = \"/b\"\naudit = \"management\"\n[[token]]\npath = \"/c\"\naudit = \"off\"\n",
             None,
         )
         .unwrap();
         let levels: Vec<Level> = c.tokens.iter().map(|t| t.audit).collect();
-        assert_eq!(levels, [Level::Management, Level::All, Level::Off]);
+        assert_eq!(levels, [Level::All, Level::Management, Level::Off]);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //!
 //! What is recorded depends on the token's [`Level`]: every management
 //! operation (from the CLI and from PKCS#11), every login and every *refused*
-//! crypto operation unless it is `off` (`management`, the default); with
-//! `all` also every successful crypto operation (`KeySign` … `KeyUnwrap`, one
-//! per `*Init`), which costs a P-256 signature 3–6 % (BENCHMARKS.md): more
-//! than issue 13's 5 % budget in half the runs, so it is not the default.
+//! crypto operation unless it is `off`; with `all` (the default) also every
+//! successful crypto operation (`KeySign` … `KeyUnwrap`, one per `*Init`),
+//! which costs a P-256 signature ~2–3 % of its CPU time (BENCHMARKS.md).
 //!
 //! Writes are batched: events collect in a per-process buffer behind a mutex
 //! and go to the file when it holds [`FLUSH_BYTES`], when an event comes more
@@ -54,9 +53,9 @@ const MAX_PENDING: usize = 64 * WAKE_AT;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Level {
     /// Everything, including every successful crypto operation.
+    #[default]
     All,
     /// Management operations, logins and refused crypto operations.
-    #[default]
     Management,
     /// Nothing.
     Off,
