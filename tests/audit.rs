@@ -153,6 +153,7 @@ fn no_sign_template() -> Vec<Attribute> {
 p11_test! {
     fn pkcs11_operations_are_recorded_and_none_lost_at_finalize() {
         softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("all");
         let t = Token::fresh();
         ok(t.session.logout(), "C_Logout");
         assert_rv(t.session.login(UserType::User, Some(&pin("9999"))), CKR_PIN_INCORRECT, "C_Login(wrong PIN)");
@@ -421,6 +422,7 @@ const CRYPTO_OPS: [(&str, &str, &str); 6] = [
 p11_test! {
     fn each_successful_crypto_operation_is_one_line_with_kid_algorithm_and_identity() {
         softmhsm_only!("the audit log is softmhsm's");
+        configure_audit("all");
         one_of_each_crypto_operation(Token::fresh());
         let all = lines();
         for (op, key, alg) in CRYPTO_OPS {
@@ -532,5 +534,17 @@ p11_test! {
         let signed = assert_has(&lines(), "KeySign", "Success");
         assert_eq!(signed["identity"], "user");
         assert_eq!(signed["algorithm"], "ES256");
+    }
+}
+
+p11_test! {
+    fn successful_crypto_operations_are_recorded_by_default() {
+        softmhsm_only!("the audit log is softmhsm's");
+        one_of_each_crypto_operation(Token::fresh());
+        let ops = events(&lines());
+        for (op, _, _) in CRYPTO_OPS {
+            let n = ops.iter().filter(|(o, r)| o == op && r == "Success").count();
+            assert_eq!(n, 1, "{op} by default: {ops:?}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! What is recorded depends on the token's [`Level`]: every management
 //! operation (from the CLI and from PKCS#11), every login and every *refused*
 //! crypto operation unless it is `off`; with `all` (the default) also every
-//! successful crypto operation (`KeySign` … `KeyUnwrap`, one per `*Init`).
+//! successful crypto operation (`KeySign` … `KeyUnwrap`, one per `*Init`),
+//! which costs a P-256 signature ~2–3 % of its CPU time (BENCHMARKS.md).
 //!
 //! Writes are batched: events collect in a per-process buffer behind a mutex
 //! and go to the file when it holds [`FLUSH_BYTES`], when an event comes more
@@ -29,9 +30,10 @@
 
 use super::objects::Entry;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +45,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Buffered crypto operations that wake the flusher before its second is up
 /// (about 100 bytes each in memory, ~300 in the file).
 const WAKE_AT: usize = 16 * 1024;
+/// Buffered crypto operations past which the recording thread writes them
+/// itself: a flusher starved of CPU must not let the buffer grow without end.
+const MAX_PENDING: usize = 64 * WAKE_AT;
 
 /// How much a token records: its `audit` setting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,14 +144,15 @@ pub trait TokenLog: Send + Sync {
 pub struct Crypto {
     /// `KeySign`, `KeyVerify`, `KeyEncrypt`, `KeyDecrypt`, `KeyWrap` or `KeyUnwrap`.
     pub operation: &'static str,
-    /// When it succeeded.
-    pub time: SystemTime,
-    /// How long its `*Init` took.
-    pub duration: Duration,
+    /// When its `*Init` began.
+    pub started: Instant,
+    /// When it succeeded (made a wall-clock time by the flusher, so the
+    /// hot path reads one clock once).
+    pub ended: Instant,
     /// The token key (its kid is formatted later).
     pub key: Arc<Entry>,
     /// The Managed HSM algorithm (JWA name), when the mechanism names one.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<Cow<'static, str>>,
     /// Who acted.
     pub identity: Option<Arc<str>>,
     /// The token.
@@ -255,14 +261,28 @@ pub fn record_algorithm(store_path: &Path, ev: &Event<'_>, algorithm: Option<&st
     }
 }
 
+/// `C_Initialize`: take the buffer as this process's own (a forked child
+/// drops what its parent had buffered), so [`record_crypto`] need not ask
+/// for the pid (a system call) on every operation.
+pub fn begin() {
+    STUCK.store(state().is_none(), Ordering::Release);
+}
+
 /// Buffer a successful crypto operation (the hot path: no formatting, no
-/// allocation but the buffer's growth).
+/// system call, no allocation but the buffer's growth). Only a library
+/// session calls this, so [`begin`] ran in this process first.
 pub fn record_crypto(op: Crypto) {
-    let Some(mut st) = state() else {
+    if STUCK.load(Ordering::Acquire) {
         return;
-    };
+    }
+    let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
     st.push(Pending::Crypto(op));
-    if st.crypto % WAKE_AT == 0 {
+    if st.crypto >= MAX_PENDING {
+        drop(st);
+        flush();
+        return;
+    }
+    if st.crypto.is_multiple_of(WAKE_AT) {
         WAKE.notify_all();
     }
     start_flusher(&mut st);
@@ -276,14 +296,17 @@ fn millis(d: Duration) -> u64 {
 pub fn flush() {
     // Taken before the buffer, so batches reach the files in the order they
     // were taken; the buffer's own lock is held only to take the batch.
-    let Some(_w) = acquire(&WRITER, &WRITER_OWNER).map(|(g, _)| g) else {
+    let Some((mut spare, _)) = acquire(&WRITER, &WRITER_OWNER) else {
         return;
     };
-    let batch = match state() {
-        Some(mut st) => st.take(),
+    let mut batch = match state() {
+        Some(mut st) => st.take_into(std::mem::take(&mut spare.events)),
         None => return,
     };
-    write(batch);
+    write(&mut batch, &mut spare.text);
+    if batch.capacity() <= 4 * WAKE_AT {
+        spare.events = batch;
+    }
 }
 
 /// `C_Finalize`: stop the background flusher and write everything buffered.
@@ -353,10 +376,15 @@ impl State {
     }
 
     fn take(&mut self) -> Vec<Pending> {
+        self.take_into(Vec::new())
+    }
+
+    /// Take the events, leaving `empty` (a spare with room) in their place.
+    fn take_into(&mut self, empty: Vec<Pending>) -> Vec<Pending> {
         self.bytes = 0;
         self.crypto = 0;
         self.oldest = None;
-        std::mem::take(&mut self.events)
+        std::mem::replace(&mut self.events, empty)
     }
 }
 
@@ -373,8 +401,23 @@ static STATE: Mutex<State> = Mutex::new(State {
 static WAKE: Condvar = Condvar::new();
 /// The process that has taken [`STATE`] as its own (see [`state`]).
 static OWNER: AtomicU32 = AtomicU32::new(0);
-/// Held while a batch is taken and written. Lock order: WRITER, then STATE.
-static WRITER: Mutex<()> = Mutex::new(());
+/// Set when [`begin`] found the state locked since before `fork()`.
+static STUCK: AtomicBool = AtomicBool::new(false);
+/// Held while a batch is taken and written (lock order: WRITER, then
+/// STATE), with the buffers the last batch left: at tens of thousands of
+/// lines a second, fresh buffers each time cost as much in page faults as
+/// the formatting.
+static WRITER: Mutex<Spare> = Mutex::new(Spare {
+    events: Vec::new(),
+    text: Vec::new(),
+});
+/// The buffers one flush leaves the next.
+struct Spare {
+    events: Vec<Pending>,
+    text: Vec<Vec<u8>>,
+}
+/// Spare buffers larger than this are let go.
+const SPARE_MAX: usize = 16 << 20;
 /// The process that has taken [`WRITER`] as its own.
 static WRITER_OWNER: AtomicU32 = AtomicU32::new(0);
 
@@ -456,91 +499,134 @@ fn flusher() {
 
 /// Format a batch and write it to its files, in order; a failure is a
 /// warning, never an error.
-fn write(batch: Vec<Pending>) {
+/// Drains `batch`; takes its text buffers from `spare` and gives them back.
+fn write(batch: &mut Vec<Pending>, spare: &mut Vec<Vec<u8>>) {
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut format = Formatter {
         pid: std::process::id(),
+        anchor: Some((Instant::now(), SystemTime::now())),
         ..Formatter::default()
     };
-    for event in batch {
-        let (path, bytes) = match event {
-            Pending::Line(path, text) => (path, text),
-            Pending::Crypto(op) => {
-                let path = format.file(&op);
-                let mut text = Vec::with_capacity(320);
-                format.line(&op, &mut text);
-                (path, text)
+    let mut buffer = |files: &mut Vec<(PathBuf, Vec<u8>)>, path: PathBuf| -> usize {
+        match files.iter().position(|(p, _)| *p == path) {
+            Some(i) => i,
+            None => {
+                files.push((path, spare.pop().unwrap_or_default()));
+                files.len() - 1
             }
-        };
-        match files.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, data)) => data.extend_from_slice(&bytes),
-            None => files.push((path, bytes)),
+        }
+    };
+    // The file buffer of the last crypto operation's token.
+    let mut last: Option<(*const (), usize)> = None;
+    for event in batch.drain(..) {
+        match event {
+            Pending::Line(path, text) => {
+                let i = buffer(&mut files, path);
+                files[i].1.extend_from_slice(&text);
+            }
+            Pending::Crypto(op) => {
+                let token = Arc::as_ptr(&op.token) as *const ();
+                let i = match last {
+                    Some((t, i)) if t == token => i,
+                    _ => {
+                        let i = buffer(&mut files, format.token(&op));
+                        last = Some((token, i));
+                        i
+                    }
+                };
+                format.line(&op, &mut files[i].1);
+            }
         }
     }
-    for (path, data) in files {
+    for (path, mut data) in files {
         if let Err(e) = append(&path, &data) {
             log::warn!("audit: cannot write {}: {e}", path.display());
         }
+        if data.capacity() <= SPARE_MAX {
+            data.clear();
+            spare.push(data);
+        }
     }
 }
 
-/// Formats buffered crypto operations, keeping what consecutive ones share
-/// (the token's file and label, the second of the time).
+/// Formats buffered crypto operations by hand, keeping what consecutive ones
+/// share (the token's label, the key's kid already escaped, the second of the
+/// time): serde's general path cost twice the whole budget per line. The
+/// result is what [`LineOut`] writes, field for field (`tests/audit.rs`
+/// reads every field of these lines back).
 #[derive(Default)]
 struct Formatter {
-    token: Option<(Arc<dyn TokenLog>, PathBuf, String)>,
+    /// The current token's label.
+    label: String,
+    /// The current key and its kid as a JSON string (None: no kid).
+    kid: Option<(Arc<Entry>, Option<Vec<u8>>)>,
+    /// The current second and its `YYYY-MM-DDTHH:MM:SS.` text.
     second: Option<(u64, String)>,
-    kid: String,
     pid: u32,
+    /// One reading of both clocks, to make `Instant`s wall-clock times.
+    anchor: Option<(Instant, SystemTime)>,
 }
 
 impl Formatter {
-    /// The token of `op`: its file (and its label, kept).
-    fn file(&mut self, op: &Crypto) -> PathBuf {
-        match &self.token {
-            Some((t, path, _)) if Arc::ptr_eq(t, &op.token) => path.clone(),
-            _ => {
-                let path = op.token.file();
-                self.token = Some((op.token.clone(), path.clone(), op.token.label()));
-                path
-            }
-        }
+    /// Start on `op`'s token: its label, and its file.
+    fn token(&mut self, op: &Crypto) -> PathBuf {
+        self.label = op.token.label();
+        self.kid = None;
+        op.token.file()
     }
 
-    /// Append `op`'s line (after [`Formatter::file`] of it) to `out`.
+    /// Append `op`'s line to `out` (after [`Formatter::token`] of its token).
     fn line(&mut self, op: &Crypto, out: &mut Vec<u8>) {
-        let label = self.token.as_ref().map_or("", |(_, _, l)| l.as_str());
-        self.kid.clear();
-        if let Some(k) = op.key.rec.key() {
-            use std::fmt::Write as _;
-            let _ = write!(self.kid, "softmhsm://{label}/keys/{}/{}", k.name, k.version);
+        use std::io::Write as _;
+        if !self
+            .kid
+            .as_ref()
+            .is_some_and(|(k, _)| Arc::ptr_eq(k, &op.key))
+        {
+            let kid = op.key.rec.key().and_then(|k| {
+                let kid = format!("softmhsm://{}/keys/{}/{}", self.label, k.name, k.version);
+                serde_json::to_vec(&kid).ok()
+            });
+            self.kid = Some((op.key.clone(), kid));
         }
-        let d = op.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let second = match &self.second {
-            Some((s, text)) if *s == d.as_secs() => text,
-            _ => {
-                let text = rfc3339_ms(UNIX_EPOCH + Duration::from_secs(d.as_secs()));
-                &self.second.insert((d.as_secs(), text)).1
-            }
+        let time = match self.anchor {
+            Some((i, t)) => t - i.saturating_duration_since(op.ended),
+            None => SystemTime::now(),
         };
-        // `second` ends in ".000Z": the milliseconds go in its place.
-        let mut time = String::with_capacity(24);
-        time.push_str(&second[..second.len() - 4]);
-        use std::fmt::Write as _;
-        let _ = write!(time, "{:03}Z", d.subsec_millis());
-        LineOut {
-            time: &time,
-            operation_name: op.operation,
-            result_type: "Success",
-            result_description: "CKR_OK",
-            kid: (!self.kid.is_empty()).then_some(self.kid.as_str()),
-            algorithm: op.algorithm.as_deref(),
-            identity: op.identity.as_deref(),
-            duration_ms: millis(op.duration),
-            pid: self.pid,
-            caller: Caller::Pkcs11.name(),
+        let d = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.second.as_ref().is_none_or(|(s, _)| *s != d.as_secs()) {
+            let text = rfc3339_ms(UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+            // Without its "000Z": the milliseconds go there.
+            let prefix = text[..text.len() - 4].to_string();
+            self.second = Some((d.as_secs(), prefix));
         }
-        .write_to(out);
+        let second = self.second.as_ref().map_or("", |(_, t)| t.as_str());
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(second.as_bytes());
+        let _ = write!(out, "{:03}Z\",\"operationName\":", d.subsec_millis());
+        // Operation names are this crate's constants, algorithms the
+        // registry's and identities principals' names: escaped all the same.
+        let _ = serde_json::to_writer(&mut *out, op.operation);
+        out.extend_from_slice(b",\"resultType\":\"Success\",\"resultDescription\":\"CKR_OK\"");
+        if let Some((_, Some(kid))) = &self.kid {
+            out.extend_from_slice(b",\"kid\":");
+            out.extend_from_slice(kid);
+        }
+        if let Some(alg) = &op.algorithm {
+            out.extend_from_slice(b",\"algorithm\":");
+            let _ = serde_json::to_writer(&mut *out, alg.as_ref());
+        }
+        if let Some(who) = &op.identity {
+            out.extend_from_slice(b",\"identity\":");
+            let _ = serde_json::to_writer(&mut *out, who.as_ref());
+        }
+        let _ = writeln!(
+            out,
+            ",\"durationMs\":{},\"pid\":{},\"caller\":\"{}\"}}",
+            millis(op.ended.saturating_duration_since(op.started)),
+            self.pid,
+            Caller::Pkcs11.name()
+        );
     }
 }
 

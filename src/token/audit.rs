@@ -3,7 +3,7 @@
 //! operations, logins, refused crypto operations and (with `audit = "all"`)
 //! successful ones, each naming who acted ([`identity`]).
 
-use super::objects::Entry;
+use super::objects::{split_handle, Entry};
 use super::session::Session;
 use super::slot::{LoggedIn, Slot};
 use crate::engine::key::{Body, KeyOps};
@@ -13,9 +13,10 @@ use crate::error::Result;
 use crate::pool::access::Identity;
 use crate::pool::audit::{self, Caller, Crypto, Event, TokenLog};
 use cryptoki_sys::CK_OBJECT_HANDLE;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// Who is acting on `slot`: the `identity` of every PKCS#11-side record,
 /// taken here and nowhere else.
@@ -86,6 +87,46 @@ fn kid(slot: &Slot, e: &Entry) -> Option<String> {
 fn algorithm(mech: Option<&Mechanism>, e: &Entry, op: KeyOps) -> Option<String> {
     let mech = mech?;
     lookup(mech.ty)?.jwa(op, e.rec.key()?.kind, &mech.param)
+}
+
+/// The algorithm names the registry gives (see [`algorithm`]), so that a
+/// buffered operation holds a `&'static str`: a `String` it carried would be
+/// freed by the flusher thread, into the signing thread's malloc arena.
+const ALGORITHMS: &[&str] = &[
+    "ES256",
+    "ES256K",
+    "ES384",
+    "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "RSA1_5",
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "A128KW",
+    "A192KW",
+    "A256KW",
+    "A128GCM",
+    "A192GCM",
+    "A256GCM",
+    "A128CBC",
+    "A192CBC",
+    "A256CBC",
+    "A128CBCPAD",
+    "A192CBCPAD",
+    "A256CBCPAD",
+];
+
+/// [`algorithm`], shared when it is one of [`ALGORITHMS`].
+fn algorithm_name(mech: Option<&Mechanism>, e: &Entry, op: KeyOps) -> Option<Cow<'static, str>> {
+    let name = algorithm(mech, e, op)?;
+    Some(match ALGORITHMS.iter().find(|a| **a == name) {
+        Some(a) => Cow::Borrowed(a),
+        None => Cow::Owned(name),
+    })
 }
 
 /// A call on the token itself (`C_InitToken`, `C_InitPIN`, `C_SetPIN`,
@@ -170,7 +211,11 @@ pub fn crypto<T>(
             if !slot.config.audit.crypto() {
                 return r;
             }
-            let Ok((entry, _)) = session.object(key) else {
+            let ended = Instant::now();
+            // The handle was just checked (`f` succeeded): the pool's
+            // snapshot alone, without the freshness and visibility checks
+            // of `Session::object` again.
+            let Ok(Some(entry)) = slot.pool.entry(split_handle(key).0) else {
                 return r;
             };
             if !entry.is_token() || entry.rec.key().is_none() {
@@ -178,9 +223,9 @@ pub fn crypto<T>(
             }
             audit::record_crypto(Crypto {
                 operation: op,
-                time: SystemTime::now(),
-                duration: t.elapsed(),
-                algorithm: algorithm(mech, &entry, ops),
+                started: t,
+                ended,
+                algorithm: algorithm_name(mech, &entry, ops),
                 key: entry,
                 identity: identity(slot),
                 token: slot.clone(),

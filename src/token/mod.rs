@@ -56,6 +56,7 @@ pub fn initialize() -> Result<()> {
         // which the parent's (real, per-process) shared lock forbids.
         drop(g.take());
     }
+    crate::pool::audit::begin();
     let cfg = config::load()?;
     let slots = cfg
         .tokens
