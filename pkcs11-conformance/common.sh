@@ -61,6 +61,17 @@ fresh_token() {
     unset SOFTMHSM_CONF
 }
 
+# nginx_http_common PREFIX: the http-block lines every nginx test shares: temp
+# paths starting with PREFIX (not nginx's compiled-in ones, which need root),
+# TLS 1.2/1.3, and no session resumption, so every handshake signs.
+nginx_http_common() {
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        printf '    %s_temp_path %s%s;\n' "$t" "$1" "${t#client_}"
+    done
+    printf '    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache off;\n    ssl_session_tickets off;\n'
+}
+
 # free_port: a loopback TCP port nobody listens on
 free_port() {
     local p

@@ -75,14 +75,7 @@ error_log $WORK/logs/$1-error.log info;
 events { worker_connections 64; }
 http {
     access_log $WORK/logs/$1-access.log;
-    client_body_temp_path $WORK/tmp/$1-body;
-    proxy_temp_path $WORK/tmp/$1-proxy;
-    fastcgi_temp_path $WORK/tmp/$1-fastcgi;
-    uwsgi_temp_path $WORK/tmp/$1-uwsgi;
-    scgi_temp_path $WORK/tmp/$1-scgi;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
+$(nginx_http_common "$WORK/tmp/$1-")
     server {
         listen 127.0.0.1:$2 ssl reuseport;
         server_name localhost;

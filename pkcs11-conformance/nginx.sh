@@ -62,14 +62,7 @@ events { worker_connections 64; }
 http {
     log_format w '\$pid \$ssl_protocol \$ssl_cipher \$status';
     access_log $WORK/logs/access.log w;
-    client_body_temp_path $WORK/tmp/body;
-    proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fastcgi;
-    uwsgi_temp_path $WORK/tmp/uwsgi;
-    scgi_temp_path $WORK/tmp/scgi;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
+$(nginx_http_common "$WORK/tmp/")
     server {
         listen 127.0.0.1:$PORT_RSA ssl reuseport;   # reuseport: the kernel spreads connections over both workers
         server_name localhost;
@@ -237,14 +230,7 @@ events { worker_connections 64; }
 http {
     log_format w '\$pid \$ssl_protocol \$status';
     access_log $WORK/logs/$2-access.log w;
-    client_body_temp_path $WORK/tmp/body;
-    proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fastcgi;
-    uwsgi_temp_path $WORK/tmp/uwsgi;
-    scgi_temp_path $WORK/tmp/scgi;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
+$(nginx_http_common "$WORK/tmp/")
     server {
         listen 127.0.0.1:$3 ssl reuseport;
         server_name localhost;
