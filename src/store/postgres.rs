@@ -33,8 +33,9 @@
 //! Reads are single statements, except [`Store::changes_since`], which reads
 //! the log and the rows in one `REPEATABLE READ` snapshot so they agree.
 //! Round trips are what a loaded machine pays for (each one a context switch
-//! to the server): a write costs two beyond its own statements, a catch-up
-//! three.
+//! to the server): a write costs two beyond its own statements (a new key
+//! version's are two: the name's state, then the insert), a catch-up one
+//! (a single statement, so one snapshot).
 //!
 //! # Connections and fork
 //!
@@ -312,21 +313,6 @@ fn broken(e: &postgres::Error) -> bool {
     })
 }
 
-/// COMMIT after a successful body, ROLLBACK after a failed one.
-fn finish<T>(db: &mut Db, body: std::result::Result<T, Fail>) -> std::result::Result<T, Fail> {
-    match body {
-        Ok(v) => {
-            db.batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            // On a broken connection the server rolls back by itself.
-            let _ = db.batch("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
 /// The highest change sequence number committed (0: none yet), as an SQL
 /// expression.
 const CHANGE_SEQ: &str = "GREATEST(COALESCE((SELECT MAX(seq) FROM changes), 0),
@@ -410,16 +396,6 @@ fn add_failure(db: &mut Db, who: PinUser) -> std::result::Result<(), Fail> {
         &[],
     )?;
     Ok(())
-}
-
-/// Whether a soft-deleted key holds `name_lc`.
-fn name_is_deleted(db: &mut Db, name_lc: &str) -> std::result::Result<bool, Fail> {
-    Ok(db
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = $1 AND deleted_at IS NOT NULL)",
-            &[&name_lc],
-        )?
-        .try_get(0)?)
 }
 
 /// A purged name's rotation policy goes with it (a soft-deleted key keeps its
@@ -612,54 +588,49 @@ impl Store for PgStore {
     /// was restored, or failed over to a standby that had not received the
     /// newest commits) reloads too.
     fn changes_since(&self, seq: i64) -> Result<Changes> {
-        // One snapshot for the log and the rows, in three round trips: the
-        // transaction's start with the log's state, the rows, the end.
-        let head = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-             SELECT {CHANGE_SEQ},
-                    (SELECT floor FROM change_floor WHERE id = 1),
-                    EXISTS (SELECT 1 FROM changes WHERE seq > {seq} AND object_id = 0),
-                    (SELECT string_agg(o::text, ',') FROM
-                       (SELECT DISTINCT object_id AS o FROM changes
-                        WHERE seq > {seq} AND object_id <> 0) d)"
+        // One statement, so one snapshot for the log and the rows, and one
+        // round trip (it was three: a REPEATABLE READ transaction's start
+        // with the log's state, the rows, the end). The rows come first,
+        // then the log's state (repeated on each row; on the one row, its
+        // object columns NULL, when no row changed). `touched` is only read
+        // when the caller can catch up (else it reloads).
+        let sql = format!(
+            "WITH head AS (
+                SELECT {CHANGE_SEQ} AS now,
+                       (SELECT floor FROM change_floor WHERE id = 1) AS floor,
+                       EXISTS (SELECT 1 FROM changes WHERE seq > $1 AND object_id = 0) AS remade
+             ), log AS (
+                SELECT ARRAY(SELECT DISTINCT c.object_id FROM changes c, head h
+                             WHERE c.seq > $1 AND c.object_id <> 0
+                               AND $1 >= h.floor AND $1 <= h.now AND NOT h.remade) AS touched
+             )
+             SELECT o.id, o.name, o.version, o.current, o.attrs, o.sealed,
+                    head.now, head.floor, head.remade, log.touched
+             FROM head CROSS JOIN log
+             LEFT JOIN objects o ON o.id = ANY (log.touched) AND o.deleted_at IS NULL
+             ORDER BY o.id"
         );
         self.read(|db| {
-            let body = (|| {
-                let head = db.last_row(&head)?;
-                let (now, floor) = (number(&head, 0)?, number(&head, 1)?);
-                let remade = head.get(2).and_then(|v| v.as_deref()) == Some("t");
-                if seq < 0 || remade || seq < floor || seq > now {
-                    return Ok(Changes::Reload { seq: now });
+            let rows = db.query(&sql, &[&seq])?;
+            let head = rows.first().ok_or(Fail::Rv(Error(CKR_DEVICE_ERROR)))?;
+            let (now, floor): (i64, i64) = (head.try_get(6)?, head.try_get(7)?);
+            let remade: bool = head.try_get(8)?;
+            if seq < 0 || remade || seq < floor || seq > now {
+                return Ok(Changes::Reload { seq: now });
+            }
+            let mut touched: Vec<i64> = head.try_get(9)?;
+            touched.sort_unstable();
+            let mut changed = Vec::with_capacity(rows.len());
+            for r in &rows {
+                if r.try_get::<_, Option<i64>>(0)?.is_some() {
+                    changed.push(object_row(r)?);
                 }
-                let mut touched = head
-                    .get(3)
-                    .and_then(|v| v.as_deref())
-                    .map(|list| {
-                        list.split(',')
-                            .map(|id| id.parse().map_err(|_| Fail::Rv(Error(CKR_DEVICE_ERROR))))
-                            .collect::<std::result::Result<Vec<i64>, Fail>>()
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                touched.sort_unstable();
-                let rows = db
-                    .query(
-                        &format!(
-                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL AND id IN
-                               (SELECT object_id FROM changes WHERE seq > $1) ORDER BY id"
-                        ),
-                        &[&seq],
-                    )?
-                    .iter()
-                    .map(object_row)
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok(Changes::Since {
-                    seq: now,
-                    touched,
-                    rows,
-                })
-            })();
-            finish(db, body)
+            }
+            Ok(Changes::Since {
+                seq: now,
+                touched,
+                rows: changed,
+            })
         })
     }
 
@@ -700,44 +671,42 @@ impl Store for PgStore {
         let name_lc = new.name.as_deref().map(str::to_lowercase);
         let id = self.write(|db| {
             if let Some(name_lc) = &name_lc {
-                if name_is_deleted(db, name_lc)? {
+                // The name's state in one round trip: deleted, live versions,
+                // the current version.
+                let r = db.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM objects
+                                    WHERE name_lc = $1 AND deleted_at IS NOT NULL),
+                            (SELECT COUNT(*) FROM objects WHERE name_lc = $1 AND deleted_at IS NULL),
+                            (SELECT version FROM objects
+                             WHERE name_lc = $1 AND current AND deleted_at IS NULL)",
+                    &[name_lc],
+                )?;
+                let (deleted, n, current): (bool, i64, Option<String>) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if deleted {
                     log::debug!("store: name {name_lc} belongs to a deleted key");
                     return Err(Fail::Rv(Error(CKR_ATTRIBUTE_VALUE_INVALID)));
                 }
                 if let Some(cap) = new.max_versions {
-                    let n: i64 = db
-                        .query_one(
-                            "SELECT COUNT(*) FROM objects WHERE name_lc = $1 AND deleted_at IS NULL",
-                            &[name_lc],
-                        )?
-                        .try_get(0)?;
                     if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
                         log::warn!("key {name_lc} already has {n} versions: no new version");
                         return Err(Fail::Rv(Error(CKR_ACTION_PROHIBITED)));
                     }
                 }
                 if let Some(expected) = &new.replaces {
-                    let current: Option<String> = db
-                        .query_opt(
-                            "SELECT version FROM objects
-                             WHERE name_lc = $1 AND current AND deleted_at IS NULL",
-                            &[name_lc],
-                        )?
-                        .map(|r| r.try_get::<_, Option<String>>(0))
-                        .transpose()?
-                        .flatten();
                     if current.as_deref() != Some(expected.as_str()) {
                         return Err(Fail::Rv(Error(CKR_FUNCTION_REJECTED)));
                     }
                 }
-                db.execute(
-                    "UPDATE objects SET current = false WHERE name_lc = $1 AND current",
-                    &[name_lc],
-                )?;
             }
+            // The name's current version stops being current, and the new
+            // row is inserted, in one statement (no name: no row to update).
             Ok(db
                 .query_one(
-                    "INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
+                    "WITH previous AS (
+                        UPDATE objects SET current = false WHERE name_lc = $2 AND current
+                     )
+                     INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
                                           label, public_label, ckaid)
                      VALUES ($1, $2, $3, true, $4, $5, $6, $7, $8) RETURNING id",
                     &[
