@@ -46,7 +46,7 @@ use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use token::{aes, load};
+use token::{aes, counts, load};
 
 const SO_PIN: &str = "fleet-so-pin";
 const USER_PIN: &str = "fleet-pin";
@@ -80,19 +80,11 @@ fn parse() -> Result<Options, String> {
             "--module" => o.module = v()?.into(),
             "--cli" => o.cli = v()?.into(),
             "--keys" => {
-                o.keys = v()?
-                    .split(',')
-                    .map(|s| s.trim().parse().map_err(|_| format!("bad size {s}")))
-                    .collect::<Result<_, _>>()?;
+                o.keys = counts(&v()?)?;
                 o.keys.sort_unstable();
             }
             "--seconds" => o.seconds = v()?.parse().map_err(|_| "bad --seconds")?,
-            "--signers" => {
-                o.signers = v()?
-                    .split(',')
-                    .map(|s| s.trim().parse().map_err(|_| format!("bad count {s}")))
-                    .collect::<Result<_, _>>()?
-            }
+            "--signers" => o.signers = counts(&v()?)?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
