@@ -25,7 +25,7 @@ use cryptoki::types::AuthPin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
-use token::{aes, load};
+use token::{aes, counts, load};
 
 const SO_PIN: &str = "scale-so-pin";
 const USER_PIN: &str = "scale-pin";
@@ -54,12 +54,7 @@ fn parse() -> Result<Options, String> {
         match a.as_str() {
             "--module" => o.module = v()?.into(),
             "--cli" => o.cli = v()?.into(),
-            "--sizes" => {
-                o.sizes = v()?
-                    .split(',')
-                    .map(|s| s.trim().parse().map_err(|_| format!("bad size {s}")))
-                    .collect::<Result<_, _>>()?
-            }
+            "--sizes" => o.sizes = counts(&v()?)?,
             "--writes" => o.writes = v()?.parse().map_err(|_| "bad --writes")?,
             "--dir" => o.dir = Some(v()?.into()),
             "--probe" => return Err("--probe".into()),

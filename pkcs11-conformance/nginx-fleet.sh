@@ -135,6 +135,27 @@ for m in a b; do
     [ "$bad" = 0 ] && pass "machine ${m^^}: 10 handshakes with the pool's key" || fail "machine ${m^^}: 10 handshakes with the pool's key ($bad failed)"
 done
 
+# connections: at most one per process, opened by the first call that needs the pool
+PSQL="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)/psql"
+held() {  # held PID...: the PostgreSQL sessions each process holds
+    local p
+    for p in "$@"; do "$PSQL" -qXAt "$URL" -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'softmhsm $p'"; done | tr '\n' ' '
+}
+for m in a b; do
+    master=$(cat "$WORK/$m/nginx.pid"); held_m=$(held "$master"); held_w=$(held $(pgrep -P "$master"))
+    if [ -n "$held_w" ] && ! tr ' ' '\n' <<< "$held_m $held_w" | grep -qE '^([2-9]|[0-9]{2,})$'; then
+        pass "machine ${m^^}: at most one PostgreSQL connection per nginx process (master: $held_m; workers: $held_w)"
+    else fail "machine ${m^^}: at most one PostgreSQL connection per nginx process (master: $held_m; workers: $held_w)"; fi
+done
+orphans=0
+for app in $("$PSQL" -qXAt "$URL" -c "SELECT replace(application_name, 'softmhsm ', '') FROM pg_stat_activity WHERE application_name LIKE 'softmhsm %'"); do
+    kill -0 "$app" 2>/dev/null || orphans=$((orphans + 1))
+done
+# nginx's first process loads the key (connecting), forks the master and exits: its session lives on
+# in the inherited socket, which the master and the workers neither use nor close (closing would
+# end the session of a process that may still be running)
+echo "    sessions held open only by an inherited socket (their process has exited): $orphans"
+
 # rotate on A (the CLI); B finds the new version; both adopt it by a reload with its certificate
 if CLIP key rotate --name web > rotate.json 2> rotate.err && V2=$(kid_version < rotate.json) && [ ${#V2} = 32 ] && [ "$V2" != "$V1" ]; then
     pass "machine A: key rotate --name web (version $V1 -> $V2)"

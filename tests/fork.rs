@@ -444,3 +444,68 @@ p11_test! {
         );
     }
 }
+
+p11_test! {
+    fn a_parent_that_never_used_the_pool_holds_no_connection_and_its_child_opens_its_own() {
+        // A process that initialises the library and forks before it uses the
+        // token (an nginx master whose keys are in files, a p11-kit host):
+        // the connection is opened by whoever first needs the pool.
+        let Ok(url) = std::env::var("SOFTMHSM_STORE_URL") else {
+            println!("SKIPPED: a PostgreSQL test (SOFTMHSM_TEST_STORE=postgres runs it)");
+            return;
+        };
+        let me = std::process::id();
+        let Token { session, pkcs11, raw, slot } = Token::fresh();
+        let slot = slot.id();
+        drop(session);
+        ok(pkcs11.finalize(), "C_Finalize of the fixture");
+        let closed = Instant::now();
+        while !pg::sessions_of(&url, me).is_empty() {
+            assert!(closed.elapsed() < Duration::from_secs(10), "C_Finalize closes the connection");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: NULL arguments are allowed (no locking callbacks).
+        unsafe { check(p11!(raw, C_Initialize, ptr::null_mut()), CKR_OK, "parent: C_Initialize") };
+        let mut count: CK_ULONG = 0;
+        // SAFETY: a NULL list asks for the count; out-pointer to a local.
+        unsafe { check(p11!(raw, C_GetSlotList, CK_FALSE, ptr::null_mut(), &mut count), CKR_OK, "parent: C_GetSlotList") };
+        assert!(pg::sessions_of(&url, me).is_empty(), "the initialised parent holds no connection");
+        let marker = store_dir().parent().unwrap().join("parent-checked");
+        let raw = &raw;
+        let child = fork_child(|| {
+            // C_Initialize, C_OpenSession, C_Login: on a connection of its own.
+            raw_login(raw, slot);
+            let start = Instant::now();
+            while !marker.exists() {
+                assert!(start.elapsed() < Duration::from_secs(30), "the parent never checked");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // SAFETY: no pointer argument.
+            unsafe { check(p11!(raw, C_Finalize, ptr::null_mut()), CKR_OK, "child: C_Finalize") };
+        });
+        let child_pid = u32::try_from(child).unwrap();
+        let start = Instant::now();
+        while pg::sessions_of(&url, child_pid).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "the child never connected");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pg::sessions_of(&url, child_pid).len(), 1, "the child's one connection");
+        assert!(pg::sessions_of(&url, me).is_empty(), "the parent still holds none");
+        std::fs::write(&marker, b"checked").unwrap();
+        let status = wait_child(child, Duration::from_secs(60));
+        assert!(libc::WIFEXITED(status), "child killed by a signal (status {status:#x})");
+        assert_eq!(libc::WEXITSTATUS(status), CHILD_OK, "child's checks failed (see its stderr above)");
+        let mut h: CK_SESSION_HANDLE = 0;
+        // SAFETY: out-pointer to a local; no callback.
+        unsafe {
+            check(
+                p11!(raw, C_OpenSession, slot, CKF_SERIAL_SESSION, ptr::null_mut(), None, &mut h),
+                CKR_OK,
+                "parent: C_OpenSession after the fork",
+            )
+        };
+        assert_eq!(pg::sessions_of(&url, me).len(), 1, "the parent's first call that needs the pool connects");
+        // SAFETY: no pointer argument.
+        unsafe { check(p11!(raw, C_Finalize, ptr::null_mut()), CKR_OK, "parent: C_Finalize") };
+    }
+}

@@ -491,3 +491,84 @@ p11_test! {
         assert!(log.contains(&want), "no line with {want:?} in:\n{log}");
     }
 }
+
+p11_test! {
+    fn an_unreachable_postgresql_server_fails_the_first_call_that_needs_it() {
+        softmhsm_only!("a PostgreSQL pool, and SOFTMHSM_LOG is softmhsm's");
+        let test = test_path(concat!(
+            module_path!(),
+            "::an_unreachable_postgresql_server_fails_the_first_call_that_needs_it"
+        ));
+        if phase().as_deref() == Some("unreachable") {
+            // The connection is opened at the first call that needs the
+            // store: C_Initialize and the slot calls do not.
+            let p = load_initialized();
+            let slots = ok(p.get_all_slots(), "C_GetSlotList");
+            assert_eq!(slots.len(), 1, "the configured token's slot");
+            let info = ok(p.get_slot_info(slots[0]), "C_GetSlotInfo");
+            assert!(info.token_present(), "the token is present (its store is not reached)");
+            assert_rv(p.get_token_info(slots[0]), CKR_DEVICE_ERROR, "C_GetTokenInfo reads the token's label and flags");
+            assert_rv(p.open_rw_session(slots[0]), CKR_DEVICE_ERROR, "C_OpenSession");
+            assert_rv(p.open_ro_session(slots[0]), CKR_DEVICE_ERROR, "C_OpenSession, tried again");
+            return;
+        }
+        let dir = work_dir("unreachable");
+        // Nothing listens on port 1: the connection is refused at once.
+        let url = "postgresql://softmhsm@127.0.0.1:1/pool?connect_timeout=2";
+        let env = [("SOFTMHSM_LOG", "debug"), ("SOFTMHSM_STORE_URL", url)];
+        wait_phase(spawn_phase(&test, "unreachable", &dir, &env), "unreachable", &dir);
+        let log = fs::read_to_string(dir.join("unreachable.err")).unwrap();
+        for call in ["C_GetTokenInfo", "C_OpenSession"] {
+            let want = format!("{call}: returning CKR_DEVICE_ERROR: token store {url}: ");
+            assert!(log.contains(&want), "no line with {want:?} in:\n{log}");
+        }
+        assert!(log.contains("Connection refused"), "the cause is named:\n{log}");
+    }
+}
+
+p11_test! {
+    fn a_process_that_never_uses_the_token_opens_no_postgresql_connection() {
+        softmhsm_only!("a PostgreSQL pool");
+        let test = test_path(concat!(
+            module_path!(),
+            "::a_process_that_never_uses_the_token_opens_no_postgresql_connection"
+        ));
+        let url = match std::env::var("SOFTMHSM_STORE_URL") {
+            Ok(url) => url,
+            Err(_) => {
+                // Not a SOFTMHSM_TEST_STORE=postgres run: a pool of its own.
+                let Some(url) = pg::fresh_pool() else { return };
+                std::env::set_var("SOFTMHSM_STORE_URL", &url);
+                url
+            }
+        };
+        if phase().as_deref() == Some("idle") {
+            let me = std::process::id();
+            // The server's own list of sessions, read on another connection.
+            let sessions = || pg::sessions_of(&url, me).len();
+            let p = load_initialized();
+            let slots = ok(p.get_all_slots(), "C_GetSlotList");
+            ok(p.get_slot_info(slots[0]), "C_GetSlotInfo");
+            ok(p.get_mechanism_list(slots[0]), "C_GetMechanismList");
+            assert_eq!(sessions(), 0, "C_Initialize and the slot calls open no connection");
+            ok(p.finalize(), "C_Finalize");
+            assert_eq!(sessions(), 0, "nor does C_Finalize");
+            let p = load_initialized();
+            let slot = ok(p.get_all_slots(), "C_GetSlotList")[0];
+            assert_eq!(sessions(), 0, "a second C_Initialize");
+            let s = ok(p.open_rw_session(slot), "C_OpenSession(RW)");
+            assert_eq!(sessions(), 1, "the first call that needs the store opens one connection");
+            ok(s.login(UserType::User, Some(&pin(USER_PIN))), "C_Login(USER)");
+            let key = ok(aes_gen(&s, "lazy"), "C_GenerateKey");
+            ok(s.destroy_object(key), "C_DestroyObject");
+            assert_eq!(sessions(), 1, "and the later calls use it");
+            drop(s);
+            ok(p.finalize(), "C_Finalize");
+            return;
+        }
+        // The token is initialised by this process; the phase is a new one.
+        drop(Token::fresh());
+        let dir = work_dir("idle");
+        wait_phase(spawn_phase(&test, "idle", &dir, &[]), "idle", &dir);
+    }
+}

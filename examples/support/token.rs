@@ -33,3 +33,10 @@ pub fn aes(s: &Session, label: &str) -> Result<(), String> {
     .map(|_| ())
     .map_err(|e| format!("C_GenerateKey: {e}"))
 }
+
+/// A comma-separated list of counts (`--sizes 1000,10000`).
+pub fn counts(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .map(|s| s.trim().parse().map_err(|_| format!("bad count {s}")))
+        .collect()
+}

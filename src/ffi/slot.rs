@@ -50,6 +50,11 @@ pub unsafe extern "C" fn C_GetSlotInfo(slot_id: CK_SLOT_ID, info: *mut CK_SLOT_I
 }
 
 /// C_GetTokenInfo, PKCS#11 3.1 §5.5.3: flags reflect the token's state now.
+/// The label, the flags and the PIN counters are the store's, so this is a
+/// call that needs it: on a PostgreSQL pool it opens the process's connection
+/// if none is open, and a server that cannot be reached is
+/// `CKR_DEVICE_ERROR` (logged, naming the server); `C_GetSlotList` and
+/// `C_GetSlotInfo` never touch the store.
 #[no_mangle]
 pub unsafe extern "C" fn C_GetTokenInfo(slot_id: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) -> CK_RV {
     entry("C_GetTokenInfo", || {

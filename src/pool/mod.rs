@@ -153,12 +153,16 @@ pub fn refusal_rv(r: Refusal) -> Error {
 }
 
 impl Pool {
-    /// The pool of a configured token; the store is opened now (a failure
-    /// leaves the pool unusable with `CKR_DEVICE_ERROR`, and is logged).
+    /// The pool of a configured token (the library's way in). An SQLite
+    /// store is opened now, a PostgreSQL one connects at the first call that
+    /// needs it ([`crate::store::open_on_first_use`]); a store that cannot be
+    /// opened leaves the pool unusable with `CKR_DEVICE_ERROR`, and is
+    /// logged, as is a server that cannot be reached at each call that needs it.
     pub fn open(config: &TokenConfig) -> Pool {
         let path = config.store_path();
         let location: Arc<str> = config.location().to_string().into();
-        let store = match crate::store::at(&location, || crate::store::open(&config.location())) {
+        let opened = || crate::store::open_on_first_use(&config.location());
+        let store = match crate::store::at(&location, opened) {
             Ok(s) => Ok(s),
             Err(e) => {
                 log::debug!("cannot open token store {location}: {e}");

@@ -534,3 +534,14 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>> {
         Location::Url(url) => Ok(Box::new(PgStore::open(url)?)),
     }
 }
+
+/// The store at `location` for a process that may never use it (the
+/// library's `C_Initialize`): an SQLite file is opened now (a local file,
+/// no server's resource), a PostgreSQL database at the first call that needs
+/// it ([`PgStore::on_first_use`]: a connection is a server process).
+pub fn open_on_first_use(location: &Location) -> Result<Box<dyn Store>> {
+    match location {
+        Location::Path(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        Location::Url(url) => Ok(Box::new(PgStore::on_first_use(url)?)),
+    }
+}

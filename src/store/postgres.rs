@@ -33,14 +33,19 @@
 //! Reads are single statements, except [`Store::changes_since`], which reads
 //! the log and the rows in one `REPEATABLE READ` snapshot so they agree.
 //! Round trips are what a loaded machine pays for (each one a context switch
-//! to the server): a write costs two beyond its own statements, a catch-up
-//! three.
+//! to the server): a write costs two beyond its own statements (a new key
+//! version's are two: the name's state, then the insert), a catch-up one
+//! (a single statement, so one snapshot).
 //!
 //! # Connections and fork
 //!
 //! One connection per process: the pool's store, which also LISTENs for the
 //! change signal ([`super::postgres_signal`]); a login after a failed one
-//! opens a second for its duration ([`Store::reopen`]). A connection
+//! opens a second for its duration ([`Store::reopen`]). The library opens it
+//! at the first call that needs the database, not at `C_Initialize`
+//! ([`PgStore::on_first_use`]): a host that loads the module and never uses
+//! the token (p11-kit's every-module hosts, nginx's master) costs the server
+//! nothing, and one that cannot reach it yet still initialises. A connection
 //! that breaks (server restart, failover) is reopened on the next call; a
 //! read, or a write whose `BEGIN` found the connection dead, is retried once
 //! on the new connection, so nothing acknowledged is lost and nothing is
@@ -68,6 +73,7 @@ use cryptoki_sys::{
     CKR_TOKEN_WRITE_PROTECTED,
 };
 use postgres::Row;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use super::postgres_conn::redacted;
@@ -75,49 +81,78 @@ pub use super::postgres_conn::redacted;
 /// The columns of `objects` that make an [`ObjectRow`], in [`object_row`]'s order.
 const OBJECT_COLUMNS: &str = "id, name, version, current, attrs, sealed";
 
-/// One connection to a pool's PostgreSQL database.
+/// One connection to a pool's PostgreSQL database, opened at the first call
+/// that needs it.
 pub struct PgStore {
     target: Arc<Target>,
     /// The client needs `&mut` even to read. A `Store` is used by one thread
     /// at a time (the pool keeps it behind a mutex); the change signal reads
     /// notifications from the same connection when no one else uses it.
     conn: Arc<Mutex<Owned>>,
-    /// The schema the tables live in (`current_schema()`), which names this
-    /// pool's notifications.
-    schema: Arc<str>,
     signal: Arc<PgSignal>,
+    /// Whether this store's first use (the purge and the log trim) has run,
+    /// or is running.
+    tidied: AtomicBool,
 }
 
 impl PgStore {
-    /// Connect to the database at `url` (libpq URL syntax), create or migrate
-    /// the schema, LISTEN for the change signal, and purge deleted keys past
-    /// their purge date. `CKR_DEVICE_ERROR` (logged with the server and the
-    /// cause) if the database cannot be reached.
+    /// Connect to the database at `url` (libpq URL syntax) now, as
+    /// [`PgStore::on_first_use`]'s store does at its first call:
+    /// `CKR_DEVICE_ERROR` (logged with the server and the cause) if it cannot
+    /// be reached. The admin CLI's way in, which needs the database at once.
     pub fn open(url: &str) -> Result<PgStore> {
+        let store = PgStore::on_first_use(url)?;
+        store.first_use()?;
+        Ok(store)
+    }
+
+    /// The store of the pool at `url`, connecting at the first call that
+    /// needs the database, so that a process that loads the module and never
+    /// uses the token (a host that loads every p11-kit module, nginx's
+    /// master) holds no connection. Only a malformed URL fails here. The first
+    /// connection creates or migrates the schema, and every connection
+    /// LISTENs for the change signal; the first call also purges deleted
+    /// keys past their purge date and trims the change log. A server that
+    /// cannot be reached fails that call with `CKR_DEVICE_ERROR` (logged with
+    /// the server and the cause), and the next call tries again.
+    pub fn on_first_use(url: &str) -> Result<PgStore> {
         let target = Arc::new(Target::parse(url)?);
-        let opened = (|| {
-            let mut db = Db::open(&target)?;
-            postgres_schema::migrate(&mut db)?;
-            let schema: String = db.query_one("SELECT current_schema()", &[])?.try_get(0)?;
-            let seq = change_seq(&mut db)?;
-            let feed = Arc::new(Feed::new(&schema, seq));
-            feed.subscribe(&mut db)?;
-            Ok((db, schema, feed))
-        })();
-        let (db, schema, feed) = opened.map_err(|f| target.report(f))?;
-        let conn = Arc::new(Mutex::new(Owned::new(db, Some(feed.clone()))));
+        let feed = Arc::new(Feed::new());
+        let listener = feed.clone();
+        let mut migrated = false;
+        let setup = move |db: &mut Db| {
+            if !migrated {
+                postgres_schema::migrate(db)?;
+                let schema: String = db.query_one("SELECT current_schema()", &[])?.try_get(0)?;
+                listener.name_schema(&schema);
+                migrated = true;
+            }
+            listener.subscribe(db)
+        };
+        let conn = Arc::new(Mutex::new(Owned::new(None, Some(Box::new(setup)))));
         let signal = Arc::new(PgSignal::new(feed, conn.clone()));
-        let mut store = PgStore {
+        Ok(PgStore {
             target,
             conn,
-            schema: schema.into(),
             signal,
-        };
-        // As the Managed HSM does on its own schedule: deleted keys past their
-        // scheduled purge date are gone, whoever opens the pool first.
-        store.purge_expired(now())?;
-        store.trim_change_log()?;
-        Ok(store)
+            tidied: AtomicBool::new(false),
+        })
+    }
+
+    /// The store's first call, before it runs: as the Managed HSM does on its
+    /// own schedule, deleted keys past their scheduled purge date are gone
+    /// (whoever uses the pool first), and the change log is trimmed. Their
+    /// own reads and writes come back here and pass; a failure leaves it to
+    /// the next call.
+    fn first_use(&self) -> Result<()> {
+        if self.tidied.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let tidied = self.purge_due(now()).and_then(|_| self.trim_change_log());
+        if tidied.is_err() {
+            self.tidied.store(false, Ordering::Release);
+        }
+        tidied
     }
 
     /// The connection (the change signal only ever tries it, so this waits at
@@ -126,17 +161,20 @@ impl PgStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run a read on the connection; a broken connection is reopened and the
-    /// read tried once more.
+    /// Run a read on the connection; a connection found broken is reopened
+    /// and the read tried once more (a server that cannot be reached is not
+    /// tried twice: each try can take the whole `connect_timeout`).
     fn read<T>(&self, f: impl Fn(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
+        self.first_use()?;
         let mut conn = self.conn();
         let mut retried = false;
         loop {
+            let reused = conn.current().is_some();
             match conn.get(&self.target).and_then(&f) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Db(e)) if broken(&e) => {
                     conn.discard();
-                    if retried {
+                    if retried || !reused {
                         return Err(self.target.report(Fail::Db(e)));
                     }
                     log::debug!(
@@ -157,7 +195,8 @@ impl PgStore {
     /// lock and the sequence number before) is one round trip, and so is
     /// ending (the number after, the NOTIFY if it moved, and COMMIT): on a
     /// loaded machine each round trip is a context switch to the server.
-    fn write<T>(&mut self, f: impl FnOnce(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
+    fn write<T>(&self, f: impl FnOnce(&mut Db) -> std::result::Result<T, Fail>) -> Result<T> {
+        self.first_use()?;
         let mut guard = self.conn();
         let conn = &mut *guard;
         let target = &self.target;
@@ -205,9 +244,28 @@ impl PgStore {
         }
     }
 
+    /// Purge the deleted keys whose purge date is past (`now`).
+    fn purge_due(&self, now: i64) -> Result<usize> {
+        const DUE: &str = "SELECT EXISTS (SELECT 1 FROM objects
+                                          WHERE purge_at IS NOT NULL AND purge_at <= $1)";
+        let due: bool = self.read(|db| Ok(db.query_one(DUE, &[&now])?.try_get(0)?))?;
+        if !due {
+            // A first call must not take the write lock when there is nothing to do.
+            return Ok(0);
+        }
+        self.write(|db| {
+            let n = db.execute(
+                "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= $1",
+                &[&now],
+            )?;
+            forget_orphan_policies(db)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
     /// Drop change-log entries far behind the newest, so the log stays
     /// bounded; `change_floor` remembers how far, so a reader behind it reloads.
-    fn trim_change_log(&mut self) -> Result<()> {
+    fn trim_change_log(&self) -> Result<()> {
         let (oldest, newest) = self.read(|db| {
             let r = db.query_one("SELECT MIN(seq), MAX(seq) FROM changes", &[])?;
             Ok((
@@ -253,21 +311,6 @@ fn broken(e: &postgres::Error) -> bool {
             || d.code().code().starts_with("08")
             || d.code().code().starts_with("57P")
     })
-}
-
-/// COMMIT after a successful body, ROLLBACK after a failed one.
-fn finish<T>(db: &mut Db, body: std::result::Result<T, Fail>) -> std::result::Result<T, Fail> {
-    match body {
-        Ok(v) => {
-            db.batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            // On a broken connection the server rolls back by itself.
-            let _ = db.batch("ROLLBACK");
-            Err(e)
-        }
-    }
 }
 
 /// The highest change sequence number committed (0: none yet), as an SQL
@@ -353,16 +396,6 @@ fn add_failure(db: &mut Db, who: PinUser) -> std::result::Result<(), Fail> {
         &[],
     )?;
     Ok(())
-}
-
-/// Whether a soft-deleted key holds `name_lc`.
-fn name_is_deleted(db: &mut Db, name_lc: &str) -> std::result::Result<bool, Fail> {
-    Ok(db
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE name_lc = $1 AND deleted_at IS NOT NULL)",
-            &[&name_lc],
-        )?
-        .try_get(0)?)
 }
 
 /// A purged name's rotation policy goes with it (a soft-deleted key keeps its
@@ -532,12 +565,14 @@ impl Store for PgStore {
     }
 
     fn reopen(&self) -> Result<Box<dyn Store>> {
+        self.first_use()?;
         let db = Db::open(&self.target).map_err(|e| self.target.report(e))?;
         Ok(Box::new(PgStore {
             target: self.target.clone(),
-            conn: Arc::new(Mutex::new(Owned::new(db, None))),
-            schema: self.schema.clone(),
+            conn: Arc::new(Mutex::new(Owned::new(Some(db), None))),
             signal: self.signal.clone(),
+            // The schema is checked and the first use done (above).
+            tidied: AtomicBool::new(true),
         }))
     }
 
@@ -553,54 +588,49 @@ impl Store for PgStore {
     /// was restored, or failed over to a standby that had not received the
     /// newest commits) reloads too.
     fn changes_since(&self, seq: i64) -> Result<Changes> {
-        // One snapshot for the log and the rows, in three round trips: the
-        // transaction's start with the log's state, the rows, the end.
-        let head = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-             SELECT {CHANGE_SEQ},
-                    (SELECT floor FROM change_floor WHERE id = 1),
-                    EXISTS (SELECT 1 FROM changes WHERE seq > {seq} AND object_id = 0),
-                    (SELECT string_agg(o::text, ',') FROM
-                       (SELECT DISTINCT object_id AS o FROM changes
-                        WHERE seq > {seq} AND object_id <> 0) d)"
+        // One statement, so one snapshot for the log and the rows, and one
+        // round trip (it was three: a REPEATABLE READ transaction's start
+        // with the log's state, the rows, the end). The rows come first,
+        // then the log's state (repeated on each row; on the one row, its
+        // object columns NULL, when no row changed). `touched` is only read
+        // when the caller can catch up (else it reloads).
+        let sql = format!(
+            "WITH head AS (
+                SELECT {CHANGE_SEQ} AS now,
+                       (SELECT floor FROM change_floor WHERE id = 1) AS floor,
+                       EXISTS (SELECT 1 FROM changes WHERE seq > $1 AND object_id = 0) AS remade
+             ), log AS (
+                SELECT ARRAY(SELECT DISTINCT c.object_id FROM changes c, head h
+                             WHERE c.seq > $1 AND c.object_id <> 0
+                               AND $1 >= h.floor AND $1 <= h.now AND NOT h.remade) AS touched
+             )
+             SELECT o.id, o.name, o.version, o.current, o.attrs, o.sealed,
+                    head.now, head.floor, head.remade, log.touched
+             FROM head CROSS JOIN log
+             LEFT JOIN objects o ON o.id = ANY (log.touched) AND o.deleted_at IS NULL
+             ORDER BY o.id"
         );
         self.read(|db| {
-            let body = (|| {
-                let head = db.last_row(&head)?;
-                let (now, floor) = (number(&head, 0)?, number(&head, 1)?);
-                let remade = head.get(2).and_then(|v| v.as_deref()) == Some("t");
-                if seq < 0 || remade || seq < floor || seq > now {
-                    return Ok(Changes::Reload { seq: now });
+            let rows = db.query(&sql, &[&seq])?;
+            let head = rows.first().ok_or(Fail::Rv(Error(CKR_DEVICE_ERROR)))?;
+            let (now, floor): (i64, i64) = (head.try_get(6)?, head.try_get(7)?);
+            let remade: bool = head.try_get(8)?;
+            if seq < 0 || remade || seq < floor || seq > now {
+                return Ok(Changes::Reload { seq: now });
+            }
+            let mut touched: Vec<i64> = head.try_get(9)?;
+            touched.sort_unstable();
+            let mut changed = Vec::with_capacity(rows.len());
+            for r in &rows {
+                if r.try_get::<_, Option<i64>>(0)?.is_some() {
+                    changed.push(object_row(r)?);
                 }
-                let mut touched = head
-                    .get(3)
-                    .and_then(|v| v.as_deref())
-                    .map(|list| {
-                        list.split(',')
-                            .map(|id| id.parse().map_err(|_| Fail::Rv(Error(CKR_DEVICE_ERROR))))
-                            .collect::<std::result::Result<Vec<i64>, Fail>>()
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                touched.sort_unstable();
-                let rows = db
-                    .query(
-                        &format!(
-                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE deleted_at IS NULL AND id IN
-                               (SELECT object_id FROM changes WHERE seq > $1) ORDER BY id"
-                        ),
-                        &[&seq],
-                    )?
-                    .iter()
-                    .map(object_row)
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok(Changes::Since {
-                    seq: now,
-                    touched,
-                    rows,
-                })
-            })();
-            finish(db, body)
+            }
+            Ok(Changes::Since {
+                seq: now,
+                touched,
+                rows: changed,
+            })
         })
     }
 
@@ -641,44 +671,42 @@ impl Store for PgStore {
         let name_lc = new.name.as_deref().map(str::to_lowercase);
         let id = self.write(|db| {
             if let Some(name_lc) = &name_lc {
-                if name_is_deleted(db, name_lc)? {
+                // The name's state in one round trip: deleted, live versions,
+                // the current version.
+                let r = db.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM objects
+                                    WHERE name_lc = $1 AND deleted_at IS NOT NULL),
+                            (SELECT COUNT(*) FROM objects WHERE name_lc = $1 AND deleted_at IS NULL),
+                            (SELECT version FROM objects
+                             WHERE name_lc = $1 AND current AND deleted_at IS NULL)",
+                    &[name_lc],
+                )?;
+                let (deleted, n, current): (bool, i64, Option<String>) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if deleted {
                     log::debug!("store: name {name_lc} belongs to a deleted key");
                     return Err(Fail::Rv(Error(CKR_ATTRIBUTE_VALUE_INVALID)));
                 }
                 if let Some(cap) = new.max_versions {
-                    let n: i64 = db
-                        .query_one(
-                            "SELECT COUNT(*) FROM objects WHERE name_lc = $1 AND deleted_at IS NULL",
-                            &[name_lc],
-                        )?
-                        .try_get(0)?;
                     if usize::try_from(n).unwrap_or(usize::MAX) >= cap {
                         log::warn!("key {name_lc} already has {n} versions: no new version");
                         return Err(Fail::Rv(Error(CKR_ACTION_PROHIBITED)));
                     }
                 }
                 if let Some(expected) = &new.replaces {
-                    let current: Option<String> = db
-                        .query_opt(
-                            "SELECT version FROM objects
-                             WHERE name_lc = $1 AND current AND deleted_at IS NULL",
-                            &[name_lc],
-                        )?
-                        .map(|r| r.try_get::<_, Option<String>>(0))
-                        .transpose()?
-                        .flatten();
                     if current.as_deref() != Some(expected.as_str()) {
                         return Err(Fail::Rv(Error(CKR_FUNCTION_REJECTED)));
                     }
                 }
-                db.execute(
-                    "UPDATE objects SET current = false WHERE name_lc = $1 AND current",
-                    &[name_lc],
-                )?;
             }
+            // The name's current version stops being current, and the new
+            // row is inserted, in one statement (no name: no row to update).
             Ok(db
                 .query_one(
-                    "INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
+                    "WITH previous AS (
+                        UPDATE objects SET current = false WHERE name_lc = $2 AND current
+                     )
+                     INSERT INTO objects (name, name_lc, version, current, attrs, sealed,
                                           label, public_label, ckaid)
                      VALUES ($1, $2, $3, true, $4, $5, $6, $7, $8) RETURNING id",
                     &[
@@ -884,21 +912,7 @@ impl Store for PgStore {
     }
 
     fn purge_expired(&mut self, now: i64) -> Result<usize> {
-        const DUE: &str = "SELECT EXISTS (SELECT 1 FROM objects
-                                          WHERE purge_at IS NOT NULL AND purge_at <= $1)";
-        let due: bool = self.read(|db| Ok(db.query_one(DUE, &[&now])?.try_get(0)?))?;
-        if !due {
-            // Opening a pool must not take the write lock when there is nothing to do.
-            return Ok(0);
-        }
-        self.write(|db| {
-            let n = db.execute(
-                "DELETE FROM objects WHERE purge_at IS NOT NULL AND purge_at <= $1",
-                &[&now],
-            )?;
-            forget_orphan_policies(db)?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
+        self.purge_due(now)
     }
 
     fn rotation_policy(&self, name: &str) -> Result<Option<String>> {

@@ -12,7 +12,6 @@
 //! Tokio's blocking pool) is closed here: names are resolved synchronously on
 //! the calling thread, as libpq does, and handed over as addresses.
 
-use super::postgres_signal::Feed;
 use crate::error::Error;
 use cryptoki_sys::{CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY};
 use postgres::types::ToSql;
@@ -21,7 +20,6 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -152,12 +150,20 @@ impl Target {
 }
 
 /// What went wrong, in one line: the server's message and SQLSTATE for an
-/// error the server sent (the client's own text says only "db error").
+/// error the server sent (the client's own text says only "db error"), else
+/// the client's text and its causes ("error connecting to server" alone does
+/// not say "Connection refused").
 pub(super) fn cause(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
-        None => e.to_string(),
+    if let Some(d) = e.as_db_error() {
+        return format!("{} {}: {}", d.severity(), d.code().code(), d.message());
     }
+    let mut line = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        line.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    line
 }
 
 /// One open connection and its prepared statements (the hot statements are
@@ -309,30 +315,35 @@ impl Db {
     }
 }
 
-/// A connection owned by one process. `fork()` copies it into the child,
-/// socket and all; closing it there would send the server a Terminate on the
-/// parent's session and kill it. So the child never uses it and, when it drops
-/// it (re-running `C_Initialize`), leaks it instead of closing it.
+/// What a new connection does before its first use (the pool's store:
+/// LISTEN, and on the first the schema check; see [`super::postgres`]).
+pub(super) type Setup = Box<dyn FnMut(&mut Db) -> Result<(), Fail> + Send>;
+
+/// A connection owned by one process, opened at its first use. `fork()`
+/// copies it into the child, socket and all; closing it there would send the
+/// server a Terminate on the parent's session and kill it. So the child never
+/// uses it and, when it drops it (re-running `C_Initialize`), leaks it instead
+/// of closing it.
 pub(super) struct Owned {
     db: Option<Db>,
     pid: u32,
-    /// The change feed every new connection LISTENs for, if any.
-    feed: Option<Arc<Feed>>,
+    setup: Option<Setup>,
 }
 
 impl Owned {
-    /// Hold `db` (already listening for `feed`, if given) for this process.
-    pub fn new(db: Db, feed: Option<Arc<Feed>>) -> Owned {
+    /// Hold `db` (None: open one at the first [`Owned::get`]) for this
+    /// process; every connection it opens runs `setup` first.
+    pub fn new(db: Option<Db>, setup: Option<Setup>) -> Owned {
         Owned {
-            db: Some(db),
+            db,
             pid: std::process::id(),
-            feed,
+            setup,
         }
     }
 
-    /// A connection that is not known to be broken, opened anew if needed (a
-    /// server restart, a failover: reconnection is automatic). A new
-    /// connection LISTENs for the feed and catches it up with the log.
+    /// A connection that is not known to be broken, opened if there is none
+    /// yet or anew if needed (a server restart, a failover: reconnection is
+    /// automatic). A new connection runs the setup before it is used.
     pub fn get(&mut self, target: &Target) -> Result<&mut Db, Fail> {
         if self.pid != std::process::id() {
             // Never reached through the library (a child re-initialises), but
@@ -345,8 +356,8 @@ impl Owned {
         }
         if self.db.is_none() {
             let mut db = Db::open(target)?;
-            if let Some(feed) = &self.feed {
-                feed.subscribe(&mut db)?;
+            if let Some(setup) = &mut self.setup {
+                setup(&mut db)?;
             }
             self.db = Some(db);
         }

@@ -26,14 +26,18 @@
 //! the pool-wide queue when the socket is full (PostgreSQL keeps up to 8 GB of
 //! notifications, about 40 bytes each, before refusing `NOTIFY`).
 //!
+//! Before the store's first connection (opened at the first call that needs
+//! the database) there is nothing to look at, and nothing to miss: the
+//! connection LISTENs before its first query.
+//!
 //! Fork: a child inherits the connection but never reads it (the pid check in
-//! [`super::postgres_conn::Owned`]); it re-runs `C_Initialize`, which opens
-//! its own.
+//! [`super::postgres_conn::Owned`]); it re-runs `C_Initialize`, and opens its
+//! own at its first call that needs the database.
 
 use super::postgres_conn::{cause, Db, Fail, Owned};
 use super::ChangeSignal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::Instant;
 
 /// The notification channel (per database; the payload names the schema).
@@ -51,17 +55,23 @@ const LOOK_EVERY_US: u64 = 10_000;
 /// for one schema.
 pub(super) struct Feed {
     seq: AtomicI64,
-    /// `"<schema> "`: the payload prefix of this pool's notifications.
-    prefix: String,
+    /// `"<schema> "`: the payload prefix of this pool's notifications, known
+    /// once the first connection has asked the server for its schema.
+    prefix: OnceLock<String>,
 }
 
 impl Feed {
-    /// A feed for `schema`'s notifications, starting at `seq`.
-    pub fn new(schema: &str, seq: i64) -> Feed {
+    /// A feed that has heard nothing yet (sequence number 0).
+    pub fn new() -> Feed {
         Feed {
-            seq: AtomicI64::new(seq),
-            prefix: format!("{schema} "),
+            seq: AtomicI64::new(0),
+            prefix: OnceLock::new(),
         }
+    }
+
+    /// Take the notifications of `schema` (the pool's: its connections' `current_schema()`).
+    pub fn name_schema(&self, schema: &str) {
+        let _ = self.prefix.set(format!("{schema} "));
     }
 
     /// Make `db` listen, then raise the feed to the log's newest sequence
@@ -88,10 +98,14 @@ impl Feed {
 
     /// Take the notifications `db` has received, without waiting for more.
     fn read(&self, db: &mut Db) -> Result<(), postgres::Error> {
-        for note in db.notifications()? {
+        let notes = db.notifications()?;
+        let Some(prefix) = self.prefix.get() else {
+            return Ok(());
+        };
+        for note in notes {
             if let Some(seq) = note
                 .payload()
-                .strip_prefix(&self.prefix)
+                .strip_prefix(prefix.as_str())
                 .and_then(|s| s.parse::<i64>().ok())
             {
                 self.raise(seq);

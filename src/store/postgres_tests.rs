@@ -102,6 +102,53 @@ fn an_unreachable_server_is_a_device_error() {
 }
 
 #[test]
+fn an_unreachable_server_fails_the_first_call_not_the_opening() {
+    let url = "postgresql://nobody@127.0.0.1:1/pool?connect_timeout=2";
+    let store = PgStore::on_first_use(url).expect("nothing is reached yet");
+    assert_eq!(store.signal().latest(), 0, "the signal does not connect");
+    let _ = crate::store::last_failure();
+    assert_eq!(store.token().err(), Some(Error(CKR_DEVICE_ERROR)));
+    let why = crate::store::last_failure().expect("the failure is kept");
+    assert!(
+        why.starts_with(&format!("token store {url}: error connecting to server: "))
+            && why.contains("Connection refused"),
+        "names the server and the cause: {why}"
+    );
+    assert_eq!(
+        store.token().err(),
+        Some(Error(CKR_DEVICE_ERROR)),
+        "and the next call tries again"
+    );
+}
+
+#[test]
+fn a_store_connects_at_its_first_call_and_then_migrates_and_listens() {
+    let Some(Location::Url(url)) = fresh() else {
+        return;
+    };
+    let sessions = || pg_cluster::sessions_of(&url, std::process::id()).len();
+    let mut writer = PgStore::open(&url).unwrap();
+    writer.init_token("t", SO_PIN, 1000, 90).unwrap();
+    let store = PgStore::on_first_use(&url).unwrap();
+    let signal = store.signal();
+    assert_eq!(signal.latest(), 0);
+    assert_eq!(sessions(), 1, "the writer's connection alone");
+    assert_eq!(store.token().unwrap().unwrap().label, "t");
+    assert_eq!(sessions(), 2, "the first call connected");
+    let before = signal.latest();
+    assert_eq!(
+        before,
+        store.change_seq().unwrap(),
+        "and caught the feed up"
+    );
+    writer.insert_object(&key("k", "v1")).unwrap();
+    assert!(
+        eventually(|| signal.latest() > before),
+        "the new connection listens for the change signal"
+    );
+}
+
+#[test]
 fn a_refused_write_draws_no_change_number() {
     let Some(loc) = fresh() else { return };
     let mut store = open(&loc).unwrap();

@@ -55,8 +55,8 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A slot for `config`; the store is opened now (a failure leaves the token
-    /// unusable with `CKR_DEVICE_ERROR`, and is logged).
+    /// A slot for `config`; the pool is opened now, its PostgreSQL connection
+    /// at the first call that needs the store ([`Pool::open`]).
     pub fn new(id: CK_SLOT_ID, config: TokenConfig) -> Slot {
         Slot {
             id,
