@@ -33,6 +33,29 @@ fn pair(t: &Token, name: &str) -> (ObjectHandle, ObjectHandle) {
     (private[0], public[0])
 }
 
+/// Waits until `seen` says this process sees another process's committed
+/// write, and fails if it does not within the staleness bound. On SQLite the
+/// shared change counter makes it the very next call. On PostgreSQL the
+/// commit's `NOTIFY` reaches this process's socket a moment after the writer
+/// returns, so a call made at once can still miss it; the design's bound is
+/// `max_staleness_ms` (1 s), after which a call asks the database itself
+/// (2 s more are allowed for a loaded machine).
+#[track_caller]
+fn seen_within_the_bound(what: &str, mut seen: impl FnMut() -> bool) {
+    if !common::pg::selected() {
+        assert!(seen(), "{what}: not seen at the next call");
+        return;
+    }
+    let start = std::time::Instant::now();
+    while !seen() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(3000),
+            "{what}: not seen within max_staleness_ms (1 s) + 2 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Sign a fixed digest with `key` and check the signature under `public`'s point.
 #[track_caller]
 fn signs(t: &Token, key: ObjectHandle, public: ObjectHandle) {
@@ -50,12 +73,14 @@ p11_test! {
         let (key, public) = pair(&t, "k");
         signs(&t, key, public);
         json(&["key", "update", "--name", "k", "--enabled", "false"]);
+        seen_within_the_bound("a disable", || t.session.sign(&Mechanism::Ecdsa, key, &[7u8; 32]).is_err());
         assert_rv(
             t.session.sign(&Mechanism::Ecdsa, key, &[7u8; 32]),
             CKR_KEY_FUNCTION_NOT_PERMITTED,
             "C_SignInit after another process disabled the key",
         );
         json(&["key", "update", "--name", "k", "--enabled", "true"]);
+        seen_within_the_bound("an enable", || t.session.sign(&Mechanism::Ecdsa, key, &[7u8; 32]).is_ok());
         signs(&t, key, public);
     }
 }
@@ -68,6 +93,7 @@ p11_test! {
         let (key, public) = pair(&t, "k");
         signs(&t, key, public);
         json(&["key", "delete", "--name", "k"]);
+        seen_within_the_bound("a delete", || t.session.sign(&Mechanism::Ecdsa, key, &[7u8; 32]).is_err());
         assert_rv(
             t.session.sign(&Mechanism::Ecdsa, key, &[7u8; 32]),
             CKR_KEY_HANDLE_INVALID,
@@ -91,6 +117,7 @@ p11_test! {
         let digest = [7u8; 32];
         let sig = ok(t.session.sign(&Mechanism::Ecdsa, key, &digest), "C_Sign before expiry");
         json(&["key", "update", "--name", "k", "--expires", "2020-01-01T00:00:00Z"]);
+        seen_within_the_bound("an expiry", || t.session.sign(&Mechanism::Ecdsa, key, &digest).is_err());
         assert_rv(
             t.session.sign(&Mechanism::Ecdsa, key, &digest),
             CKR_KEY_FUNCTION_NOT_PERMITTED,
@@ -109,6 +136,7 @@ p11_test! {
         let (old_key, old_public) = pair(&t, "k");
         let old_id = t.attr(old_key, CKA_ID, "CKA_ID");
         json(&["key", "rotate", "--name", "k"]);
+        seen_within_the_bound("a rotation", || t.find_private_by_label("k") != vec![old_key]);
         // The held handle names its version, which still exists.
         signs(&t, old_key, old_public);
         // By label: the new current version, with its own CKA_ID.
@@ -134,6 +162,7 @@ p11_test! {
         let t = Token::reopen_existing();
         assert!(t.find_private_by_label("later").is_empty());
         json(&["key", "create", "--name", "later", "--kty", "EC"]);
+        seen_within_the_bound("a new key", || !t.find_private_by_label("later").is_empty());
         let (key, public) = pair(&t, "later");
         signs(&t, key, public);
     }
