@@ -196,21 +196,85 @@ p11_test! {
     }
 }
 
+/// `CKM_ML_DSA` with `CK_SIGN_ADDITIONAL_CONTEXT`: hedged, this context.
+fn with_context(context: &[u8]) -> Mechanism<'_> {
+    Mechanism::MlDsa(SignAdditionalContext::new(
+        HedgeType::Preferred,
+        Some(context),
+    ))
+}
+
 p11_test! {
-    fn deterministic_signing_and_contexts_are_refused_not_ignored() {
-        softmhsm_only!("aws-lc-rs 1.19 signs hedged with an empty context only");
+    fn context_signature_verifies_under_that_context_only() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, _, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("ctx{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE of the public key");
+            let ctx = b"softmhsm-context";
+            let sig = ok(t.session.sign(&with_context(ctx), k.private, MSG), "C_Sign(CKM_ML_DSA, context)");
+            assert_eq!(sig.len(), sig_len, "ML-DSA-{name} signature length");
+            assert_eq!(python_verify(name, &public, MSG, &sig, Some(ctx)), "ok", "ML-DSA-{name} with its context, by Python");
+            assert_eq!(python_verify(name, &public, MSG, &sig, None), "invalid", "Python without the context");
+            assert_eq!(python_verify(name, &public, MSG, &sig, Some(b"softmhsm-contexT")), "invalid", "Python with another context");
+            ok(t.session.verify(&with_context(ctx), k.public, MSG, &sig), "C_Verify with the context");
+            assert_rv(t.session.verify(&pure(), k.public, MSG, &sig), CKR_SIGNATURE_INVALID, "C_Verify without the context");
+            assert_rv(t.session.verify(&with_context(b"other"), k.public, MSG, &sig), CKR_SIGNATURE_INVALID, "C_Verify with another context");
+            let plain = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign without context");
+            assert_rv(t.session.verify(&with_context(ctx), k.public, MSG, &plain), CKR_SIGNATURE_INVALID, "a context-free signature under a context");
+        }
+    }
+}
+
+p11_test! {
+    fn context_of_255_bytes_signs_and_256_is_refused() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
         let t = Token::fresh();
         let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "ctx", true);
+        let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+        let longest: Vec<u8> = (0..=254u8).collect();
+        let required = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&longest)));
+        let sig = ok(t.session.sign(&required, k.private, MSG), "a 255-byte context");
+        assert_eq!(python_verify("65", &public, MSG, &sig, Some(&longest)), "ok", "Python, 255-byte context");
+        let long = [7u8; 256];
+        assert_rv(t.session.sign(&with_context(&long), k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
+        assert_rv(t.session.verify(&with_context(&long), k.public, MSG, &sig), CKR_MECHANISM_PARAM_INVALID, "verify, a 256-byte context");
+        let empty = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&[])));
+        let sig = ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
+        assert_eq!(python_verify("65", &public, MSG, &sig, None), "ok", "Python, empty context");
+    }
+}
+
+p11_test! {
+    fn multi_part_signature_with_a_context_is_the_single_part_one() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "ctx-parts", true);
+        let ctx = [0xa5u8; 32];
+        ok(t.session.sign_init(&with_context(&ctx), k.private), "C_SignInit");
+        ok(t.session.sign_update(&MSG[..7]), "C_SignUpdate");
+        ok(t.session.sign_update(&MSG[7..]), "C_SignUpdate");
+        let sig = ok(t.session.sign_final(), "C_SignFinal");
+        ok(t.session.verify(&with_context(&ctx), k.public, MSG, &sig), "C_Verify of the parts' signature");
+        ok(t.session.verify_init(&with_context(&ctx), k.public), "C_VerifyInit");
+        ok(t.session.verify_update(MSG), "C_VerifyUpdate");
+        ok(t.session.verify_final(&sig), "C_VerifyFinal");
+    }
+}
+
+p11_test! {
+    fn deterministic_signing_is_refused_not_ignored() {
+        softmhsm_only!("the token signs ML-DSA hedged");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "det", true);
         let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
         assert_rv(t.session.sign(&det, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "deterministic");
-        let ctx = [7u8; 16];
-        let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&ctx)));
-        assert_rv(t.session.sign(&with_ctx, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a context");
-        let long = [7u8; 256];
-        let too_long = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&long)));
-        assert_rv(t.session.sign(&too_long, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
-        let empty = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&[])));
-        ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
     }
 }
 
@@ -291,6 +355,20 @@ p11_test! {
         assert_eq!(verified["value"], true);
         let other = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(b"other"), "--signature", &sig_b64]);
         assert_eq!(other["value"], false);
+
+        // --context: FIPS 204's context string, which Python must be given too.
+        let ctx = b"pq-context";
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx)]);
+        let ctx_sig = b64url_decode(&sig["value"]);
+        assert_eq!(python_verify("65", &public, MSG, &ctx_sig, Some(ctx)), "ok", "the CLI's context signature by Python");
+        assert_eq!(python_verify("65", &public, MSG, &ctx_sig, None), "invalid", "Python without the context");
+        let ctx_b64 = sig["value"].as_str().unwrap().to_string();
+        let with = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx), "--signature", &ctx_b64]);
+        assert_eq!(with["value"], true, "verify with the context");
+        let without = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--signature", &ctx_b64]);
+        assert_eq!(without["value"], false, "verify without the context");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", "AA", "--context", &b64url(&[1; 256])], 1, "the context is 256 bytes; ML-DSA takes at most 255");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32]), "--context", "AA"], 2, "ES256 takes --digest, not --value or --context");
         refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-44", "--value", "AA"], 1, "ML-DSA-44 does not fit this key");
         refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32])], 1, "ES256 does not fit this key");
         refused(&["key", "encrypt", "--name", "pq", "--algorithm", "RSA-OAEP-256", "--value", "AA"], 1, "RSA-OAEP-256 does not fit this key");
@@ -345,7 +423,8 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
         use softmhsm::crypto::{provider, MlDsa, PublicKey};
         let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
             k = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PrivateKey').from_seed_bytes(bytes.fromhex(sys.argv[2]))\n\
-            print(k.public_key().public_bytes_raw().hex(), k.sign(bytes.fromhex(sys.argv[3])).hex())\n";
+            m = bytes.fromhex(sys.argv[3])\n\
+            print(k.public_key().public_bytes_raw().hex(), k.sign(m).hex(), k.sign(m, b'ctx').hex())\n";
         for (set, name) in [(MlDsa::P44, "44"), (MlDsa::P65, "65"), (MlDsa::P87, "87")] {
             let seed: Vec<u8> = (0..32u8)
                 .map(|i| i.wrapping_mul(37).wrapping_add(set.public_len() as u8))
@@ -360,7 +439,10 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                     hex(MSG).into(),
                 ],
             );
-            let (py_public, py_sig) = out.trim().split_once(' ').expect("two hex strings");
+            let [py_public, py_sig, py_ctx_sig] = out.split_whitespace().collect::<Vec<_>>()[..]
+            else {
+                panic!("three hex strings: {out}")
+            };
             let key = provider()
                 .ml_dsa_private(set, &seed)
                 .expect("key from seed");
@@ -373,18 +455,33 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                 "ML-DSA-{name} public key from the same seed"
             );
             let verifier = provider().ml_dsa_public(set, &public).expect("public key");
-            let py_sig: Vec<u8> = (0..py_sig.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&py_sig[i..i + 2], 16).unwrap())
-                .collect();
+            let unhex = |h: &str| -> Vec<u8> {
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect()
+            };
             verifier
-                .verify(MSG, &py_sig)
+                .verify(MSG, &[], &unhex(py_sig))
                 .expect("OpenSSL's signature verifies");
-            let sig = key.sign(MSG).expect("sign");
+            verifier
+                .verify(MSG, b"ctx", &unhex(py_ctx_sig))
+                .expect("OpenSSL's signature with a context verifies under it");
+            assert!(
+                verifier.verify(MSG, &[], &unhex(py_ctx_sig)).is_err(),
+                "and not without it"
+            );
+            let sig = key.sign(MSG, &[]).expect("sign");
             assert_eq!(
                 python_verify(name, &public, MSG, &sig, None),
                 "ok",
                 "ML-DSA-{name} by Python"
+            );
+            let sig = key.sign(MSG, b"ctx").expect("sign with a context");
+            assert_eq!(
+                python_verify(name, &public, MSG, &sig, Some(b"ctx")),
+                "ok",
+                "ML-DSA-{name} with a context by Python"
             );
         }
     }

@@ -19,7 +19,7 @@ pub const AES_BYTES: [u32; 3] = [16, 24, 32];
 
 /// A decided sign/verify operation, fixed at `*Init` so that `C_Sign` only
 /// hashes and calls the provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignPlan {
     /// The provider operation.
     pub family: SignFamily,
@@ -30,6 +30,8 @@ pub struct SignPlan {
     /// (ECDSA). The input must then be exactly that long
     /// (`CKR_DATA_LEN_RANGE`). `None`: `CKM_RSA_PKCS`, whose input decides.
     pub digest: Option<Hash>,
+    /// ML-DSA's context string (FIPS 204 §5.2; empty for every other family).
+    pub context: Vec<u8>,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
@@ -47,10 +49,11 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
     if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
+    let mut context = Vec::new();
     let param_hash = match def.param {
         ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         ParamKind::SignContext => {
-            sign_context_param(mech)?;
+            context = sign_context_param(mech)?;
             None
         }
         _ => {
@@ -67,6 +70,7 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         family: signing.family,
         prehash: signing.prehash,
         digest: param_hash.or(signing.prehash).or(curve_hash),
+        context,
     })
 }
 
@@ -91,18 +95,22 @@ pub fn kem_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Resu
     check_usable(key, op, now)
 }
 
-/// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT`: aws-lc-rs 1.19 signs pure ML-DSA
-/// hedged with an empty context only, so a hedged request (preferred or
-/// required) with no context is what the token serves; a deterministic one
-/// or a context is `CKR_MECHANISM_PARAM_INVALID`, never silently ignored (a
-/// verifier given the context would refuse the signature).
-fn sign_context_param(mech: &Mechanism) -> Result<()> {
+/// The longest ML-DSA context string (FIPS 204 §5.2).
+pub const ML_DSA_CONTEXT_MAX: usize = 255;
+
+/// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2 §6.67.4): its context
+/// (none is the empty one). Hedged signing (preferred or required) is what
+/// the token serves; a deterministic request, an unknown `hedgeVariant` or a
+/// context over 255 bytes is `CKR_MECHANISM_PARAM_INVALID`, never silently
+/// changed into something else.
+fn sign_context_param(mech: &Mechanism) -> Result<Vec<u8>> {
     match &mech.param {
-        Param::None => Ok(()),
+        Param::None => Ok(Vec::new()),
         Param::SignContext { hedge, context }
-            if matches!(*hedge, CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED) && context.is_empty() =>
+            if matches!(*hedge, CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED)
+                && context.len() <= ML_DSA_CONTEXT_MAX =>
         {
-            Ok(())
+            Ok(context.clone())
         }
         _ => Err(param_invalid()),
     }
