@@ -269,12 +269,34 @@ p11_test! {
 }
 
 p11_test! {
-    fn deterministic_signing_is_refused_not_ignored() {
-        softmhsm_only!("the token signs ML-DSA hedged");
+    fn deterministic_signatures_repeat_and_verify() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
         let t = Token::fresh();
-        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "det", true);
-        let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
-        assert_rv(t.session.sign(&det, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "deterministic");
+        for (set, name, _, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("det{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+            for ctx in [None, Some(&b"deterministic"[..])] {
+                let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, ctx));
+                let a = ok(t.session.sign(&det, k.private, MSG), "C_Sign(deterministic)");
+                let b = ok(t.session.sign(&det, k.private, MSG), "C_Sign(deterministic) again");
+                assert_eq!(a.len(), sig_len, "ML-DSA-{name} signature length");
+                assert_eq!(a, b, "ML-DSA-{name} deterministic signatures repeat (context {ctx:?})");
+                assert_eq!(python_verify(name, &public, MSG, &a, ctx), "ok", "ML-DSA-{name} deterministic, by Python (context {ctx:?})");
+                ok(t.session.verify(&det, k.public, MSG, &a), "C_Verify of a deterministic signature");
+                let hedged = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, ctx));
+                ok(t.session.verify(&hedged, k.public, MSG, &a), "verification does not care how it was signed");
+                assert_ne!(ok(t.session.sign(&hedged, k.private, MSG), "C_Sign(hedged)"), a, "hedged is not deterministic");
+            }
+            let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
+            ok(t.session.sign_init(&det, k.private), "C_SignInit(deterministic)");
+            ok(t.session.sign_update(&MSG[..9]), "C_SignUpdate");
+            ok(t.session.sign_update(&MSG[9..]), "C_SignUpdate");
+            let parts = ok(t.session.sign_final(), "C_SignFinal");
+            assert_eq!(parts, ok(t.session.sign(&det, k.private, MSG), "C_Sign"), "multi-part deterministic is single-part deterministic");
+        }
     }
 }
 
@@ -483,6 +505,157 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                 "ok",
                 "ML-DSA-{name} with a context by Python"
             );
+        }
+    }
+}
+
+// ------------------------------------------- deterministic signing vectors
+
+/// FIPS 204's deterministic variant against a published vector: Wycheproof's
+/// ML-DSA-44 signing test 1 (tests/fixtures/wycheproof/README.md).
+#[test]
+fn deterministic_signature_is_wycheproofs() {
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa};
+        let expected = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/wycheproof/mldsa_44_sign_seed_tc1.sig.hex"
+        ))
+        .expect("the vector");
+        let key = provider()
+            .ml_dsa_private(MlDsa::P44, &[0x2a; 32])
+            .expect("key from seed");
+        let sig = key.sign_deterministic(b"Hello world", &[]).expect("sign");
+        assert_eq!(
+            hex(&sig),
+            expected.trim(),
+            "Wycheproof mldsa_44_sign_seed tcId 1"
+        );
+    }
+}
+
+/// aws-lc's own FIPS 204 `ML-DSA.Sign_internal`, for this check only: the
+/// library aws-lc-sys builds exports it (for ACVP testing) though no header
+/// it binds declares it. With rnd = {0}³² and M′ = 0 ‖ |ctx| ‖ ctx ‖ M it is
+/// the deterministic variant, made by aws-lc's (mldsa-native) code.
+#[cfg(feature = "aws-lc")]
+mod aws_lc_internal {
+    use std::ffi::c_int;
+    type Keypair = unsafe extern "C" fn(*mut u8, *mut u8, *const u8) -> c_int;
+    type Sign = unsafe extern "C" fn(
+        *const u8,
+        *mut u8,
+        *mut usize,
+        *const u8,
+        usize,
+        *const u8,
+        usize,
+        *const u8,
+    ) -> c_int;
+    extern "C" {
+        #[link_name = "aws_lc_0_47_0_ml_dsa_44_keypair_internal"]
+        fn keypair_44(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_65_keypair_internal"]
+        fn keypair_65(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_87_keypair_internal"]
+        fn keypair_87(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_44_sign_internal"]
+        fn sign_44(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_65_sign_internal"]
+        fn sign_65(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_87_sign_internal"]
+        fn sign_87(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+    }
+
+    /// The deterministic signature by aws-lc: set (44/65/87), seed, message, context.
+    pub fn sign_deterministic(set: u32, seed: &[u8; 32], m: &[u8], ctx: &[u8]) -> Vec<u8> {
+        // FIPS 204 Table 2: private key and signature lengths; 2592 bytes hold any public key.
+        let (keypair, sign, sk_len, sig_len): (Keypair, Sign, usize, usize) = match set {
+            44 => (keypair_44, sign_44, 2560, 2420),
+            65 => (keypair_65, sign_65, 4032, 3309),
+            _ => (keypair_87, sign_87, 4896, 4627),
+        };
+        let (mut pk, mut sk, mut sig) = (vec![0u8; 2592], vec![0u8; sk_len], vec![0u8; sig_len]);
+        // SAFETY: the buffers are as long as FIPS 204 says for `set`; the seed is 32 bytes.
+        assert_eq!(
+            unsafe { keypair(pk.as_mut_ptr(), sk.as_mut_ptr(), seed.as_ptr()) },
+            1,
+            "aws-lc keypair_internal"
+        );
+        let pre = [&[0u8, ctx.len() as u8][..], ctx].concat();
+        let mut len = sig.len();
+        // SAFETY: as above; `m`, `pre` and the 32-byte rnd are valid for their lengths.
+        let rv = unsafe {
+            sign(
+                sk.as_ptr(),
+                sig.as_mut_ptr(),
+                &mut len,
+                m.as_ptr(),
+                m.len(),
+                pre.as_ptr(),
+                pre.len(),
+                [0u8; 32].as_ptr(),
+            )
+        };
+        assert_eq!((rv, len), (1, sig_len), "aws-lc sign_internal");
+        sig
+    }
+}
+
+/// The token's deterministic signatures (RustCrypto's `ml-dsa`) are
+/// aws-lc's, byte for byte, for every parameter set, with and without a
+/// context.
+#[test]
+fn deterministic_signature_is_aws_lcs() {
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa};
+        let longest: Vec<u8> = (0..255u8).collect();
+        for (set, n) in [(MlDsa::P44, 44), (MlDsa::P65, 65), (MlDsa::P87, 87)] {
+            let seed: [u8; 32] = std::array::from_fn(|i| (i as u8) ^ n as u8);
+            let key = provider()
+                .ml_dsa_private(set, &seed)
+                .expect("key from seed");
+            for ctx in [&b""[..], b"ctx", &longest] {
+                for msg in [&b""[..], MSG] {
+                    let ours = key.sign_deterministic(msg, ctx).expect("sign");
+                    let theirs = aws_lc_internal::sign_deterministic(n, &seed, msg, ctx);
+                    assert!(
+                        ours == theirs,
+                        "ML-DSA-{n}, context of {} bytes, message of {} bytes",
+                        ctx.len(),
+                        msg.len()
+                    );
+                }
+            }
         }
     }
 }

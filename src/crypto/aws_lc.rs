@@ -5,6 +5,7 @@
 //! type-1 padding), RS*/PS* with SHA-1, GCM tags shorter than 16 bytes on
 //! decryption, AES-192 key wrap, and key import from components.
 
+use super::ml_dsa_deterministic::DeterministicSigner;
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
@@ -156,6 +157,7 @@ impl Provider for AwsLc {
             set,
             seed: Zeroizing::new(seed.to_vec()),
             with_context: OnceLock::new(),
+            deterministic: OnceLock::new(),
         }))
     }
 
@@ -602,12 +604,15 @@ fn ml_dsa_nid(set: MlDsa) -> std::ffi::c_int {
 
 /// An ML-DSA private key: aws-lc-rs's key pair signs with the empty context
 /// (the common case, at aws-lc-rs's speed); a context goes through aws-lc's
-/// EVP interface ([`pqdsa`]), its key expanded from the seed on first use.
+/// EVP interface ([`pqdsa`]) and the deterministic variant through
+/// RustCrypto's `ml-dsa` ([`DeterministicSigner`]), each key expanded from
+/// the seed on its first use.
 struct LcMlDsaPrivate {
     key: PqdsaKeyPair,
     set: MlDsa,
     seed: SecretBytes,
     with_context: OnceLock<PqdsaKey>,
+    deterministic: OnceLock<DeterministicSigner>,
 }
 
 impl MlDsaPrivateKey for LcMlDsaPrivate {
@@ -635,6 +640,13 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
             .map_err(because(CKR_FUNCTION_FAILED))?;
         out.truncate(len);
         Ok(out)
+    }
+
+    fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
+        get_or_try_init(&self.deterministic, || {
+            DeterministicSigner::from_seed(self.set, &self.seed)
+        })?
+        .sign(message, context)
     }
 }
 

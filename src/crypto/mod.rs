@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "aws-lc")]
 pub mod aws_lc;
+#[cfg(feature = "aws-lc")]
+pub mod ml_dsa_deterministic;
 pub mod router;
 pub mod rustcrypto;
 pub mod seal;
@@ -450,6 +452,9 @@ pub trait MlDsaPrivateKey: Send + Sync {
     /// Pure ML-DSA (FIPS 204 Algorithm 2), hedged, under `context` (at most
     /// 255 bytes, the caller's check; the empty one is plain pure ML-DSA).
     fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>>;
+    /// The same, deterministic (FIPS 204's optional variant, rnd = {0}³²):
+    /// one message, context and key give one signature.
+    fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// A parsed ML-DSA public key.

@@ -32,6 +32,8 @@ pub struct SignPlan {
     pub digest: Option<Hash>,
     /// ML-DSA's context string (FIPS 204 §5.2; empty for every other family).
     pub context: Vec<u8>,
+    /// ML-DSA's deterministic variant (`CKH_DETERMINISTIC_REQUIRED`).
+    pub deterministic: bool,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
@@ -49,11 +51,11 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
     if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
-    let mut context = Vec::new();
+    let (mut context, mut deterministic) = (Vec::new(), false);
     let param_hash = match def.param {
         ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         ParamKind::SignContext => {
-            context = sign_context_param(mech)?;
+            (context, deterministic) = sign_context_param(mech)?;
             None
         }
         _ => {
@@ -71,6 +73,7 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         prehash: signing.prehash,
         digest: param_hash.or(signing.prehash).or(curve_hash),
         context,
+        deterministic,
     })
 }
 
@@ -99,18 +102,19 @@ pub fn kem_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Resu
 pub const ML_DSA_CONTEXT_MAX: usize = 255;
 
 /// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2 §6.67.4): its context
-/// (none is the empty one). Hedged signing (preferred or required) is what
-/// the token serves; a deterministic request, an unknown `hedgeVariant` or a
-/// context over 255 bytes is `CKR_MECHANISM_PARAM_INVALID`, never silently
-/// changed into something else.
-fn sign_context_param(mech: &Mechanism) -> Result<Vec<u8>> {
+/// (none is the empty one) and whether signing is deterministic
+/// (`CKH_DETERMINISTIC_REQUIRED`; `CKH_HEDGE_PREFERRED` and
+/// `CKH_HEDGE_REQUIRED` are hedged). An unknown `hedgeVariant` or a context
+/// over 255 bytes is `CKR_MECHANISM_PARAM_INVALID`.
+fn sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool)> {
     match &mech.param {
-        Param::None => Ok(Vec::new()),
-        Param::SignContext { hedge, context }
-            if matches!(*hedge, CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED)
-                && context.len() <= ML_DSA_CONTEXT_MAX =>
-        {
-            Ok(context.clone())
+        Param::None => Ok((Vec::new(), false)),
+        Param::SignContext { hedge, context } if context.len() <= ML_DSA_CONTEXT_MAX => {
+            match *hedge {
+                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.clone(), false)),
+                CKH_DETERMINISTIC_REQUIRED => Ok((context.clone(), true)),
+                _ => Err(param_invalid()),
+            }
         }
         _ => Err(param_invalid()),
     }

@@ -217,6 +217,9 @@ impl SignCtx {
                 _ => half(None),
             },
             SignFamily::MlDsa => match &self.key {
+                ParsedKey::MlDsa(k, _) if self.plan.deterministic => {
+                    k.sign_deterministic(&input, &self.plan.context)
+                }
                 ParsedKey::MlDsa(k, _) => k.sign(&input, &self.plan.context),
                 _ => half(None),
             },
