@@ -662,25 +662,6 @@ fn deterministic_signature_is_aws_lcs() {
 
 // ------------------------------------------------------------------- ML-KEM
 
-/// The module's PKCS#11 3.2 function list: `cryptoki` 0.12 takes
-/// `C_GetInterface`'s default table, which is softmhsm's 3.0 one (the most
-/// widely understood), so the 3.2 functions are called through this one.
-fn list_3_2(t: &Token) -> &'static CK_FUNCTION_LIST_3_2 {
-    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-    let mut version = CK_VERSION { major: 3, minor: 2 };
-    let name = b"PKCS 11\0";
-    // SAFETY: the name is NUL-terminated, the version and out-pointer are valid.
-    let rv = unsafe {
-        t.raw
-            .lib()
-            .C_GetInterface(name.as_ptr() as *mut _, &mut version, &mut iface, 0)
-    };
-    check(rv, CKR_OK, "C_GetInterface(PKCS 11, 3.2)");
-    // SAFETY: C_GetInterface succeeded: `iface` points to a static CK_INTERFACE
-    // whose pFunctionList is the module's static 3.2 table.
-    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
-}
-
 fn ml_kem_pair(t: &Token, set: cryptoki::object::MlKemParameterSetType) -> Pair {
     let public = [
         Attribute::Token(false),
@@ -751,7 +732,9 @@ fn decapsulate(
     ct: &[u8],
     len: Option<CK_ULONG>,
 ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-    let f = list_3_2(t)
+    let f = t
+        .raw
+        .f32()
         .C_DecapsulateKey
         .expect("C_DecapsulateKey in the 3.2 table");
     let mut m = kem_mechanism();
@@ -782,7 +765,9 @@ fn encapsulate(
     t: &Token,
     public: cryptoki::object::ObjectHandle,
 ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
-    let f = list_3_2(t)
+    let f = t
+        .raw
+        .f32()
         .C_EncapsulateKey
         .expect("C_EncapsulateKey in the 3.2 table");
     let mut m = kem_mechanism();
@@ -848,7 +833,7 @@ fn gcm(
         pParameter: &mut params as *mut _ as *mut _,
         ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
     };
-    let f = list_3_2(t);
+    let f = t.raw.f32();
     let mut out = vec![0u8; data.len() + 16];
     let mut n = out.len() as CK_ULONG;
     // SAFETY: every pointer is valid for the lengths given.
@@ -986,7 +971,7 @@ p11_test! {
         softmhsm_only!("ML-KEM is a softmhsm extension");
         let t = Token::fresh();
         let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_512);
-        let f = list_3_2(&t);
+        let f = t.raw.f32();
         let (enc, dec) = (f.C_EncapsulateKey.unwrap(), f.C_DecapsulateKey.unwrap());
         let mut m = kem_mechanism();
         let mut tmpl = aes_template(None);

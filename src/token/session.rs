@@ -29,6 +29,9 @@ pub struct Ops {
     pub sign: Option<SignCtx>,
     /// `C_Verify*`.
     pub verify: Option<VerifyCtx>,
+    /// `C_VerifySignature*` (PKCS#11 3.2): a verification of its own, with
+    /// the signature given at `C_VerifySignatureInit`.
+    pub verify_signature: Option<(VerifyCtx, Vec<u8>)>,
     /// `C_Digest*`.
     pub digest: Option<DigestCtx>,
     /// `C_Encrypt*`.
@@ -106,6 +109,29 @@ fn cipher_step(
     Ok(n)
 }
 
+/// One more part of a verification (`C_VerifyUpdate`,
+/// `C_VerifySignatureUpdate`); an error ends it in [`Session::operation_call`].
+fn verify_part(c: Option<&mut VerifyCtx>, data: &[u8]) -> Result<()> {
+    let c = c.ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    c.mode().admit(Stage::Update)?;
+    let limit = c.input_limit();
+    c.update(data, limit)
+}
+
+/// The end of a verification taken out of its session (`C_Verify`,
+/// `C_VerifyFinal`, `C_VerifySignature`, `C_VerifySignatureFinal`): single-part
+/// over `data`, or final over the collected parts.
+fn verify_end(
+    c: Option<VerifyCtx>,
+    stage: Stage,
+    data: Option<&[u8]>,
+    signature: &[u8],
+) -> Result<()> {
+    let mut c = c.ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    c.mode().admit(stage)?;
+    c.verify(data, signature)
+}
+
 /// The operation families whose calls follow the PKCS#11 lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -119,6 +145,8 @@ pub enum Family {
     Sign,
     /// `C_Verify*`.
     Verify,
+    /// `C_VerifySignature*`.
+    VerifySignature,
 }
 
 impl Session {
@@ -150,6 +178,7 @@ impl Session {
                 Family::Decrypt => ops.decrypt = None,
                 Family::Sign => ops.sign = None,
                 Family::Verify => ops.verify = None,
+                Family::VerifySignature => ops.verify_signature = None,
             }
         }
         r
@@ -286,12 +315,9 @@ impl Session {
 
     // --- verify -------------------------------------------------------------
 
-    /// C_VerifyInit.
-    pub fn verify_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
-        let mut ops = self.ops();
-        if ops.verify.is_some() {
-            return Err(Error(CKR_OPERATION_ACTIVE));
-        }
+    /// The verification `C_VerifyInit` and `C_VerifySignatureInit` start:
+    /// the principal's verify action on a token key, then the plan.
+    fn verify_op(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<VerifyCtx> {
         let (e, _part) = self.key(key)?;
         let Body::Key(k) = &e.rec.body else {
             return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
@@ -304,42 +330,82 @@ impl Session {
             )?;
         }
         let plan = rules::sign_plan(mech, k, KeyOps::VERIFY, now())?;
-        ops.verify = Some(VerifyCtx::new(e.public_key()?, plan));
+        Ok(VerifyCtx::new(e.public_key()?, plan))
+    }
+
+    /// C_VerifyInit.
+    pub fn verify_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.verify.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        ops.verify = Some(self.verify_op(mech, key)?);
         Ok(())
     }
 
     /// C_Verify: the operation ends whatever the outcome.
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> Result<()> {
-        let mut ops = self.ops();
-        let mut c = ops
-            .verify
-            .take()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Single)?;
-        c.verify(Some(data), signature)
+        verify_end(
+            self.ops().verify.take(),
+            Stage::Single,
+            Some(data),
+            signature,
+        )
     }
 
     /// C_VerifyUpdate.
     pub fn verify_update(&self, data: &[u8]) -> Result<()> {
-        let mut ops = self.ops();
-        let c = ops
-            .verify
-            .as_mut()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Update)?;
-        let limit = c.input_limit();
-        c.update(data, limit)
+        verify_part(self.ops().verify.as_mut(), data)
     }
 
     /// C_VerifyFinal.
     pub fn verify_final(&self, signature: &[u8]) -> Result<()> {
+        verify_end(self.ops().verify.take(), Stage::Final, None, signature)
+    }
+
+    /// C_VerifySignatureInit, PKCS#11 3.2: as `C_VerifyInit` (same
+    /// mechanisms, checks and plan), with the signature, whose length must
+    /// be the key's (`CKR_SIGNATURE_LEN_RANGE`, and no operation starts).
+    pub fn verify_signature_init(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        signature: &[u8],
+    ) -> Result<()> {
         let mut ops = self.ops();
-        let mut c = ops
-            .verify
-            .take()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Final)?;
-        c.verify(None, signature)
+        if ops.verify_signature.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let c = self.verify_op(mech, key)?;
+        if signature.len() != c.sig_len() {
+            return Err(Error(CKR_SIGNATURE_LEN_RANGE));
+        }
+        ops.verify_signature = Some((c, signature.to_vec()));
+        Ok(())
+    }
+
+    /// C_VerifySignatureInit with a NULL mechanism: end the active
+    /// `C_VerifySignature*` operation, if any, as PKCS#11 3.2 says.
+    pub fn verify_signature_cancel(&self) -> Result<()> {
+        self.ops().verify_signature = None;
+        Ok(())
+    }
+
+    /// C_VerifySignature: the operation ends whatever the outcome.
+    pub fn verify_signature(&self, data: &[u8]) -> Result<()> {
+        let (c, signature) = self.ops().verify_signature.take().unzip();
+        verify_end(c, Stage::Single, Some(data), &signature.unwrap_or_default())
+    }
+
+    /// C_VerifySignatureUpdate.
+    pub fn verify_signature_update(&self, data: &[u8]) -> Result<()> {
+        verify_part(self.ops().verify_signature.as_mut().map(|(c, _)| c), data)
+    }
+
+    /// C_VerifySignatureFinal: the operation ends whatever the outcome.
+    pub fn verify_signature_final(&self) -> Result<()> {
+        let (c, signature) = self.ops().verify_signature.take().unzip();
+        verify_end(c, Stage::Final, None, &signature.unwrap_or_default())
     }
 
     // --- digest -------------------------------------------------------------
