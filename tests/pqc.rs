@@ -430,6 +430,57 @@ p11_test! {
     }
 }
 
+p11_test! {
+    fn cli_imports_a_seed_form_pkcs8_ml_dsa_key_python_wrote() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("mldsa.pem");
+        // Python (OpenSSL 3.5) writes PKCS#8 in the seed form and prints the public key.
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            from cryptography.hazmat.primitives import serialization as s\n\
+            k = mldsa.MLDSA65PrivateKey.from_seed_bytes(bytes(range(100, 132)))\n\
+            open(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+            print(k.public_key().public_bytes_raw().hex())\n";
+        let public = run_cmd(&python(), &["-c".into(), script.into(), pem.clone().into_os_string()]);
+        let imported = json(&["key", "import", "--name", "imported", "--file", pem.to_str().unwrap()]);
+        assert_eq!(imported["key"]["kty"], "AKP-HSM", "{imported}");
+        assert_eq!(imported["key"]["alg"], "ML-DSA-65", "{imported}");
+        assert_eq!(hex(&b64url_decode(&imported["key"]["pub"])), public.trim(), "the public key of the imported seed");
+        let public = b64url_decode(&imported["key"]["pub"]);
+        let ctx = b"imported";
+        let sig = json(&["key", "sign", "--name", "imported", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx)]);
+        assert_eq!(python_verify("65", &public, MSG, &b64url_decode(&sig["value"]), Some(ctx)), "ok", "the imported key's signature, by Python");
+
+        // The same key through PKCS#11: found by name, signs what Python verifies.
+        let t = Token::reopen_existing();
+        let private = t.find_private_by_label("imported");
+        assert_eq!(private.len(), 1, "one private key labelled imported");
+        assert!(!t.attr_bool(private[0], CKA_LOCAL, "CKA_LOCAL"), "an imported key is not local");
+        let sig = ok(t.session.sign(&pure(), private[0], MSG), "C_Sign with the imported key");
+        assert_eq!(python_verify("65", &public, MSG, &sig, None), "ok", "C_Sign of the imported key, by Python");
+
+        // Another form than the seed is refused, with the way to write the seed form.
+        let der = {
+            use base64ct::{Base64, Encoding};
+            let text = std::fs::read_to_string(&pem).unwrap();
+            let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+            Base64::decode_vec(&body).unwrap()
+        };
+        let mut expanded = der.clone();
+        let at = expanded.len() - 34;
+        assert_eq!(&expanded[at..at + 2], &[0x80, 0x20], "the seed form's [0] IMPLICIT OCTET STRING");
+        expanded[at] = 0x04;
+        let file = dir.path().join("expanded.der");
+        std::fs::write(&file, &expanded).unwrap();
+        refused(&["key", "import", "--name", "other", "--file", file.to_str().unwrap()], 1, "only the seed form of an ML-DSA private key is read");
+    }
+}
+
 // ------------------------------------------------------------ keygen from seed
 
 /// FIPS 204 `ML-DSA.KeyGen_internal(ξ)` is deterministic: the provider's key

@@ -8,7 +8,7 @@ use super::mechanism::{
     expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
     Param, ParamKind, SignFamily, REGISTRY,
 };
-use crate::crypto::{Curve, Hash};
+use crate::crypto::{Curve, Hash, MlDsa};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -393,6 +393,27 @@ pub fn pkcs8_kind(der: &[u8]) -> Result<KeyKind> {
         };
     }
     Err(bad())
+}
+
+/// An ML-DSA private key in PKCS#8 (RFC 9881): None when `der` is not one (no
+/// id-ml-dsa-44/65/87 algorithm without parameters); else its parameter set
+/// and 32-byte seed, the form keys are stored in. Only the seed form
+/// (`privateKey` = `[0] IMPLICIT OCTET STRING (SIZE (32))`, as Python
+/// `cryptography` and `openssl pkey -provparam ml-dsa.output_formats=seed-only`
+/// write it) is taken: the expanded-key forms carry no seed, or a second copy
+/// of the key that would have to be checked against it.
+pub fn ml_dsa_pkcs8(der: &[u8]) -> Option<std::result::Result<(MlDsa, &[u8]), &'static str>> {
+    let (info, _) = der_take(der, 0x30)?;
+    let (_version, rest) = der_take(info, 0x02)?;
+    let (alg, rest) = der_take(rest, 0x30)?;
+    let set = MlDsa::ALL.into_iter().find(|s| alg == s.oid_der())?;
+    let Some((key, _)) = der_take(rest, 0x04) else {
+        return Some(Err("the ML-DSA private key has no privateKey"));
+    };
+    Some(match key {
+        [0x80, 0x20, seed @ ..] if seed.len() == 32 => Ok((set, seed)),
+        _ => Err("only the seed form of an ML-DSA private key is read (openssl pkey -provparam ml-dsa.output_formats=seed-only writes it)"),
+    })
 }
 
 /// Split one DER element with tag `tag` off the front of `der`: (content, rest).
@@ -814,6 +835,29 @@ mod tests {
             );
             assert!(d.min <= d.max, "{}", d.name);
         }
+    }
+
+    #[test]
+    fn ml_dsa_pkcs8_takes_the_seed_form_only() {
+        // RFC 9881's seed form for id-ml-dsa-65, as Python cryptography writes it.
+        let seed: Vec<u8> = (0..32).collect();
+        let mut der = vec![0x30, 0x34, 0x02, 0x01, 0x00, 0x30, 0x0b];
+        der.extend_from_slice(MlDsa::P65.oid_der());
+        der.extend_from_slice(&[0x04, 0x22, 0x80, 0x20]);
+        der.extend_from_slice(&seed);
+        assert_eq!(ml_dsa_pkcs8(&der), Some(Ok((MlDsa::P65, &seed[..]))));
+        let mut expanded = der.clone();
+        expanded[20] = 0x04;
+        assert!(
+            matches!(ml_dsa_pkcs8(&expanded), Some(Err(_))),
+            "an OCTET STRING is the expanded form"
+        );
+        let p = crate::crypto::provider();
+        assert_eq!(
+            ml_dsa_pkcs8(&p.generate_ec(Curve::P256).unwrap()),
+            None,
+            "an EC key is not ML-DSA"
+        );
     }
 
     #[test]
