@@ -481,6 +481,46 @@ p11_test! {
     }
 }
 
+p11_test! {
+    fn create_object_imports_an_ml_dsa_private_key_from_its_seed() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        let seed: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(7)).collect();
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            k = mldsa.MLDSA87PrivateKey.from_seed_bytes(bytes.fromhex(sys.argv[1]))\n\
+            print(k.public_key().public_bytes_raw().hex())\n";
+        let public = run_cmd(&python(), &["-c".into(), script.into(), hex(&seed).into()]);
+        let public: Vec<u8> = (0..public.trim().len()).step_by(2).map(|i| u8::from_str_radix(&public.trim()[i..i + 2], 16).unwrap()).collect();
+        let template = |seed: Option<&[u8]>| {
+            let mut v = vec![
+                Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::ML_DSA),
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_87.into()),
+                Attribute::Label(b"created".to_vec()),
+            ];
+            v.extend(seed.map(|s| Attribute::Seed(s.to_vec())));
+            v
+        };
+        let k = ok(t.session.create_object(&template(Some(&seed))), "C_CreateObject(CKK_ML_DSA, CKA_SEED)");
+        assert_eq!(t.try_attr(k, CKA_SEED), Err(CKR_ATTRIBUTE_SENSITIVE), "the seed is sensitive");
+        assert!(!t.attr_bool(k, CKA_LOCAL, "CKA_LOCAL"), "an imported key is not local");
+        assert_eq!(t.attr_ulong(k, CKA_PARAMETER_SET, "CKA_PARAMETER_SET"), CKP_ML_DSA_87);
+        let sig = ok(t.session.sign(&pure(), k, MSG), "C_Sign with the created key");
+        assert_eq!(python_verify("87", &public, MSG, &sig, None), "ok", "Python verifies under the seed's public key");
+
+        assert_rv(t.session.create_object(&template(None)), CKR_TEMPLATE_INCOMPLETE, "no CKA_SEED");
+        assert_rv(t.session.create_object(&template(Some(&seed[1..]))), CKR_ATTRIBUTE_VALUE_INVALID, "a 31-byte seed");
+        let mut with_value = template(Some(&seed));
+        with_value.push(Attribute::Value(vec![0; 4896]));
+        assert_rv(t.session.create_object(&with_value), CKR_TEMPLATE_INCONSISTENT, "an expanded key beside the seed");
+    }
+}
+
 // ------------------------------------------------------------ keygen from seed
 
 /// FIPS 204 `ML-DSA.KeyGen_internal(ξ)` is deterministic: the provider's key

@@ -806,6 +806,47 @@ impl Session {
             .add(self, false, req.record, None, DataAction::KeysImport)
     }
 
+    /// C_CreateObject of a secret or private key: an ML-DSA private key from
+    /// its `CKA_SEED` ([`Session::import_ml_dsa`]), any other from the
+    /// material its template carries (`pool::import::material`).
+    pub fn create_key(&self, t: &Template) -> Result<Arc<Entry>> {
+        if t.get_ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY)
+            && t.get_ulong(CKA_KEY_TYPE)? == Some(CKK_ML_DSA)
+        {
+            return self.import_ml_dsa(t);
+        }
+        let material = crate::pool::import::material(t)?;
+        self.import_key(t, material, Error(CKR_ATTRIBUTE_VALUE_INVALID))
+    }
+
+    /// C_CreateObject of a `CKK_ML_DSA` private key (PKCS#11 3.2): its 32-byte
+    /// `CKA_SEED` and `CKA_PARAMETER_SET`, stored as the seed, as a generated
+    /// key is. The expanded key (`CKA_VALUE`) is not taken: it would have to
+    /// be checked against the seed, and without one it cannot be stored.
+    fn import_ml_dsa(&self, t: &Template) -> Result<Arc<Entry>> {
+        let set = t
+            .get_ulong(CKA_PARAMETER_SET)?
+            .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+        let set =
+            crypto::MlDsa::from_parameter_set(set).ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        if t.get(CKA_VALUE).is_some() {
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        let seed = SecretBytes::new(
+            t.get(CKA_SEED)
+                .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?
+                .to_vec(),
+        );
+        if seed.len() != crypto::ML_DSA_SEED_LEN {
+            return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let public = crypto::provider()
+            .ml_dsa_private(set, &seed)
+            .map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?
+            .public();
+        self.store_import(t, KeyKind::MlDsa(set), Some(public), seed)
+    }
+
     /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key
     /// bytes or PKCS#8 RSA/EC, validated by parsing it (`bad` is the code for
     /// material that does not parse), sized by the Managed HSM rules.
@@ -846,6 +887,19 @@ impl Session {
             }
             _ => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
         };
+        self.store_import(t, kind, public, material)
+    }
+
+    /// The end of every key import: the template checked against what the
+    /// material is (`policy::import_request`), the session and login rules,
+    /// then the new object.
+    fn store_import(
+        &self,
+        t: &Template,
+        kind: KeyKind,
+        public: Option<crypto::PublicKey>,
+        material: SecretBytes,
+    ) -> Result<Arc<Entry>> {
         let req = policy::import_request(t, kind, public.as_ref())?;
         if req.token && !self.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));
