@@ -68,8 +68,11 @@ fn pss() -> Mechanism<'static> {
     })
 }
 
-/// Every signature family: its mechanism, a key pair and the data it signs.
-fn families(t: &Token) -> Vec<(&'static str, Mechanism<'static>, Pair, Vec<u8>)> {
+/// A signature family: its name, mechanism, a key pair and the data it signs.
+type Family = (&'static str, Mechanism<'static>, Pair, Vec<u8>);
+
+/// Every signature family of the build.
+fn families(t: &Token) -> Vec<Family> {
     let rsa = t.keypair(Kp::Rsa(2048), "rsa");
     let ec = t.keypair(Kp::Ec(OID_P256), "ec");
     let p384 = t.keypair(Kp::Ec(OID_P384), "p384");
@@ -89,32 +92,41 @@ fn families(t: &Token) -> Vec<(&'static str, Mechanism<'static>, Pair, Vec<u8>)>
             vec![0x5a; 48],
         ),
     ];
-    #[cfg(feature = "aws-lc")]
-    {
-        use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
-        use cryptoki::object::MlDsaParameterSetType;
-        let (public, private) = ok(
-            t.session.generate_key_pair(
-                &Mechanism::MlDsaKeyPairGen,
-                &[
-                    Attribute::Token(false),
-                    Attribute::Verify(true),
-                    Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_65.into()),
-                ],
-                &[Attribute::Token(false), Attribute::Sign(true)],
-            ),
-            "C_GenerateKeyPair(ML-DSA-65)",
-        );
-        let ctx: &'static [u8] = b"with a context";
-        let mech = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(ctx)));
-        v.push((
-            "CKM_ML_DSA (context)",
-            mech,
-            Pair { public, private },
-            MSG.to_vec(),
-        ));
-    }
+    v.extend(ml_dsa(t));
     v
+}
+
+/// ML-DSA-65 with a context (the default build only).
+#[cfg(feature = "aws-lc")]
+fn ml_dsa(t: &Token) -> Option<Family> {
+    use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+    use cryptoki::object::MlDsaParameterSetType;
+    let (public, private) = ok(
+        t.session.generate_key_pair(
+            &Mechanism::MlDsaKeyPairGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Verify(true),
+                Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_65.into()),
+            ],
+            &[Attribute::Token(false), Attribute::Sign(true)],
+        ),
+        "C_GenerateKeyPair(ML-DSA-65)",
+    );
+    let ctx: &'static [u8] = b"with a context";
+    let mech = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(ctx)));
+    Some((
+        "CKM_ML_DSA (context)",
+        mech,
+        Pair { public, private },
+        MSG.to_vec(),
+    ))
+}
+
+/// The pure-Rust build has no ML-DSA.
+#[cfg(not(feature = "aws-lc"))]
+fn ml_dsa(_: &Token) -> Option<Family> {
+    None
 }
 
 p11_test! {
