@@ -198,6 +198,19 @@ fn main() {
                 raw.sign(MSG, &mut sig).unwrap();
             }),
         );
+        // The deterministic variant runs on RustCrypto's ml-dsa (aws-lc exports none).
+        let det = Mechanism::MlDsa(SignAdditionalContext::new(
+            HedgeType::DeterministicRequired,
+            None,
+        ));
+        row(
+            &format!("{name} sign (32 B), deterministic (ml-dsa crate)"),
+            budget,
+            || drop(s.sign(&det, private, MSG).unwrap()),
+            Some(&mut || {
+                raw.sign(MSG, &mut sig).unwrap();
+            }),
+        );
         let seed = [0x11u8; 32];
         let evp = PqdsaKey::from_seed(nid, &seed).unwrap();
         let raw_seeded = PqdsaKeyPair::from_seed(signing, &seed).unwrap();
