@@ -22,6 +22,7 @@ use cryptoki::object::{
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use cryptoki_sys::*;
+use softmhsm::ffi::pqdsa::{PqdsaKey, NID_MLDSA44, NID_MLDSA65, NID_MLDSA87};
 use std::time::{Duration, Instant};
 
 const MSG: &[u8] = &[0x5a; 32];
@@ -139,23 +140,26 @@ fn main() {
         (
             MlDsaParameterSetType::ML_DSA_44,
             "ML-DSA-44",
+            NID_MLDSA44,
             &ML_DSA_44_SIGNING,
             &ML_DSA_44,
         ),
         (
             MlDsaParameterSetType::ML_DSA_65,
             "ML-DSA-65",
+            NID_MLDSA65,
             &ML_DSA_65_SIGNING,
             &ML_DSA_65,
         ),
         (
             MlDsaParameterSetType::ML_DSA_87,
             "ML-DSA-87",
+            NID_MLDSA87,
             &ML_DSA_87_SIGNING,
             &ML_DSA_87,
         ),
     ];
-    for (set, name, signing, verifying) in dsa {
+    for (set, name, nid, signing, verifying) in dsa {
         let ops = [Attribute::Verify(true), Attribute::Sign(true)];
         row(
             &format!("{name} keygen (session key pair)"),
@@ -178,6 +182,49 @@ fn main() {
                 raw.sign(MSG, &mut sig).unwrap();
             }),
         );
+        // A context goes through aws-lc's EVP interface (src/ffi/pqdsa.rs), not
+        // aws-lc-rs: its cost against aws-lc-rs's context-free sign, and the EVP
+        // path itself with the empty context (would it serve every signature?).
+        let ctx16 = [0x3c; 16];
+        let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(
+            HedgeType::Preferred,
+            Some(&ctx16),
+        ));
+        row(
+            &format!("{name} sign (32 B), 16 B context"),
+            budget,
+            || drop(s.sign(&with_ctx, private, MSG).unwrap()),
+            Some(&mut || {
+                raw.sign(MSG, &mut sig).unwrap();
+            }),
+        );
+        // The deterministic variant runs on RustCrypto's ml-dsa (aws-lc exports none).
+        let det = Mechanism::MlDsa(SignAdditionalContext::new(
+            HedgeType::DeterministicRequired,
+            None,
+        ));
+        row(
+            &format!("{name} sign (32 B), deterministic (ml-dsa crate)"),
+            budget,
+            || drop(s.sign(&det, private, MSG).unwrap()),
+            Some(&mut || {
+                raw.sign(MSG, &mut sig).unwrap();
+            }),
+        );
+        let seed = [0x11u8; 32];
+        let evp = PqdsaKey::from_seed(nid, &seed).unwrap();
+        let raw_seeded = PqdsaKeyPair::from_seed(signing, &seed).unwrap();
+        row(
+            &format!(
+                "{name} sign (32 B), EVP path with the empty context, no token (vs aws-lc-rs)"
+            ),
+            budget,
+            || drop(evp.sign(MSG, &[], signing.signature_len()).unwrap()),
+            Some(&mut || {
+                raw_seeded.sign(MSG, &mut sig).unwrap();
+            }),
+        );
+        let ctx_sig = s.sign(&with_ctx, private, MSG).unwrap();
         let token_sig = s.sign(&pure, private, MSG).unwrap();
         let raw_sig = {
             let n = raw.sign(MSG, &mut sig).unwrap();
@@ -190,6 +237,16 @@ fn main() {
             || s.verify(&pure, public, MSG, &token_sig).unwrap(),
             // Parsing included, as the token's C_VerifyInit looks its key up
             // (its parsed public key is cached, aws-lc-rs parses each time here).
+            Some(&mut || {
+                UnparsedPublicKey::new(verifying, &raw_public)
+                    .verify(MSG, &raw_sig)
+                    .unwrap()
+            }),
+        );
+        row(
+            &format!("{name} verify, 16 B context"),
+            budget,
+            || s.verify(&with_ctx, public, MSG, &ctx_sig).unwrap(),
             Some(&mut || {
                 UnparsedPublicKey::new(verifying, &raw_public)
                     .verify(MSG, &raw_sig)

@@ -196,21 +196,107 @@ p11_test! {
     }
 }
 
+/// `CKM_ML_DSA` with `CK_SIGN_ADDITIONAL_CONTEXT`: hedged, this context.
+fn with_context(context: &[u8]) -> Mechanism<'_> {
+    Mechanism::MlDsa(SignAdditionalContext::new(
+        HedgeType::Preferred,
+        Some(context),
+    ))
+}
+
 p11_test! {
-    fn deterministic_signing_and_contexts_are_refused_not_ignored() {
-        softmhsm_only!("aws-lc-rs 1.19 signs hedged with an empty context only");
+    fn context_signature_verifies_under_that_context_only() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, _, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("ctx{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE of the public key");
+            let ctx = b"softmhsm-context";
+            let sig = ok(t.session.sign(&with_context(ctx), k.private, MSG), "C_Sign(CKM_ML_DSA, context)");
+            assert_eq!(sig.len(), sig_len, "ML-DSA-{name} signature length");
+            assert_eq!(python_verify(name, &public, MSG, &sig, Some(ctx)), "ok", "ML-DSA-{name} with its context, by Python");
+            assert_eq!(python_verify(name, &public, MSG, &sig, None), "invalid", "Python without the context");
+            assert_eq!(python_verify(name, &public, MSG, &sig, Some(b"softmhsm-contexT")), "invalid", "Python with another context");
+            ok(t.session.verify(&with_context(ctx), k.public, MSG, &sig), "C_Verify with the context");
+            assert_rv(t.session.verify(&pure(), k.public, MSG, &sig), CKR_SIGNATURE_INVALID, "C_Verify without the context");
+            assert_rv(t.session.verify(&with_context(b"other"), k.public, MSG, &sig), CKR_SIGNATURE_INVALID, "C_Verify with another context");
+            let plain = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign without context");
+            assert_rv(t.session.verify(&with_context(ctx), k.public, MSG, &plain), CKR_SIGNATURE_INVALID, "a context-free signature under a context");
+        }
+    }
+}
+
+p11_test! {
+    fn context_of_255_bytes_signs_and_256_is_refused() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
         let t = Token::fresh();
         let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "ctx", true);
-        let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
-        assert_rv(t.session.sign(&det, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "deterministic");
-        let ctx = [7u8; 16];
-        let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&ctx)));
-        assert_rv(t.session.sign(&with_ctx, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a context");
+        let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+        let longest: Vec<u8> = (0..=254u8).collect();
+        let required = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&longest)));
+        let sig = ok(t.session.sign(&required, k.private, MSG), "a 255-byte context");
+        assert_eq!(python_verify("65", &public, MSG, &sig, Some(&longest)), "ok", "Python, 255-byte context");
         let long = [7u8; 256];
-        let too_long = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, Some(&long)));
-        assert_rv(t.session.sign(&too_long, k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
+        assert_rv(t.session.sign(&with_context(&long), k.private, MSG), CKR_MECHANISM_PARAM_INVALID, "a 256-byte context");
+        assert_rv(t.session.verify(&with_context(&long), k.public, MSG, &sig), CKR_MECHANISM_PARAM_INVALID, "verify, a 256-byte context");
         let empty = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(&[])));
-        ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
+        let sig = ok(t.session.sign(&empty, k.private, MSG), "an empty context is pure ML-DSA");
+        assert_eq!(python_verify("65", &public, MSG, &sig, None), "ok", "Python, empty context");
+    }
+}
+
+p11_test! {
+    fn multi_part_signature_with_a_context_is_the_single_part_one() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        let t = Token::fresh();
+        let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_44, "ctx-parts", true);
+        let ctx = [0xa5u8; 32];
+        ok(t.session.sign_init(&with_context(&ctx), k.private), "C_SignInit");
+        ok(t.session.sign_update(&MSG[..7]), "C_SignUpdate");
+        ok(t.session.sign_update(&MSG[7..]), "C_SignUpdate");
+        let sig = ok(t.session.sign_final(), "C_SignFinal");
+        ok(t.session.verify(&with_context(&ctx), k.public, MSG, &sig), "C_Verify of the parts' signature");
+        ok(t.session.verify_init(&with_context(&ctx), k.public), "C_VerifyInit");
+        ok(t.session.verify_update(MSG), "C_VerifyUpdate");
+        ok(t.session.verify_final(&sig), "C_VerifyFinal");
+    }
+}
+
+p11_test! {
+    fn deterministic_signatures_repeat_and_verify() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        for (set, name, _, sig_len) in SETS {
+            let k = ml_dsa_pair(&t, set, &format!("det{name}"), true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE");
+            for ctx in [None, Some(&b"deterministic"[..])] {
+                let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, ctx));
+                let a = ok(t.session.sign(&det, k.private, MSG), "C_Sign(deterministic)");
+                let b = ok(t.session.sign(&det, k.private, MSG), "C_Sign(deterministic) again");
+                assert_eq!(a.len(), sig_len, "ML-DSA-{name} signature length");
+                assert_eq!(a, b, "ML-DSA-{name} deterministic signatures repeat (context {ctx:?})");
+                assert_eq!(python_verify(name, &public, MSG, &a, ctx), "ok", "ML-DSA-{name} deterministic, by Python (context {ctx:?})");
+                ok(t.session.verify(&det, k.public, MSG, &a), "C_Verify of a deterministic signature");
+                let hedged = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, ctx));
+                ok(t.session.verify(&hedged, k.public, MSG, &a), "verification does not care how it was signed");
+                assert_ne!(ok(t.session.sign(&hedged, k.private, MSG), "C_Sign(hedged)"), a, "hedged is not deterministic");
+            }
+            let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
+            ok(t.session.sign_init(&det, k.private), "C_SignInit(deterministic)");
+            ok(t.session.sign_update(&MSG[..9]), "C_SignUpdate");
+            ok(t.session.sign_update(&MSG[9..]), "C_SignUpdate");
+            let parts = ok(t.session.sign_final(), "C_SignFinal");
+            assert_eq!(parts, ok(t.session.sign(&det, k.private, MSG), "C_Sign"), "multi-part deterministic is single-part deterministic");
+        }
     }
 }
 
@@ -291,6 +377,20 @@ p11_test! {
         assert_eq!(verified["value"], true);
         let other = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(b"other"), "--signature", &sig_b64]);
         assert_eq!(other["value"], false);
+
+        // --context: FIPS 204's context string, which Python must be given too.
+        let ctx = b"pq-context";
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx)]);
+        let ctx_sig = b64url_decode(&sig["value"]);
+        assert_eq!(python_verify("65", &public, MSG, &ctx_sig, Some(ctx)), "ok", "the CLI's context signature by Python");
+        assert_eq!(python_verify("65", &public, MSG, &ctx_sig, None), "invalid", "Python without the context");
+        let ctx_b64 = sig["value"].as_str().unwrap().to_string();
+        let with = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx), "--signature", &ctx_b64]);
+        assert_eq!(with["value"], true, "verify with the context");
+        let without = json(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--signature", &ctx_b64]);
+        assert_eq!(without["value"], false, "verify without the context");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--value", "AA", "--context", &b64url(&[1; 256])], 1, "the context is 256 bytes; ML-DSA takes at most 255");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32]), "--context", "AA"], 2, "ES256 takes --digest, not --value or --context");
         refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-44", "--value", "AA"], 1, "ML-DSA-44 does not fit this key");
         refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--digest", &b64url(&[0; 32])], 1, "ES256 does not fit this key");
         refused(&["key", "encrypt", "--name", "pq", "--algorithm", "RSA-OAEP-256", "--value", "AA"], 1, "RSA-OAEP-256 does not fit this key");
@@ -330,6 +430,97 @@ p11_test! {
     }
 }
 
+p11_test! {
+    fn cli_imports_a_seed_form_pkcs8_ml_dsa_key_python_wrote() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("mldsa.pem");
+        // Python (OpenSSL 3.5) writes PKCS#8 in the seed form and prints the public key.
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            from cryptography.hazmat.primitives import serialization as s\n\
+            k = mldsa.MLDSA65PrivateKey.from_seed_bytes(bytes(range(100, 132)))\n\
+            open(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+            print(k.public_key().public_bytes_raw().hex())\n";
+        let public = run_cmd(&python(), &["-c".into(), script.into(), pem.clone().into_os_string()]);
+        let imported = json(&["key", "import", "--name", "imported", "--file", pem.to_str().unwrap()]);
+        assert_eq!(imported["key"]["kty"], "AKP-HSM", "{imported}");
+        assert_eq!(imported["key"]["alg"], "ML-DSA-65", "{imported}");
+        assert_eq!(hex(&b64url_decode(&imported["key"]["pub"])), public.trim(), "the public key of the imported seed");
+        let public = b64url_decode(&imported["key"]["pub"]);
+        let ctx = b"imported";
+        let sig = json(&["key", "sign", "--name", "imported", "--algorithm", "ML-DSA-65", "--value", &b64url(MSG), "--context", &b64url(ctx)]);
+        assert_eq!(python_verify("65", &public, MSG, &b64url_decode(&sig["value"]), Some(ctx)), "ok", "the imported key's signature, by Python");
+
+        // The same key through PKCS#11: found by name, signs what Python verifies.
+        let t = Token::reopen_existing();
+        let private = t.find_private_by_label("imported");
+        assert_eq!(private.len(), 1, "one private key labelled imported");
+        assert!(!t.attr_bool(private[0], CKA_LOCAL, "CKA_LOCAL"), "an imported key is not local");
+        let sig = ok(t.session.sign(&pure(), private[0], MSG), "C_Sign with the imported key");
+        assert_eq!(python_verify("65", &public, MSG, &sig, None), "ok", "C_Sign of the imported key, by Python");
+
+        // Another form than the seed is refused, with the way to write the seed form.
+        let der = {
+            use base64ct::{Base64, Encoding};
+            let text = std::fs::read_to_string(&pem).unwrap();
+            let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+            Base64::decode_vec(&body).unwrap()
+        };
+        let mut expanded = der.clone();
+        let at = expanded.len() - 34;
+        assert_eq!(&expanded[at..at + 2], &[0x80, 0x20], "the seed form's [0] IMPLICIT OCTET STRING");
+        expanded[at] = 0x04;
+        let file = dir.path().join("expanded.der");
+        std::fs::write(&file, &expanded).unwrap();
+        refused(&["key", "import", "--name", "other", "--file", file.to_str().unwrap()], 1, "only the seed form of an ML-DSA private key is read");
+    }
+}
+
+p11_test! {
+    fn create_object_imports_an_ml_dsa_private_key_from_its_seed() {
+        softmhsm_only!("ML-DSA is a PKCS#11 3.2 mechanism");
+        if !python_has_mldsa() {
+            return;
+        }
+        let t = Token::fresh();
+        let seed: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(7)).collect();
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            k = mldsa.MLDSA87PrivateKey.from_seed_bytes(bytes.fromhex(sys.argv[1]))\n\
+            print(k.public_key().public_bytes_raw().hex())\n";
+        let public = run_cmd(&python(), &["-c".into(), script.into(), hex(&seed).into()]);
+        let public: Vec<u8> = (0..public.trim().len()).step_by(2).map(|i| u8::from_str_radix(&public.trim()[i..i + 2], 16).unwrap()).collect();
+        let template = |seed: Option<&[u8]>| {
+            let mut v = vec![
+                Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::ML_DSA),
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_87.into()),
+                Attribute::Label(b"created".to_vec()),
+            ];
+            v.extend(seed.map(|s| Attribute::Seed(s.to_vec())));
+            v
+        };
+        let k = ok(t.session.create_object(&template(Some(&seed))), "C_CreateObject(CKK_ML_DSA, CKA_SEED)");
+        assert_eq!(t.try_attr(k, CKA_SEED), Err(CKR_ATTRIBUTE_SENSITIVE), "the seed is sensitive");
+        assert!(!t.attr_bool(k, CKA_LOCAL, "CKA_LOCAL"), "an imported key is not local");
+        assert_eq!(t.attr_ulong(k, CKA_PARAMETER_SET, "CKA_PARAMETER_SET"), CKP_ML_DSA_87);
+        let sig = ok(t.session.sign(&pure(), k, MSG), "C_Sign with the created key");
+        assert_eq!(python_verify("87", &public, MSG, &sig, None), "ok", "Python verifies under the seed's public key");
+
+        assert_rv(t.session.create_object(&template(None)), CKR_TEMPLATE_INCOMPLETE, "no CKA_SEED");
+        assert_rv(t.session.create_object(&template(Some(&seed[1..]))), CKR_ATTRIBUTE_VALUE_INVALID, "a 31-byte seed");
+        let mut with_value = template(Some(&seed));
+        with_value.push(Attribute::Value(vec![0; 4896]));
+        assert_rv(t.session.create_object(&with_value), CKR_TEMPLATE_INCONSISTENT, "an expanded key beside the seed");
+    }
+}
+
 // ------------------------------------------------------------ keygen from seed
 
 /// FIPS 204 `ML-DSA.KeyGen_internal(ξ)` is deterministic: the provider's key
@@ -345,7 +536,8 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
         use softmhsm::crypto::{provider, MlDsa, PublicKey};
         let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
             k = getattr(mldsa, 'MLDSA' + sys.argv[1] + 'PrivateKey').from_seed_bytes(bytes.fromhex(sys.argv[2]))\n\
-            print(k.public_key().public_bytes_raw().hex(), k.sign(bytes.fromhex(sys.argv[3])).hex())\n";
+            m = bytes.fromhex(sys.argv[3])\n\
+            print(k.public_key().public_bytes_raw().hex(), k.sign(m).hex(), k.sign(m, b'ctx').hex())\n";
         for (set, name) in [(MlDsa::P44, "44"), (MlDsa::P65, "65"), (MlDsa::P87, "87")] {
             let seed: Vec<u8> = (0..32u8)
                 .map(|i| i.wrapping_mul(37).wrapping_add(set.public_len() as u8))
@@ -360,7 +552,10 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                     hex(MSG).into(),
                 ],
             );
-            let (py_public, py_sig) = out.trim().split_once(' ').expect("two hex strings");
+            let [py_public, py_sig, py_ctx_sig] = out.split_whitespace().collect::<Vec<_>>()[..]
+            else {
+                panic!("three hex strings: {out}")
+            };
             let key = provider()
                 .ml_dsa_private(set, &seed)
                 .expect("key from seed");
@@ -373,43 +568,190 @@ fn ml_dsa_key_from_a_seed_is_openssls_key_from_that_seed() {
                 "ML-DSA-{name} public key from the same seed"
             );
             let verifier = provider().ml_dsa_public(set, &public).expect("public key");
-            let py_sig: Vec<u8> = (0..py_sig.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&py_sig[i..i + 2], 16).unwrap())
-                .collect();
+            let unhex = |h: &str| -> Vec<u8> {
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect()
+            };
             verifier
-                .verify(MSG, &py_sig)
+                .verify(MSG, &[], &unhex(py_sig))
                 .expect("OpenSSL's signature verifies");
-            let sig = key.sign(MSG).expect("sign");
+            verifier
+                .verify(MSG, b"ctx", &unhex(py_ctx_sig))
+                .expect("OpenSSL's signature with a context verifies under it");
+            assert!(
+                verifier.verify(MSG, &[], &unhex(py_ctx_sig)).is_err(),
+                "and not without it"
+            );
+            let sig = key.sign(MSG, &[]).expect("sign");
             assert_eq!(
                 python_verify(name, &public, MSG, &sig, None),
                 "ok",
                 "ML-DSA-{name} by Python"
             );
+            let sig = key.sign(MSG, b"ctx").expect("sign with a context");
+            assert_eq!(
+                python_verify(name, &public, MSG, &sig, Some(b"ctx")),
+                "ok",
+                "ML-DSA-{name} with a context by Python"
+            );
+        }
+    }
+}
+
+// ------------------------------------------- deterministic signing vectors
+
+/// FIPS 204's deterministic variant against a published vector: Wycheproof's
+/// ML-DSA-44 signing test 1 (tests/fixtures/wycheproof/README.md).
+#[test]
+fn deterministic_signature_is_wycheproofs() {
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa};
+        let expected = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/wycheproof/mldsa_44_sign_seed_tc1.sig.hex"
+        ))
+        .expect("the vector");
+        let key = provider()
+            .ml_dsa_private(MlDsa::P44, &[0x2a; 32])
+            .expect("key from seed");
+        let sig = key.sign_deterministic(b"Hello world", &[]).expect("sign");
+        assert_eq!(
+            hex(&sig),
+            expected.trim(),
+            "Wycheproof mldsa_44_sign_seed tcId 1"
+        );
+    }
+}
+
+/// aws-lc's own FIPS 204 `ML-DSA.Sign_internal`, for this check only: the
+/// library aws-lc-sys builds exports it (for ACVP testing) though no header
+/// it binds declares it. With rnd = {0}³² and M′ = 0 ‖ |ctx| ‖ ctx ‖ M it is
+/// the deterministic variant, made by aws-lc's (mldsa-native) code.
+#[cfg(feature = "aws-lc")]
+mod aws_lc_internal {
+    use std::ffi::c_int;
+    type Keypair = unsafe extern "C" fn(*mut u8, *mut u8, *const u8) -> c_int;
+    type Sign = unsafe extern "C" fn(
+        *const u8,
+        *mut u8,
+        *mut usize,
+        *const u8,
+        usize,
+        *const u8,
+        usize,
+        *const u8,
+    ) -> c_int;
+    extern "C" {
+        #[link_name = "aws_lc_0_47_0_ml_dsa_44_keypair_internal"]
+        fn keypair_44(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_65_keypair_internal"]
+        fn keypair_65(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_87_keypair_internal"]
+        fn keypair_87(pk: *mut u8, sk: *mut u8, seed: *const u8) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_44_sign_internal"]
+        fn sign_44(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_65_sign_internal"]
+        fn sign_65(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+        #[link_name = "aws_lc_0_47_0_ml_dsa_87_sign_internal"]
+        fn sign_87(
+            sk: *const u8,
+            sig: *mut u8,
+            sig_len: *mut usize,
+            m: *const u8,
+            m_len: usize,
+            pre: *const u8,
+            pre_len: usize,
+            rnd: *const u8,
+        ) -> c_int;
+    }
+
+    /// The deterministic signature by aws-lc: set (44/65/87), seed, message, context.
+    pub fn sign_deterministic(set: u32, seed: &[u8; 32], m: &[u8], ctx: &[u8]) -> Vec<u8> {
+        // FIPS 204 Table 2: private key and signature lengths; 2592 bytes hold any public key.
+        let (keypair, sign, sk_len, sig_len): (Keypair, Sign, usize, usize) = match set {
+            44 => (keypair_44, sign_44, 2560, 2420),
+            65 => (keypair_65, sign_65, 4032, 3309),
+            _ => (keypair_87, sign_87, 4896, 4627),
+        };
+        let (mut pk, mut sk, mut sig) = (vec![0u8; 2592], vec![0u8; sk_len], vec![0u8; sig_len]);
+        // SAFETY: the buffers are as long as FIPS 204 says for `set`; the seed is 32 bytes.
+        assert_eq!(
+            unsafe { keypair(pk.as_mut_ptr(), sk.as_mut_ptr(), seed.as_ptr()) },
+            1,
+            "aws-lc keypair_internal"
+        );
+        let pre = [&[0u8, ctx.len() as u8][..], ctx].concat();
+        let mut len = sig.len();
+        // SAFETY: as above; `m`, `pre` and the 32-byte rnd are valid for their lengths.
+        let rv = unsafe {
+            sign(
+                sk.as_ptr(),
+                sig.as_mut_ptr(),
+                &mut len,
+                m.as_ptr(),
+                m.len(),
+                pre.as_ptr(),
+                pre.len(),
+                [0u8; 32].as_ptr(),
+            )
+        };
+        assert_eq!((rv, len), (1, sig_len), "aws-lc sign_internal");
+        sig
+    }
+}
+
+/// The token's deterministic signatures (RustCrypto's `ml-dsa`) are
+/// aws-lc's, byte for byte, for every parameter set, with and without a
+/// context.
+#[test]
+fn deterministic_signature_is_aws_lcs() {
+    #[cfg(feature = "aws-lc")]
+    {
+        use softmhsm::crypto::{provider, MlDsa};
+        let longest: Vec<u8> = (0..255u8).collect();
+        for (set, n) in [(MlDsa::P44, 44), (MlDsa::P65, 65), (MlDsa::P87, 87)] {
+            let seed: [u8; 32] = std::array::from_fn(|i| (i as u8) ^ n as u8);
+            let key = provider()
+                .ml_dsa_private(set, &seed)
+                .expect("key from seed");
+            for ctx in [&b""[..], b"ctx", &longest] {
+                for msg in [&b""[..], MSG] {
+                    let ours = key.sign_deterministic(msg, ctx).expect("sign");
+                    let theirs = aws_lc_internal::sign_deterministic(n, &seed, msg, ctx);
+                    assert!(
+                        ours == theirs,
+                        "ML-DSA-{n}, context of {} bytes, message of {} bytes",
+                        ctx.len(),
+                        msg.len()
+                    );
+                }
+            }
         }
     }
 }
 
 // ------------------------------------------------------------------- ML-KEM
-
-/// The module's PKCS#11 3.2 function list: `cryptoki` 0.12 takes
-/// `C_GetInterface`'s default table, which is softmhsm's 3.0 one (the most
-/// widely understood), so the 3.2 functions are called through this one.
-fn list_3_2(t: &Token) -> &'static CK_FUNCTION_LIST_3_2 {
-    let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
-    let mut version = CK_VERSION { major: 3, minor: 2 };
-    let name = b"PKCS 11\0";
-    // SAFETY: the name is NUL-terminated, the version and out-pointer are valid.
-    let rv = unsafe {
-        t.raw
-            .lib()
-            .C_GetInterface(name.as_ptr() as *mut _, &mut version, &mut iface, 0)
-    };
-    check(rv, CKR_OK, "C_GetInterface(PKCS 11, 3.2)");
-    // SAFETY: C_GetInterface succeeded: `iface` points to a static CK_INTERFACE
-    // whose pFunctionList is the module's static 3.2 table.
-    unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
-}
 
 fn ml_kem_pair(t: &Token, set: cryptoki::object::MlKemParameterSetType) -> Pair {
     let public = [
@@ -481,7 +823,9 @@ fn decapsulate(
     ct: &[u8],
     len: Option<CK_ULONG>,
 ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-    let f = list_3_2(t)
+    let f = t
+        .raw
+        .f32()
         .C_DecapsulateKey
         .expect("C_DecapsulateKey in the 3.2 table");
     let mut m = kem_mechanism();
@@ -512,7 +856,9 @@ fn encapsulate(
     t: &Token,
     public: cryptoki::object::ObjectHandle,
 ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
-    let f = list_3_2(t)
+    let f = t
+        .raw
+        .f32()
         .C_EncapsulateKey
         .expect("C_EncapsulateKey in the 3.2 table");
     let mut m = kem_mechanism();
@@ -578,7 +924,7 @@ fn gcm(
         pParameter: &mut params as *mut _ as *mut _,
         ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
     };
-    let f = list_3_2(t);
+    let f = t.raw.f32();
     let mut out = vec![0u8; data.len() + 16];
     let mut n = out.len() as CK_ULONG;
     // SAFETY: every pointer is valid for the lengths given.
@@ -716,7 +1062,7 @@ p11_test! {
         softmhsm_only!("ML-KEM is a softmhsm extension");
         let t = Token::fresh();
         let k = ml_kem_pair(&t, cryptoki::object::MlKemParameterSetType::ML_KEM_512);
-        let f = list_3_2(&t);
+        let f = t.raw.f32();
         let (enc, dec) = (f.C_EncapsulateKey.unwrap(), f.C_DecapsulateKey.unwrap());
         let mut m = kem_mechanism();
         let mut tmpl = aes_template(None);

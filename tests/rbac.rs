@@ -166,6 +166,22 @@ fn init_rv(
     unsafe { f(s.handle(), &mut m, key) }
 }
 
+/// `C_VerifySignatureInit` (PKCS#11 3.2) with `CKM_ECDSA` and a P-256-sized
+/// signature in a fresh session: the verify action, as `C_VerifyInit`.
+fn verify_signature_init_rv(t: &Token, key: CK_OBJECT_HANDLE) -> CK_RV {
+    let s = ok(t.pkcs11.open_rw_session(t.slot), "C_OpenSession");
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_ECDSA,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sig = [1u8; 64];
+    // SAFETY: a live session, a mechanism without parameter, 64 signature bytes.
+    unsafe {
+        t.raw.f32().C_VerifySignatureInit.unwrap()(s.handle(), &mut m, key, sig.as_mut_ptr(), 64)
+    }
+}
+
 /// The rv a crypto `*Init` should give: OK where the role has `action`; a
 /// key the principal cannot read is as absent (`CKR_KEY_HANDLE_INVALID`);
 /// else `CKR_KEY_FUNCTION_NOT_PERMITTED`.
@@ -203,7 +219,7 @@ fn check_pkcs11(t: &Token, h: &Handles, abbr: &str, place: Place, name: &str, n:
     let f = t.raw.f();
     let mut none: [u8; 0] = [];
     let mut iv = [7u8; 16];
-    let checks: [(&str, CK_RV); 6] = [
+    let checks: [(&str, CK_RV); 7] = [
         (
             "keys/sign/action",
             init_rv(t, f.C_SignInit.unwrap(), CKM_ECDSA, &mut none, h.ec_private),
@@ -217,6 +233,10 @@ fn check_pkcs11(t: &Token, h: &Handles, abbr: &str, place: Place, name: &str, n:
                 &mut none,
                 h.ec_public,
             ),
+        ),
+        (
+            "keys/verify/action",
+            verify_signature_init_rv(t, h.ec_public),
         ),
         (
             "keys/encrypt/action",

@@ -149,7 +149,7 @@ const DP_CONTEXT: Opt = opt(
     "context",
     One,
     false,
-    "B64URL  ML-DSA context string (only the empty one: aws-lc-rs 1.19 has no contexts)",
+    "B64URL  ML-DSA context string (FIPS 204, at most 255 bytes; default: empty)",
 );
 const DP_CIPHER_ALG: Opt = opt(
     "algorithm",

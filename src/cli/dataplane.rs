@@ -6,7 +6,7 @@
 use super::output::{b64url, from_b64url};
 use super::{CliError, Shown};
 use crate::engine::attributes::now;
-use crate::pool::dataplane::{self, CipherInput, CipherOp};
+use crate::pool::dataplane::{self, CipherInput, CipherOp, SignRequest};
 use crate::pool::{MasterKey, Store};
 use serde_json::{json, Map, Value};
 
@@ -28,7 +28,15 @@ pub(super) fn usage(p: &Parsed) -> Result<(), CliError> {
     if !is_ours(p) {
         return Ok(());
     }
-    for o in ["digest", "signature", "value", "iv", "aad", "tag"] {
+    for o in [
+        "digest",
+        "signature",
+        "value",
+        "context",
+        "iv",
+        "aad",
+        "tag",
+    ] {
         if let Some(v) = p.one(o) {
             bytes(o, v)?;
         }
@@ -48,14 +56,9 @@ fn optional(p: &Parsed, opt: &str) -> Result<Option<Vec<u8>>, CliError> {
 }
 
 /// What `key sign`/`verify` sign: `--digest` for RS/PS/ES, `--value` (the
-/// message) for ML-DSA, whose only context is the empty one here.
-fn sign_input(p: &Parsed, alg: &str) -> Result<Vec<u8>, CliError> {
+/// message) for ML-DSA, with its optional `--context`.
+fn sign_input(p: &Parsed, alg: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
     let ml_dsa = alg.starts_with("ML-DSA-");
-    if optional(p, "context")?.is_some_and(|c| !c.is_empty()) {
-        return Err(CliError::Failed(
-            "ML-DSA with a context: aws-lc-rs 1.19 signs with the empty context only".into(),
-        ));
-    }
     let (want, other) = if ml_dsa {
         ("value", "digest")
     } else {
@@ -69,7 +72,7 @@ fn sign_input(p: &Parsed, alg: &str) -> Result<Vec<u8>, CliError> {
     let v = p
         .one(want)
         .ok_or_else(|| CliError::Usage(format!("{alg} needs --{want}")))?;
-    bytes(want, v)
+    Ok((bytes(want, v)?, optional(p, "context")?.unwrap_or_default()))
 }
 
 fn count(p: &Parsed) -> Result<usize, CliError> {
@@ -93,14 +96,24 @@ pub(super) fn run(p: &Parsed, s: &dyn Store, master: &MasterKey) -> Result<Shown
             });
         }
         ["key", "sign"] => {
-            let digest = sign_input(p, alg)?;
-            let (kid, sig) = dataplane::sign(s, master, name, version, alg, &digest, t)?;
+            let (data, context) = sign_input(p, alg)?;
+            let req = SignRequest {
+                alg,
+                data: &data,
+                context: &context,
+            };
+            let (kid, sig) = dataplane::sign(s, master, name, version, &req, t)?;
             (kid, Map::from_iter([("value".into(), json!(b64url(&sig)))]))
         }
         ["key", "verify"] => {
-            let digest = sign_input(p, alg)?;
+            let (data, context) = sign_input(p, alg)?;
+            let req = SignRequest {
+                alg,
+                data: &data,
+                context: &context,
+            };
             let sig = bytes("signature", p.required("signature"))?;
-            let (kid, ok) = dataplane::verify(s, name, version, alg, &digest, &sig, t)?;
+            let (kid, ok) = dataplane::verify(s, name, version, &req, &sig, t)?;
             (kid, Map::from_iter([("value".into(), json!(ok))]))
         }
         [_, verb] => {

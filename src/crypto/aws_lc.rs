@@ -5,6 +5,7 @@
 //! type-1 padding), RS*/PS* with SHA-1, GCM tags shorter than 16 bytes on
 //! decryption, AES-192 key wrap, and key import from components.
 
+use super::ml_dsa_deterministic::DeterministicSigner;
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
@@ -12,6 +13,7 @@ use super::{
     RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
+use crate::ffi::pqdsa::{self, PqdsaKey};
 use aws_lc_rs::{
     aead::{self, Aad, LessSafeKey, Nonce, UnboundKey},
     cipher::{
@@ -150,7 +152,13 @@ impl Provider for AwsLc {
     fn ml_dsa_private(&self, set: MlDsa, seed: &[u8]) -> Result<Arc<dyn MlDsaPrivateKey>> {
         let key = PqdsaKeyPair::from_seed(ml_dsa_signing(set), seed)
             .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
-        Ok(Arc::new(LcMlDsaPrivate { key, set }))
+        Ok(Arc::new(LcMlDsaPrivate {
+            key,
+            set,
+            seed: Zeroizing::new(seed.to_vec()),
+            with_context: OnceLock::new(),
+            deterministic: OnceLock::new(),
+        }))
     }
 
     fn ml_dsa_public(&self, set: MlDsa, key: &[u8]) -> Result<Arc<dyn MlDsaPublicKey>> {
@@ -158,9 +166,15 @@ impl Provider for AwsLc {
         if key.len() != set.public_len() {
             return Err(fail(CKR_ATTRIBUTE_VALUE_INVALID));
         }
+        let raw = key.to_vec();
         let key = ParsedPublicKey::new(ml_dsa_verification(set), key)
             .map_err(because(CKR_ATTRIBUTE_VALUE_INVALID))?;
-        Ok(Arc::new(LcMlDsaPublic { key, set }))
+        Ok(Arc::new(LcMlDsaPublic {
+            key,
+            set,
+            raw,
+            with_context: OnceLock::new(),
+        }))
     }
 
     fn generate_ml_kem(&self, set: MlKem) -> Result<SecretBytes> {
@@ -579,9 +593,26 @@ fn ml_dsa_verification(set: MlDsa) -> &'static PqdsaVerificationAlgorithm {
     }
 }
 
+/// aws-lc's NID for `set`.
+fn ml_dsa_nid(set: MlDsa) -> std::ffi::c_int {
+    match set {
+        MlDsa::P44 => pqdsa::NID_MLDSA44,
+        MlDsa::P65 => pqdsa::NID_MLDSA65,
+        MlDsa::P87 => pqdsa::NID_MLDSA87,
+    }
+}
+
+/// An ML-DSA private key: aws-lc-rs's key pair signs with the empty context
+/// (the common case, at aws-lc-rs's speed); a context goes through aws-lc's
+/// EVP interface ([`pqdsa`]) and the deterministic variant through
+/// RustCrypto's `ml-dsa` ([`DeterministicSigner`]), each key expanded from
+/// the seed on its first use.
 struct LcMlDsaPrivate {
     key: PqdsaKeyPair,
     set: MlDsa,
+    seed: SecretBytes,
+    with_context: OnceLock<PqdsaKey>,
+    deterministic: OnceLock<DeterministicSigner>,
 }
 
 impl MlDsaPrivateKey for LcMlDsaPrivate {
@@ -592,7 +623,16 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
         }
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+    fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
+        if !context.is_empty() {
+            let key = get_or_try_init(&self.with_context, || {
+                PqdsaKey::from_seed(ml_dsa_nid(self.set), &self.seed)
+                    .ok_or(fail(CKR_FUNCTION_FAILED))
+            })?;
+            return key
+                .sign(message, context, self.set.signature_len())
+                .ok_or(fail(CKR_FUNCTION_FAILED));
+        }
         let mut out = vec![0u8; self.set.signature_len()];
         let len = self
             .key
@@ -601,17 +641,38 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
         out.truncate(len);
         Ok(out)
     }
+
+    fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
+        get_or_try_init(&self.deterministic, || {
+            DeterministicSigner::from_seed(self.set, &self.seed)
+        })?
+        .sign(message, context)
+    }
 }
 
+/// An ML-DSA public key, as [`LcMlDsaPrivate`]: a context verifies through
+/// aws-lc's EVP interface.
 struct LcMlDsaPublic {
     key: ParsedPublicKey,
     set: MlDsa,
+    raw: Vec<u8>,
+    with_context: OnceLock<PqdsaKey>,
 }
 
 impl MlDsaPublicKey for LcMlDsaPublic {
-    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+    fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()> {
         if signature.len() != self.set.signature_len() {
             return Err(fail(CKR_SIGNATURE_LEN_RANGE));
+        }
+        if !context.is_empty() {
+            let key = get_or_try_init(&self.with_context, || {
+                PqdsaKey::from_public(ml_dsa_nid(self.set), &self.raw)
+                    .ok_or(fail(CKR_FUNCTION_FAILED))
+            })?;
+            return match key.verify(message, context, signature) {
+                true => Ok(()),
+                false => Err(fail(CKR_SIGNATURE_INVALID)),
+            };
         }
         self.key
             .verify_sig(message, signature)

@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "aws-lc")]
 pub mod aws_lc;
+#[cfg(feature = "aws-lc")]
+pub mod ml_dsa_deterministic;
 pub mod router;
 pub mod rustcrypto;
 pub mod seal;
@@ -447,14 +449,18 @@ pub trait EcPublicKey: Send + Sync {
 pub trait MlDsaPrivateKey: Send + Sync {
     /// The matching public key.
     fn public(&self) -> PublicKey;
-    /// Pure ML-DSA (FIPS 204 Algorithm 2), hedged, with an empty context.
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+    /// Pure ML-DSA (FIPS 204 Algorithm 2), hedged, under `context` (at most
+    /// 255 bytes, the caller's check; the empty one is plain pure ML-DSA).
+    fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>>;
+    /// The same, deterministic (FIPS 204's optional variant, rnd = {0}³²):
+    /// one message, context and key give one signature.
+    fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// A parsed ML-DSA public key.
 pub trait MlDsaPublicKey: Send + Sync {
-    /// Verify a pure ML-DSA signature with an empty context (FIPS 204 Algorithm 3).
-    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()>;
+    /// Verify a pure ML-DSA signature under `context` (FIPS 204 Algorithm 3).
+    fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()>;
 }
 
 /// A parsed ML-KEM decapsulation key.

@@ -231,7 +231,7 @@ pub struct ImportSpec {
 
 /// Key material to import.
 pub enum Material {
-    /// An RSA or EC private key, PKCS#8 `PrivateKeyInfo` DER.
+    /// An RSA, EC or ML-DSA (seed form) private key, PKCS#8 `PrivateKeyInfo` DER.
     Pkcs8(SecretBytes),
     /// AES key bytes (JWK `oct`).
     Aes(SecretBytes),
@@ -253,6 +253,11 @@ pub fn inspect(material: &Material) -> Outcome<(KeyKind, Option<crypto::PublicKe
             Ok((KeyKind::Aes(len * 8), None))
         }
         Material::Pkcs8(der) => {
+            if let Some(ml_dsa) = rules::ml_dsa_pkcs8(der) {
+                let (set, seed) = ml_dsa.map_err(|why| Refusal::Invalid(why.to_string()))?;
+                let public = p.ml_dsa_private(set, seed)?.public();
+                return Ok((KeyKind::MlDsa(set), Some(public)));
+            }
             let kind = rules::pkcs8_kind(der).map_err(|e| {
                 Refusal::Invalid(match e {
                     Error(CKR_KEY_SIZE_RANGE) => {

@@ -578,6 +578,7 @@ const MATERIAL_ATTRS: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_COEFFICIENT,
     CKA_EC_PARAMS,
     CKA_EC_POINT,
+    CKA_SEED,
 ];
 
 /// A key record for imported material (C_CreateObject, C_UnwrapKey): `kind`
@@ -632,6 +633,10 @@ pub fn import_request(
                 CKM_EC_KEY_PAIR_GEN,
                 vec![(CKA_EC_PARAMS, curve.oid_der().to_vec())],
             )
+        }
+        // The template's CKA_PARAMETER_SET named the set (it stays in the record's template).
+        (KeyKind::MlDsa(_), Some(crate::crypto::PublicKey::MlDsa { .. })) => {
+            (CKM_ML_DSA_KEY_PAIR_GEN, Vec::new())
         }
         _ => return Err(Error(CKR_GENERAL_ERROR)),
     };

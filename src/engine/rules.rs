@@ -8,7 +8,7 @@ use super::mechanism::{
     expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
     Param, ParamKind, SignFamily, REGISTRY,
 };
-use crate::crypto::{Curve, Hash};
+use crate::crypto::{Curve, Hash, MlDsa};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -19,7 +19,7 @@ pub const AES_BYTES: [u32; 3] = [16, 24, 32];
 
 /// A decided sign/verify operation, fixed at `*Init` so that `C_Sign` only
 /// hashes and calls the provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignPlan {
     /// The provider operation.
     pub family: SignFamily,
@@ -30,6 +30,10 @@ pub struct SignPlan {
     /// (ECDSA). The input must then be exactly that long
     /// (`CKR_DATA_LEN_RANGE`). `None`: `CKM_RSA_PKCS`, whose input decides.
     pub digest: Option<Hash>,
+    /// ML-DSA's context string (FIPS 204 §5.2; empty for every other family).
+    pub context: Vec<u8>,
+    /// ML-DSA's deterministic variant (`CKH_DETERMINISTIC_REQUIRED`).
+    pub deterministic: bool,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
@@ -47,10 +51,11 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
     if !def.keys.fits(key.kind) {
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
+    let (mut context, mut deterministic) = (Vec::new(), false);
     let param_hash = match def.param {
         ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         ParamKind::SignContext => {
-            sign_context_param(mech)?;
+            (context, deterministic) = sign_context_param(mech)?;
             None
         }
         _ => {
@@ -67,6 +72,8 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         family: signing.family,
         prehash: signing.prehash,
         digest: param_hash.or(signing.prehash).or(curve_hash),
+        context,
+        deterministic,
     })
 }
 
@@ -91,18 +98,23 @@ pub fn kem_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Resu
     check_usable(key, op, now)
 }
 
-/// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT`: aws-lc-rs 1.19 signs pure ML-DSA
-/// hedged with an empty context only, so a hedged request (preferred or
-/// required) with no context is what the token serves; a deterministic one
-/// or a context is `CKR_MECHANISM_PARAM_INVALID`, never silently ignored (a
-/// verifier given the context would refuse the signature).
-fn sign_context_param(mech: &Mechanism) -> Result<()> {
+/// The longest ML-DSA context string (FIPS 204 §5.2).
+pub const ML_DSA_CONTEXT_MAX: usize = 255;
+
+/// ML-DSA's `CK_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2 §6.67.4): its context
+/// (none is the empty one) and whether signing is deterministic
+/// (`CKH_DETERMINISTIC_REQUIRED`; `CKH_HEDGE_PREFERRED` and
+/// `CKH_HEDGE_REQUIRED` are hedged). An unknown `hedgeVariant` or a context
+/// over 255 bytes is `CKR_MECHANISM_PARAM_INVALID`.
+fn sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool)> {
     match &mech.param {
-        Param::None => Ok(()),
-        Param::SignContext { hedge, context }
-            if matches!(*hedge, CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED) && context.is_empty() =>
-        {
-            Ok(())
+        Param::None => Ok((Vec::new(), false)),
+        Param::SignContext { hedge, context } if context.len() <= ML_DSA_CONTEXT_MAX => {
+            match *hedge {
+                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.clone(), false)),
+                CKH_DETERMINISTIC_REQUIRED => Ok((context.clone(), true)),
+                _ => Err(param_invalid()),
+            }
         }
         _ => Err(param_invalid()),
     }
@@ -381,6 +393,27 @@ pub fn pkcs8_kind(der: &[u8]) -> Result<KeyKind> {
         };
     }
     Err(bad())
+}
+
+/// An ML-DSA private key in PKCS#8 (RFC 9881): None when `der` is not one (no
+/// id-ml-dsa-44/65/87 algorithm without parameters); else its parameter set
+/// and 32-byte seed, the form keys are stored in. Only the seed form
+/// (`privateKey` = `[0] IMPLICIT OCTET STRING (SIZE (32))`, as Python
+/// `cryptography` and `openssl pkey -provparam ml-dsa.output_formats=seed-only`
+/// write it) is taken: the expanded-key forms carry no seed, or a second copy
+/// of the key that would have to be checked against it.
+pub fn ml_dsa_pkcs8(der: &[u8]) -> Option<std::result::Result<(MlDsa, &[u8]), &'static str>> {
+    let (info, _) = der_take(der, 0x30)?;
+    let (_version, rest) = der_take(info, 0x02)?;
+    let (alg, rest) = der_take(rest, 0x30)?;
+    let set = MlDsa::ALL.into_iter().find(|s| alg == s.oid_der())?;
+    let Some((key, _)) = der_take(rest, 0x04) else {
+        return Some(Err("the ML-DSA private key has no privateKey"));
+    };
+    Some(match key {
+        [0x80, 0x20, seed @ ..] if seed.len() == 32 => Ok((set, seed)),
+        _ => Err("only the seed form of an ML-DSA private key is read (openssl pkey -provparam ml-dsa.output_formats=seed-only writes it)"),
+    })
 }
 
 /// Split one DER element with tag `tag` off the front of `der`: (content, rest).
@@ -802,6 +835,29 @@ mod tests {
             );
             assert!(d.min <= d.max, "{}", d.name);
         }
+    }
+
+    #[test]
+    fn ml_dsa_pkcs8_takes_the_seed_form_only() {
+        // RFC 9881's seed form for id-ml-dsa-65, as Python cryptography writes it.
+        let seed: Vec<u8> = (0..32).collect();
+        let mut der = vec![0x30, 0x34, 0x02, 0x01, 0x00, 0x30, 0x0b];
+        der.extend_from_slice(MlDsa::P65.oid_der());
+        der.extend_from_slice(&[0x04, 0x22, 0x80, 0x20]);
+        der.extend_from_slice(&seed);
+        assert_eq!(ml_dsa_pkcs8(&der), Some(Ok((MlDsa::P65, &seed[..]))));
+        let mut expanded = der.clone();
+        expanded[20] = 0x04;
+        assert!(
+            matches!(ml_dsa_pkcs8(&expanded), Some(Err(_))),
+            "an OCTET STRING is the expanded form"
+        );
+        let p = crate::crypto::provider();
+        assert_eq!(
+            ml_dsa_pkcs8(&p.generate_ec(Curve::P256).unwrap()),
+            None,
+            "an EC key is not ML-DSA"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Cryptographic functions: encryption (§5.8–5.9), digests (§5.10), signatures
-//! (§5.11–5.12) and the dual-function calls (§5.13).
+//! (§5.11–5.12, and PKCS#11 3.2's C_VerifySignature*) and the dual-function
+//! calls (§5.13).
 
 use super::{entry, input, mechanism, produce};
 use crate::engine::key::KeyOps;
@@ -152,6 +153,79 @@ pub unsafe extern "C" fn C_VerifyFinal(
             // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
             s.verify_final(unsafe { input(sig, sig_len) }?)
         })
+    })
+}
+
+/// C_VerifySignatureInit, PKCS#11 3.2: a verification whose signature comes
+/// now; a NULL `pMechanism` ends the active one. Audited as C_VerifyInit.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifySignatureInit(
+    h: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+    sig: *mut CK_BYTE,
+    sig_len: CK_ULONG,
+) -> CK_RV {
+    entry("C_VerifySignatureInit", || {
+        let s = session(h)?;
+        if mech.is_null() {
+            return s.verify_signature_cancel();
+        }
+        // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
+        let m = unsafe { mechanism(mech) };
+        audit::crypto(
+            &s,
+            "KeyVerify",
+            key,
+            m.as_ref().ok(),
+            KeyOps::VERIFY,
+            || {
+                // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+                let sig = unsafe { input(sig, sig_len) }?;
+                s.verify_signature_init(m.as_ref().map_err(|e| *e)?, key, sig)
+            },
+        )
+    })
+}
+
+/// C_VerifySignature, PKCS#11 3.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifySignature(
+    h: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    entry("C_VerifySignature", || {
+        let s = session(h)?;
+        s.operation_call(Family::VerifySignature, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.verify_signature(unsafe { input(data, len) }?)
+        })
+    })
+}
+
+/// C_VerifySignatureUpdate, PKCS#11 3.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifySignatureUpdate(
+    h: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    entry("C_VerifySignatureUpdate", || {
+        let s = session(h)?;
+        s.operation_call(Family::VerifySignature, || {
+            // SAFETY: `input` checks NULL and the length; by PKCS#11 a non-NULL pointer holds the length given beside it.
+            s.verify_signature_update(unsafe { input(part, len) }?)
+        })
+    })
+}
+
+/// C_VerifySignatureFinal, PKCS#11 3.2.
+#[no_mangle]
+pub unsafe extern "C" fn C_VerifySignatureFinal(h: CK_SESSION_HANDLE) -> CK_RV {
+    entry("C_VerifySignatureFinal", || {
+        let s = session(h)?;
+        s.operation_call(Family::VerifySignature, || s.verify_signature_final())
     })
 }
 

@@ -7,8 +7,9 @@
 //! declaration says, with the length given beside it) and which NULL or length
 //! check comes before it. The helpers below state their contract under
 //! `# Safety`; the entry points' contract is the PKCS#11 specification.
-//! [`shm`], the store's shared-memory change counter, is the one other
-//! foreign interface (mmap).
+//! Two other foreign interfaces live here: [`shm`], the store's
+//! shared-memory change counter (mmap), and [`pqdsa`], the aws-lc ML-DSA
+//! calls aws-lc-rs does not wrap.
 
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
@@ -17,6 +18,8 @@ mod general;
 mod interface;
 mod keys;
 mod object;
+#[cfg(feature = "aws-lc")]
+pub mod pqdsa;
 mod session;
 pub mod shm;
 mod slot;
@@ -259,7 +262,7 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
             let c = unsafe {
                 std::ptr::read_unaligned(m.pParameter as *const CK_SIGN_ADDITIONAL_CONTEXT)
             };
-            if c.ulContextLen > 255 {
+            if c.ulContextLen > crate::engine::rules::ML_DSA_CONTEXT_MAX as CK_ULONG {
                 return Err(invalid());
             }
             Param::SignContext {

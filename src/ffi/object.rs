@@ -4,7 +4,6 @@ use super::{entry, put, template};
 use crate::engine::policy::{self, AttrValue};
 use crate::error::{Error, Result};
 use crate::pool::access::DataAction;
-use crate::pool::import;
 use crate::token::{self, audit, objects::handle, slot::LoggedIn};
 use cryptoki_sys::*;
 
@@ -34,10 +33,7 @@ pub unsafe extern "C" fn C_CreateObject(
                 (token, rec, None)
             }
             CKO_SECRET_KEY | CKO_PRIVATE_KEY => {
-                let bad = Error(CKR_ATTRIBUTE_VALUE_INVALID);
-                let e = audit::key_made(&s.slot, "KeyImport", || {
-                    s.import_key(&t, import::material(&t)?, bad)
-                })?;
+                let e = audit::key_made(&s.slot, "KeyImport", || s.create_key(&t))?;
                 // SAFETY: `phObject` is not NULL (checked above) and, by
                 // §5.7.1, writable.
                 return unsafe { put(object, handle(e.id, policy::Part::Main)) };

@@ -57,10 +57,6 @@ not_supported! {
     C_VerifyMessageBegin(s: CK_SESSION_HANDLE, p: *mut c_void, pl: CK_ULONG);
     C_VerifyMessageNext(s: CK_SESSION_HANDLE, p: *mut c_void, pl: CK_ULONG, d: *mut CK_BYTE, dl: CK_ULONG, o: *mut CK_BYTE, ol: CK_ULONG);
     C_MessageVerifyFinal(s: CK_SESSION_HANDLE);
-    C_VerifySignatureInit(s: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE, g: *mut CK_BYTE, gl: CK_ULONG);
-    C_VerifySignature(s: CK_SESSION_HANDLE, d: *mut CK_BYTE, dl: CK_ULONG);
-    C_VerifySignatureUpdate(s: CK_SESSION_HANDLE, d: *mut CK_BYTE, dl: CK_ULONG);
-    C_VerifySignatureFinal(s: CK_SESSION_HANDLE);
     C_GetSessionValidationFlags(s: CK_SESSION_HANDLE, t: CK_SESSION_VALIDATION_FLAGS_TYPE, f: *mut CK_FLAGS);
     C_AsyncComplete(s: CK_SESSION_HANDLE, n: *mut CK_UTF8CHAR, d: *mut CK_ASYNC_DATA);
     C_AsyncGetID(s: CK_SESSION_HANDLE, n: *mut CK_UTF8CHAR, i: *mut CK_ULONG);

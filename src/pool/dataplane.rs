@@ -13,7 +13,7 @@ use crate::crypto::{self, Hash};
 use crate::engine::key::{Body, KeyKind, KeyOps, KeyRecord};
 use crate::engine::mechanism::{lookup, Mechanism, Param};
 use crate::engine::policy;
-use crate::engine::rules::{cipher_plan, sign_plan, CipherScheme};
+use crate::engine::rules::{cipher_plan, sign_plan, CipherScheme, ML_DSA_CONTEXT_MAX};
 use crate::error::Error;
 use crate::store::{MasterKey, Store};
 use crate::token::operation::{CipherCtx, CipherKey, SignCtx, Stage, VerifyCtx};
@@ -193,29 +193,59 @@ fn sign_input(alg: &str, h: Hash, digest: &[u8]) -> Outcome<Vec<u8>> {
     })
 }
 
-/// The mechanism and its input for `alg` over `data`: a digest for the
-/// RS/PS/ES algorithms, the message itself for ML-DSA (pure ML-DSA signs
-/// the message; the Managed HSM's `value` is the message for AKP keys).
-fn sign_request(alg: &str, data: &[u8]) -> Outcome<(Mechanism, Vec<u8>)> {
-    if crypto::MlDsa::from_name(alg).is_some() {
-        return Ok((Mechanism::new(CKM_ML_DSA), data.to_vec()));
-    }
-    let (mech, h) = sign_mechanism(alg)?;
-    Ok((mech, sign_input(alg, h, data)?))
+/// What `key sign`/`verify` sign: the REST API's `alg` and `value` (a
+/// digest for RS/PS/ES, the message itself for ML-DSA) and, for ML-DSA, the
+/// optional `context` (empty: none).
+pub struct SignRequest<'a> {
+    /// The JWA algorithm (`ES256`, `ML-DSA-65`, …).
+    pub alg: &'a str,
+    /// The digest, or for ML-DSA the message.
+    pub data: &'a [u8],
+    /// ML-DSA's context string (FIPS 204 §5.2), at most 255 bytes.
+    pub context: &'a [u8],
 }
 
-/// `sign`: sign `digest` (for ML-DSA: the message) with algorithm `alg`;
-/// returns the kid and the signature.
+/// The mechanism and its input for a request: a digest for the RS/PS/ES
+/// algorithms, the message itself for ML-DSA (pure ML-DSA signs the message;
+/// the Managed HSM's `value` is the message for AKP keys), with its context
+/// as PKCS#11's `CK_SIGN_ADDITIONAL_CONTEXT` (hedged, as the service signs).
+fn sign_request(r: &SignRequest) -> Outcome<(Mechanism, Vec<u8>)> {
+    let alg = r.alg;
+    if crypto::MlDsa::from_name(alg).is_some() {
+        if r.context.len() > ML_DSA_CONTEXT_MAX {
+            return Err(invalid(format!(
+                "the context is {} bytes; ML-DSA takes at most {ML_DSA_CONTEXT_MAX}",
+                r.context.len()
+            )));
+        }
+        let mut mech = Mechanism::new(CKM_ML_DSA);
+        if !r.context.is_empty() {
+            mech.param = Param::SignContext {
+                hedge: CKH_HEDGE_PREFERRED,
+                context: r.context.to_vec(),
+            };
+        }
+        return Ok((mech, r.data.to_vec()));
+    }
+    if !r.context.is_empty() {
+        return Err(invalid(format!("{alg} takes no context")));
+    }
+    let (mech, h) = sign_mechanism(alg)?;
+    Ok((mech, sign_input(alg, h, r.data)?))
+}
+
+/// `sign`: sign the request's digest (for ML-DSA: the message); returns the
+/// kid and the signature.
 pub fn sign(
     store: &dyn Store,
     master: &MasterKey,
     name: &str,
     version: Option<&str>,
-    alg: &str,
-    digest: &[u8],
+    req: &SignRequest,
     now: i64,
 ) -> Outcome<(String, Vec<u8>)> {
-    let (mech, input) = sign_request(alg, digest)?;
+    let alg = req.alg;
+    let (mech, input) = sign_request(req)?;
     let o = open(store, name, version)?;
     let plan = sign_plan(&mech, &o.key, KeyOps::SIGN, now).map_err(|e| refused(alg, "sign", e))?;
     check_jwa(&mech, KeyOps::SIGN, &o.key, alg)?;
@@ -225,18 +255,18 @@ pub fn sign(
     Ok((o.kid, sig))
 }
 
-/// `verify`: whether `signature` is `alg`'s signature of `digest`; returns
-/// the kid and the answer (a wrong signature is `false`, not an error).
+/// `verify`: whether `signature` is the request's signature; returns the kid
+/// and the answer (a wrong signature is `false`, not an error).
 pub fn verify(
     store: &dyn Store,
     name: &str,
     version: Option<&str>,
-    alg: &str,
-    digest: &[u8],
+    req: &SignRequest,
     signature: &[u8],
     now: i64,
 ) -> Outcome<(String, bool)> {
-    let (mech, input) = sign_request(alg, digest)?;
+    let alg = req.alg;
+    let (mech, input) = sign_request(req)?;
     let o = open(store, name, version)?;
     let plan =
         sign_plan(&mech, &o.key, KeyOps::VERIFY, now).map_err(|e| refused(alg, "verify", e))?;

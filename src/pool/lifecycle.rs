@@ -12,7 +12,7 @@ use super::objects::row_keys;
 use crate::crypto;
 use crate::engine::key::{random_hex_id, unhex, Body, KeyKind, KeyOps, KeyRecord, Record};
 use crate::engine::policy;
-use crate::engine::rules::possible_ops;
+use crate::engine::rules::{ml_dsa_pkcs8, possible_ops};
 use crate::error::Error;
 use crate::store::{DeletedRow, MasterKey, NewObject, ObjectRow, Store};
 use cryptoki_sys::*;
@@ -149,6 +149,11 @@ pub fn import(
     };
     check_spec(name, &spec)?;
     let (Material::Pkcs8(bytes) | Material::Aes(bytes)) = material;
+    // An ML-DSA key is stored as its seed, as a generated one is.
+    let bytes = match ml_dsa_pkcs8(bytes) {
+        Some(Ok((_, seed))) => seed,
+        _ => bytes,
+    };
     store_version(store, master, name, &spec, bytes, public, None, now, None)
 }
 

@@ -100,9 +100,9 @@ impl<K> SignOp<K> {
     /// Start an operation.
     pub fn new(key: K, plan: SignPlan) -> SignOp<K> {
         SignOp {
+            hasher: plan.prehash.map(|h| crypto::provider().hasher(h)),
             key,
             plan,
-            hasher: plan.prehash.map(|h| crypto::provider().hasher(h)),
             buffer: Vec::new(),
             mode: Mode::Fresh,
         }
@@ -217,7 +217,10 @@ impl SignCtx {
                 _ => half(None),
             },
             SignFamily::MlDsa => match &self.key {
-                ParsedKey::MlDsa(k, _) => k.sign(&input),
+                ParsedKey::MlDsa(k, _) if self.plan.deterministic => {
+                    k.sign_deterministic(&input, &self.plan.context)
+                }
+                ParsedKey::MlDsa(k, _) => k.sign(&input, &self.plan.context),
                 _ => half(None),
             },
         }
@@ -271,7 +274,7 @@ impl VerifyCtx {
                 _ => half(None),
             },
             SignFamily::MlDsa => match &self.key {
-                ParsedPublic::MlDsa(k, _) => k.verify(&input, signature),
+                ParsedPublic::MlDsa(k, _) => k.verify(&input, &self.plan.context, signature),
                 _ => half(None),
             },
         }
@@ -765,8 +768,9 @@ mod tests {
                 let sig = signer.sign(Some(&input)).expect(&what);
                 assert_eq!(sig.len(), signer.sig_len(), "{what}");
                 let plan = sign_plan(&mech, &rec, KeyOps::VERIFY, 0).expect(&what);
-                let verify =
-                    |sig: &[u8]| VerifyCtx::new(public.clone(), plan).verify(Some(&input), sig);
+                let verify = |sig: &[u8]| {
+                    VerifyCtx::new(public.clone(), plan.clone()).verify(Some(&input), sig)
+                };
                 assert_eq!(verify(&sig), Ok(()), "{what}");
                 let mut bad = sig.clone();
                 bad[sig.len() / 2] ^= 1;

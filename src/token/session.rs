@@ -29,6 +29,9 @@ pub struct Ops {
     pub sign: Option<SignCtx>,
     /// `C_Verify*`.
     pub verify: Option<VerifyCtx>,
+    /// `C_VerifySignature*` (PKCS#11 3.2): a verification of its own, with
+    /// the signature given at `C_VerifySignatureInit`.
+    pub verify_signature: Option<(VerifyCtx, Vec<u8>)>,
     /// `C_Digest*`.
     pub digest: Option<DigestCtx>,
     /// `C_Encrypt*`.
@@ -106,6 +109,29 @@ fn cipher_step(
     Ok(n)
 }
 
+/// One more part of a verification (`C_VerifyUpdate`,
+/// `C_VerifySignatureUpdate`); an error ends it in [`Session::operation_call`].
+fn verify_part(c: Option<&mut VerifyCtx>, data: &[u8]) -> Result<()> {
+    let c = c.ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    c.mode().admit(Stage::Update)?;
+    let limit = c.input_limit();
+    c.update(data, limit)
+}
+
+/// The end of a verification taken out of its session (`C_Verify`,
+/// `C_VerifyFinal`, `C_VerifySignature`, `C_VerifySignatureFinal`): single-part
+/// over `data`, or final over the collected parts.
+fn verify_end(
+    c: Option<VerifyCtx>,
+    stage: Stage,
+    data: Option<&[u8]>,
+    signature: &[u8],
+) -> Result<()> {
+    let mut c = c.ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
+    c.mode().admit(stage)?;
+    c.verify(data, signature)
+}
+
 /// The operation families whose calls follow the PKCS#11 lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -119,6 +145,8 @@ pub enum Family {
     Sign,
     /// `C_Verify*`.
     Verify,
+    /// `C_VerifySignature*`.
+    VerifySignature,
 }
 
 impl Session {
@@ -150,6 +178,7 @@ impl Session {
                 Family::Decrypt => ops.decrypt = None,
                 Family::Sign => ops.sign = None,
                 Family::Verify => ops.verify = None,
+                Family::VerifySignature => ops.verify_signature = None,
             }
         }
         r
@@ -286,12 +315,9 @@ impl Session {
 
     // --- verify -------------------------------------------------------------
 
-    /// C_VerifyInit.
-    pub fn verify_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
-        let mut ops = self.ops();
-        if ops.verify.is_some() {
-            return Err(Error(CKR_OPERATION_ACTIVE));
-        }
+    /// The verification `C_VerifyInit` and `C_VerifySignatureInit` start:
+    /// the principal's verify action on a token key, then the plan.
+    fn verify_op(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<VerifyCtx> {
         let (e, _part) = self.key(key)?;
         let Body::Key(k) = &e.rec.body else {
             return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
@@ -304,42 +330,82 @@ impl Session {
             )?;
         }
         let plan = rules::sign_plan(mech, k, KeyOps::VERIFY, now())?;
-        ops.verify = Some(VerifyCtx::new(e.public_key()?, plan));
+        Ok(VerifyCtx::new(e.public_key()?, plan))
+    }
+
+    /// C_VerifyInit.
+    pub fn verify_init(&self, mech: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut ops = self.ops();
+        if ops.verify.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        ops.verify = Some(self.verify_op(mech, key)?);
         Ok(())
     }
 
     /// C_Verify: the operation ends whatever the outcome.
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> Result<()> {
-        let mut ops = self.ops();
-        let mut c = ops
-            .verify
-            .take()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Single)?;
-        c.verify(Some(data), signature)
+        verify_end(
+            self.ops().verify.take(),
+            Stage::Single,
+            Some(data),
+            signature,
+        )
     }
 
     /// C_VerifyUpdate.
     pub fn verify_update(&self, data: &[u8]) -> Result<()> {
-        let mut ops = self.ops();
-        let c = ops
-            .verify
-            .as_mut()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Update)?;
-        let limit = c.input_limit();
-        c.update(data, limit)
+        verify_part(self.ops().verify.as_mut(), data)
     }
 
     /// C_VerifyFinal.
     pub fn verify_final(&self, signature: &[u8]) -> Result<()> {
+        verify_end(self.ops().verify.take(), Stage::Final, None, signature)
+    }
+
+    /// C_VerifySignatureInit, PKCS#11 3.2: as `C_VerifyInit` (same
+    /// mechanisms, checks and plan), with the signature, whose length must
+    /// be the key's (`CKR_SIGNATURE_LEN_RANGE`, and no operation starts).
+    pub fn verify_signature_init(
+        &self,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        signature: &[u8],
+    ) -> Result<()> {
         let mut ops = self.ops();
-        let mut c = ops
-            .verify
-            .take()
-            .ok_or(Error(CKR_OPERATION_NOT_INITIALIZED))?;
-        c.mode().admit(Stage::Final)?;
-        c.verify(None, signature)
+        if ops.verify_signature.is_some() {
+            return Err(Error(CKR_OPERATION_ACTIVE));
+        }
+        let c = self.verify_op(mech, key)?;
+        if signature.len() != c.sig_len() {
+            return Err(Error(CKR_SIGNATURE_LEN_RANGE));
+        }
+        ops.verify_signature = Some((c, signature.to_vec()));
+        Ok(())
+    }
+
+    /// C_VerifySignatureInit with a NULL mechanism: end the active
+    /// `C_VerifySignature*` operation, if any, as PKCS#11 3.2 says.
+    pub fn verify_signature_cancel(&self) -> Result<()> {
+        self.ops().verify_signature = None;
+        Ok(())
+    }
+
+    /// C_VerifySignature: the operation ends whatever the outcome.
+    pub fn verify_signature(&self, data: &[u8]) -> Result<()> {
+        let (c, signature) = self.ops().verify_signature.take().unzip();
+        verify_end(c, Stage::Single, Some(data), &signature.unwrap_or_default())
+    }
+
+    /// C_VerifySignatureUpdate.
+    pub fn verify_signature_update(&self, data: &[u8]) -> Result<()> {
+        verify_part(self.ops().verify_signature.as_mut().map(|(c, _)| c), data)
+    }
+
+    /// C_VerifySignatureFinal: the operation ends whatever the outcome.
+    pub fn verify_signature_final(&self) -> Result<()> {
+        let (c, signature) = self.ops().verify_signature.take().unzip();
+        verify_end(c, Stage::Final, None, &signature.unwrap_or_default())
     }
 
     // --- digest -------------------------------------------------------------
@@ -740,6 +806,47 @@ impl Session {
             .add(self, false, req.record, None, DataAction::KeysImport)
     }
 
+    /// C_CreateObject of a secret or private key: an ML-DSA private key from
+    /// its `CKA_SEED` ([`Session::import_ml_dsa`]), any other from the
+    /// material its template carries (`pool::import::material`).
+    pub fn create_key(&self, t: &Template) -> Result<Arc<Entry>> {
+        if t.get_ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY)
+            && t.get_ulong(CKA_KEY_TYPE)? == Some(CKK_ML_DSA)
+        {
+            return self.import_ml_dsa(t);
+        }
+        let material = crate::pool::import::material(t)?;
+        self.import_key(t, material, Error(CKR_ATTRIBUTE_VALUE_INVALID))
+    }
+
+    /// C_CreateObject of a `CKK_ML_DSA` private key (PKCS#11 3.2): its 32-byte
+    /// `CKA_SEED` and `CKA_PARAMETER_SET`, stored as the seed, as a generated
+    /// key is. The expanded key (`CKA_VALUE`) is not taken: it would have to
+    /// be checked against the seed, and without one it cannot be stored.
+    fn import_ml_dsa(&self, t: &Template) -> Result<Arc<Entry>> {
+        let set = t
+            .get_ulong(CKA_PARAMETER_SET)?
+            .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?;
+        let set =
+            crypto::MlDsa::from_parameter_set(set).ok_or(Error(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        if t.get(CKA_VALUE).is_some() {
+            return Err(Error(CKR_TEMPLATE_INCONSISTENT));
+        }
+        let seed = SecretBytes::new(
+            t.get(CKA_SEED)
+                .ok_or(Error(CKR_TEMPLATE_INCOMPLETE))?
+                .to_vec(),
+        );
+        if seed.len() != crypto::ML_DSA_SEED_LEN {
+            return Err(Error(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        let public = crypto::provider()
+            .ml_dsa_private(set, &seed)
+            .map_err(|_| Error(CKR_ATTRIBUTE_VALUE_INVALID))?
+            .public();
+        self.store_import(t, KeyKind::MlDsa(set), Some(public), seed)
+    }
+
     /// Store imported key material (C_CreateObject, C_UnwrapKey): raw AES key
     /// bytes or PKCS#8 RSA/EC, validated by parsing it (`bad` is the code for
     /// material that does not parse), sized by the Managed HSM rules.
@@ -780,6 +887,19 @@ impl Session {
             }
             _ => return Err(Error(CKR_TEMPLATE_INCONSISTENT)),
         };
+        self.store_import(t, kind, public, material)
+    }
+
+    /// The end of every key import: the template checked against what the
+    /// material is (`policy::import_request`), the session and login rules,
+    /// then the new object.
+    fn store_import(
+        &self,
+        t: &Template,
+        kind: KeyKind,
+        public: Option<crypto::PublicKey>,
+        material: SecretBytes,
+    ) -> Result<Arc<Entry>> {
         let req = policy::import_request(t, kind, public.as_ref())?;
         if req.token && !self.rw {
             return Err(Error(CKR_SESSION_READ_ONLY));

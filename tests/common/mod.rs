@@ -462,6 +462,25 @@ impl Raw {
         unsafe { &*self.fl }
     }
 
+    /// The module's PKCS#11 3.2 function list (`C_GetInterface("PKCS 11",
+    /// 3.2)`): `cryptoki` 0.12 takes the default table, softmhsm's 3.0 one,
+    /// so the 3.2 functions are called through this one.
+    pub fn f32(&self) -> &CK_FUNCTION_LIST_3_2 {
+        let mut iface: *mut CK_INTERFACE = ptr::null_mut();
+        let mut version = CK_VERSION { major: 3, minor: 2 };
+        let name = b"PKCS 11\0";
+        // SAFETY: the name is NUL-terminated, the version and out-pointer are valid.
+        let rv = unsafe {
+            self.lib
+                .C_GetInterface(name.as_ptr() as *mut _, &mut version, &mut iface, 0)
+        };
+        check(rv, CKR_OK, "C_GetInterface(PKCS 11, 3.2)");
+        // SAFETY: C_GetInterface succeeded: `iface` points to a static
+        // CK_INTERFACE whose pFunctionList is the module's static 3.2 table,
+        // kept loaded by `lib`.
+        unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) }
+    }
+
     /// The loaded library's exported symbols (C_GetInterface etc.).
     pub fn lib(&self) -> &cryptoki_sys::Pkcs11 {
         &self.lib
