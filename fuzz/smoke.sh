@@ -12,7 +12,8 @@ cd "$(dirname "$0")"
 secs=${1:-30}
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
 
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+# A debug build of the wrapper: it only runs cargo and the targets.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --debug cargo-fuzz
 cargo fuzz build
 
 for t in $(cargo fuzz list); do
