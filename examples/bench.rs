@@ -5,6 +5,7 @@
 //! cargo run --release --example bench -- \
 //!     --module /usr/lib/softhsm/libsofthsm2.so --module target/release/libsoftmhsm.so \
 //!     [--quick] [--json out.json] [--rounds N] [--only ID,...] [--list] [--cpu]
+//!     [--store-url URL]
 //! ```
 //!
 //! `--cpu` reports loop cases in operations per second of the process's CPU
@@ -14,7 +15,9 @@
 //! it measures what an operation costs, where wall-clock rates measure how
 //! much of the machine the other jobs left. Several softmhsm builds can be
 //! compared in one run (`--module old.so --module new.so`, distinct file
-//! names).
+//! names). `--store-url URL` puts the last softmhsm module's token on that
+//! PostgreSQL pool and the others' on SQLite: one build copied under two
+//! names compares the two stores' paths in one process.
 //!
 //! Each module gets a fresh token in a temporary directory. Each case is set up
 //! on every module, warmed up, then timed in rounds that alternate the module
@@ -42,7 +45,7 @@ use module::{Module, Spec};
 use report::{CaseResult, ModuleInfo, ModuleResult, Outcome, Report};
 
 const USAGE: &str = "usage: bench --module PATH [--module PATH ...] [--quick] [--json FILE] \
-                     [--rounds N] [--only ID,...] [--list] [--cpu]";
+                     [--rounds N] [--only ID,...] [--list] [--cpu] [--store-url URL]";
 
 /// Command-line options.
 struct Options {
@@ -53,6 +56,9 @@ struct Options {
     only: Option<Vec<String>>,
     list: bool,
     cpu: bool,
+    /// The last softmhsm module's token is this PostgreSQL pool (the others
+    /// stay on SQLite): the two stores' sign paths in one process.
+    store_url: Option<String>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -64,6 +70,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         only: None,
         list: false,
         cpu: false,
+        store_url: None,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -87,6 +94,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             }
             "--list" => opts.list = true,
             "--cpu" => opts.cpu = true,
+            "--store-url" => opts.store_url = Some(value("--store-url")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -153,7 +161,7 @@ fn run(opts: &Options) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("creating a temporary directory: {e}"))?;
     // Before any module's C_Initialize and before any thread starts.
-    module::prepare_environment(&specs, workdir.path())?;
+    module::prepare_environment(&specs, workdir.path(), opts.store_url.as_deref())?;
 
     // --quick runs in CI with two modules on two shared cores: it must stay
     // under two minutes there, fills and key generation included.

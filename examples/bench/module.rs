@@ -69,17 +69,25 @@ impl Spec {
 /// softmhsm builds (an old and a new one, compared in one run): they share a
 /// `SOFTMHSM_CONF` listing one token per module, and each module, opened in
 /// command-line order, initialises the first token no earlier one took.
-pub fn prepare_environment(specs: &[Spec], root: &Path) -> Result<(), String> {
+pub fn prepare_environment(specs: &[Spec], root: &Path, url: Option<&str>) -> Result<(), String> {
     let softmhsm: Vec<&Spec> = specs.iter().filter(|s| s.kind == Kind::SoftMhsm).collect();
+    if url.is_some() && softmhsm.len() < 2 {
+        return Err("--store-url needs two softmhsm modules (SQLite, then PostgreSQL)".into());
+    }
     if softmhsm.len() > 1 {
         let mut conf = String::new();
-        for spec in &softmhsm {
+        for (i, spec) in softmhsm.iter().enumerate() {
             let dir = root.join(&spec.name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             conf.push_str(&format!(
                 "[[token]]\npath = {:?}\n",
                 dir.display().to_string()
             ));
+            // Each module takes the first token no module has initialised, in
+            // order: the last one gets the PostgreSQL pool.
+            if let Some(url) = url.filter(|_| i == softmhsm.len() - 1) {
+                conf.push_str(&format!("url = {url:?}\n"));
+            }
         }
         let path = root.join("softmhsm.toml");
         std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
