@@ -177,14 +177,24 @@ p11_test! {
 }
 
 p11_test! {
-    fn sign_init_without_mechanism_is_bad() {
+    fn sign_init_without_mechanism_ends_the_active_signature() {
+        // PKCS#11 3.0 §5.11.1: "C_SignInit can be called with pMechanism set
+        // to NULL_PTR to terminate an active signature operation."
         let t = Token::fresh();
         let k = t.keypair(Kp::Ec(OID_P256), "ec");
-        let rv = unsafe { p11!(t.raw, C_SignInit, t.h(), ptr::null_mut(), k.private.handle()) };
-        check(rv, CKR_ARGUMENTS_BAD, "C_SignInit with NULL pMechanism");
-        // No operation may be left active.
         let mut m = mech(CKM_ECDSA);
-        check(unsafe { p11!(t.raw, C_SignInit, t.h(), &mut m, k.private.handle()) }, CKR_OK, "C_SignInit after a refused one");
+        check(unsafe { p11!(t.raw, C_SignInit, t.h(), &mut m, k.private.handle()) }, CKR_OK, "C_SignInit");
+        let rv = unsafe { p11!(t.raw, C_SignInit, t.h(), ptr::null_mut(), k.private.handle()) };
+        check(rv, CKR_OK, "C_SignInit with NULL pMechanism ends the operation");
+        let mut d = [7u8; 32];
+        let mut sig = [0u8; 64];
+        let mut len: CK_ULONG = 64;
+        let rv = unsafe { p11!(t.raw, C_Sign, t.h(), d.as_mut_ptr(), 32, sig.as_mut_ptr(), &mut len) };
+        check(rv, CKR_OPERATION_NOT_INITIALIZED, "C_Sign after the cancel");
+        // With none active it ends nothing, and a new one starts as usual.
+        let rv = unsafe { p11!(t.raw, C_SignInit, t.h(), ptr::null_mut(), k.private.handle()) };
+        check(rv, CKR_OK, "C_SignInit with NULL pMechanism and no operation");
+        check(unsafe { p11!(t.raw, C_SignInit, t.h(), &mut m, k.private.handle()) }, CKR_OK, "C_SignInit after the cancel");
     }
 }
 

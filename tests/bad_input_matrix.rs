@@ -528,11 +528,6 @@ p11_test! {
                 ("C_GetAttributeValue(template NULL, count 1)", f.C_GetAttributeValue.unwrap()(s, key, null_mut(), 1)),
                 ("C_SetAttributeValue(template NULL, count 1)", f.C_SetAttributeValue.unwrap()(s, key, null_mut(), 1)),
                 ("C_FindObjectsInit(template NULL, count 1)", f.C_FindObjectsInit.unwrap()(s, null_mut(), 1)),
-                ("C_EncryptInit(mechanism NULL)", f.C_EncryptInit.unwrap()(s, null_mut(), key)),
-                ("C_DecryptInit(mechanism NULL)", f.C_DecryptInit.unwrap()(s, null_mut(), key)),
-                ("C_DigestInit(mechanism NULL)", f.C_DigestInit.unwrap()(s, null_mut())),
-                ("C_SignInit(mechanism NULL)", f.C_SignInit.unwrap()(s, null_mut(), key)),
-                ("C_VerifyInit(mechanism NULL)", f.C_VerifyInit.unwrap()(s, null_mut(), key)),
                 ("C_GenerateKey(mechanism NULL)", f.C_GenerateKey.unwrap()(s, null_mut(), null_mut(), 0, &mut h)),
                 ("C_GenerateKey(handle NULL)", f.C_GenerateKey.unwrap()(s, &mut CK_MECHANISM { mechanism: CKM_AES_KEY_GEN, pParameter: null_mut(), ulParameterLen: 0 }, null_mut(), 0, null_mut())),
                 ("C_GenerateKeyPair(mechanism NULL)", f.C_GenerateKeyPair.unwrap()(s, null_mut(), null_mut(), 0, null_mut(), 0, &mut h, &mut n)),
@@ -596,8 +591,80 @@ p11_test! {
             check(run(), CKR_ARGUMENTS_BAD, name);
         }
         assert_eq!(t.count_all(), before, "refused calls must not change the token's objects");
-        assert!(cases.len() + in_op.len() >= 40, "{} cases", cases.len() + in_op.len());
+        // 35: the five *Init(NULL pMechanism) cases left this list for
+        // a_null_mechanism_ends_only_its_own_familys_operation (a cancel, not
+        // CKR_ARGUMENTS_BAD, since PKCS#11 3.0).
+        assert!(cases.len() + in_op.len() >= 35, "{} cases", cases.len() + in_op.len());
         report(&format!("BAD-INPUT null pointer arguments: {} cases, objects unchanged", cases.len() + in_op.len()));
+    }
+}
+
+p11_test! {
+    fn a_null_mechanism_ends_only_its_own_familys_operation() {
+        // PKCS#11 3.0 §5.8.1 and its siblings: "C_EncryptInit can be called
+        // with pMechanism set to NULL_PTR to terminate an active encryption
+        // operation" (and so C_DecryptInit, C_DigestInit, C_SignInit,
+        // C_VerifyInit). All five operations run at once in one session; each
+        // cancel ends its own and leaves the others running.
+        let t = Token::fresh();
+        let k = t.keypair(Kp::Ec(OID_P256), "ec");
+        let aes = t.aes(32, "aes").handle();
+        let (key, public, s) = (k.private.handle(), k.public.handle(), t.h());
+        let f = t.raw.f();
+        let cbc = |iv: &mut [u8; 16]| CK_MECHANISM {
+            mechanism: CKM_AES_CBC_PAD,
+            pParameter: iv.as_mut_ptr().cast(),
+            ulParameterLen: 16,
+        };
+        let (mut iv_e, mut iv_d) = ([0u8; 16], [0u8; 16]);
+        // SAFETY: a live session and valid mechanisms throughout.
+        unsafe {
+            let mut start = || {
+                check(f.C_EncryptInit.unwrap()(s, &mut cbc(&mut iv_e), aes), CKR_OK, "C_EncryptInit");
+                check(f.C_DecryptInit.unwrap()(s, &mut cbc(&mut iv_d), aes), CKR_OK, "C_DecryptInit");
+                check(f.C_DigestInit.unwrap()(s, &mut sha256()), CKR_OK, "C_DigestInit");
+                check(f.C_SignInit.unwrap()(s, &mut ecdsa(), key), CKR_OK, "C_SignInit");
+                check(f.C_VerifyInit.unwrap()(s, &mut ecdsa(), public), CKR_OK, "C_VerifyInit");
+            };
+            // An Update of each family: CKR_OK while active, else NOT_INITIALIZED.
+            let mut part = [7u8; 16];
+            let mut out = [0u8; 64];
+            let mut update = |family: usize| -> CK_RV {
+                let mut l: CK_ULONG = 64;
+                match family {
+                    0 => f.C_EncryptUpdate.unwrap()(s, part.as_mut_ptr(), 16, out.as_mut_ptr(), &mut l),
+                    1 => f.C_DecryptUpdate.unwrap()(s, part.as_mut_ptr(), 16, out.as_mut_ptr(), &mut l),
+                    2 => f.C_DigestUpdate.unwrap()(s, part.as_mut_ptr(), 16),
+                    3 => f.C_SignUpdate.unwrap()(s, part.as_mut_ptr(), 16),
+                    _ => f.C_VerifyUpdate.unwrap()(s, part.as_mut_ptr(), 16),
+                }
+            };
+            let cancel = |family: usize| -> CK_RV {
+                match family {
+                    0 => f.C_EncryptInit.unwrap()(s, null_mut(), aes),
+                    1 => f.C_DecryptInit.unwrap()(s, null_mut(), aes),
+                    2 => f.C_DigestInit.unwrap()(s, null_mut()),
+                    3 => f.C_SignInit.unwrap()(s, null_mut(), key),
+                    _ => f.C_VerifyInit.unwrap()(s, null_mut(), public),
+                }
+            };
+            let names = ["C_EncryptInit", "C_DecryptInit", "C_DigestInit", "C_SignInit", "C_VerifyInit"];
+            for (i, name) in names.iter().enumerate() {
+                start();
+                check(cancel(i), CKR_OK, &format!("{name}(NULL) ends its operation"));
+                // A second cancel finds nothing to end: still CKR_OK.
+                check(cancel(i), CKR_OK, &format!("{name}(NULL) with nothing active"));
+                for (j, other) in names.iter().enumerate() {
+                    let want = if i == j { CKR_OPERATION_NOT_INITIALIZED } else { CKR_OK };
+                    check(update(j), want, &format!("{other}'s operation after {name}(NULL)"));
+                }
+                // End the others, so the next round starts clean.
+                for j in 0..names.len() {
+                    check(cancel(j), CKR_OK, "cleanup cancel");
+                }
+            }
+        }
+        report("BAD-INPUT NULL pMechanism cancels: 5 families, each ends only its own operation");
     }
 }
 

@@ -24,6 +24,9 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     entry("C_SignInit", || {
         let s = session(h)?;
+        if mech.is_null() {
+            return s.cancel(Family::Sign);
+        }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
         audit::crypto(&s, "KeySign", key, m.as_ref().ok(), KeyOps::SIGN, || {
@@ -91,6 +94,9 @@ pub unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     entry("C_VerifyInit", || {
         let s = session(h)?;
+        if mech.is_null() {
+            return s.cancel(Family::Verify);
+        }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
         audit::crypto(
@@ -169,7 +175,7 @@ pub unsafe extern "C" fn C_VerifySignatureInit(
     entry("C_VerifySignatureInit", || {
         let s = session(h)?;
         if mech.is_null() {
-            return s.verify_signature_cancel();
+            return s.cancel(Family::VerifySignature);
         }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
@@ -234,6 +240,9 @@ pub unsafe extern "C" fn C_VerifySignatureFinal(h: CK_SESSION_HANDLE) -> CK_RV {
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM) -> CK_RV {
     entry("C_DigestInit", || {
         let s = session(h)?;
+        if mech.is_null() {
+            return s.cancel(Family::Digest);
+        }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         s.digest_init(&unsafe { mechanism(mech) }?)
     })
@@ -296,7 +305,7 @@ pub unsafe extern "C" fn C_DigestFinal(
 /// decides from the mechanism and the key.
 ///
 /// # Safety
-/// `mech` is null or points to a readable `CK_MECHANISM`.
+/// `mech` points to a readable `CK_MECHANISM` (never NULL: a NULL one cancels first).
 unsafe fn cipher_audit_name(
     s: &Session,
     mech: *const CK_MECHANISM,
@@ -308,13 +317,9 @@ unsafe fn cipher_audit_name(
     } else {
         KeyOps::DECRYPT
     };
-    // A NULL mechanism is no mechanism the tables know: the call's own name.
-    let ty = if mech.is_null() {
-        CK_UNAVAILABLE_INFORMATION
-    } else {
-        // SAFETY: read_unaligned.
-        unsafe { std::ptr::read_unaligned(mech) }.mechanism
-    };
+    // SAFETY: the caller passes a non-NULL `pMechanism` (a NULL one cancels
+    // before any audit); read_unaligned, as `mechanism` reads it.
+    let ty = unsafe { std::ptr::read_unaligned(mech) }.mechanism;
     s.cipher_audit_name(ty, key, op)
 }
 
@@ -327,6 +332,9 @@ pub unsafe extern "C" fn C_EncryptInit(
 ) -> CK_RV {
     entry("C_EncryptInit", || {
         let s = session(h)?;
+        if mech.is_null() {
+            return s.cancel(Family::Encrypt);
+        }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
         // SAFETY: `cipher_audit_name` reads the mechanism only through `mechanism`, which checks NULL and lengths.
@@ -406,6 +414,9 @@ pub unsafe extern "C" fn C_DecryptInit(
 ) -> CK_RV {
     entry("C_DecryptInit", || {
         let s = session(h)?;
+        if mech.is_null() {
+            return s.cancel(Family::Decrypt);
+        }
         // SAFETY: `mechanism` checks NULL and the parameter length; by PKCS#11 a non-NULL `pMechanism` is a CK_MECHANISM.
         let m = unsafe { mechanism(mech) };
         audit::crypto(

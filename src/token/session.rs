@@ -171,17 +171,30 @@ impl Session {
     pub fn operation_call<T>(&self, family: Family, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let r = f();
         if matches!(&r, Err(e) if e.rv() != CKR_BUFFER_TOO_SMALL) {
-            let mut ops = self.ops();
-            match family {
-                Family::Digest => ops.digest = None,
-                Family::Encrypt => ops.encrypt = None,
-                Family::Decrypt => ops.decrypt = None,
-                Family::Sign => ops.sign = None,
-                Family::Verify => ops.verify = None,
-                Family::VerifySignature => ops.verify_signature = None,
-            }
+            self.end(family);
         }
         r
+    }
+
+    /// End `family`'s active operation, if there is one.
+    fn end(&self, family: Family) {
+        let mut ops = self.ops();
+        match family {
+            Family::Digest => ops.digest = None,
+            Family::Encrypt => ops.encrypt = None,
+            Family::Decrypt => ops.decrypt = None,
+            Family::Sign => ops.sign = None,
+            Family::Verify => ops.verify = None,
+            Family::VerifySignature => ops.verify_signature = None,
+        }
+    }
+
+    /// A `*Init` with a NULL `pMechanism` (PKCS#11 3.0 §5.8.1 and its
+    /// siblings): terminate the family's active operation; `CKR_OK` whether or
+    /// not one was active (nothing here cannot be cancelled).
+    pub fn cancel(&self, family: Family) -> Result<()> {
+        self.end(family);
+        Ok(())
     }
 
     /// `CK_SESSION_INFO.state`.
@@ -381,13 +394,6 @@ impl Session {
             return Err(Error(CKR_SIGNATURE_LEN_RANGE));
         }
         ops.verify_signature = Some((c, signature.to_vec()));
-        Ok(())
-    }
-
-    /// C_VerifySignatureInit with a NULL mechanism: end the active
-    /// `C_VerifySignature*` operation, if any, as PKCS#11 3.2 says.
-    pub fn verify_signature_cancel(&self) -> Result<()> {
-        self.ops().verify_signature = None;
         Ok(())
     }
 
