@@ -72,6 +72,15 @@ nginx_http_common() {
     printf '    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache off;\n    ssl_session_tickets off;\n'
 }
 
+# nginx_tls_server PORT CERT KEY-URI BODY: a TLS server block on 127.0.0.1:PORT
+# (reuseport: the kernel spreads connections over the workers) whose private
+# key nginx loads through the libp11 engine, answering BODY to every request.
+nginx_tls_server() {
+    printf '    server {\n        listen 127.0.0.1:%s ssl reuseport;\n        server_name localhost;\n' "$1"
+    printf '        ssl_certificate %s;\n        ssl_certificate_key "engine:pkcs11:%s";\n' "$2" "$3"
+    printf '        location / { return 200 "%s\\n"; }\n    }\n' "$4"
+}
+
 # free_port: a loopback TCP port nobody listens on
 free_port() {
     local p

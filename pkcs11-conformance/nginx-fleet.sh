@@ -76,13 +76,7 @@ events { worker_connections 64; }
 http {
     access_log $WORK/logs/$1-access.log;
 $(nginx_http_common "$WORK/tmp/$1-")
-    server {
-        listen 127.0.0.1:$2 ssl reuseport;
-        server_name localhost;
-        ssl_certificate $3;
-        ssl_certificate_key "engine:pkcs11:pkcs11:object=web;id=$(pct "$4");type=private";
-        location / { return 200 "machine $1\n"; }
-    }
+$(nginx_tls_server "$2" "$3" "pkcs11:object=web;id=$(pct "$4");type=private" "machine $1")
 }
 CONF
 }

@@ -106,20 +106,8 @@ http {
     log_format w '\$pid \$ssl_protocol \$status';
     access_log $WORK/logs/access.log w;
 $(nginx_http_common "$WORK/tmp/")
-    server {
-        listen 127.0.0.1:$PORT_RSA ssl reuseport;
-        server_name localhost;
-        ssl_certificate $WORK/tlsrsa.pem;
-        ssl_certificate_key "engine:pkcs11:pkcs11:object=tlsrsa;type=private";
-        location / { return 200 "softmhsm rsa\n"; }
-    }
-    server {
-        listen 127.0.0.1:$PORT_EC ssl reuseport;
-        server_name localhost;
-        ssl_certificate $WORK/tlsp256.pem;
-        ssl_certificate_key "engine:pkcs11:pkcs11:object=tlsp256;type=private";
-        location / { return 200 "softmhsm p256\n"; }
-    }
+$(nginx_tls_server "$PORT_RSA" "$WORK/tlsrsa.pem" "pkcs11:object=tlsrsa;type=private" "softmhsm rsa")
+$(nginx_tls_server "$PORT_EC" "$WORK/tlsp256.pem" "pkcs11:object=tlsp256;type=private" "softmhsm p256")
 }
 CONF
 if grep -qE '^\s*(user|env)\s' svc.conf; then fail "nginx.conf has no user and no env directive"

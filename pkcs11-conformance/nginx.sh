@@ -63,20 +63,8 @@ http {
     log_format w '\$pid \$ssl_protocol \$ssl_cipher \$status';
     access_log $WORK/logs/access.log w;
 $(nginx_http_common "$WORK/tmp/")
-    server {
-        listen 127.0.0.1:$PORT_RSA ssl reuseport;   # reuseport: the kernel spreads connections over both workers
-        server_name localhost;
-        ssl_certificate $WORK/tlsrsa.pem;
-        ssl_certificate_key "engine:pkcs11:pkcs11:object=tlsrsa;type=private";
-        location / { return 200 "softmhsm rsa\n"; }
-    }
-    server {
-        listen 127.0.0.1:$PORT_EC ssl reuseport;
-        server_name localhost;
-        ssl_certificate $WORK/tlsp256.pem;
-        ssl_certificate_key "engine:pkcs11:pkcs11:object=tlsp256;type=private";
-        location / { return 200 "softmhsm p256\n"; }
-    }
+$(nginx_tls_server "$PORT_RSA" "$WORK/tlsrsa.pem" "pkcs11:object=tlsrsa;type=private" "softmhsm rsa")
+$(nginx_tls_server "$PORT_EC" "$WORK/tlsp256.pem" "pkcs11:object=tlsp256;type=private" "softmhsm p256")
 }
 CONF
 nginx_stop() {  # nginx_stop [PIDFILE]: stop that master (default: the first server's) and wait for it;
@@ -231,13 +219,7 @@ http {
     log_format w '\$pid \$ssl_protocol \$status';
     access_log $WORK/logs/$2-access.log w;
 $(nginx_http_common "$WORK/tmp/")
-    server {
-        listen 127.0.0.1:$3 ssl reuseport;
-        server_name localhost;
-        ssl_certificate $4;
-        ssl_certificate_key "engine:pkcs11:$5";
-        location / { return 200 "softmhsm web\n"; }
-    }
+$(nginx_tls_server "$3" "$4" "$5" "softmhsm web")
 }
 CONF
 }
