@@ -808,6 +808,40 @@ fn aes_template(len: Option<CK_ULONG>) -> Vec<CK_ATTRIBUTE> {
     t
 }
 
+/// Python encapsulates to an ML-KEM encapsulation key and AES-256-GCM-encrypts
+/// `MSG` with the shared secret: (ciphertext, IV, sealed message).
+fn python_encapsulate(set: &str, ek: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let script = "import sys, os\n\
+        from cryptography.hazmat.primitives.asymmetric import mlkem\n\
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM\n\
+        pk = getattr(mlkem, 'MLKEM' + sys.argv[1] + 'PublicKey').from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
+        ss, ct = pk.encapsulate()\n\
+        iv = os.urandom(12)\n\
+        print(ct.hex(), iv.hex(), AESGCM(ss).encrypt(iv, bytes.fromhex(sys.argv[3]), None).hex())\n";
+    let out = run_cmd(
+        &python(),
+        &[
+            "-c".into(),
+            script.into(),
+            set.into(),
+            hex(ek).into(),
+            hex(MSG).into(),
+        ],
+    );
+    let mut parts = out.split_whitespace().map(|h| {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("Python printed hex"))
+            .collect::<Vec<u8>>()
+    });
+    let mut next = || {
+        parts
+            .next()
+            .unwrap_or_else(|| panic!("Python's encapsulation printed {out:?}"))
+    };
+    (next(), next(), next())
+}
+
 fn kem_mechanism() -> CK_MECHANISM {
     CK_MECHANISM {
         mechanism: CKM_ML_KEM,
@@ -979,17 +1013,8 @@ p11_test! {
         for (set, name, ct_len) in [(cryptoki::object::MlKemParameterSetType::ML_KEM_768, "768", 1088), (cryptoki::object::MlKemParameterSetType::ML_KEM_1024, "1024", 1568)] {
             let k = ml_kem_pair(&t, set);
             let ek = t.attr(k.public, CKA_VALUE, "the encapsulation key");
-            // Python: encapsulate to the token's key, AES-256-GCM-encrypt with the shared secret.
-            let script = "import sys, os\n\
-                from cryptography.hazmat.primitives.asymmetric import mlkem\n\
-                from cryptography.hazmat.primitives.ciphers.aead import AESGCM\n\
-                pk = getattr(mlkem, 'MLKEM' + sys.argv[1] + 'PublicKey').from_public_bytes(bytes.fromhex(sys.argv[2]))\n\
-                ss, ct = pk.encapsulate()\n\
-                iv = os.urandom(12)\n\
-                print(ct.hex(), iv.hex(), AESGCM(ss).encrypt(iv, bytes.fromhex(sys.argv[3]), None).hex())\n";
-            let out = run_cmd(&python(), &["-c".into(), script.into(), name.into(), hex(&ek).into(), hex(MSG).into()]);
-            let parts: Vec<Vec<u8>> = out.split_whitespace().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect();
-            let (ct, iv, sealed) = (&parts[0], &parts[1], &parts[2]);
+            let (ct, iv, sealed) = python_encapsulate(name, &ek);
+            let (ct, iv, sealed) = (&ct, &iv, &sealed);
             assert_eq!(ct.len(), ct_len, "ML-KEM-{name} ciphertext");
             let aes = decapsulate(&t, k.private, ct, None).unwrap_or_else(|rv| panic!("C_DecapsulateKey: {}", rv_name(rv)));
             assert_eq!(raw_ulong(&t, aes, CKA_VALUE_LEN), Ok(32), "AES-256 by default");
@@ -1087,5 +1112,100 @@ p11_test! {
             check(dec(t.h(), &mut ecdsa, k.private.handle(), tmpl.as_mut_ptr(), n_tmpl, ct.as_mut_ptr(), 768, &mut h), CKR_MECHANISM_INVALID, "CKM_ECDSA");
         }
         assert_eq!(t.count_all(), before, "no key made by any refused call");
+    }
+}
+
+/// The issue's own check, written as a `cryptoki` client that uses nothing but
+/// the crate's API: `Pkcs11::new` takes the module's default interface, which
+/// must therefore be the 3.2 one (the functions `C_EncapsulateKey`,
+/// `C_DecapsulateKey` and `C_VerifySignature*` exist only there).
+mod a_cryptoki_client_on_the_default_interface {
+    use super::*;
+    use cryptoki::context::Function;
+    use cryptoki::error::{Error, RvError};
+    use cryptoki::mechanism::aead::GcmParams;
+    use cryptoki::object::{MlKemParameterSetType, ObjectClass};
+
+    fn aes(len: u64) -> Vec<Attribute> {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(len.into()),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ]
+    }
+
+    fn gcm_open(
+        t: &Token,
+        key: cryptoki::object::ObjectHandle,
+        iv: &[u8],
+        sealed: &[u8],
+    ) -> cryptoki::error::Result<Vec<u8>> {
+        let mut iv = iv.to_vec();
+        let m =
+            Mechanism::AesGcm(GcmParams::new(&mut iv, &[], 128.into()).expect("GCM parameters"));
+        t.session.decrypt(&m, key, sealed)
+    }
+
+    p11_test! {
+        fn makes_ml_dsa_65_and_ml_kem_768_pairs_and_python_agrees() {
+            softmhsm_only!("ML-DSA and ML-KEM are PKCS#11 3.2 mechanisms");
+            if !python_has_mldsa() {
+                return;
+            }
+            let t = Token::fresh();
+            for f in [Function::EncapsulateKey, Function::DecapsulateKey, Function::VerifySignatureInit, Function::VerifySignature] {
+                assert!(t.pkcs11.is_fn_supported(f), "{f:?} in the default interface's table");
+            }
+
+            // ML-DSA-65: pure, with a context, deterministic; Python verifies all three.
+            let k = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65, "client-mldsa65", true);
+            let public = t.attr(k.public, CKA_VALUE, "CKA_VALUE of the ML-DSA-65 public key");
+            let context = b"softmhsm client check";
+            let with_ctx = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Required, Some(context)));
+            let det = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::DeterministicRequired, None));
+            let sig = ok(t.session.sign(&pure(), k.private, MSG), "C_Sign(CKM_ML_DSA)");
+            let sig_ctx = ok(t.session.sign(&with_ctx, k.private, MSG), "C_Sign(CKM_ML_DSA, context)");
+            let det1 = ok(t.session.sign(&det, k.private, MSG), "C_Sign(CKM_ML_DSA, deterministic)");
+            let det2 = ok(t.session.sign(&det, k.private, MSG), "C_Sign(CKM_ML_DSA, deterministic, again)");
+            assert_eq!(det1, det2, "deterministic signatures repeat");
+            assert_eq!(python_verify("65", &public, MSG, &sig, None), "ok", "pure signature by Python");
+            assert_eq!(python_verify("65", &public, MSG, &sig_ctx, Some(context)), "ok", "context signature by Python");
+            assert_eq!(python_verify("65", &public, MSG, &sig_ctx, None), "invalid", "Python: not without its context");
+            assert_eq!(python_verify("65", &public, MSG, &det1, None), "ok", "deterministic signature by Python");
+            // C_VerifySignature*: the signature first, then the data.
+            ok(t.session.verify_signature_init(&pure(), k.public, &sig), "C_VerifySignatureInit");
+            ok(t.session.verify_signature(MSG), "C_VerifySignature");
+            ok(t.session.verify_signature_init(&pure(), k.public, &sig), "C_VerifySignatureInit");
+            match t.session.verify_signature(b"another message") {
+                Err(Error::Pkcs11(RvError::SignatureInvalid, _)) => {}
+                other => panic!("C_VerifySignature of another message: {other:?}"),
+            }
+
+            // ML-KEM-768: Python encapsulates, the token decapsulates the same AES key.
+            let set = MlKemParameterSetType::ML_KEM_768;
+            let (public, private) = ok(
+                t.session.generate_key_pair(
+                    &Mechanism::MlKemKeyPairGen,
+                    &[Attribute::Token(true), Attribute::Encapsulate(true), Attribute::ParameterSet(set.into())],
+                    &[Attribute::Token(true), Attribute::Private(true), Attribute::Sensitive(true), Attribute::Decapsulate(true)],
+                ),
+                "C_GenerateKeyPair(CKM_ML_KEM_KEY_PAIR_GEN, ML-KEM-768)",
+            );
+            let ek = t.attr(public, CKA_VALUE, "the ML-KEM-768 encapsulation key");
+            let (ct, iv, sealed) = python_encapsulate("768", &ek);
+            let key = ok(t.session.decapsulate_key(&Mechanism::MlKem, private, &aes(32), &ct), "C_DecapsulateKey");
+            assert_eq!(ok(gcm_open(&t, key, &iv, &sealed), "C_Decrypt of Python's AES-GCM"), MSG, "the shared secret is Python's");
+
+            // The token to itself: encapsulate, decapsulate, the two AES keys are one.
+            let (ct, sender) = ok(t.session.encapsulate_key(&Mechanism::MlKem, public, &aes(16)), "C_EncapsulateKey");
+            assert_eq!(ct.len(), 1088, "an ML-KEM-768 ciphertext");
+            let receiver = ok(t.session.decapsulate_key(&Mechanism::MlKem, private, &aes(16), &ct), "C_DecapsulateKey");
+            let mut iv = [7u8; 12];
+            let m = Mechanism::AesGcm(GcmParams::new(&mut iv, &[], 128.into()).expect("GCM parameters"));
+            let sealed = ok(t.session.encrypt(&m, sender, MSG), "C_Encrypt with the encapsulated key");
+            assert_eq!(ok(gcm_open(&t, receiver, &[7u8; 12], &sealed), "C_Decrypt with the decapsulated key"), MSG);
+        }
     }
 }

@@ -308,15 +308,19 @@ struct Offered {
     table: fn() -> *mut std::ffi::c_void,
 }
 
-/// The interfaces, default first: 3.0 is the most widely understood 3.x table.
+/// The interfaces, default first. The default is the newest table, 3.2: a
+/// client that takes the default (`C_GetInterface(NULL, NULL)`, as the
+/// `cryptoki` crate does) then has `C_EncapsulateKey` and
+/// `C_VerifySignature`. The 3.2 table begins with the 3.0 one, field for
+/// field, so a 3.0 client that reads it as 3.0 sees the same functions.
 static OFFERED: [Offered; 3] = [
-    Offered {
-        version: CK_VERSION { major: 3, minor: 0 },
-        table: || &FUNCTIONS_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut std::ffi::c_void,
-    },
     Offered {
         version: CK_VERSION { major: 3, minor: 2 },
         table: || &FUNCTIONS_3_2 as *const CK_FUNCTION_LIST_3_2 as *mut std::ffi::c_void,
+    },
+    Offered {
+        version: CK_VERSION { major: 3, minor: 0 },
+        table: || &FUNCTIONS_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut std::ffi::c_void,
     },
     Offered {
         version: CK_VERSION {
