@@ -45,8 +45,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The rows to run: those whose name contains the third argument (all without it).
+static ONLY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Token vs raw, rounds alternating; prints one row.
 fn row(name: &str, budget: Duration, mut token: impl FnMut(), raw: Option<&mut dyn FnMut()>) {
+    if !name.contains(ONLY.get().map_or("", String::as_str)) {
+        return;
+    }
     let mut t = Vec::new();
     let mut r = Vec::new();
     let mut raw = raw;
@@ -119,8 +125,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .expect("usage: pq_bench LIBSOFTMHSM.so [SECONDS]");
+        .expect("usage: pq_bench LIBSOFTMHSM.so [SECONDS [ROW-NAME-PART]]");
     let secs: f64 = args.next().map_or(1.0, |s| s.parse().unwrap());
+    ONLY.set(args.next().unwrap_or_default()).unwrap();
     let budget = Duration::from_secs_f64(secs);
     let (_ctx, s, dir) = open(&path);
     let raw_lib = unsafe { cryptoki_sys::Pkcs11::new(&path) }.unwrap();

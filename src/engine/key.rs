@@ -316,11 +316,53 @@ pub fn is_valid_name(label: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
-/// A fresh 32-hex id (version ids, generated names, unique ids).
+/// A fresh 32-hex id (version ids, generated names, unique ids): 16 bytes
+/// from the system's generator, drawn 512 at a time per thread. Ids are
+/// public and only have to be unique, not secret; a system call per id was a
+/// tenth of a session key's cost (a KEM's new AES key makes three ids). A
+/// forked child has a copy of its parent's bytes, so the draw is tied to
+/// the process id and a child draws its own.
 pub fn random_hex_id() -> Result<String> {
+    Ok(hex(&random_id()?))
+}
+
+/// The 16 bytes of a [`random_hex_id`].
+pub fn random_id() -> Result<[u8; 16]> {
     let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).map_err(|_| Error(CKR_FUNCTION_FAILED))?;
-    Ok(hex(&b))
+    let drawn = IDS.try_with(|ids| ids.borrow_mut().take(&mut b));
+    match drawn {
+        Ok(r) => r?,
+        // The thread is exiting and its pool is gone: one draw of its own.
+        Err(_) => getrandom::getrandom(&mut b).map_err(|_| Error(CKR_FUNCTION_FAILED))?,
+    }
+    Ok(b)
+}
+
+/// A thread's random bytes for ids (see [`random_hex_id`]).
+struct IdBytes {
+    pid: u32,
+    buf: [u8; 512],
+    used: usize,
+}
+
+impl IdBytes {
+    fn take(&mut self, out: &mut [u8; 16]) -> Result<()> {
+        let pid = crate::ffi::fork::pid();
+        if self.pid != pid || self.used + out.len() > self.buf.len() {
+            getrandom::getrandom(&mut self.buf).map_err(|_| Error(CKR_FUNCTION_FAILED))?;
+            (self.pid, self.used) = (pid, 0);
+        }
+        let from = self.used;
+        self.used += out.len();
+        out.copy_from_slice(&self.buf[from..self.used]);
+        Ok(())
+    }
+}
+
+thread_local! {
+    static IDS: std::cell::RefCell<IdBytes> = const {
+        std::cell::RefCell::new(IdBytes { pid: 0, buf: [0; 512], used: 512 })
+    };
 }
 
 impl Record {

@@ -6,7 +6,8 @@ use super::attributes::{
     bool_bytes, date_bytes, decode_date, decode_ulong, now, ulong_bytes, vendor::*, Template,
 };
 use super::key::{
-    is_valid_name, random_hex_id, unhex, Body, KeyKind, KeyOps, KeyRecord, Record, StoredPublic,
+    hex, is_valid_name, random_hex_id, random_id, Body, KeyKind, KeyOps, KeyRecord, Record,
+    StoredPublic,
 };
 use super::rules::{self, possible_ops};
 use crate::crypto::spki;
@@ -505,13 +506,14 @@ pub fn key_request(
         .and_then(|p| p.get(CKA_LABEL))
         .filter(|l| *l != label.as_slice())
         .map(<[u8]>::to_vec);
-    let version = random_hex_id()?;
+    let version = random_id()?;
     let id = main
         .get(CKA_ID)
         .or_else(|| public.and_then(|p| p.get(CKA_ID)))
         .map(<[u8]>::to_vec)
         // Java and libp11 pair keys and certificates by CKA_ID.
-        .unwrap_or_else(|| unhex(&version).unwrap_or_default());
+        .unwrap_or_else(|| version.to_vec());
+    let version = hex(&version);
     let name = if is_valid_name(&label) {
         String::from_utf8_lossy(&label).into_owned()
     } else {

@@ -7,13 +7,15 @@
 //! declaration says, with the length given beside it) and which NULL or length
 //! check comes before it. The helpers below state their contract under
 //! `# Safety`; the entry points' contract is the PKCS#11 specification.
-//! Two other foreign interfaces live here: [`shm`], the store's
-//! shared-memory change counter (mmap), and [`pqdsa`], the aws-lc ML-DSA
-//! calls aws-lc-rs does not wrap.
+//! Three other foreign interfaces live here: [`shm`], the store's
+//! shared-memory change counter (mmap), [`pqdsa`], the aws-lc ML-DSA
+//! calls aws-lc-rs does not wrap, and [`fork`], the process id cached
+//! until a fork.
 
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 mod crypto;
+pub mod fork;
 mod general;
 mod interface;
 mod keys;

@@ -41,7 +41,7 @@ fn global_write() -> std::sync::RwLockWriteGuard<'static, Option<Arc<Library>>> 
 pub fn initialize() -> Result<()> {
     crate::logging::init(Some(log::LevelFilter::Error));
     let mut g = global_write();
-    let pid = std::process::id();
+    let pid = crate::ffi::fork::pid();
     if let Some(lib) = g.as_ref() {
         if lib.pid == pid {
             return Err(Error(CKR_CRYPTOKI_ALREADY_INITIALIZED));
@@ -77,7 +77,7 @@ pub fn initialize() -> Result<()> {
 pub fn finalize() -> Result<()> {
     let mut g = global_write();
     match g.take() {
-        Some(lib) if lib.pid == std::process::id() => {
+        Some(lib) if lib.pid == crate::ffi::fork::pid() => {
             crate::pool::audit::shutdown();
             Ok(())
         }
@@ -96,7 +96,7 @@ pub fn finalize() -> Result<()> {
 pub fn library() -> Result<Arc<Library>> {
     let g = LIBRARY.read().unwrap_or_else(|p| p.into_inner());
     match g.as_ref() {
-        Some(lib) if lib.pid == std::process::id() => Ok(lib.clone()),
+        Some(lib) if lib.pid == crate::ffi::fork::pid() => Ok(lib.clone()),
         _ => Err(Error(CKR_CRYPTOKI_NOT_INITIALIZED)),
     }
 }
