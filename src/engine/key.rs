@@ -289,12 +289,12 @@ impl StoredPublic {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    let digits = bytes
+        .iter()
+        .flat_map(|b| [DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]])
+        .collect();
+    // Every byte is an ASCII digit, so this never fails.
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 /// Parse hex (either case); None if malformed.
@@ -317,7 +317,7 @@ pub fn is_valid_name(label: &[u8]) -> bool {
 }
 
 /// A fresh 32-hex id (version ids, generated names, unique ids): 16 bytes
-/// from the system's generator, drawn 512 at a time per thread. Ids are
+/// from the system's generator, drawn 4 KiB at a time per thread. Ids are
 /// public and only have to be unique, not secret; a system call per id was a
 /// tenth of a session key's cost (a KEM's new AES key makes three ids). A
 /// forked child has a copy of its parent's bytes, so the draw is tied to
@@ -341,7 +341,7 @@ pub fn random_id() -> Result<[u8; 16]> {
 /// A thread's random bytes for ids (see [`random_hex_id`]).
 struct IdBytes {
     pid: u32,
-    buf: [u8; 512],
+    buf: [u8; 4096],
     used: usize,
 }
 
@@ -361,7 +361,7 @@ impl IdBytes {
 
 thread_local! {
     static IDS: std::cell::RefCell<IdBytes> = const {
-        std::cell::RefCell::new(IdBytes { pid: 0, buf: [0; 512], used: 512 })
+        std::cell::RefCell::new(IdBytes { pid: 0, buf: [0; 4096], used: 4096 })
     };
 }
 
