@@ -9,11 +9,11 @@ use super::ml_dsa_deterministic::DeterministicSigner;
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
-    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, PublicKey, RsaParts,
-    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_SEED_LEN,
+    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, PreHash, Provider, PublicKey, RsaParts,
+    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_MU_LEN, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
-use crate::ffi::pqdsa::{self, PqdsaKey};
+use crate::ffi::pqdsa::{self, EvpDigest, Md, PqdsaKey};
 use aws_lc_rs::{
     aead::{self, Aad, LessSafeKey, Nonce, UnboundKey},
     cipher::{
@@ -82,6 +82,23 @@ impl Provider for AwsLc {
 
     fn hasher(&self, hash: Hash) -> Box<dyn Hasher> {
         Box::new(LcHasher(digest::Context::new(digest_alg(hash))))
+    }
+
+    fn pre_hasher(&self, hash: PreHash) -> Result<Box<dyn Hasher>> {
+        let md = match hash {
+            PreHash::Sha224 => Md::Sha224,
+            PreHash::Sha256 => Md::Sha256,
+            PreHash::Sha384 => Md::Sha384,
+            PreHash::Sha512 => Md::Sha512,
+            PreHash::Sha3_224 => Md::Sha3_224,
+            PreHash::Sha3_256 => Md::Sha3_256,
+            PreHash::Sha3_384 => Md::Sha3_384,
+            PreHash::Sha3_512 => Md::Sha3_512,
+            PreHash::Shake128 => Md::Shake128,
+            PreHash::Shake256 => Md::Shake256,
+        };
+        let d = EvpDigest::new(md, hash.len()).ok_or(fail(CKR_FUNCTION_FAILED))?;
+        Ok(Box::new(LcPreHasher(d)))
     }
 
     fn generate_rsa(&self, bits: usize) -> Result<SecretBytes> {
@@ -156,7 +173,7 @@ impl Provider for AwsLc {
             key,
             set,
             seed: Zeroizing::new(seed.to_vec()),
-            with_context: OnceLock::new(),
+            evp: OnceLock::new(),
             deterministic: OnceLock::new(),
         }))
     }
@@ -173,7 +190,7 @@ impl Provider for AwsLc {
             key,
             set,
             raw,
-            with_context: OnceLock::new(),
+            evp: OnceLock::new(),
         }))
     }
 
@@ -216,6 +233,19 @@ impl Hasher for LcHasher {
     }
     fn finish(self: Box<Self>) -> Vec<u8> {
         self.0.finish().as_ref().to_vec()
+    }
+}
+
+/// An aws-lc EVP digest as a [`Hasher`]; a failed aws-lc call finishes with
+/// no bytes, which every caller's length check refuses.
+struct LcPreHasher(EvpDigest);
+
+impl Hasher for LcPreHasher {
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    fn finish(self: Box<Self>) -> Vec<u8> {
+        self.0.finish().unwrap_or_default()
     }
 }
 
@@ -603,16 +633,30 @@ fn ml_dsa_nid(set: MlDsa) -> std::ffi::c_int {
 }
 
 /// An ML-DSA private key: aws-lc-rs's key pair signs with the empty context
-/// (the common case, at aws-lc-rs's speed); a context goes through aws-lc's
-/// EVP interface ([`pqdsa`]) and the deterministic variant through
+/// (the common case, at aws-lc-rs's speed); a context or a μ goes through
+/// aws-lc's EVP interface ([`pqdsa`]) and the deterministic variant through
 /// RustCrypto's `ml-dsa` ([`DeterministicSigner`]), each key expanded from
 /// the seed on its first use.
 struct LcMlDsaPrivate {
     key: PqdsaKeyPair,
     set: MlDsa,
     seed: SecretBytes,
-    with_context: OnceLock<PqdsaKey>,
+    evp: OnceLock<PqdsaKey>,
     deterministic: OnceLock<DeterministicSigner>,
+}
+
+impl LcMlDsaPrivate {
+    fn evp(&self) -> Result<&PqdsaKey> {
+        get_or_try_init(&self.evp, || {
+            PqdsaKey::from_seed(ml_dsa_nid(self.set), &self.seed).ok_or(fail(CKR_FUNCTION_FAILED))
+        })
+    }
+
+    fn deterministic(&self) -> Result<&DeterministicSigner> {
+        get_or_try_init(&self.deterministic, || {
+            DeterministicSigner::from_seed(self.set, &self.seed)
+        })
+    }
 }
 
 impl MlDsaPrivateKey for LcMlDsaPrivate {
@@ -625,11 +669,8 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
 
     fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
         if !context.is_empty() {
-            let key = get_or_try_init(&self.with_context, || {
-                PqdsaKey::from_seed(ml_dsa_nid(self.set), &self.seed)
-                    .ok_or(fail(CKR_FUNCTION_FAILED))
-            })?;
-            return key
+            return self
+                .evp()?
                 .sign(message, context, self.set.signature_len())
                 .ok_or(fail(CKR_FUNCTION_FAILED));
         }
@@ -643,10 +684,20 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
     }
 
     fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
-        get_or_try_init(&self.deterministic, || {
-            DeterministicSigner::from_seed(self.set, &self.seed)
-        })?
-        .sign(message, context)
+        self.deterministic()?.sign(message, context)
+    }
+
+    fn sign_mu(&self, mu: &[u8]) -> Result<Vec<u8>> {
+        if mu.len() != ML_DSA_MU_LEN {
+            return Err(fail(CKR_DATA_LEN_RANGE));
+        }
+        self.evp()?
+            .sign_mu(mu, self.set.signature_len())
+            .ok_or(fail(CKR_FUNCTION_FAILED))
+    }
+
+    fn sign_mu_deterministic(&self, mu: &[u8]) -> Result<Vec<u8>> {
+        self.deterministic()?.sign_mu(mu)
     }
 }
 
@@ -656,7 +707,15 @@ struct LcMlDsaPublic {
     key: ParsedPublicKey,
     set: MlDsa,
     raw: Vec<u8>,
-    with_context: OnceLock<PqdsaKey>,
+    evp: OnceLock<PqdsaKey>,
+}
+
+impl LcMlDsaPublic {
+    fn evp(&self) -> Result<&PqdsaKey> {
+        get_or_try_init(&self.evp, || {
+            PqdsaKey::from_public(ml_dsa_nid(self.set), &self.raw).ok_or(fail(CKR_FUNCTION_FAILED))
+        })
+    }
 }
 
 impl MlDsaPublicKey for LcMlDsaPublic {
@@ -665,11 +724,7 @@ impl MlDsaPublicKey for LcMlDsaPublic {
             return Err(fail(CKR_SIGNATURE_LEN_RANGE));
         }
         if !context.is_empty() {
-            let key = get_or_try_init(&self.with_context, || {
-                PqdsaKey::from_public(ml_dsa_nid(self.set), &self.raw)
-                    .ok_or(fail(CKR_FUNCTION_FAILED))
-            })?;
-            return match key.verify(message, context, signature) {
+            return match self.evp()?.verify(message, context, signature) {
                 true => Ok(()),
                 false => Err(fail(CKR_SIGNATURE_INVALID)),
             };
@@ -677,6 +732,19 @@ impl MlDsaPublicKey for LcMlDsaPublic {
         self.key
             .verify_sig(message, signature)
             .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+
+    fn verify_mu(&self, mu: &[u8], signature: &[u8]) -> Result<()> {
+        if mu.len() != ML_DSA_MU_LEN {
+            return Err(fail(CKR_DATA_LEN_RANGE));
+        }
+        if signature.len() != self.set.signature_len() {
+            return Err(fail(CKR_SIGNATURE_LEN_RANGE));
+        }
+        match self.evp()?.verify_mu(mu, signature) {
+            true => Ok(()),
+            false => Err(fail(CKR_SIGNATURE_INVALID)),
+        }
     }
 }
 
