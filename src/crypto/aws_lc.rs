@@ -719,6 +719,13 @@ impl LcMlDsaPublic {
 }
 
 impl MlDsaPublicKey for LcMlDsaPublic {
+    fn public(&self) -> PublicKey {
+        PublicKey::MlDsa {
+            set: self.set,
+            key: self.raw.clone(),
+        }
+    }
+
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()> {
         if signature.len() != self.set.signature_len() {
             return Err(fail(CKR_SIGNATURE_LEN_RANGE));

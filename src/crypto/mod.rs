@@ -573,6 +573,8 @@ pub trait MlDsaPrivateKey: Send + Sync {
 
 /// A parsed ML-DSA public key.
 pub trait MlDsaPublicKey: Send + Sync {
+    /// The key itself (its pkEncode, whose hash tr HashML-DSA's μ starts with).
+    fn public(&self) -> PublicKey;
     /// Verify a pure ML-DSA signature under `context` (FIPS 204 Algorithm 3).
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()>;
     /// Verify a signature over a μ computed elsewhere (`ML-DSA.Verify_internal`

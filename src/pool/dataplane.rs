@@ -251,7 +251,7 @@ pub fn sign(
     check_jwa(&mech, KeyOps::SIGN, &o.key, alg)?;
     let label = token_label(store)?;
     let key = o.entry.private_key(Some(master), &label)?;
-    let sig = SignCtx::new(key, plan).sign(Some(&input))?;
+    let sig = SignCtx::new(key, plan)?.sign(Some(&input))?;
     Ok((o.kid, sig))
 }
 
@@ -272,7 +272,7 @@ pub fn verify(
         sign_plan(&mech, &o.key, KeyOps::VERIFY, now).map_err(|e| refused(alg, "verify", e))?;
     check_jwa(&mech, KeyOps::VERIFY, &o.key, alg)?;
     let key: ParsedPublic = o.entry.public_key()?;
-    match VerifyCtx::new(key, plan).verify(Some(&input), signature) {
+    match VerifyCtx::new(key, plan)?.verify(Some(&input), signature) {
         Ok(()) => Ok((o.kid, true)),
         Err(Error(CKR_SIGNATURE_INVALID | CKR_SIGNATURE_LEN_RANGE)) => Ok((o.kid, false)),
         Err(e) => Err(e.into()),
