@@ -506,3 +506,153 @@ p11_test! {
         ok(t.session.sign(&Mechanism::MlDsa(preferred(None)), private, MSG), "pure ML-DSA allowed");
     }
 }
+
+// ------------------------------------------- the Managed HSM's external μ (CLI)
+
+fn b64url(b: &[u8]) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::encode_string(b)
+}
+
+fn b64url_decode(v: &serde_json::Value) -> Vec<u8> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(v.as_str().expect("a base64url string")).expect("base64url")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Python's μ of `msg` under `ctx` for ML-DSA-65 key `public`, computed twice
+/// (cryptography's `MLDSAMuHasher` and FIPS 204's formula with hashlib),
+/// which must agree.
+fn python_mu(public: &[u8], ctx: &[u8], msg: &[u8]) -> Vec<u8> {
+    let script = "import sys, hashlib\n\
+        from cryptography.hazmat.primitives.asymmetric import mldsa\n\
+        pk, ctx, msg = (bytes.fromhex(a) for a in sys.argv[1:4])\n\
+        h = mldsa.MLDSAMuHasher(mldsa.MLDSA65PublicKey.from_public_bytes(pk), ctx or None)\n\
+        h.update(msg)\n\
+        mu = h.finalize()\n\
+        tr = hashlib.shake_256(pk).digest(64)\n\
+        assert mu == hashlib.shake_256(tr + bytes([0, len(ctx)]) + ctx + msg).digest(64)\n\
+        print(mu.hex())\n";
+    let out = run_cmd(
+        &python(),
+        &[
+            "-c".into(),
+            script.into(),
+            hex(public).into(),
+            hex(ctx).into(),
+            hex(msg).into(),
+        ],
+    );
+    unhex(out.trim())
+}
+
+/// Python's verdict on a pure ML-DSA-65 signature of `msg` under `ctx`.
+fn python_verify_pure(public: &[u8], ctx: &[u8], msg: &[u8], sig: &[u8]) -> String {
+    let case = Case {
+        set: "65",
+        public: public.to_vec(),
+        mode: "pure",
+        hash: "",
+        msg: msg.to_vec(),
+        ctx: ctx.to_vec(),
+        sig: sig.to_vec(),
+    };
+    python_check(&[case]).join("")
+}
+
+p11_test! {
+    fn cli_signs_an_external_mu_that_python_verifies_over_the_message() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        json(&["key", "create", "--name", "pq", "--kty", "AKP", "--alg", "ML-DSA-65"]);
+        let shown = json(&["key", "show", "--name", "pq"]);
+        let public = b64url_decode(&shown["key"]["pub"]);
+        let ctx = b"external-mu context";
+        let mu = python_mu(&public, ctx, MSG);
+        assert_eq!(mu.len(), 64);
+
+        // The signature over μ is the signature over the message: Python's plain verify.
+        let sig = json(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu)]);
+        let sig_bytes = b64url_decode(&sig["value"]);
+        assert_eq!(sig_bytes.len(), 3309);
+        assert_eq!(python_verify_pure(&public, ctx, MSG, &sig_bytes), "ok", "Python verifies the message");
+        assert_eq!(python_verify_pure(&public, b"", MSG, &sig_bytes), "invalid", "Python, without the context μ carries");
+        let s = sig["value"].as_str().unwrap();
+        let verify = |args: &[&str]| json(&[&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--signature", s][..], args].concat())["value"].clone();
+        assert_eq!(verify(&["--mu", &b64url(&mu)]), true, "verify --mu");
+        assert_eq!(verify(&["--value", &b64url(MSG), "--context", &b64url(ctx)]), true, "verify --value of the μ signature");
+        let mut other = mu.clone();
+        other[63] ^= 1;
+        assert_eq!(verify(&["--mu", &b64url(&other)]), false, "another μ");
+
+        // μ is exactly 64 bytes, alone, for ML-DSA, of the key's set.
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu[..63])], 1, "the mu is 63 bytes; ML-DSA's mu is 64");
+        refused(&["key", "verify", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&[0; 65]), "--signature", s], 1, "the mu is 65 bytes");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu), "--context", "AA"], 2, "with --mu takes no --value, --digest or --context");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu), "--value", "AA"], 2, "with --mu takes no");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ES256", "--mu", &b64url(&mu)], 2, "ES256 takes --digest, not --mu");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-44", "--mu", &b64url(&mu)], 1, "ML-DSA-44 does not fit this key");
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", "not base64!"], 2, "--mu is not base64url");
+
+        // The rules of every sign: key_ops, enabled; an expired key still verifies.
+        json(&["key", "update", "--name", "pq", "--ops", "verify"]);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu)], 1, "the key may not sign now");
+        json(&["key", "update", "--name", "pq", "--ops", "sign", "verify", "--enabled", "false"]);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu)], 1, "the key may not sign now");
+        json(&["key", "update", "--name", "pq", "--enabled", "true", "--expires", "2001-01-01T00:00:00Z"]);
+        refused(&["key", "sign", "--name", "pq", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu)], 1, "the key may not sign now");
+        assert_eq!(verify(&["--mu", &b64url(&mu)]), true, "an expired key still verifies");
+
+        // The audit log: KeySign with the key's algorithm.
+        let audit = cli(&["audit"]).stdout;
+        assert!(audit.lines().any(|l| l.contains("\"operationName\":\"KeySign\"") && l.contains("\"algorithm\":\"ML-DSA-65\"") && l.contains("Success")), "{audit}");
+    }
+}
+
+p11_test! {
+    fn cli_verifies_what_python_signed_over_mu() {
+        softmhsm_only!("the CLI works on softmhsm's store");
+        if !python_has_mldsa() {
+            return;
+        }
+        use common::cli::*;
+        json(&["init", "--label", TOKEN_LABEL, "--so-pin", SO_PIN]);
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("mldsa.pem");
+        let ctx = b"python's context";
+        // Python's key (PKCS#8 seed form, imported below), its μ of MSG and sign_mu.
+        let script = "import sys\nfrom cryptography.hazmat.primitives.asymmetric import mldsa\n\
+            from cryptography.hazmat.primitives import serialization as s\n\
+            k = mldsa.MLDSA65PrivateKey.from_seed_bytes(bytes(range(7, 39)))\n\
+            open(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+            h = mldsa.MLDSAMuHasher(k.public_key(), bytes.fromhex(sys.argv[2]))\n\
+            h.update(bytes.fromhex(sys.argv[3]))\n\
+            mu = h.finalize()\n\
+            print(mu.hex(), k.sign_mu(mu).hex())\n";
+        let out = run_cmd(&python(), &["-c".into(), script.into(), pem.clone().into_os_string(), hex(ctx).into(), hex(MSG).into()]);
+        let mut words = out.split_whitespace();
+        let (mu, sig) = (unhex(words.next().unwrap()), unhex(words.next().unwrap()));
+        json(&["key", "import", "--name", "py", "--file", pem.to_str().unwrap()]);
+        let verify = |sig: &[u8], args: &[&str]| json(&[&["key", "verify", "--name", "py", "--algorithm", "ML-DSA-65", "--signature", &b64url(sig)][..], args].concat())["value"].clone();
+        assert_eq!(verify(&sig, &["--mu", &b64url(&mu)]), true, "Python's sign_mu, verified over μ");
+        assert_eq!(verify(&sig, &["--value", &b64url(MSG), "--context", &b64url(ctx)]), true, "and over the message");
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert_eq!(verify(&bad, &["--mu", &b64url(&mu)]), false, "a tampered signature");
+        assert_eq!(verify(&sig[1..], &["--mu", &b64url(&mu)]), false, "a short signature");
+        // And the imported key signs a μ Python verifies over the message.
+        let signed = json(&["key", "sign", "--name", "py", "--algorithm", "ML-DSA-65", "--mu", &b64url(&mu)]);
+        let public = b64url_decode(&json(&["key", "show", "--name", "py"])["key"]["pub"]);
+        assert_eq!(python_verify_pure(&public, ctx, MSG, &b64url_decode(&signed["value"])), "ok", "Python verifies the imported key's μ signature");
+    }
+}
