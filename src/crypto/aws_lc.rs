@@ -13,7 +13,7 @@ use super::{
     RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_MU_LEN, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
-use crate::ffi::pqdsa::{self, EvpDigest, Md, PqdsaKey};
+use crate::ffi::pqdsa::{self, EvpDigest, PqdsaKey};
 use aws_lc_rs::{
     aead::{self, Aad, LessSafeKey, Nonce, UnboundKey},
     cipher::{
@@ -85,19 +85,7 @@ impl Provider for AwsLc {
     }
 
     fn pre_hasher(&self, hash: PreHash) -> Result<Box<dyn Hasher>> {
-        let md = match hash {
-            PreHash::Sha224 => Md::Sha224,
-            PreHash::Sha256 => Md::Sha256,
-            PreHash::Sha384 => Md::Sha384,
-            PreHash::Sha512 => Md::Sha512,
-            PreHash::Sha3_224 => Md::Sha3_224,
-            PreHash::Sha3_256 => Md::Sha3_256,
-            PreHash::Sha3_384 => Md::Sha3_384,
-            PreHash::Sha3_512 => Md::Sha3_512,
-            PreHash::Shake128 => Md::Shake128,
-            PreHash::Shake256 => Md::Shake256,
-        };
-        let d = EvpDigest::new(md, hash.len()).ok_or(fail(CKR_FUNCTION_FAILED))?;
+        let d = EvpDigest::new(hash).ok_or(fail(CKR_FUNCTION_FAILED))?;
         Ok(Box::new(LcPreHasher(d)))
     }
 

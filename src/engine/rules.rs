@@ -135,20 +135,27 @@ pub const ML_DSA_CONTEXT_MAX: usize = 255;
 fn sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool)> {
     match &mech.param {
         Param::None => Ok((Vec::new(), false)),
-        Param::SignContext { hedge, context } if context.len() <= ML_DSA_CONTEXT_MAX => {
-            match *hedge {
-                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.clone(), false)),
-                CKH_DETERMINISTIC_REQUIRED => Ok((context.clone(), true)),
-                _ => Err(param_invalid()),
-            }
-        }
+        Param::SignContext { hedge, context } => hedged_context(*hedge, context),
+        _ => Err(param_invalid()),
+    }
+}
+
+/// A `hedgeVariant` and context of ML-DSA's parameters: the context and
+/// whether signing is deterministic.
+fn hedged_context(hedge: CK_ULONG, context: &[u8]) -> Result<(Vec<u8>, bool)> {
+    if context.len() > ML_DSA_CONTEXT_MAX {
+        return Err(param_invalid());
+    }
+    match hedge {
+        CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.to_vec(), false)),
+        CKH_DETERMINISTIC_REQUIRED => Ok((context.to_vec(), true)),
         _ => Err(param_invalid()),
     }
 }
 
 /// `CKM_HASH_ML_DSA`'s `CK_HASH_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2
-/// §6.67.6): required; its hedge variant and context as
-/// [`sign_context_param`] reads them, and its `hash` one of `CKM_SHA224`,
+/// §6.67.6): required; its hedge variant and context as for `CKM_ML_DSA`,
+/// and its `hash` one of `CKM_SHA224`,
 /// `CKM_SHA256`, `CKM_SHA384`, `CKM_SHA512`, `CKM_SHA3_224` … `CKM_SHA3_512`
 /// (anything else is `CKR_MECHANISM_PARAM_INVALID`).
 fn hash_sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool, PreHash)> {
@@ -161,13 +168,7 @@ fn hash_sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool, PreHash)>
         return Err(param_invalid());
     };
     let ph = PreHash::from_digest_mechanism(*hash).ok_or_else(param_invalid)?;
-    let (context, deterministic) = sign_context_param(&Mechanism {
-        ty: mech.ty,
-        param: Param::SignContext {
-            hedge: *hedge,
-            context: context.clone(),
-        },
-    })?;
+    let (context, deterministic) = hedged_context(*hedge, context)?;
     Ok((context, deterministic, ph))
 }
 

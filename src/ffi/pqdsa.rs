@@ -9,6 +9,7 @@
 //! `EVP_PKEY_sign`/`EVP_PKEY_verify`, which on an ML-DSA key take μ as their
 //! "digest". Every aws-lc object is freed by a `Drop`; no call here panics.
 
+use crate::crypto::PreHash;
 use aws_lc_sys as lc;
 use std::ffi::c_int;
 use std::ptr::{self, NonNull};
@@ -236,33 +237,9 @@ impl PqdsaKey {
     }
 }
 
-/// The aws-lc hash functions HashML-DSA pre-hashes with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Md {
-    /// SHA-224.
-    Sha224,
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
-    /// SHA3-224.
-    Sha3_224,
-    /// SHA3-256.
-    Sha3_256,
-    /// SHA3-384.
-    Sha3_384,
-    /// SHA3-512.
-    Sha3_512,
-    /// SHAKE128 (an XOF).
-    Shake128,
-    /// SHAKE256 (an XOF).
-    Shake256,
-}
-
-/// A streaming aws-lc digest (`EVP_DigestInit_ex`/`Update`/`Final`), an XOF
-/// read to `out_len` bytes.
+/// A streaming aws-lc digest of a HashML-DSA pre-hash
+/// (`EVP_DigestInit_ex`/`Update`/`Final`), the SHAKEs read to their
+/// [`PreHash::len`].
 pub struct EvpDigest {
     ctx: MdCtx,
     out_len: usize,
@@ -275,22 +252,21 @@ pub struct EvpDigest {
 unsafe impl Send for EvpDigest {}
 
 impl EvpDigest {
-    /// A new digest of `md`; an XOF produces `out_len` bytes, a hash its own
-    /// length (`out_len` is then ignored).
-    pub fn new(md: Md, out_len: usize) -> Option<EvpDigest> {
+    /// A new digest of `hash`.
+    pub fn new(hash: PreHash) -> Option<EvpDigest> {
         // SAFETY: each call takes no argument and returns a static EVP_MD.
         let (evp, xof) = unsafe {
-            match md {
-                Md::Sha224 => (lc::EVP_sha224(), false),
-                Md::Sha256 => (lc::EVP_sha256(), false),
-                Md::Sha384 => (lc::EVP_sha384(), false),
-                Md::Sha512 => (lc::EVP_sha512(), false),
-                Md::Sha3_224 => (lc::EVP_sha3_224(), false),
-                Md::Sha3_256 => (lc::EVP_sha3_256(), false),
-                Md::Sha3_384 => (lc::EVP_sha3_384(), false),
-                Md::Sha3_512 => (lc::EVP_sha3_512(), false),
-                Md::Shake128 => (lc::EVP_shake128(), true),
-                Md::Shake256 => (lc::EVP_shake256(), true),
+            match hash {
+                PreHash::Sha224 => (lc::EVP_sha224(), false),
+                PreHash::Sha256 => (lc::EVP_sha256(), false),
+                PreHash::Sha384 => (lc::EVP_sha384(), false),
+                PreHash::Sha512 => (lc::EVP_sha512(), false),
+                PreHash::Sha3_224 => (lc::EVP_sha3_224(), false),
+                PreHash::Sha3_256 => (lc::EVP_sha3_256(), false),
+                PreHash::Sha3_384 => (lc::EVP_sha3_384(), false),
+                PreHash::Sha3_512 => (lc::EVP_sha3_512(), false),
+                PreHash::Shake128 => (lc::EVP_shake128(), true),
+                PreHash::Shake256 => (lc::EVP_shake256(), true),
             }
         };
         // SAFETY: no arguments; the result is checked for NULL below.
@@ -301,7 +277,7 @@ impl EvpDigest {
         }
         Some(EvpDigest {
             ctx,
-            out_len,
+            out_len: hash.len(),
             xof,
             broken: false,
         })
