@@ -507,6 +507,36 @@ p11_test! {
     }
 }
 
+p11_test! {
+    fn verify_signature_takes_hash_ml_dsa_in_parts() {
+        softmhsm_only!("C_VerifySignature is in softmhsm's 3.2 interface");
+        let t = Token::fresh();
+        let (k, _) = ml_dsa_pair(&t, MlDsaParameterSetType::ML_DSA_65);
+        let mech = Mechanism::HashMlDsaSha3_256(preferred(Some(b"vs")));
+        let sig = ok(t.session.sign(&mech, k.private, MSG), "C_Sign");
+        let f = t.raw.f32();
+        let init = |sig: &[u8]| {
+            let mut m = CK_MECHANISM::from(&mech);
+            // SAFETY: a live session; the mechanism and its parameter outlive
+            // the call; `sig` holds `sig.len()` bytes.
+            unsafe { f.C_VerifySignatureInit.unwrap()(t.h(), &mut m, k.public.handle(), sig.as_ptr() as *mut _, sig.len() as CK_ULONG) }
+        };
+        // SAFETY (both): a live session; `d` holds `d.len()` bytes.
+        let update = |d: &[u8]| unsafe { f.C_VerifySignatureUpdate.unwrap()(t.h(), d.as_ptr() as *mut _, d.len() as CK_ULONG) };
+        let single = |d: &[u8]| unsafe { f.C_VerifySignature.unwrap()(t.h(), d.as_ptr() as *mut _, d.len() as CK_ULONG) };
+        // SAFETY: a live session.
+        let finish = || unsafe { f.C_VerifySignatureFinal.unwrap()(t.h()) };
+        check(init(&sig), CKR_OK, "C_VerifySignatureInit");
+        for part in MSG.chunks(9) {
+            check(update(part), CKR_OK, "C_VerifySignatureUpdate");
+        }
+        check(finish(), CKR_OK, "C_VerifySignatureFinal");
+        check(init(&sig), CKR_OK, "C_VerifySignatureInit");
+        check(single(b"another message"), CKR_SIGNATURE_INVALID, "C_VerifySignature of another message");
+        check(init(&sig[1..]), CKR_SIGNATURE_LEN_RANGE, "a short signature at *Init");
+    }
+}
+
 // ------------------------------------------- the Managed HSM's external μ (CLI)
 
 fn b64url(b: &[u8]) -> String {
