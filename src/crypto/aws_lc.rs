@@ -163,6 +163,7 @@ impl Provider for AwsLc {
             seed: Zeroizing::new(seed.to_vec()),
             evp: OnceLock::new(),
             deterministic: OnceLock::new(),
+            tr: OnceLock::new(),
         }))
     }
 
@@ -179,6 +180,7 @@ impl Provider for AwsLc {
             set,
             raw,
             evp: OnceLock::new(),
+            tr: OnceLock::new(),
         }))
     }
 
@@ -631,6 +633,7 @@ struct LcMlDsaPrivate {
     seed: SecretBytes,
     evp: OnceLock<PqdsaKey>,
     deterministic: OnceLock<DeterministicSigner>,
+    tr: OnceLock<[u8; ML_DSA_MU_LEN]>,
 }
 
 impl LcMlDsaPrivate {
@@ -687,6 +690,19 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
     fn sign_mu_deterministic(&self, mu: &[u8]) -> Result<Vec<u8>> {
         self.deterministic()?.sign_mu(mu)
     }
+
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]> {
+        get_or_try_init(&self.tr, || tr_of(self.key.public_key().as_ref())).copied()
+    }
+}
+
+/// tr = SHAKE256(pk, 64) of an ML-DSA public key (FIPS 204 Algorithm 6 step 27).
+fn tr_of(public: &[u8]) -> Result<[u8; ML_DSA_MU_LEN]> {
+    let mut d = EvpDigest::new(PreHash::Shake256).ok_or(fail(CKR_FUNCTION_FAILED))?;
+    d.update(public);
+    d.finish()
+        .and_then(|t| t.try_into().ok())
+        .ok_or(fail(CKR_FUNCTION_FAILED))
 }
 
 /// An ML-DSA public key, as [`LcMlDsaPrivate`]: a context verifies through
@@ -696,6 +712,7 @@ struct LcMlDsaPublic {
     set: MlDsa,
     raw: Vec<u8>,
     evp: OnceLock<PqdsaKey>,
+    tr: OnceLock<[u8; ML_DSA_MU_LEN]>,
 }
 
 impl LcMlDsaPublic {
@@ -707,11 +724,8 @@ impl LcMlDsaPublic {
 }
 
 impl MlDsaPublicKey for LcMlDsaPublic {
-    fn public(&self) -> PublicKey {
-        PublicKey::MlDsa {
-            set: self.set,
-            key: self.raw.clone(),
-        }
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]> {
+        get_or_try_init(&self.tr, || tr_of(&self.raw)).copied()
     }
 
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()> {

@@ -293,24 +293,20 @@ impl PreHash {
 }
 
 /// HashML-DSA's μ (FIPS 204 Algorithm 4 steps 23–24 and Algorithm 7 step 6,
-/// as Algorithm 5 for verification): SHAKE256(tr ‖ M', 64) with tr =
-/// SHAKE256(pk, 64) and M' = 0x01 ‖ |ctx| ‖ ctx ‖ OID(PH) ‖ PH(M). `public`
-/// is the key's pkEncode, `digest` PH(M), `context` at most 255 bytes
-/// (`CKR_MECHANISM_PARAM_INVALID`).
+/// as Algorithm 5 for verification): SHAKE256(tr ‖ M', 64) with M' = 0x01 ‖
+/// |ctx| ‖ ctx ‖ OID(PH) ‖ PH(M). `tr` is the key's SHAKE256(pk, 64),
+/// `digest` PH(M), `context` at most 255 bytes (`CKR_MECHANISM_PARAM_INVALID`).
 pub fn hash_ml_dsa_mu(
     p: &dyn Provider,
-    public: &[u8],
+    tr: &[u8],
     ph: PreHash,
     context: &[u8],
     digest: &[u8],
 ) -> Result<Vec<u8>> {
     let ctx_len = u8::try_from(context.len())
         .map_err(|_| crate::error::Error(cryptoki_sys::CKR_MECHANISM_PARAM_INVALID))?;
-    let mut tr = p.pre_hasher(PreHash::Shake256)?;
-    tr.update(public);
-    let tr = tr.finish();
     let mut mu = p.pre_hasher(PreHash::Shake256)?;
-    for part in [&tr[..], &[1, ctx_len], context, &ph.oid_der(), digest] {
+    for part in [tr, &[1, ctx_len], context, &ph.oid_der(), digest] {
         mu.update(part);
     }
     Ok(mu.finish())
@@ -569,12 +565,16 @@ pub trait MlDsaPrivateKey: Send + Sync {
     fn sign_mu(&self, mu: &[u8]) -> Result<Vec<u8>>;
     /// The same, deterministic (rnd = {0}³²).
     fn sign_mu_deterministic(&self, mu: &[u8]) -> Result<Vec<u8>>;
+    /// tr = SHAKE256(pk, 64), which μ starts with (FIPS 204 Algorithm 7
+    /// step 6), computed once.
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]>;
 }
 
 /// A parsed ML-DSA public key.
 pub trait MlDsaPublicKey: Send + Sync {
-    /// The key itself (its pkEncode, whose hash tr HashML-DSA's μ starts with).
-    fn public(&self) -> PublicKey;
+    /// tr = SHAKE256(pk, 64), which μ starts with (FIPS 204 Algorithm 8
+    /// step 6), computed once.
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]>;
     /// Verify a pure ML-DSA signature under `context` (FIPS 204 Algorithm 3).
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()>;
     /// Verify a signature over a μ computed elsewhere (`ML-DSA.Verify_internal`

@@ -2,7 +2,7 @@
 //! output-length convention every producing call follows.
 
 use super::objects::{ParsedKey, ParsedPublic};
-use crate::crypto::{self, Hash, Hasher, PreHash, PublicKey, SecretBytes, ML_DSA_MU_LEN};
+use crate::crypto::{self, Hash, Hasher, PreHash, SecretBytes, ML_DSA_MU_LEN};
 use crate::engine::mechanism::SignFamily;
 use crate::engine::rules::{Cipher, CipherParam, CipherScheme, SignPlan};
 use crate::error::{Error, Result};
@@ -163,12 +163,13 @@ impl<K> SignOp<K> {
         }
     }
 
-    /// HashML-DSA's μ over PH(M) `digest` for the key `public`.
-    fn hash_mu(&self, public: PublicKey, digest: &[u8]) -> Result<Vec<u8>> {
-        let (PublicKey::MlDsa { key, .. }, Some(ph)) = (public, self.plan.pre_hash) else {
-            return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
-        };
-        crypto::hash_ml_dsa_mu(crypto::provider(), &key, ph, &self.plan.context, digest)
+    /// HashML-DSA's μ over PH(M) `digest` for the key whose tr this is.
+    fn hash_mu(&self, tr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+        let ph = self
+            .plan
+            .pre_hash
+            .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
+        crypto::hash_ml_dsa_mu(crypto::provider(), tr, ph, &self.plan.context, digest)
     }
 }
 
@@ -250,7 +251,7 @@ impl SignCtx {
                 };
                 let mu = match self.plan.family {
                     SignFamily::MlDsaMu => input,
-                    _ => self.hash_mu(k.public(), &input)?,
+                    _ => self.hash_mu(&k.tr()?, &input)?,
                 };
                 match self.plan.deterministic {
                     true => k.sign_mu_deterministic(&mu),
@@ -317,7 +318,7 @@ impl VerifyCtx {
                 };
                 let mu = match self.plan.family {
                     SignFamily::MlDsaMu => input,
-                    _ => self.hash_mu(k.public(), &input)?,
+                    _ => self.hash_mu(&k.tr()?, &input)?,
                 };
                 k.verify_mu(&mu, signature)
             }
