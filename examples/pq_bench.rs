@@ -22,6 +22,7 @@ use cryptoki::object::{
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use cryptoki_sys::*;
+use softmhsm::crypto::{self as token_crypto, MlDsa};
 use softmhsm::ffi::pqdsa::{PqdsaKey, NID_MLDSA44, NID_MLDSA65, NID_MLDSA87};
 use std::time::{Duration, Instant};
 
@@ -262,6 +263,8 @@ fn main() {
         );
     }
 
+    hash_ml_dsa_rows(&s, budget);
+
     let kem = [
         (MlKemParameterSetType::ML_KEM_512, "ML-KEM-512", &ML_KEM_512),
         (MlKemParameterSetType::ML_KEM_768, "ML-KEM-768", &ML_KEM_768),
@@ -406,4 +409,94 @@ fn main() {
     );
     drop(s);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// HashML-DSA through the token (`CKM_HASH_ML_DSA_SHA256/512`: the token
+/// hashes, computes μ and signs it through aws-lc's EVP_PKEY_sign) and the
+/// external-μ signature `key sign --mu` makes (the provider's `sign_mu`, what
+/// the data plane calls once the key is open), each beside aws-lc-rs's pure
+/// ML-DSA sign (or verify) of the same set and message.
+fn hash_ml_dsa_rows(s: &Session, budget: Duration) {
+    let sets = [
+        (
+            MlDsa::P44,
+            MlDsaParameterSetType::ML_DSA_44,
+            &ML_DSA_44_SIGNING,
+            &ML_DSA_44,
+        ),
+        (
+            MlDsa::P65,
+            MlDsaParameterSetType::ML_DSA_65,
+            &ML_DSA_65_SIGNING,
+            &ML_DSA_65,
+        ),
+        (
+            MlDsa::P87,
+            MlDsaParameterSetType::ML_DSA_87,
+            &ML_DSA_87_SIGNING,
+            &ML_DSA_87,
+        ),
+    ];
+    let none = || SignAdditionalContext::new(HedgeType::Preferred, None);
+    for (set, p11_set, signing, verifying) in sets {
+        let name = set.name();
+        let ops = [Attribute::Verify(true), Attribute::Sign(true)];
+        let (public, private) = pair(s, &Mechanism::MlDsaKeyPairGen, p11_set.into(), ops);
+        let raw = PqdsaKeyPair::generate(signing).unwrap();
+        let mut sig = vec![0u8; signing.signature_len()];
+        let raw_sig = {
+            let n = raw.sign(MSG, &mut sig).unwrap();
+            sig[..n].to_vec()
+        };
+        let raw_public = raw.public_key().as_ref().to_vec();
+        for (mech, hash) in [
+            (Mechanism::HashMlDsaSha256(none()), "SHA256"),
+            (Mechanism::HashMlDsaSha512(none()), "SHA512"),
+        ] {
+            row(
+                &format!("{name} HashML-DSA-{hash} sign (32 B)"),
+                budget,
+                || drop(s.sign(&mech, private, MSG).unwrap()),
+                Some(&mut || {
+                    raw.sign(MSG, &mut sig).unwrap();
+                }),
+            );
+            let token_sig = s.sign(&mech, private, MSG).unwrap();
+            row(
+                &format!("{name} HashML-DSA-{hash} verify (vs aws-lc-rs pure verify)"),
+                budget,
+                || s.verify(&mech, public, MSG, &token_sig).unwrap(),
+                Some(&mut || {
+                    UnparsedPublicKey::new(verifying, &raw_public)
+                        .verify(MSG, &raw_sig)
+                        .unwrap()
+                }),
+            );
+        }
+        let seed = [0x22u8; 32];
+        let key = token_crypto::provider().ml_dsa_private(set, &seed).unwrap();
+        let mu = [0x6du8; 64];
+        row(
+            &format!("{name} external-mu sign (provider sign_mu, no store)"),
+            budget,
+            || drop(key.sign_mu(&mu).unwrap()),
+            Some(&mut || {
+                raw.sign(MSG, &mut sig).unwrap();
+            }),
+        );
+        if set == MlDsa::P65 {
+            // A large message: HashML-DSA-SHA256 hashes it with SHA-256 (SHA-NI
+            // here), pure ML-DSA with SHAKE256.
+            let big = vec![0xa5u8; 1 << 20];
+            let mech = Mechanism::HashMlDsaSha256(none());
+            row(
+                &format!("{name} HashML-DSA-SHA256 sign (1 MiB) vs aws-lc-rs pure sign (1 MiB)"),
+                budget,
+                || drop(s.sign(&mech, private, &big).unwrap()),
+                Some(&mut || {
+                    raw.sign(&big, &mut sig).unwrap();
+                }),
+            );
+        }
+    }
 }

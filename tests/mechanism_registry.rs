@@ -53,6 +53,29 @@ const EXPECTED: &[CK_MECHANISM_TYPE] = &[
     CKM_ML_DSA_KEY_PAIR_GEN,
     #[cfg(feature = "aws-lc")]
     CKM_ML_DSA,
+    // HashML-DSA (PKCS#11 3.2; tests/hash_ml_dsa.rs signs with them).
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA224,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA256,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA384,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA512,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA3_224,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA3_256,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA3_384,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHA3_512,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHAKE128,
+    #[cfg(feature = "aws-lc")]
+    CKM_HASH_ML_DSA_SHAKE256,
     // ML-KEM, a softmhsm extension (tests/pqc.rs): C_EncapsulateKey/C_DecapsulateKey only.
     #[cfg(feature = "aws-lc")]
     CKM_ML_KEM_KEY_PAIR_GEN,
@@ -62,9 +85,9 @@ const EXPECTED: &[CK_MECHANISM_TYPE] = &[
 
 /// Mechanisms a PKCS#11 token may offer and a Managed HSM does not.
 const NOT_LISTED: &[CK_MECHANISM_TYPE] = &[
-    // HashML-DSA: the Managed HSM signs pure ML-DSA only.
-    CKM_HASH_ML_DSA,
-    CKM_HASH_ML_DSA_SHA256,
+    // SLH-DSA: the Managed HSM's post-quantum signatures are ML-DSA only.
+    CKM_SLH_DSA,
+    CKM_HASH_SLH_DSA,
     CKM_SHA_1,
     CKM_SHA224,
     CKM_MD5,
@@ -85,7 +108,18 @@ const NOT_LISTED: &[CK_MECHANISM_TYPE] = &[
 fn spec_key_type(m: CK_MECHANISM_TYPE) -> CK_KEY_TYPE {
     match m {
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 => CKK_EC,
-        CKM_ML_DSA => CKK_ML_DSA,
+        CKM_ML_DSA
+        | CKM_HASH_ML_DSA
+        | CKM_HASH_ML_DSA_SHA224
+        | CKM_HASH_ML_DSA_SHA256
+        | CKM_HASH_ML_DSA_SHA384
+        | CKM_HASH_ML_DSA_SHA512
+        | CKM_HASH_ML_DSA_SHA3_224
+        | CKM_HASH_ML_DSA_SHA3_256
+        | CKM_HASH_ML_DSA_SHA3_384
+        | CKM_HASH_ML_DSA_SHA3_512
+        | CKM_HASH_ML_DSA_SHAKE128
+        | CKM_HASH_ML_DSA_SHAKE256 => CKK_ML_DSA,
         CKM_ML_KEM => CKK_ML_KEM,
         CKM_AES_GCM | CKM_AES_CBC | CKM_AES_CBC_PAD | CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_KWP => {
             CKK_AES
@@ -703,9 +737,10 @@ p11_test! {
                 checked += 1;
             }
         }
-        // CKM_ML_DSA meets no key of its type here (tests/pqc.rs signs with
+        // CKM_ML_DSA and the eleven HashML-DSA mechanisms meet no key of
+        // their type here (tests/pqc.rs and tests/hash_ml_dsa.rs sign with
         // them): refused by all; CKM_ML_KEM serves none of these calls.
-        let key_using = if cfg!(feature = "aws-lc") { 21 } else { 19 };
+        let key_using = if cfg!(feature = "aws-lc") { 32 } else { 19 };
         assert_eq!(checked, key_using * keys.len(), "every key-using mechanism against every key");
     }
 }

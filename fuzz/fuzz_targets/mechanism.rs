@@ -1,6 +1,7 @@
 //! Mechanism parameters: a mechanism drawn from the registry (or one it does
 //! not hold) and a parameter (raw bytes, or a `CK_RSA_PKCS_PSS_PARAMS` /
-//! `CK_RSA_PKCS_OAEP_PARAMS` / `CK_GCM_PARAMS` / `CK_RSA_AES_KEY_WRAP_PARAMS`
+//! `CK_RSA_PKCS_OAEP_PARAMS` / `CK_GCM_PARAMS` / `CK_RSA_AES_KEY_WRAP_PARAMS` /
+//! `CK_SIGN_ADDITIONAL_CONTEXT` / `CK_HASH_SIGN_ADDITIONAL_CONTEXT`
 //! with random fields, lengths and NULLs, its pointers into the input; half
 //! the time the structure the registry row names) go through the ABI's
 //! `CK_MECHANISM` parser, then through the sign, cipher and digest plans
@@ -79,9 +80,10 @@ fuzz_target!(|data: &[u8]| {
             ParamKind::Gcm => 4,
             ParamKind::RsaAesKeyWrap => 5,
             ParamKind::SignContext => 6,
+            ParamKind::HashSignContext => 7,
         }
     } else {
-        (sel >> 1) % 7
+        (sel >> 1) % 8
     };
     let (param, len): (*const u8, CK_ULONG) = match choice {
         // NULL parameter with any length.
@@ -105,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
                 ParamKind::Gcm => Some(size_of::<CK_GCM_PARAMS>()),
                 ParamKind::RsaAesKeyWrap => Some(size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>()),
                 ParamKind::SignContext => Some(size_of::<CK_SIGN_ADDITIONAL_CONTEXT>()),
+                ParamKind::HashSignContext => Some(size_of::<CK_HASH_SIGN_ADDITIONAL_CONTEXT>()),
                 _ => None,
             };
             let b = if with_pointers == Some(b.len()) {
@@ -148,6 +151,21 @@ fuzz_target!(|data: &[u8]| {
                 ]),
                 pContext: ctx as *mut _,
                 ulContextLen: ctx_len,
+            };
+            struct_param(&mut inp, &mut buf, &p)
+        }
+        7 => {
+            let (ctx, ctx_len) = slice_or_null(&mut inp);
+            let p = CK_HASH_SIGN_ADDITIONAL_CONTEXT {
+                hedgeVariant: inp.ulong(&[
+                    CKH_HEDGE_PREFERRED,
+                    CKH_HEDGE_REQUIRED,
+                    CKH_DETERMINISTIC_REQUIRED,
+                    7,
+                ]),
+                pContext: ctx as *mut _,
+                ulContextLen: ctx_len,
+                hash: inp.ulong(&[CKM_SHA256, CKM_SHA3_224, CKM_SHA512, CKM_SHA_1, 0]),
             };
             struct_param(&mut inp, &mut buf, &p)
         }

@@ -145,6 +145,12 @@ const DP_MESSAGE: Opt = opt(
     false,
     "B64URL  ML-DSA: the message itself (pure ML-DSA signs the message, not a digest)",
 );
+const DP_MU: Opt = opt(
+    "mu",
+    One,
+    false,
+    "B64URL  ML-DSA: an external mu (FIPS 204's 64-byte message representative, context included) instead of --value",
+);
 const DP_CONTEXT: Opt = opt(
     "context",
     One,
@@ -313,12 +319,12 @@ pub const VERBS: &[Verb] = &[
     Verb {
         path: &["key", "sign"],
         summary: "sign a digest with a key version (az keyvault key sign); prints {kid, value}",
-        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_CONTEXT],
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_MU, DP_CONTEXT],
     },
     Verb {
         path: &["key", "verify"],
         summary: "check a signature of a digest (az keyvault key verify); prints {kid, value: true|false}",
-        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_CONTEXT, opt("signature", One, true, "B64URL  the signature")],
+        opts: &[NAME, VERSION, DP_SIGN_ALG, DIGEST, DP_MESSAGE, DP_MU, DP_CONTEXT, opt("signature", One, true, "B64URL  the signature")],
     },
     Verb {
         path: &["key", "encrypt"],

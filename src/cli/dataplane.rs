@@ -32,6 +32,7 @@ pub(super) fn usage(p: &Parsed) -> Result<(), CliError> {
         "digest",
         "signature",
         "value",
+        "mu",
         "context",
         "iv",
         "aad",
@@ -55,10 +56,27 @@ fn optional(p: &Parsed, opt: &str) -> Result<Option<Vec<u8>>, CliError> {
     p.one(opt).map(|v| bytes(opt, v)).transpose()
 }
 
-/// What `key sign`/`verify` sign: `--digest` for RS/PS/ES, `--value` (the
-/// message) for ML-DSA, with its optional `--context`.
-fn sign_input(p: &Parsed, alg: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
+/// What `key sign`/`verify` sign: `--digest` for RS/PS/ES; for ML-DSA
+/// `--value` (the message) with its optional `--context`, or `--mu` (an
+/// external μ, which carries the context). Returns the bytes, the context
+/// and whether they are μ.
+fn sign_input(p: &Parsed, alg: &str) -> Result<(Vec<u8>, Vec<u8>, bool), CliError> {
     let ml_dsa = alg.starts_with("ML-DSA-");
+    let mu = p.one("mu").is_some();
+    if mu && !ml_dsa {
+        return Err(CliError::Usage(format!("{alg} takes --digest, not --mu")));
+    }
+    if mu {
+        if ["digest", "value", "context"]
+            .iter()
+            .any(|o| p.one(o).is_some())
+        {
+            return Err(CliError::Usage(format!(
+                "{alg} with --mu takes no --value, --digest or --context (mu carries the context)"
+            )));
+        }
+        return Ok((bytes("mu", p.required("mu"))?, Vec::new(), true));
+    }
     let (want, other) = if ml_dsa {
         ("value", "digest")
     } else {
@@ -72,7 +90,11 @@ fn sign_input(p: &Parsed, alg: &str) -> Result<(Vec<u8>, Vec<u8>), CliError> {
     let v = p
         .one(want)
         .ok_or_else(|| CliError::Usage(format!("{alg} needs --{want}")))?;
-    Ok((bytes(want, v)?, optional(p, "context")?.unwrap_or_default()))
+    Ok((
+        bytes(want, v)?,
+        optional(p, "context")?.unwrap_or_default(),
+        false,
+    ))
 }
 
 fn count(p: &Parsed) -> Result<usize, CliError> {
@@ -96,21 +118,23 @@ pub(super) fn run(p: &Parsed, s: &dyn Store, master: &MasterKey) -> Result<Shown
             });
         }
         ["key", "sign"] => {
-            let (data, context) = sign_input(p, alg)?;
+            let (data, context, external_mu) = sign_input(p, alg)?;
             let req = SignRequest {
                 alg,
                 data: &data,
                 context: &context,
+                external_mu,
             };
             let (kid, sig) = dataplane::sign(s, master, name, version, &req, t)?;
             (kid, Map::from_iter([("value".into(), json!(b64url(&sig)))]))
         }
         ["key", "verify"] => {
-            let (data, context) = sign_input(p, alg)?;
+            let (data, context, external_mu) = sign_input(p, alg)?;
             let req = SignRequest {
                 alg,
                 data: &data,
                 context: &context,
+                external_mu,
             };
             let sig = bytes("signature", p.required("signature"))?;
             let (kid, ok) = dataplane::verify(s, name, version, &req, &sig, t)?;

@@ -9,11 +9,11 @@ use super::ml_dsa_deterministic::DeterministicSigner;
 use super::rustcrypto::{because, check_gcm_params, RcRsaPrivate, RcRsaPublic, RustCrypto};
 use super::{
     spki, AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
-    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, PublicKey, RsaParts,
-    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_SEED_LEN,
+    MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, PreHash, Provider, PublicKey, RsaParts,
+    RsaPrivateKey, RsaPublicKey, SecretBytes, ML_DSA_MU_LEN, ML_DSA_SEED_LEN,
 };
 use crate::error::{Error, Result};
-use crate::ffi::pqdsa::{self, PqdsaKey};
+use crate::ffi::pqdsa::{self, EvpDigest, PqdsaKey};
 use aws_lc_rs::{
     aead::{self, Aad, LessSafeKey, Nonce, UnboundKey},
     cipher::{
@@ -82,6 +82,11 @@ impl Provider for AwsLc {
 
     fn hasher(&self, hash: Hash) -> Box<dyn Hasher> {
         Box::new(LcHasher(digest::Context::new(digest_alg(hash))))
+    }
+
+    fn pre_hasher(&self, hash: PreHash) -> Result<Box<dyn Hasher>> {
+        let d = EvpDigest::new(hash).ok_or(fail(CKR_FUNCTION_FAILED))?;
+        Ok(Box::new(LcPreHasher(d)))
     }
 
     fn generate_rsa(&self, bits: usize) -> Result<SecretBytes> {
@@ -156,8 +161,9 @@ impl Provider for AwsLc {
             key,
             set,
             seed: Zeroizing::new(seed.to_vec()),
-            with_context: OnceLock::new(),
+            evp: OnceLock::new(),
             deterministic: OnceLock::new(),
+            tr: OnceLock::new(),
         }))
     }
 
@@ -173,7 +179,8 @@ impl Provider for AwsLc {
             key,
             set,
             raw,
-            with_context: OnceLock::new(),
+            evp: OnceLock::new(),
+            tr: OnceLock::new(),
         }))
     }
 
@@ -216,6 +223,19 @@ impl Hasher for LcHasher {
     }
     fn finish(self: Box<Self>) -> Vec<u8> {
         self.0.finish().as_ref().to_vec()
+    }
+}
+
+/// An aws-lc EVP digest as a [`Hasher`]; a failed aws-lc call finishes with
+/// no bytes, which every caller's length check refuses.
+struct LcPreHasher(EvpDigest);
+
+impl Hasher for LcPreHasher {
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    fn finish(self: Box<Self>) -> Vec<u8> {
+        self.0.finish().unwrap_or_default()
     }
 }
 
@@ -603,16 +623,31 @@ fn ml_dsa_nid(set: MlDsa) -> std::ffi::c_int {
 }
 
 /// An ML-DSA private key: aws-lc-rs's key pair signs with the empty context
-/// (the common case, at aws-lc-rs's speed); a context goes through aws-lc's
-/// EVP interface ([`pqdsa`]) and the deterministic variant through
+/// (the common case, at aws-lc-rs's speed); a context or a μ goes through
+/// aws-lc's EVP interface ([`pqdsa`]) and the deterministic variant through
 /// RustCrypto's `ml-dsa` ([`DeterministicSigner`]), each key expanded from
 /// the seed on its first use.
 struct LcMlDsaPrivate {
     key: PqdsaKeyPair,
     set: MlDsa,
     seed: SecretBytes,
-    with_context: OnceLock<PqdsaKey>,
+    evp: OnceLock<PqdsaKey>,
     deterministic: OnceLock<DeterministicSigner>,
+    tr: OnceLock<[u8; ML_DSA_MU_LEN]>,
+}
+
+impl LcMlDsaPrivate {
+    fn evp(&self) -> Result<&PqdsaKey> {
+        get_or_try_init(&self.evp, || {
+            PqdsaKey::from_seed(ml_dsa_nid(self.set), &self.seed).ok_or(fail(CKR_FUNCTION_FAILED))
+        })
+    }
+
+    fn deterministic(&self) -> Result<&DeterministicSigner> {
+        get_or_try_init(&self.deterministic, || {
+            DeterministicSigner::from_seed(self.set, &self.seed)
+        })
+    }
 }
 
 impl MlDsaPrivateKey for LcMlDsaPrivate {
@@ -625,11 +660,8 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
 
     fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
         if !context.is_empty() {
-            let key = get_or_try_init(&self.with_context, || {
-                PqdsaKey::from_seed(ml_dsa_nid(self.set), &self.seed)
-                    .ok_or(fail(CKR_FUNCTION_FAILED))
-            })?;
-            return key
+            return self
+                .evp()?
                 .sign(message, context, self.set.signature_len())
                 .ok_or(fail(CKR_FUNCTION_FAILED));
         }
@@ -643,11 +675,34 @@ impl MlDsaPrivateKey for LcMlDsaPrivate {
     }
 
     fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>> {
-        get_or_try_init(&self.deterministic, || {
-            DeterministicSigner::from_seed(self.set, &self.seed)
-        })?
-        .sign(message, context)
+        self.deterministic()?.sign(message, context)
     }
+
+    fn sign_mu(&self, mu: &[u8]) -> Result<Vec<u8>> {
+        if mu.len() != ML_DSA_MU_LEN {
+            return Err(fail(CKR_DATA_LEN_RANGE));
+        }
+        self.evp()?
+            .sign_mu(mu, self.set.signature_len())
+            .ok_or(fail(CKR_FUNCTION_FAILED))
+    }
+
+    fn sign_mu_deterministic(&self, mu: &[u8]) -> Result<Vec<u8>> {
+        self.deterministic()?.sign_mu(mu)
+    }
+
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]> {
+        get_or_try_init(&self.tr, || tr_of(self.key.public_key().as_ref())).copied()
+    }
+}
+
+/// tr = SHAKE256(pk, 64) of an ML-DSA public key (FIPS 204 Algorithm 6 step 27).
+fn tr_of(public: &[u8]) -> Result<[u8; ML_DSA_MU_LEN]> {
+    let mut d = EvpDigest::new(PreHash::Shake256).ok_or(fail(CKR_FUNCTION_FAILED))?;
+    d.update(public);
+    d.finish()
+        .and_then(|t| t.try_into().ok())
+        .ok_or(fail(CKR_FUNCTION_FAILED))
 }
 
 /// An ML-DSA public key, as [`LcMlDsaPrivate`]: a context verifies through
@@ -656,20 +711,29 @@ struct LcMlDsaPublic {
     key: ParsedPublicKey,
     set: MlDsa,
     raw: Vec<u8>,
-    with_context: OnceLock<PqdsaKey>,
+    evp: OnceLock<PqdsaKey>,
+    tr: OnceLock<[u8; ML_DSA_MU_LEN]>,
+}
+
+impl LcMlDsaPublic {
+    fn evp(&self) -> Result<&PqdsaKey> {
+        get_or_try_init(&self.evp, || {
+            PqdsaKey::from_public(ml_dsa_nid(self.set), &self.raw).ok_or(fail(CKR_FUNCTION_FAILED))
+        })
+    }
 }
 
 impl MlDsaPublicKey for LcMlDsaPublic {
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]> {
+        get_or_try_init(&self.tr, || tr_of(&self.raw)).copied()
+    }
+
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()> {
         if signature.len() != self.set.signature_len() {
             return Err(fail(CKR_SIGNATURE_LEN_RANGE));
         }
         if !context.is_empty() {
-            let key = get_or_try_init(&self.with_context, || {
-                PqdsaKey::from_public(ml_dsa_nid(self.set), &self.raw)
-                    .ok_or(fail(CKR_FUNCTION_FAILED))
-            })?;
-            return match key.verify(message, context, signature) {
+            return match self.evp()?.verify(message, context, signature) {
                 true => Ok(()),
                 false => Err(fail(CKR_SIGNATURE_INVALID)),
             };
@@ -677,6 +741,19 @@ impl MlDsaPublicKey for LcMlDsaPublic {
         self.key
             .verify_sig(message, signature)
             .map_err(because(CKR_SIGNATURE_INVALID))
+    }
+
+    fn verify_mu(&self, mu: &[u8], signature: &[u8]) -> Result<()> {
+        if mu.len() != ML_DSA_MU_LEN {
+            return Err(fail(CKR_DATA_LEN_RANGE));
+        }
+        if signature.len() != self.set.signature_len() {
+            return Err(fail(CKR_SIGNATURE_LEN_RANGE));
+        }
+        match self.evp()?.verify_mu(mu, signature) {
+            true => Ok(()),
+            false => Err(fail(CKR_SIGNATURE_INVALID)),
+        }
     }
 }
 

@@ -208,6 +208,110 @@ impl MlDsa {
     }
 }
 
+/// Length of ML-DSA's message representative μ and of the public key's hash
+/// tr (FIPS 204 Algorithms 6 and 7: both SHAKE256 outputs of 64 bytes).
+pub const ML_DSA_MU_LEN: usize = 64;
+
+/// The pre-hash PH of HashML-DSA (FIPS 204 §5.4.1): the hash functions of
+/// PKCS#11 3.2's `CKM_HASH_ML_DSA_<hash>` mechanisms. The SHAKEs are XOFs read
+/// to FIPS 204's lengths: SHAKE128 256 bits, SHAKE256 512 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreHash {
+    /// SHA-224.
+    Sha224,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+    /// SHA3-224.
+    Sha3_224,
+    /// SHA3-256.
+    Sha3_256,
+    /// SHA3-384.
+    Sha3_384,
+    /// SHA3-512.
+    Sha3_512,
+    /// SHAKE128, 32 bytes of output.
+    Shake128,
+    /// SHAKE256, 64 bytes of output.
+    Shake256,
+}
+
+impl PreHash {
+    /// Output length in bytes: the length of the PH(M) a caller gives
+    /// `CKM_HASH_ML_DSA`.
+    // A digest length is never zero, so an `is_empty` would be meaningless.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(self) -> usize {
+        match self {
+            PreHash::Sha224 | PreHash::Sha3_224 => 28,
+            PreHash::Sha256 | PreHash::Sha3_256 | PreHash::Shake128 => 32,
+            PreHash::Sha384 | PreHash::Sha3_384 => 48,
+            PreHash::Sha512 | PreHash::Sha3_512 | PreHash::Shake256 => 64,
+        }
+    }
+
+    /// DER of its OBJECT IDENTIFIER (NIST hashAlgs, 2.16.840.1.101.3.4.2.x),
+    /// which HashML-DSA's M' carries (FIPS 204 Algorithm 4 steps 10–22).
+    pub fn oid_der(self) -> [u8; 11] {
+        let arc = match self {
+            PreHash::Sha256 => 1,
+            PreHash::Sha384 => 2,
+            PreHash::Sha512 => 3,
+            PreHash::Sha224 => 4,
+            PreHash::Sha3_224 => 7,
+            PreHash::Sha3_256 => 8,
+            PreHash::Sha3_384 => 9,
+            PreHash::Sha3_512 => 10,
+            PreHash::Shake128 => 11,
+            PreHash::Shake256 => 12,
+        };
+        [
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, arc,
+        ]
+    }
+
+    /// The hash `CK_HASH_SIGN_ADDITIONAL_CONTEXT.hash` names (a `CKM_SHA*`
+    /// digest mechanism). PKCS#11 3.2 defines no digest mechanism for the
+    /// SHAKEs, so those are served by `CKM_HASH_ML_DSA_SHAKE128/256` only.
+    pub fn from_digest_mechanism(m: cryptoki_sys::CK_MECHANISM_TYPE) -> Option<PreHash> {
+        use cryptoki_sys::*;
+        Some(match m {
+            CKM_SHA224 => PreHash::Sha224,
+            CKM_SHA256 => PreHash::Sha256,
+            CKM_SHA384 => PreHash::Sha384,
+            CKM_SHA512 => PreHash::Sha512,
+            CKM_SHA3_224 => PreHash::Sha3_224,
+            CKM_SHA3_256 => PreHash::Sha3_256,
+            CKM_SHA3_384 => PreHash::Sha3_384,
+            CKM_SHA3_512 => PreHash::Sha3_512,
+            _ => return None,
+        })
+    }
+}
+
+/// HashML-DSA's μ (FIPS 204 Algorithm 4 steps 23–24 and Algorithm 7 step 6,
+/// as Algorithm 5 for verification): SHAKE256(tr ‖ M', 64) with M' = 0x01 ‖
+/// |ctx| ‖ ctx ‖ OID(PH) ‖ PH(M). `tr` is the key's SHAKE256(pk, 64),
+/// `digest` PH(M), `context` at most 255 bytes (`CKR_MECHANISM_PARAM_INVALID`).
+pub fn hash_ml_dsa_mu(
+    p: &dyn Provider,
+    tr: &[u8],
+    ph: PreHash,
+    context: &[u8],
+    digest: &[u8],
+) -> Result<Vec<u8>> {
+    let ctx_len = u8::try_from(context.len())
+        .map_err(|_| crate::error::Error(cryptoki_sys::CKR_MECHANISM_PARAM_INVALID))?;
+    let mut mu = p.pre_hasher(PreHash::Shake256)?;
+    for part in [tr, &[1, ctx_len], context, &ph.oid_der(), digest] {
+        mu.update(part);
+    }
+    Ok(mu.finish())
+}
+
 /// The ML-KEM parameter sets (FIPS 203), a softmhsm extension beyond the Managed HSM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MlKem {
@@ -455,12 +559,28 @@ pub trait MlDsaPrivateKey: Send + Sync {
     /// The same, deterministic (FIPS 204's optional variant, rnd = {0}³²):
     /// one message, context and key give one signature.
     fn sign_deterministic(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>>;
+    /// `ML-DSA.Sign_internal` from step 7 on (FIPS 204 Algorithm 7), hedged,
+    /// over a μ computed elsewhere ([`ML_DSA_MU_LEN`] bytes, else
+    /// `CKR_DATA_LEN_RANGE`): HashML-DSA and the external-μ signature.
+    fn sign_mu(&self, mu: &[u8]) -> Result<Vec<u8>>;
+    /// The same, deterministic (rnd = {0}³²).
+    fn sign_mu_deterministic(&self, mu: &[u8]) -> Result<Vec<u8>>;
+    /// tr = SHAKE256(pk, 64), which μ starts with (FIPS 204 Algorithm 7
+    /// step 6), computed once.
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]>;
 }
 
 /// A parsed ML-DSA public key.
 pub trait MlDsaPublicKey: Send + Sync {
+    /// tr = SHAKE256(pk, 64), which μ starts with (FIPS 204 Algorithm 8
+    /// step 6), computed once.
+    fn tr(&self) -> Result<[u8; ML_DSA_MU_LEN]>;
     /// Verify a pure ML-DSA signature under `context` (FIPS 204 Algorithm 3).
     fn verify(&self, message: &[u8], context: &[u8], signature: &[u8]) -> Result<()>;
+    /// Verify a signature over a μ computed elsewhere (`ML-DSA.Verify_internal`
+    /// from step 7, FIPS 204 Algorithm 8); a μ that is not
+    /// [`ML_DSA_MU_LEN`] bytes is `CKR_DATA_LEN_RANGE`.
+    fn verify_mu(&self, mu: &[u8], signature: &[u8]) -> Result<()>;
 }
 
 /// A parsed ML-KEM decapsulation key.
@@ -527,6 +647,9 @@ pub trait Provider: Send + Sync {
     fn random(&self, out: &mut [u8]) -> Result<()>;
     /// A new streaming hasher.
     fn hasher(&self, hash: Hash) -> Box<dyn Hasher>;
+    /// A new streaming hasher of a HashML-DSA pre-hash (SHA-2, SHA-3, SHAKE);
+    /// `CKR_MECHANISM_INVALID` where the provider has no ML-DSA.
+    fn pre_hasher(&self, hash: PreHash) -> Result<Box<dyn Hasher>>;
     /// Generate an RSA key of `bits` (2048, 3072 or 4096) with e = 65537; PKCS#8 DER.
     fn generate_rsa(&self, bits: usize) -> Result<SecretBytes>;
     /// Generate an EC key on `curve`; PKCS#8 DER.

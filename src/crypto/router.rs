@@ -24,8 +24,8 @@ mod routed_impl {
     use crate::crypto::rustcrypto::RustCrypto;
     use crate::crypto::{
         AesKey, Curve, EcPrivateKey, EcPublicKey, Hash, Hasher, MlDsa, MlDsaPrivateKey,
-        MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, Provider, RsaParts, RsaPrivateKey,
-        RsaPublicKey, SecretBytes,
+        MlDsaPublicKey, MlKem, MlKemPrivateKey, MlKemPublicKey, PreHash, Provider, RsaParts,
+        RsaPrivateKey, RsaPublicKey, SecretBytes,
     };
     use crate::error::Result;
     use std::sync::Arc;
@@ -55,6 +55,11 @@ mod routed_impl {
         fn hasher(&self, hash: Hash) -> Box<dyn Hasher> {
             // aws-lc's SHA uses SHA-NI/AVX2 assembly.
             AwsLc.hasher(hash)
+        }
+
+        fn pre_hasher(&self, hash: PreHash) -> Result<Box<dyn Hasher>> {
+            // HashML-DSA exists with aws-lc's ML-DSA only.
+            AwsLc.pre_hasher(hash)
         }
 
         fn generate_rsa(&self, bits: usize) -> Result<SecretBytes> {

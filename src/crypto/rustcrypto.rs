@@ -185,7 +185,12 @@ impl super::Provider for RustCrypto {
     }
 
     // RustCrypto's `ml-dsa` is a release candidate without an audit (README,
-    // "Post-quantum keys"): the pure-Rust build lists no ML-DSA mechanism.
+    // "Post-quantum keys"): the pure-Rust build lists no ML-DSA mechanism,
+    // HashML-DSA included.
+    fn pre_hasher(&self, _hash: super::PreHash) -> Result<Box<dyn Hasher>> {
+        Err(fail(CKR_MECHANISM_INVALID))
+    }
+
     fn generate_ml_dsa(&self, _set: super::MlDsa) -> Result<SecretBytes> {
         Err(fail(CKR_MECHANISM_INVALID))
     }

@@ -1188,3 +1188,93 @@ fn ml_kem_round_trips_and_its_decapsulation_key_carries_the_encapsulation_key() 
         assert!(p.ml_kem_private(set, &bad).is_err(), "{set:?}");
     }
 }
+
+/// HashML-DSA's pre-hashes on "abc": FIPS 180-4 / FIPS 202 known answers,
+/// the SHAKEs read to FIPS 204's lengths (SHAKE128 32 bytes, SHAKE256 64).
+#[cfg(feature = "aws-lc")]
+#[test]
+fn pre_hashes_give_the_fips_known_answers() {
+    let cases = [
+        (PreHash::Sha224, "23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7"),
+        (PreHash::Sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        (PreHash::Sha384, "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"),
+        (PreHash::Sha512, "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"),
+        (PreHash::Sha3_224, "e642824c3f8cf24ad09234ee7d3c766fc9a3a5168d0c94ad73b46fdf"),
+        (PreHash::Sha3_256, "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"),
+        (PreHash::Sha3_384, "ec01498288516fc926459f58e2c6ad8df9b473cb0fc08c2596da7cf0e49be4b298d88cea927ac7f539f1edf228376d25"),
+        (PreHash::Sha3_512, "b751850b1a57168a5693cd924b6b096e08f621827444f70d884f5d0240d2712e10e116e9192af3c91a7ec57647e3934057340b4cf408d5a56592f8274eec53f0"),
+        (PreHash::Shake128, "5881092dd818bf5cf8a3ddb793fbcba74097d5c526a6d35f97b83351940f2cc8"),
+        (PreHash::Shake256, "483366601360a8771c6863080cc4114d8db44530f8f1e1ee4f94ea37e78b5739d5a15bef186a5386c75744c0527e1faa9f8726e462a12a4feb06bd8801e751e4"),
+    ];
+    for (ph, want) in cases {
+        let mut h = provider().pre_hasher(ph).unwrap();
+        h.update(b"a");
+        h.update(b"bc");
+        let got = h.finish();
+        assert_eq!(got, hex(want), "{ph:?}");
+        assert_eq!(got.len(), ph.len(), "{ph:?}");
+    }
+    assert_eq!(
+        rv(RustCrypto.pre_hasher(PreHash::Sha256)),
+        CKR_MECHANISM_INVALID
+    );
+}
+
+/// μ of pure ML-DSA (M' = 0 ‖ |ctx| ‖ ctx ‖ M), computed here.
+#[cfg(feature = "aws-lc")]
+fn pure_mu(public: &[u8], context: &[u8], message: &[u8]) -> Vec<u8> {
+    let p = provider();
+    let mut tr = p.pre_hasher(PreHash::Shake256).unwrap();
+    tr.update(public);
+    let tr = tr.finish();
+    let mut mu = p.pre_hasher(PreHash::Shake256).unwrap();
+    for part in [&tr[..], &[0, context.len() as u8], context, message] {
+        mu.update(part);
+    }
+    mu.finish()
+}
+
+/// A signature over μ is the signature over the message μ stands for: the
+/// hedged one verifies as pure ML-DSA, the deterministic one is byte for
+/// byte the deterministic pure signature, and verify_mu accepts what pure
+/// signing made. Wrong lengths are `CKR_DATA_LEN_RANGE`.
+#[cfg(feature = "aws-lc")]
+#[test]
+fn signing_mu_is_signing_the_message_mu_stands_for() {
+    let p = provider();
+    for set in MlDsa::ALL {
+        let seed = p.generate_ml_dsa(set).unwrap();
+        let private = p.ml_dsa_private(set, &seed).unwrap();
+        let PublicKey::MlDsa { key, .. } = private.public() else {
+            unreachable!()
+        };
+        let public = p.ml_dsa_public(set, &key).unwrap();
+        for context in [&b""[..], b"ctx"] {
+            let mu = pure_mu(&key, context, b"message");
+            let sig = private.sign_mu(&mu).unwrap();
+            public.verify(b"message", context, &sig).unwrap();
+            public.verify_mu(&mu, &sig).unwrap();
+            assert_eq!(
+                private.sign_mu_deterministic(&mu).unwrap(),
+                private.sign_deterministic(b"message", context).unwrap(),
+                "{set:?}"
+            );
+            let pure = private.sign(b"message", context).unwrap();
+            public.verify_mu(&mu, &pure).unwrap();
+            let mut other = mu.clone();
+            other[0] ^= 1;
+            assert_eq!(rv(public.verify_mu(&other, &sig)), CKR_SIGNATURE_INVALID);
+        }
+        let sig = private.sign_mu(&[7; ML_DSA_MU_LEN]).unwrap();
+        assert_eq!(rv(private.sign_mu(&[7; 63])), CKR_DATA_LEN_RANGE);
+        assert_eq!(
+            rv(private.sign_mu_deterministic(&[7; 65])),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(rv(public.verify_mu(&[7; 63], &sig)), CKR_DATA_LEN_RANGE);
+        assert_eq!(
+            rv(public.verify_mu(&[7; 64], &sig[1..])),
+            CKR_SIGNATURE_LEN_RANGE
+        );
+    }
+}

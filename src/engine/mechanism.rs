@@ -40,7 +40,7 @@
 //! `tests/mechanism_registry.rs` (every listed mechanism through the C ABI,
 //! checked by independent implementations, and nothing else).
 
-use crate::crypto::Hash;
+use crate::crypto::{Hash, PreHash};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -101,6 +101,15 @@ pub enum Param {
         hedge: CK_ULONG,
         /// `pContext` (at most 255 bytes).
         context: Vec<u8>,
+    },
+    /// `CK_HASH_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2, `CKM_HASH_ML_DSA`).
+    HashSignContext {
+        /// `hedgeVariant` (a `CKH_*`).
+        hedge: CK_ULONG,
+        /// `pContext` (at most 255 bytes).
+        context: Vec<u8>,
+        /// `hash`: the `CKM_SHA*` digest mechanism the caller's PH(M) is of.
+        hash: CK_MECHANISM_TYPE,
     },
     /// Any other parameter, as raw bytes.
     Bytes(Vec<u8>),
@@ -183,6 +192,16 @@ pub enum SignFamily {
     Ecdsa,
     /// Pure ML-DSA (FIPS 204) over the whole message (`MlDsaPrivateKey::sign`).
     MlDsa,
+    /// HashML-DSA (FIPS 204 §5.4): the token hashes the message with this
+    /// pre-hash (`CKM_HASH_ML_DSA_<hash>`), or, for `None`
+    /// (`CKM_HASH_ML_DSA`), the caller gives PH(M) and the parameter names
+    /// PH; then μ is computed here and signed (`MlDsaPrivateKey::sign_mu`).
+    HashMlDsa(Option<PreHash>),
+    /// ML-DSA over a caller's μ (FIPS 204 Algorithm 7 from step 7): the
+    /// Managed HSM's external μ, which no PKCS#11 3.2 mechanism is (PKCS#11
+    /// 3.3's draft `CKM_ML_DSA_EXTERNAL_MU` has no number yet), so no row
+    /// has this family; `rules::external_mu_plan` decides it.
+    MlDsaMu,
 }
 
 /// A signature mechanism's row data: its family, what the token hashes
@@ -215,6 +234,8 @@ pub enum ParamKind {
     RsaAesKeyWrap,
     /// `CK_SIGN_ADDITIONAL_CONTEXT`, optional.
     SignContext,
+    /// `CK_HASH_SIGN_ADDITIONAL_CONTEXT`, required.
+    HashSignContext,
 }
 
 /// The keys a mechanism takes.
@@ -356,6 +377,21 @@ const fn signing(
     d
 }
 
+/// A HashML-DSA mechanism whose token hashes with `ph`
+/// (`CKM_HASH_ML_DSA_<hash>`, optional `CK_SIGN_ADDITIONAL_CONTEXT`).
+#[cfg(feature = "aws-lc")]
+const fn hash_ml_dsa(ty: CK_MECHANISM_TYPE, name: &'static str, ph: PreHash) -> MechanismDef {
+    signing(
+        ty,
+        name,
+        ML_DSA_SETS,
+        ParamKind::SignContext,
+        Keys::MlDsa,
+        (SignFamily::HashMlDsa(Some(ph)), None),
+        Jwa::Name(name),
+    )
+}
+
 /// A cipher mechanism serving `flags`.
 const fn cipher(
     ty: CK_MECHANISM_TYPE,
@@ -424,6 +460,30 @@ pub const REGISTRY: &[MechanismDef] = &[
     row(CKM_ML_DSA_KEY_PAIR_GEN, "CKM_ML_DSA_KEY_PAIR_GEN", ML_DSA_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),
     #[cfg(feature = "aws-lc")]
     signing(CKM_ML_DSA, "CKM_ML_DSA", ML_DSA_SETS, ParamKind::SignContext, Keys::MlDsa, (SignFamily::MlDsa, None), Jwa::MlDsaBySet),
+    // HashML-DSA (PKCS#11 3.2 §6.67.6–7); the Managed HSM has no name for it:
+    // the audit log names the mechanism.
+    #[cfg(feature = "aws-lc")]
+    signing(CKM_HASH_ML_DSA, "CKM_HASH_ML_DSA", ML_DSA_SETS, ParamKind::HashSignContext, Keys::MlDsa, (SignFamily::HashMlDsa(None), None), Jwa::Name("CKM_HASH_ML_DSA")),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA224, "CKM_HASH_ML_DSA_SHA224", PreHash::Sha224),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA256, "CKM_HASH_ML_DSA_SHA256", PreHash::Sha256),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA384, "CKM_HASH_ML_DSA_SHA384", PreHash::Sha384),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA512, "CKM_HASH_ML_DSA_SHA512", PreHash::Sha512),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_224, "CKM_HASH_ML_DSA_SHA3_224", PreHash::Sha3_224),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_256, "CKM_HASH_ML_DSA_SHA3_256", PreHash::Sha3_256),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_384, "CKM_HASH_ML_DSA_SHA3_384", PreHash::Sha3_384),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_512, "CKM_HASH_ML_DSA_SHA3_512", PreHash::Sha3_512),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE128, "CKM_HASH_ML_DSA_SHAKE128", PreHash::Shake128),
+    #[cfg(feature = "aws-lc")]
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE256, "CKM_HASH_ML_DSA_SHAKE256", PreHash::Shake256),
     // ML-KEM (PKCS#11 3.2 §6.66), a softmhsm extension: C_EncapsulateKey/C_DecapsulateKey.
     #[cfg(feature = "aws-lc")]
     row(CKM_ML_KEM_KEY_PAIR_GEN, "CKM_ML_KEM_KEY_PAIR_GEN", ML_KEM_SETS, CKF_GENERATE_KEY_PAIR, ParamKind::None, Keys::None),

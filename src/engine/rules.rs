@@ -8,7 +8,7 @@ use super::mechanism::{
     expect_no_param, hash_of_digest_mechanism, hash_of_mgf, lookup, param_invalid, Mechanism,
     Param, ParamKind, SignFamily, REGISTRY,
 };
-use crate::crypto::{Curve, Hash, MlDsa};
+use crate::crypto::{Curve, Hash, MlDsa, PreHash};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 
@@ -34,6 +34,10 @@ pub struct SignPlan {
     pub context: Vec<u8>,
     /// ML-DSA's deterministic variant (`CKH_DETERMINISTIC_REQUIRED`).
     pub deterministic: bool,
+    /// HashML-DSA's pre-hash PH: the row's (`CKM_HASH_ML_DSA_<hash>`) or the
+    /// parameter's (`CKM_HASH_ML_DSA`, whose input must then be exactly
+    /// PH's length, `CKR_DATA_LEN_RANGE`).
+    pub pre_hash: Option<PreHash>,
 }
 
 /// Decide a sign or verify operation (`op` is SIGN or VERIFY) for `key`: the
@@ -52,10 +56,20 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         return Err(Error(CKR_KEY_TYPE_INCONSISTENT));
     }
     let (mut context, mut deterministic) = (Vec::new(), false);
+    let mut pre_hash = match signing.family {
+        SignFamily::HashMlDsa(ph) => ph,
+        _ => None,
+    };
     let param_hash = match def.param {
         ParamKind::Pss => Some(pss_param(mech, signing.prehash)?),
         ParamKind::SignContext => {
             (context, deterministic) = sign_context_param(mech)?;
+            None
+        }
+        ParamKind::HashSignContext => {
+            let ph;
+            (context, deterministic, ph) = hash_sign_context_param(mech)?;
+            pre_hash = Some(ph);
             None
         }
         _ => {
@@ -74,7 +88,19 @@ pub fn sign_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> Res
         digest: param_hash.or(signing.prehash).or(curve_hash),
         context,
         deterministic,
+        pre_hash,
     })
+}
+
+/// The Managed HSM's ML-DSA sign/verify over an external μ (`op` SIGN or
+/// VERIFY): decided as `CKM_ML_DSA` without parameter is (key type,
+/// `CKA_ALLOWED_MECHANISMS`, key_ops, enabled, nbf/exp), then signs or
+/// verifies the 64-byte μ the caller computed (hedged). PKCS#11 3.2 has no
+/// such mechanism, so only the data plane reaches this.
+pub fn external_mu_plan(key: &KeyRecord, op: KeyOps, now: i64) -> Result<SignPlan> {
+    let mut plan = sign_plan(&Mechanism::new(CKM_ML_DSA), key, op, now)?;
+    plan.family = SignFamily::MlDsaMu;
+    Ok(plan)
 }
 
 /// C_EncapsulateKey (`op` wrapKey) and C_DecapsulateKey (`op` unwrapKey),
@@ -109,15 +135,41 @@ pub const ML_DSA_CONTEXT_MAX: usize = 255;
 fn sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool)> {
     match &mech.param {
         Param::None => Ok((Vec::new(), false)),
-        Param::SignContext { hedge, context } if context.len() <= ML_DSA_CONTEXT_MAX => {
-            match *hedge {
-                CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.clone(), false)),
-                CKH_DETERMINISTIC_REQUIRED => Ok((context.clone(), true)),
-                _ => Err(param_invalid()),
-            }
-        }
+        Param::SignContext { hedge, context } => hedged_context(*hedge, context),
         _ => Err(param_invalid()),
     }
+}
+
+/// A `hedgeVariant` and context of ML-DSA's parameters: the context and
+/// whether signing is deterministic.
+fn hedged_context(hedge: CK_ULONG, context: &[u8]) -> Result<(Vec<u8>, bool)> {
+    if context.len() > ML_DSA_CONTEXT_MAX {
+        return Err(param_invalid());
+    }
+    match hedge {
+        CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED => Ok((context.to_vec(), false)),
+        CKH_DETERMINISTIC_REQUIRED => Ok((context.to_vec(), true)),
+        _ => Err(param_invalid()),
+    }
+}
+
+/// `CKM_HASH_ML_DSA`'s `CK_HASH_SIGN_ADDITIONAL_CONTEXT` (PKCS#11 3.2
+/// §6.67.6): required; its hedge variant and context as for `CKM_ML_DSA`,
+/// and its `hash` one of `CKM_SHA224`,
+/// `CKM_SHA256`, `CKM_SHA384`, `CKM_SHA512`, `CKM_SHA3_224` … `CKM_SHA3_512`
+/// (anything else is `CKR_MECHANISM_PARAM_INVALID`).
+fn hash_sign_context_param(mech: &Mechanism) -> Result<(Vec<u8>, bool, PreHash)> {
+    let Param::HashSignContext {
+        hedge,
+        context,
+        hash,
+    } = &mech.param
+    else {
+        return Err(param_invalid());
+    };
+    let ph = PreHash::from_digest_mechanism(*hash).ok_or_else(param_invalid)?;
+    let (context, deterministic) = hedged_context(*hedge, context)?;
+    Ok((context, deterministic, ph))
 }
 
 /// PS256/384/512 only: hash = MGF1 hash = SHA-256/384/512, salt = hash length;
@@ -248,7 +300,9 @@ pub fn cipher_plan(mech: &Mechanism, key: &KeyRecord, op: KeyOps, now: i64) -> R
             CipherParam::Iv(<[u8; 16]>::try_from(iv.as_slice()).map_err(|_| param_invalid())?)
         }
         ParamKind::RsaAesKeyWrap => rsa_aes_param(mech)?,
-        ParamKind::Pss | ParamKind::SignContext => return Err(param_invalid()),
+        ParamKind::Pss | ParamKind::SignContext | ParamKind::HashSignContext => {
+            return Err(param_invalid())
+        }
     };
     check_usable(key, needed_op(scheme, op, key.ops), now)?;
     Ok(Cipher { scheme, param })

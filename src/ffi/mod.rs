@@ -276,6 +276,30 @@ pub(crate) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
                     .to_vec(),
             }
         }
+        // HashML-DSA's parameter is required (PKCS#11 3.2 §6.67.6): none is
+        // Param::None, which its plan refuses.
+        ParamKind::HashSignContext if len == 0 => Param::None,
+        ParamKind::HashSignContext => {
+            sized(std::mem::size_of::<CK_HASH_SIGN_ADDITIONAL_CONTEXT>())?;
+            // SAFETY: `pParameter` is not NULL and declared as long as the
+            // structure (checked by `sized`); the caller guarantees those bytes
+            // readable. The read needs no alignment.
+            let c = unsafe {
+                std::ptr::read_unaligned(m.pParameter as *const CK_HASH_SIGN_ADDITIONAL_CONTEXT)
+            };
+            if c.ulContextLen > crate::engine::rules::ML_DSA_CONTEXT_MAX as CK_ULONG {
+                return Err(invalid());
+            }
+            Param::HashSignContext {
+                hedge: c.hedgeVariant,
+                // SAFETY: the caller guarantees `pContext` holds `ulContextLen`
+                // bytes; `input` refuses NULL with a non-zero length.
+                context: unsafe { input(c.pContext, c.ulContextLen) }
+                    .map_err(|_| invalid())?
+                    .to_vec(),
+                hash: c.hash,
+            }
+        }
         ParamKind::None | ParamKind::Iv if len == 0 => Param::None,
         ParamKind::None | ParamKind::Iv => {
             if len > MAX_INPUT {

@@ -9,11 +9,13 @@
 
 use super::lifecycle::{find_row, token_label, Outcome, Refusal};
 use super::objects::{Entry, ParsedKey, ParsedPublic};
-use crate::crypto::{self, Hash};
+use crate::crypto::{self, Hash, ML_DSA_MU_LEN};
 use crate::engine::key::{Body, KeyKind, KeyOps, KeyRecord};
 use crate::engine::mechanism::{lookup, Mechanism, Param};
 use crate::engine::policy;
-use crate::engine::rules::{cipher_plan, sign_plan, CipherScheme, ML_DSA_CONTEXT_MAX};
+use crate::engine::rules::{
+    cipher_plan, external_mu_plan, sign_plan, CipherScheme, SignPlan, ML_DSA_CONTEXT_MAX,
+};
 use crate::error::Error;
 use crate::store::{MasterKey, Store};
 use crate::token::operation::{CipherCtx, CipherKey, SignCtx, Stage, VerifyCtx};
@@ -194,15 +196,18 @@ fn sign_input(alg: &str, h: Hash, digest: &[u8]) -> Outcome<Vec<u8>> {
 }
 
 /// What `key sign`/`verify` sign: the REST API's `alg` and `value` (a
-/// digest for RS/PS/ES, the message itself for ML-DSA) and, for ML-DSA, the
-/// optional `context` (empty: none).
+/// digest for RS/PS/ES, the message itself for ML-DSA, or ML-DSA's μ) and,
+/// for ML-DSA, the optional `context` (empty: none).
 pub struct SignRequest<'a> {
     /// The JWA algorithm (`ES256`, `ML-DSA-65`, …).
     pub alg: &'a str,
-    /// The digest, or for ML-DSA the message.
+    /// The digest, or for ML-DSA the message (or μ).
     pub data: &'a [u8],
     /// ML-DSA's context string (FIPS 204 §5.2), at most 255 bytes.
     pub context: &'a [u8],
+    /// ML-DSA with an external μ: `data` is the 64-byte μ (FIPS 204
+    /// Algorithm 7 step 6) the caller computed, which carries the context.
+    pub external_mu: bool,
 }
 
 /// The mechanism and its input for a request: a digest for the RS/PS/ES
@@ -211,7 +216,25 @@ pub struct SignRequest<'a> {
 /// as PKCS#11's `CK_SIGN_ADDITIONAL_CONTEXT` (hedged, as the service signs).
 fn sign_request(r: &SignRequest) -> Outcome<(Mechanism, Vec<u8>)> {
     let alg = r.alg;
-    if crypto::MlDsa::from_name(alg).is_some() {
+    let ml_dsa = crypto::MlDsa::from_name(alg).is_some();
+    if r.external_mu {
+        if !ml_dsa {
+            return Err(invalid(format!("{alg} takes no external mu")));
+        }
+        if !r.context.is_empty() {
+            return Err(invalid(
+                "an external mu carries its context: none is given beside it".into(),
+            ));
+        }
+        if r.data.len() != ML_DSA_MU_LEN {
+            return Err(invalid(format!(
+                "the mu is {} bytes; ML-DSA's mu is {ML_DSA_MU_LEN}",
+                r.data.len()
+            )));
+        }
+        return Ok((Mechanism::new(CKM_ML_DSA), r.data.to_vec()));
+    }
+    if ml_dsa {
         if r.context.len() > ML_DSA_CONTEXT_MAX {
             return Err(invalid(format!(
                 "the context is {} bytes; ML-DSA takes at most {ML_DSA_CONTEXT_MAX}",
@@ -234,8 +257,23 @@ fn sign_request(r: &SignRequest) -> Outcome<(Mechanism, Vec<u8>)> {
     Ok((mech, sign_input(alg, h, r.data)?))
 }
 
-/// `sign`: sign the request's digest (for ML-DSA: the message); returns the
-/// kid and the signature.
+/// The plan of a request: its mechanism's, or for an external μ the
+/// external-μ plan (the same key rules as `CKM_ML_DSA`).
+fn request_plan(
+    req: &SignRequest,
+    mech: &Mechanism,
+    key: &KeyRecord,
+    op: KeyOps,
+    now: i64,
+) -> Result<SignPlan, Error> {
+    match req.external_mu {
+        true => external_mu_plan(key, op, now),
+        false => sign_plan(mech, key, op, now),
+    }
+}
+
+/// `sign`: sign the request's digest (for ML-DSA: the message, or μ);
+/// returns the kid and the signature.
 pub fn sign(
     store: &dyn Store,
     master: &MasterKey,
@@ -247,11 +285,12 @@ pub fn sign(
     let alg = req.alg;
     let (mech, input) = sign_request(req)?;
     let o = open(store, name, version)?;
-    let plan = sign_plan(&mech, &o.key, KeyOps::SIGN, now).map_err(|e| refused(alg, "sign", e))?;
+    let plan =
+        request_plan(req, &mech, &o.key, KeyOps::SIGN, now).map_err(|e| refused(alg, "sign", e))?;
     check_jwa(&mech, KeyOps::SIGN, &o.key, alg)?;
     let label = token_label(store)?;
     let key = o.entry.private_key(Some(master), &label)?;
-    let sig = SignCtx::new(key, plan).sign(Some(&input))?;
+    let sig = SignCtx::new(key, plan)?.sign(Some(&input))?;
     Ok((o.kid, sig))
 }
 
@@ -268,11 +307,11 @@ pub fn verify(
     let alg = req.alg;
     let (mech, input) = sign_request(req)?;
     let o = open(store, name, version)?;
-    let plan =
-        sign_plan(&mech, &o.key, KeyOps::VERIFY, now).map_err(|e| refused(alg, "verify", e))?;
+    let plan = request_plan(req, &mech, &o.key, KeyOps::VERIFY, now)
+        .map_err(|e| refused(alg, "verify", e))?;
     check_jwa(&mech, KeyOps::VERIFY, &o.key, alg)?;
     let key: ParsedPublic = o.entry.public_key()?;
-    match VerifyCtx::new(key, plan).verify(Some(&input), signature) {
+    match VerifyCtx::new(key, plan)?.verify(Some(&input), signature) {
         Ok(()) => Ok((o.kid, true)),
         Err(Error(CKR_SIGNATURE_INVALID | CKR_SIGNATURE_LEN_RANGE)) => Ok((o.kid, false)),
         Err(e) => Err(e.into()),

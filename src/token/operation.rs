@@ -2,7 +2,7 @@
 //! output-length convention every producing call follows.
 
 use super::objects::{ParsedKey, ParsedPublic};
-use crate::crypto::{self, Hash, Hasher, SecretBytes};
+use crate::crypto::{self, Hash, Hasher, PreHash, SecretBytes, ML_DSA_MU_LEN};
 use crate::engine::mechanism::SignFamily;
 use crate::engine::rules::{Cipher, CipherParam, CipherScheme, SignPlan};
 use crate::error::{Error, Result};
@@ -97,15 +97,22 @@ pub type SignCtx = SignOp<ParsedKey>;
 pub type VerifyCtx = SignOp<ParsedPublic>;
 
 impl<K> SignOp<K> {
-    /// Start an operation.
-    pub fn new(key: K, plan: SignPlan) -> SignOp<K> {
-        SignOp {
-            hasher: plan.prehash.map(|h| crypto::provider().hasher(h)),
+    /// Start an operation: its streaming hash, for the mechanisms that hash
+    /// on the token (`CKR_MECHANISM_INVALID` where the provider has none).
+    pub fn new(key: K, plan: SignPlan) -> Result<SignOp<K>> {
+        let p = crypto::provider();
+        let hasher = match (plan.prehash, plan.family) {
+            (Some(h), _) => Some(p.hasher(h)),
+            (None, SignFamily::HashMlDsa(Some(ph))) => Some(p.pre_hasher(ph)?),
+            _ => None,
+        };
+        Ok(SignOp {
+            hasher,
             key,
             plan,
             buffer: Vec::new(),
             mode: Mode::Fresh,
-        }
+        })
     }
 
     /// `*Update`: hash, or collect (bounded by `limit`, the largest valid input).
@@ -140,14 +147,29 @@ impl<K> SignOp<K> {
         self.plan.digest.ok_or(Error(CKR_MECHANISM_PARAM_INVALID))
     }
 
-    /// The input to hand the provider: a family that signs a digest gets
-    /// exactly the digest's length (`CKR_DATA_LEN_RANGE`).
+    /// The input to hand the provider: a family that signs a digest (or
+    /// HashML-DSA's PH(M), or a μ) gets exactly its length
+    /// (`CKR_DATA_LEN_RANGE`).
     fn input(&mut self, single: Option<&[u8]>) -> Result<Vec<u8>> {
         let input = self.take_input(single);
-        match self.plan.digest {
-            Some(h) if input.len() != h.len() => Err(Error(CKR_DATA_LEN_RANGE)),
+        let want = match self.plan.family {
+            SignFamily::HashMlDsa(_) => self.plan.pre_hash.map(PreHash::len),
+            SignFamily::MlDsaMu => Some(ML_DSA_MU_LEN),
+            _ => self.plan.digest.map(Hash::len),
+        };
+        match want {
+            Some(n) if input.len() != n => Err(Error(CKR_DATA_LEN_RANGE)),
             _ => Ok(input),
         }
+    }
+
+    /// HashML-DSA's μ over PH(M) `digest` for the key whose tr this is.
+    fn hash_mu(&self, tr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+        let ph = self
+            .plan
+            .pre_hash
+            .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
+        crypto::hash_ml_dsa_mu(crypto::provider(), tr, ph, &self.plan.context, digest)
     }
 }
 
@@ -223,6 +245,19 @@ impl SignCtx {
                 ParsedKey::MlDsa(k, _) => k.sign(&input, &self.plan.context),
                 _ => half(None),
             },
+            SignFamily::HashMlDsa(_) | SignFamily::MlDsaMu => {
+                let ParsedKey::MlDsa(k, _) = &self.key else {
+                    return half(None);
+                };
+                let mu = match self.plan.family {
+                    SignFamily::MlDsaMu => input,
+                    _ => self.hash_mu(&k.tr()?, &input)?,
+                };
+                match self.plan.deterministic {
+                    true => k.sign_mu_deterministic(&mu),
+                    false => k.sign_mu(&mu),
+                }
+            }
         }
     }
 }
@@ -277,6 +312,16 @@ impl VerifyCtx {
                 ParsedPublic::MlDsa(k, _) => k.verify(&input, &self.plan.context, signature),
                 _ => half(None),
             },
+            SignFamily::HashMlDsa(_) | SignFamily::MlDsaMu => {
+                let ParsedPublic::MlDsa(k, _) = &self.key else {
+                    return half(None);
+                };
+                let mu = match self.plan.family {
+                    SignFamily::MlDsaMu => input,
+                    _ => self.hash_mu(&k.tr()?, &input)?,
+                };
+                k.verify_mu(&mu, signature)
+            }
         }
     }
 }
@@ -746,6 +791,11 @@ mod tests {
                         },
                         salt_len: hash.len() as CK_ULONG,
                     },
+                    ParamKind::HashSignContext => Param::HashSignContext {
+                        hedge: CKH_HEDGE_PREFERRED,
+                        context: b"ctx".to_vec(),
+                        hash: CKM_SHA3_384,
+                    },
                     _ => Param::None,
                 },
             };
@@ -756,20 +806,27 @@ mod tests {
                 let rec = record(*kind);
                 let plan = sign_plan(&mech, &rec, KeyOps::SIGN, 0).expect(&what);
                 assert_eq!(plan.family, signing.family, "{what}");
-                let input = match (plan.prehash, plan.digest) {
-                    (Some(_), _) => b"a message of any length".to_vec(),
-                    (None, Some(h)) => vec![7; h.len()],
-                    // ML-DSA signs the message itself.
-                    (None, None) if signing.family == SignFamily::MlDsa => b"a message".to_vec(),
+                let input = match (plan.prehash, plan.digest, signing.family) {
+                    (Some(_), ..) => b"a message of any length".to_vec(),
+                    (None, Some(h), _) => vec![7; h.len()],
+                    // ML-DSA signs the message itself; HashML-DSA hashes it here …
+                    (None, None, SignFamily::MlDsa | SignFamily::HashMlDsa(Some(_))) => {
+                        b"a message".to_vec()
+                    }
+                    // … or takes the caller's PH(M) (CKM_HASH_ML_DSA).
+                    (None, None, SignFamily::HashMlDsa(None)) => {
+                        vec![7; plan.pre_hash.expect(&what).len()]
+                    }
                     // CKM_RSA_PKCS: a DigestInfo (RS256).
-                    (None, None) => [Hash::Sha256.digest_info_prefix(), &[7; 32]].concat(),
+                    (None, None, _) => [Hash::Sha256.digest_info_prefix(), &[7; 32]].concat(),
                 };
-                let mut signer = SignCtx::new(private.clone(), plan);
+                let mut signer = SignCtx::new(private.clone(), plan).expect(&what);
                 let sig = signer.sign(Some(&input)).expect(&what);
                 assert_eq!(sig.len(), signer.sig_len(), "{what}");
                 let plan = sign_plan(&mech, &rec, KeyOps::VERIFY, 0).expect(&what);
                 let verify = |sig: &[u8]| {
-                    VerifyCtx::new(public.clone(), plan.clone()).verify(Some(&input), sig)
+                    VerifyCtx::new(public.clone(), plan.clone())
+                        .and_then(|mut v| v.verify(Some(&input), sig))
                 };
                 assert_eq!(verify(&sig), Ok(()), "{what}");
                 let mut bad = sig.clone();
@@ -806,7 +863,7 @@ mod tests {
                 aes_bits: 256,
                 oaep: Box::new(oaep),
             },
-            ParamKind::Pss | ParamKind::SignContext => {
+            ParamKind::Pss | ParamKind::SignContext | ParamKind::HashSignContext => {
                 unreachable!("no cipher row reads signature parameters")
             }
         }

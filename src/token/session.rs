@@ -294,7 +294,7 @@ impl Session {
         let master = self.slot.state().master.clone();
         let label = self.slot.pool.label();
         let key = e.private_key(master.as_deref(), &label)?;
-        ops.sign = Some(SignCtx::new(key, plan));
+        ops.sign = Some(SignCtx::new(key, plan)?);
         Ok(())
     }
 
@@ -343,7 +343,7 @@ impl Session {
             )?;
         }
         let plan = rules::sign_plan(mech, k, KeyOps::VERIFY, now())?;
-        Ok(VerifyCtx::new(e.public_key()?, plan))
+        VerifyCtx::new(e.public_key()?, plan)
     }
 
     /// C_VerifyInit.
