@@ -446,6 +446,45 @@ p11_test! {
 }
 
 p11_test! {
+    fn a_forked_child_does_not_hold_the_parents_postgresql_session_open() {
+        // nginx's first process loads its keys (connecting), forks the master
+        // and exits: the master's copy of the socket, which it never uses,
+        // must not keep that session open. The child closes its copy as it
+        // starts (src/ffi/fork.rs); the session ends with the parent's.
+        let Ok(url) = std::env::var("SOFTMHSM_STORE_URL") else {
+            println!("SKIPPED: a PostgreSQL test (SOFTMHSM_TEST_STORE=postgres runs it)");
+            return;
+        };
+        let me = std::process::id();
+        let Token { session, pkcs11, raw: _raw, slot: _ } = Token::fresh();
+        assert!(!pg::sessions_of(&url, me).is_empty(), "the parent holds a session");
+        let marker = store_dir().parent().unwrap().join("parent-checked");
+        let waiting = marker.clone();
+        let child = fork_child(move || {
+            // Nothing of the library: as an nginx master, idle.
+            let start = Instant::now();
+            while !waiting.exists() {
+                assert!(start.elapsed() < Duration::from_secs(30), "the parent never checked");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        drop(session);
+        ok(pkcs11.finalize(), "parent: C_Finalize");
+        let closed = Instant::now();
+        let mut left = pg::sessions_of(&url, me);
+        while !left.is_empty() && closed.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+            left = pg::sessions_of(&url, me);
+        }
+        std::fs::write(&marker, b"checked").unwrap();
+        let status = wait_child(child, Duration::from_secs(60));
+        assert!(left.is_empty(), "the parent's sessions end while its idle child lives; still open: {left:?}");
+        assert!(libc::WIFEXITED(status), "child killed by a signal (status {status:#x})");
+        assert_eq!(libc::WEXITSTATUS(status), CHILD_OK, "child's checks failed (see its stderr above)");
+    }
+}
+
+p11_test! {
     fn a_parent_that_never_used_the_pool_holds_no_connection_and_its_child_opens_its_own() {
         // A process that initialises the library and forks before it uses the
         // token (an nginx master whose keys are in files, a p11-kit host):

@@ -1,21 +1,76 @@
-//! The process id without a system call. glibc stopped caching `getpid`, and
-//! the library asks on every `C_*` call (a forked child must call
-//! C_Initialize) and on every id it draws: a system call each, a measurable
-//! part of a call that makes a session key (a KEM's new AES key). The id is
-//! read once and forgotten in a `pthread_atfork` child handler, the one place
-//! a process can change its id under a running library.
+//! What a fork changes, seen without a system call on the hot path: the
+//! process id, read once and forgotten in a `pthread_atfork` child handler
+//! (glibc stopped caching `getpid`, and the library asks on every `C_*` call
+//! — a forked child must call C_Initialize — and on every id it draws), and
+//! the sockets a child must not keep: the same handler closes the child's
+//! copies of this process's PostgreSQL connections ([`close_in_children`]).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// The cached id; 0 until read (no process has id 0 on Unix).
 static PID: AtomicU32 = AtomicU32::new(0);
 static HANDLER: Once = Once::new();
 
-/// Runs in the child right after `fork`, on the forking thread: async-signal-
-/// safe (one atomic store).
+/// Sockets a forked child closes at once (see [`close_in_children`]): a
+/// descriptor per slot (-1 free, -2 being written) and its socket's inode.
+const SOCKETS: usize = 16;
+static FDS: [AtomicI32; SOCKETS] = [const { AtomicI32::new(-1) }; SOCKETS];
+static INODES: [AtomicU64; SOCKETS] = [const { AtomicU64::new(0) }; SOCKETS];
+
+/// Runs in the child right after `fork`, on the forking thread, so only
+/// async-signal-safe calls: atomics, `fstat`, `close`.
 extern "C" fn forget() {
     PID.store(0, Ordering::Relaxed);
+    for (fd, inode) in FDS.iter().zip(&INODES) {
+        let fd = fd.swap(-1, Ordering::AcqRel);
+        if fd < 0 {
+            continue;
+        }
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is a writable `struct stat`; a descriptor that is not
+        // open makes `fstat` fail, which is checked.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            continue;
+        }
+        // SAFETY: `fstat` succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        if st.st_ino == inode.load(Ordering::Acquire) && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        {
+            // SAFETY: the descriptor is this child's copy of the registered
+            // socket (same inode), which nothing in the child uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Have every forked child close this process's socket `fd` (of socket inode
+/// `inode`) as it starts: the child's copy of a connection it never uses
+/// (PKCS#11: a child calls C_Initialize and gets its own) would keep the
+/// connection open after this process closes its own copy or exits (nginx's
+/// first process connects, forks the master and exits). Closing a copy never
+/// disturbs this process: the connection ends when its last copy is closed.
+/// At most 16 at once; beyond that a child keeps its copies, as before.
+pub fn close_in_children(fd: i32, inode: u64) {
+    pid(); // the handler is registered
+    for (slot, ino) in FDS.iter().zip(&INODES) {
+        if slot
+            .compare_exchange(-1, -2, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            ino.store(inode, Ordering::Release);
+            slot.store(fd, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// This process closes `fd` itself (its connection is dropped): children
+/// forked from now on have nothing to close.
+pub fn keep_in_children(fd: i32) {
+    for slot in &FDS {
+        let _ = slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed);
+    }
 }
 
 /// This process's id (what `std::process::id()` returns), from the cache.
@@ -92,6 +147,57 @@ mod tests {
         });
         assert_eq!(got[0], 1, "the child's pid() is its own id");
         assert_eq!(pid(), std::process::id(), "the parent's is unchanged");
+    }
+
+    /// Whether descriptor `fd` is open.
+    fn is_open(fd: i32) -> bool {
+        // SAFETY: F_GETFD on any number: -1 (EBADF) when it is not open.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    }
+
+    /// The inode of the socket open as `fd` (Linux: /proc/self/fd).
+    fn inode(fd: i32) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("an open descriptor");
+        let link = link.to_string_lossy();
+        link.strip_prefix("socket:[")
+            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("not a socket: {link}"))
+    }
+
+    #[test]
+    fn a_child_closes_the_registered_sockets_and_keeps_the_rest() {
+        use std::os::fd::AsRawFd;
+        let (closed, _peer) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let (kept, _peer2) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let (wrong, _peer3) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let (unregistered, _peer4) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        close_in_children(closed.as_raw_fd(), inode(closed.as_raw_fd()));
+        // Registered with another socket's inode: the number now names
+        // something else (a reused descriptor), which the child must keep.
+        close_in_children(wrong.as_raw_fd(), inode(kept.as_raw_fd()));
+        close_in_children(unregistered.as_raw_fd(), inode(unregistered.as_raw_fd()));
+        keep_in_children(unregistered.as_raw_fd());
+        static FDS_SEEN: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
+        for (seen, s) in FDS_SEEN.iter().zip([&closed, &kept, &wrong, &unregistered]) {
+            seen.store(s.as_raw_fd(), Ordering::Relaxed);
+        }
+        let got = in_a_child(|| {
+            let mut out = [0u8; 17];
+            for (o, fd) in out.iter_mut().zip(&FDS_SEEN) {
+                *o = is_open(fd.load(Ordering::Relaxed)) as u8;
+            }
+            out
+        });
+        assert_eq!(
+            got[..4],
+            [0, 1, 1, 1],
+            "open in the child: registered, other, wrong inode, taken back"
+        );
+        assert!(is_open(closed.as_raw_fd()), "the parent's copy is open");
+        for s in [&closed, &wrong] {
+            keep_in_children(s.as_raw_fd());
+        }
     }
 
     #[test]

@@ -177,6 +177,39 @@ pub(super) struct Db {
     /// The server ended the connection (or it failed).
     ended: bool,
     cache: HashMap<String, Statement>,
+    /// The connection's socket (descriptor, inode), when it could be told
+    /// apart from the others at connect time: a forked child closes its copy.
+    socket: Option<(i32, u64)>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // The connection closes its socket; a later child has none to close.
+        if let Some((fd, _)) = self.socket {
+            crate::ffi::fork::keep_in_children(fd);
+        }
+    }
+}
+
+/// This process's open sockets, (descriptor, inode), from /proc/self/fd
+/// (empty where there is none: a child then keeps its copies).
+fn sockets() -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let fd = e.file_name().to_str()?.parse().ok()?;
+        let link = std::fs::read_link(e.path()).ok()?;
+        let inode = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        Some((fd, inode))
+    })
+    .collect()
 }
 
 impl Db {
@@ -190,7 +223,21 @@ impl Db {
                 log::error!("token store {}: {e}", target.shown);
                 Fail::Rv(Error(CKR_DEVICE_MEMORY))
             })?;
+        let before = sockets();
         let (client, connection) = target.connect(&runtime)?;
+        // The one socket the connection opened; another thread opening one
+        // meanwhile makes it ambiguous, and then a child keeps its copy.
+        let new: Vec<_> = sockets()
+            .into_iter()
+            .filter(|s| !before.contains(s))
+            .collect();
+        let socket = match new[..] {
+            [(fd, inode)] => {
+                crate::ffi::fork::close_in_children(fd, inode);
+                Some((fd, inode))
+            }
+            _ => None,
+        };
         let mut db = Db {
             runtime,
             client,
@@ -198,6 +245,7 @@ impl Db {
             notes: VecDeque::new(),
             ended: false,
             cache: HashMap::new(),
+            socket,
         };
         db.batch(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
         Ok(db)
