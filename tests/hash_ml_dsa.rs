@@ -10,43 +10,15 @@
 
 mod common;
 
+use common::python::*;
 use common::*;
 use cryptoki::mechanism::dsa::{HashSignAdditionalContext, HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, MlDsaParameterSetType, ObjectHandle};
 use cryptoki_sys::*;
 use sha2::Digest as _;
-use std::env;
-use std::process::Command;
-
-fn python() -> String {
-    env::var("SOFTMHSM_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 const MSG: &[u8] = b"HashML-DSA signs a hash of this message, with the hash's OID";
-
-/// Whether Python `cryptography` with ML-DSA's μ API is there; a missing one
-/// fails under `SOFTMHSM_REQUIRE_TOOLS`, else the test is skipped.
-fn python_has_mldsa() -> bool {
-    let ok = Command::new(python())
-        .args([
-            "-c",
-            "from cryptography.hazmat.primitives.asymmetric import mldsa; mldsa.MLDSA65PublicKey.verify_mu",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
-    }
-    let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(
-        !required,
-        "{} with cryptography >= 47 (ML-DSA verify_mu) is not installed (set SOFTMHSM_PYTHON), and {REQUIRE_TOOLS_ENV} is set",
-        python()
-    );
-    println!("SKIPPED: python3 with cryptography >= 47 is not installed");
-    false
-}
 
 /// The checker: one case per line of a JSON file, "ok" or "invalid" per
 /// case. μ is computed here from FIPS 204 §5.4 with hashlib: tr =
@@ -538,16 +510,6 @@ p11_test! {
 }
 
 // ------------------------------------------- the Managed HSM's external μ (CLI)
-
-fn b64url(b: &[u8]) -> String {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    Base64UrlUnpadded::encode_string(b)
-}
-
-fn b64url_decode(v: &serde_json::Value) -> Vec<u8> {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    Base64UrlUnpadded::decode_vec(v.as_str().expect("a base64url string")).expect("base64url")
-}
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())

@@ -8,18 +8,13 @@
 
 mod common;
 
+use common::python::*;
 use common::*;
 use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, MlDsaParameterSetType};
 use cryptoki_sys::*;
 use std::env;
-use std::process::Command;
-
-/// The Python with `cryptography` >= 47.
-fn python() -> String {
-    env::var("SOFTMHSM_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 const MSG: &[u8] = b"softmhsm signs what the Managed HSM would sign, after quantum computers";
 
@@ -30,28 +25,6 @@ const SETS: [(MlDsaParameterSetType, &str, usize, usize); 3] = [
     (MlDsaParameterSetType::ML_DSA_65, "65", 1952, 3309),
     (MlDsaParameterSetType::ML_DSA_87, "87", 2592, 4627),
 ];
-
-/// Whether Python `cryptography` with ML-DSA is there; like `tool`, a
-/// missing one is a failure under `SOFTMHSM_REQUIRE_TOOLS`, else a skip.
-fn python_has_mldsa() -> bool {
-    let ok = Command::new(python())
-        .args([
-            "-c",
-            "from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
-    }
-    let required = env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(
-        !required,
-        "{} with cryptography >= 47 (ML-DSA, ML-KEM) is not installed (set SOFTMHSM_PYTHON), and {REQUIRE_TOOLS_ENV} is set", python()
-    );
-    println!("SKIPPED: python3 with cryptography >= 47 is not installed");
-    false
-}
 
 /// Python's verdict on an ML-DSA signature: "ok" or "invalid".
 fn python_verify(
@@ -340,16 +313,6 @@ p11_test! {
 }
 
 // ------------------------------------------------------------------ the CLI
-
-fn b64url_decode(v: &serde_json::Value) -> Vec<u8> {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    Base64UrlUnpadded::decode_vec(v.as_str().expect("a base64url string")).expect("base64url")
-}
-
-fn b64url(b: &[u8]) -> String {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    Base64UrlUnpadded::encode_string(b)
-}
 
 p11_test! {
     fn cli_akp_key_lives_as_every_managed_hsm_key_does() {

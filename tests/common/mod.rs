@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod pg;
+pub mod python;
 
 use std::env;
 use std::ffi::OsString;
