@@ -163,13 +163,21 @@ impl<K> SignOp<K> {
         }
     }
 
-    /// HashML-DSA's μ over PH(M) `digest` for the key whose tr this is.
-    fn hash_mu(&self, tr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+    /// The μ an ML-DSA key signs or verifies: the caller's (external μ), or
+    /// HashML-DSA's over PH(M) `input` with the key's `tr`.
+    fn mu(
+        &self,
+        tr: impl FnOnce() -> Result<[u8; ML_DSA_MU_LEN]>,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        if self.plan.family == SignFamily::MlDsaMu {
+            return Ok(input);
+        }
         let ph = self
             .plan
             .pre_hash
             .ok_or(Error(CKR_MECHANISM_PARAM_INVALID))?;
-        crypto::hash_ml_dsa_mu(crypto::provider(), tr, ph, &self.plan.context, digest)
+        crypto::hash_ml_dsa_mu(crypto::provider(), &tr()?, ph, &self.plan.context, &input)
     }
 }
 
@@ -249,10 +257,7 @@ impl SignCtx {
                 let ParsedKey::MlDsa(k, _) = &self.key else {
                     return half(None);
                 };
-                let mu = match self.plan.family {
-                    SignFamily::MlDsaMu => input,
-                    _ => self.hash_mu(&k.tr()?, &input)?,
-                };
+                let mu = self.mu(|| k.tr(), input)?;
                 match self.plan.deterministic {
                     true => k.sign_mu_deterministic(&mu),
                     false => k.sign_mu(&mu),
@@ -316,10 +321,7 @@ impl VerifyCtx {
                 let ParsedPublic::MlDsa(k, _) = &self.key else {
                     return half(None);
                 };
-                let mu = match self.plan.family {
-                    SignFamily::MlDsaMu => input,
-                    _ => self.hash_mu(&k.tr()?, &input)?,
-                };
+                let mu = self.mu(|| k.tr(), input)?;
                 k.verify_mu(&mu, signature)
             }
         }
