@@ -61,6 +61,13 @@ const MGFS: &[CK_ULONG] = &[
     CKG_MGF1_SHA512,
     0,
 ];
+/// ML-DSA's hedge variants, and one that is none.
+const HEDGES: &[CK_ULONG] = &[
+    CKH_HEDGE_PREFERRED,
+    CKH_HEDGE_REQUIRED,
+    CKH_DETERMINISTIC_REQUIRED,
+    7,
+];
 const SMALL: &[CK_ULONG] = &[0, 1, 12, 16, 20, 32, 48, 64, 96, 104, 112, 120, 128, 129];
 
 fuzz_target!(|data: &[u8]| {
@@ -143,12 +150,7 @@ fuzz_target!(|data: &[u8]| {
         6 => {
             let (ctx, ctx_len) = slice_or_null(&mut inp);
             let p = CK_SIGN_ADDITIONAL_CONTEXT {
-                hedgeVariant: inp.ulong(&[
-                    CKH_HEDGE_PREFERRED,
-                    CKH_HEDGE_REQUIRED,
-                    CKH_DETERMINISTIC_REQUIRED,
-                    7,
-                ]),
+                hedgeVariant: inp.ulong(HEDGES),
                 pContext: ctx as *mut _,
                 ulContextLen: ctx_len,
             };
@@ -157,12 +159,7 @@ fuzz_target!(|data: &[u8]| {
         7 => {
             let (ctx, ctx_len) = slice_or_null(&mut inp);
             let p = CK_HASH_SIGN_ADDITIONAL_CONTEXT {
-                hedgeVariant: inp.ulong(&[
-                    CKH_HEDGE_PREFERRED,
-                    CKH_HEDGE_REQUIRED,
-                    CKH_DETERMINISTIC_REQUIRED,
-                    7,
-                ]),
+                hedgeVariant: inp.ulong(HEDGES),
                 pContext: ctx as *mut _,
                 ulContextLen: ctx_len,
                 hash: inp.ulong(&[CKM_SHA256, CKM_SHA3_224, CKM_SHA512, CKM_SHA_1, 0]),
